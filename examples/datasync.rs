@@ -1,0 +1,336 @@
+//! The datasync command line.
+//!
+//! ```text
+//! datasync run JOB.json [--source FILE] [--destination ldif:PATH] [--dry-run]
+//!                       [--report FILE] [--password-out FILE] [--threads N] [--var NAME=VALUE]…
+//! datasync validate JOB.json
+//! ```
+//! Exit codes: 0 success, 1 finished with failures (or aborted), 2 could not run.
+
+use std::fs::File;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Mutex;
+
+use clap::{Parser, Subcommand};
+use datasync::hooks::{HookContext, HookResult, PasswordSet, RowDone};
+use datasync::report::RowFailure;
+use datasync::transform::TransformContext;
+use datasync::{Error, Hooks, LdifDirectory, Report, RunOptions, Secret, job, source};
+use indicatif::{ProgressBar, ProgressStyle};
+
+#[derive(Parser)]
+#[command(name = "datasync", version, about = "Run GroupID DataSyncJobs jobs")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a job.
+    Run {
+        /// The job JSON.
+        job: PathBuf,
+        /// The source file (default: the job's Source.File setting, relative to the job file).
+        #[arg(long)]
+        source: Option<PathBuf>,
+        /// Where to write: ldif:PATH (the embedded directory).
+        #[arg(long, default_value = "ldif:directory.ldif")]
+        destination: String,
+        /// Compute the plan and the report; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Write the run report (JSON) here, also when the job cannot run.
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// Write the passwords set in this run here (CSV dn,password; mode 0600).
+        #[arg(long)]
+        password_out: Option<PathBuf>,
+        /// Worker threads (default: one per core).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        /// A %NAME% variable for Static transforms, NAME=VALUE (repeatable).
+        #[arg(long = "var", value_name = "NAME=VALUE")]
+        vars: Vec<String>,
+    },
+    /// Check a job and list every mistake.
+    Validate {
+        /// The job JSON.
+        job: PathBuf,
+    },
+}
+
+/// The CLI's hooks: a progress bar on a terminal, and password collection for --password-out.
+struct CliHooks {
+    progress: Option<ProgressBar>,
+    passwords: Option<Mutex<Vec<(String, Secret)>>>,
+}
+
+impl Hooks for CliHooks {
+    fn row_finished(&self, _: &HookContext, _: &RowDone) -> HookResult {
+        if let Some(p) = &self.progress {
+            p.inc(1);
+        }
+        Ok(())
+    }
+
+    fn row_failed(&self, _: &HookContext, _: &RowFailure) {
+        if let Some(p) = &self.progress {
+            p.inc(1);
+        }
+    }
+
+    fn password_set(&self, _: &HookContext, event: &PasswordSet<'_>) -> HookResult {
+        if let Some(list) = &self.passwords {
+            list.lock()
+                .map_err(|_| "password list lock poisoned")?
+                .push((event.dn.to_string(), event.password.clone()));
+        }
+        Ok(())
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Validate { job } => validate(&job),
+        Command::Run {
+            job,
+            source,
+            destination,
+            dry_run,
+            report,
+            password_out,
+            threads,
+            vars,
+        } => {
+            let name = job::load(&job)
+                .map(|j| job::job_name(&j))
+                .unwrap_or_else(|_| {
+                    job.file_stem()
+                        .map(|s| s.to_string_lossy().into_owned())
+                        .unwrap_or_default()
+                });
+            let result = run(
+                &job,
+                source,
+                &destination,
+                dry_run,
+                password_out.as_deref(),
+                threads,
+                &vars,
+            );
+            let (report_value, code) = match result {
+                Ok(r) => {
+                    let code = r.status.exit_code();
+                    (r, code)
+                }
+                Err(message) => {
+                    eprintln!("error: {message}");
+                    let r = match &message {
+                        CliError::Run(e) => Report::from_error(&name, dry_run, e),
+                        CliError::Usage(m) => {
+                            let mut r = Report::new(&name, dry_run);
+                            r.status = datasync::RunStatus::Error;
+                            r.detail(datasync::report::DetailType::Error, m.clone());
+                            r
+                        }
+                    };
+                    (r, 2)
+                }
+            };
+            if report_value.status != datasync::RunStatus::Error {
+                eprintln!("{}", report_value.summary());
+                for f in &report_value.failed {
+                    eprintln!(
+                        "  row {}{}: {}",
+                        f.row,
+                        f.key
+                            .as_ref()
+                            .map(|k| format!(" ({k})"))
+                            .unwrap_or_default(),
+                        f.message
+                    );
+                }
+                for d in &report_value.details {
+                    eprintln!("  {}", d.message);
+                }
+            }
+            if let Some(path) = report
+                && let Err(e) = std::fs::write(&path, report_value.to_json())
+            {
+                eprintln!("error: cannot write the report to {}: {e}", path.display());
+                return ExitCode::from(2);
+            }
+            ExitCode::from(code as u8)
+        }
+    }
+}
+
+fn validate(path: &Path) -> ExitCode {
+    let wire = match job::load(path) {
+        Ok(j) => j,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    match job::compile(&wire, &TransformContext::default()) {
+        Ok(plan) => {
+            println!(
+                "{}: valid ({} object type{})",
+                plan.name,
+                plan.objects.len(),
+                if plan.objects.len() == 1 { "" } else { "s" }
+            );
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            for e in &errors.0 {
+                println!("{e}");
+            }
+            eprintln!("{}: {} mistake(s)", path.display(), errors.0.len());
+            ExitCode::from(2)
+        }
+    }
+}
+
+enum CliError {
+    Run(Error),
+    Usage(String),
+}
+
+impl std::fmt::Display for CliError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CliError::Run(e) => write!(f, "{e}"),
+            CliError::Usage(m) => f.write_str(m),
+        }
+    }
+}
+
+impl From<Error> for CliError {
+    fn from(e: Error) -> Self {
+        CliError::Run(e)
+    }
+}
+
+fn run(
+    job_path: &Path,
+    source_path: Option<PathBuf>,
+    destination: &str,
+    dry_run: bool,
+    password_out: Option<&Path>,
+    threads: usize,
+    vars: &[String],
+) -> Result<Report, CliError> {
+    let wire = job::load(job_path).map_err(Error::from)?;
+    let mut context = TransformContext::default();
+    for v in vars {
+        let (name, value) = v
+            .split_once('=')
+            .ok_or_else(|| CliError::Usage(format!("--var {v}: expected NAME=VALUE")))?;
+        context
+            .variables
+            .insert(name.to_string(), value.to_string());
+    }
+    let plan = job::compile(&wire, &context).map_err(|errors| Error::Invalid {
+        job: job::job_name(&wire),
+        errors,
+    })?;
+    let source_path = match source_path {
+        Some(p) => p,
+        None => match &plan.source_file {
+            Some(f) => job_path.parent().unwrap_or(Path::new(".")).join(f),
+            None => {
+                return Err(CliError::Usage(
+                    "the job has no Source.File setting: pass --source FILE".into(),
+                ));
+            }
+        },
+    };
+    let Some(ldif_path) = destination.strip_prefix("ldif:") else {
+        return Err(CliError::Usage(format!(
+            "--destination {destination}: expected ldif:PATH"
+        )));
+    };
+    let mut source = source::open(&source_path).map_err(|source| Error::Source {
+        job: plan.name.clone(),
+        object_type: plan.objects.first().map_or(1, |o| o.object_type.code()),
+        field: None,
+        source,
+    })?;
+    let directory = LdifDirectory::open(ldif_path).map_err(|source| Error::Destination {
+        job: plan.name.clone(),
+        source,
+    })?;
+    // Open the password file before anything is written: passwords that cannot be delivered
+    // must not be set.
+    let password_file = match password_out {
+        Some(p) if !dry_run => Some((
+            p,
+            open_private(p)
+                .map_err(|e| CliError::Usage(format!("cannot create {}: {e}", p.display())))?,
+        )),
+        _ => None,
+    };
+    let progress = std::io::stderr().is_terminal().then(|| {
+        let bar = ProgressBar::new_spinner();
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} {pos} rows {elapsed}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
+        bar.enable_steady_tick(std::time::Duration::from_millis(200));
+        bar
+    });
+    let hooks = CliHooks {
+        progress,
+        passwords: password_file.as_ref().map(|_| Mutex::new(Vec::new())),
+    };
+    let options = RunOptions {
+        threads,
+        dry_run,
+        context,
+    };
+    let report = datasync::run(&plan, source.as_mut(), &directory, &hooks, &options)?;
+    if let Some(p) = &hooks.progress {
+        p.finish_and_clear();
+    }
+    if let (Some((path, mut file)), Some(list)) = (password_file, hooks.passwords) {
+        let list = list.into_inner().unwrap_or_else(|p| p.into_inner());
+        let mut w = csv::Writer::from_writer(Vec::new());
+        let mut text = Ok(());
+        text = text.and(w.write_record(["dn", "password"]));
+        for (dn, secret) in &list {
+            text = text.and(w.write_record([dn.as_str(), secret.expose()]));
+        }
+        let bytes = text
+            .and_then(|()| w.into_inner().map_err(|e| e.into_error().into()))
+            .map_err(|e| CliError::Usage(format!("cannot write {}: {e}", path.display())))?;
+        file.write_all(&bytes)
+            .and_then(|()| file.sync_all())
+            .map_err(|e| CliError::Usage(format!("cannot write {}: {e}", path.display())))?;
+    }
+    Ok(report)
+}
+
+/// Creates (or truncates) a file only its owner can read.
+fn open_private(path: &Path) -> std::io::Result<File> {
+    let mut options = File::options();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let file = options.open(path)?;
+    #[cfg(unix)]
+    {
+        // `mode` applies only when the file is new; tighten an existing one too.
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(file)
+}

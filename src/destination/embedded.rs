@@ -1,0 +1,622 @@
+//! The embedded directory: a tree of entries kept in an LDIF file, so a job runs with no server.
+//!
+//! The file is read once when the directory is opened; changes happen in memory and
+//! [`commit`](Destination::commit) writes the whole file back atomically (a temporary file
+//! beside it, fsync, rename), so a run that fails or is killed leaves the old file as it was.
+//! A lock file (`PATH.lock`) keeps two runs from writing the same directory at once.
+//! Passwords are stored as `{SSHA512}` salted hashes, never as text.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use rand::RngExt;
+use sha2::{Digest, Sha512};
+
+use super::{Destination, DestinationError, Entry, Modification, Scope, ldif};
+use crate::Secret;
+use crate::dn::Dn;
+use crate::query::Filter;
+
+/// Separates RDNs in a tree key. Keys list RDNs root first, so a parent sorts right before its
+/// children and a subtree is one contiguous range of the map.
+const SEP: char = '\u{1}';
+
+/// An LDAP-like directory held in memory and kept in an LDIF file.
+///
+/// ```
+/// use datasync::{Destination, Entry, LdifDirectory};
+/// let dir = LdifDirectory::in_memory();
+/// let mut e = Entry::new("DC=lab");
+/// e.set("dc", vec!["lab".into()]);
+/// dir.add(&e, None).unwrap();
+/// assert!(dir.exists("dc=LAB").unwrap());
+/// ```
+pub struct LdifDirectory {
+    path: Option<PathBuf>,
+    // Held for the directory's lifetime; the OS releases the lock when the file closes.
+    _lock: Option<File>,
+    tree: RwLock<BTreeMap<String, Entry>>,
+    dirty: AtomicBool,
+}
+
+impl std::fmt::Debug for LdifDirectory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LdifDirectory")
+            .field("path", &self.path)
+            .field("entries", &self.read().len())
+            .finish()
+    }
+}
+
+fn key(dn: &Dn) -> String {
+    let mut out = String::new();
+    for (i, rdn) in dn.rdns.iter().rev().enumerate() {
+        if i > 0 {
+            out.push(SEP);
+        }
+        let one = Dn {
+            rdns: vec![rdn.clone()],
+        };
+        // Control characters are escaped by the normal form only partly; keep SEP unique.
+        out.extend(
+            one.normalized()
+                .chars()
+                .map(|c| if c < ' ' { '\u{fffd}' } else { c }),
+        );
+    }
+    out
+}
+
+fn parse_key(dn: &str) -> Result<(Dn, String), DestinationError> {
+    let parsed = Dn::parse(dn)?;
+    let k = key(&parsed);
+    Ok((parsed, k))
+}
+
+/// A parent that need not exist as an entry: the root, or a naming context made only of
+/// `DC=` components (a suffix a server would hold, absent from a partial export).
+fn parent_may_be_absent(parent: &Dn) -> bool {
+    parent
+        .rdns
+        .iter()
+        .all(|rdn| rdn.iter().all(|ava| ava.attr.eq_ignore_ascii_case("dc")))
+}
+
+impl LdifDirectory {
+    /// A directory with no file: for tests, dry runs and benchmarks.
+    pub fn in_memory() -> LdifDirectory {
+        LdifDirectory {
+            path: None,
+            _lock: None,
+            tree: RwLock::new(BTreeMap::new()),
+            dirty: AtomicBool::new(false),
+        }
+    }
+
+    /// Opens (or, when the file does not exist yet, starts) the directory kept in `path`.
+    /// Bad LDIF is an error naming the line; no entry is ever dropped silently.
+    pub fn open(path: impl AsRef<Path>) -> Result<LdifDirectory, DestinationError> {
+        let path = path.as_ref().to_path_buf();
+        let io = |source| DestinationError::Io {
+            path: path.clone(),
+            source,
+        };
+        let lock_path = PathBuf::from(format!("{}.lock", path.display()));
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io)?;
+        if lock.try_lock().is_err() {
+            return Err(DestinationError::Locked { path });
+        }
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(io(e)),
+        };
+        let entries = ldif::parse(&text).map_err(|source| DestinationError::Ldif {
+            path: path.clone(),
+            source,
+        })?;
+        let mut tree = BTreeMap::new();
+        for entry in entries {
+            let (_, k) = parse_key(&entry.dn)?;
+            if tree.contains_key(&k) {
+                return Err(DestinationError::Ldif {
+                    path: path.clone(),
+                    source: ldif::LdifError {
+                        line: 0,
+                        message: format!("the entry {} appears twice", entry.dn),
+                    },
+                });
+            }
+            tree.insert(k, entry);
+        }
+        Ok(LdifDirectory {
+            path: Some(path),
+            _lock: Some(lock),
+            tree: RwLock::new(tree),
+            dirty: AtomicBool::new(false),
+        })
+    }
+
+    /// A directory holding `entries` (parents need not come first).
+    pub fn from_entries(entries: Vec<Entry>) -> Result<LdifDirectory, DestinationError> {
+        let dir = LdifDirectory::in_memory();
+        {
+            let mut tree = dir.write();
+            for entry in entries {
+                let (_, k) = parse_key(&entry.dn)?;
+                if tree.insert(k, entry.clone()).is_some() {
+                    return Err(DestinationError::AlreadyExists { dn: entry.dn });
+                }
+            }
+        }
+        Ok(dir)
+    }
+
+    // A poisoned lock means a thread panicked mid-change; the map itself is still whole (every
+    // change is a single insert/remove), so carry on with it.
+    fn read(&self) -> RwLockReadGuard<'_, BTreeMap<String, Entry>> {
+        self.tree.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, BTreeMap<String, Entry>> {
+        self.tree.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every entry, parents before children.
+    pub fn entries(&self) -> Vec<Entry> {
+        self.read().values().cloned().collect()
+    }
+
+    /// The entry at `dn`, if any.
+    pub fn get(&self, dn: &str) -> Option<Entry> {
+        let (_, k) = parse_key(dn).ok()?;
+        self.read().get(&k).cloned()
+    }
+
+    /// The directory as LDIF, parents before children (what `commit` writes).
+    pub fn to_ldif(&self) -> String {
+        ldif::write(self.read().values())
+    }
+
+    /// The file this directory is kept in, if any.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    fn check_parent(
+        tree: &BTreeMap<String, Entry>,
+        dn: &Dn,
+        original: &str,
+    ) -> Result<(), DestinationError> {
+        match dn.parent() {
+            Some(parent) if !parent.rdns.is_empty() && !parent_may_be_absent(&parent) => {
+                if tree.contains_key(&key(&parent)) {
+                    Ok(())
+                } else {
+                    Err(DestinationError::NoSuchObject {
+                        dn: format!("{parent} (the parent of {original})"),
+                    })
+                }
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Hashes a password as OpenLDAP's `{SSHA512}`: base64(SHA-512(password ‖ salt) ‖ salt),
+/// with a 16-byte salt from a cryptographic RNG.
+pub fn hash_password(password: &Secret) -> String {
+    let mut salt = [0u8; 16];
+    rand::rng().fill(&mut salt);
+    let mut hasher = Sha512::new();
+    hasher.update(password.expose().as_bytes());
+    hasher.update(salt);
+    let mut out = hasher.finalize().to_vec();
+    out.extend_from_slice(&salt);
+    format!("{{SSHA512}}{}", BASE64.encode(out))
+}
+
+/// True when `stored` is an `{SSHA512}` hash of `password`.
+pub fn verify_password(stored: &str, password: &Secret) -> bool {
+    let Some(b64) = stored.strip_prefix("{SSHA512}") else {
+        return false;
+    };
+    let Ok(bytes) = BASE64.decode(b64) else {
+        return false;
+    };
+    if bytes.len() <= 64 {
+        return false;
+    }
+    let (digest, salt) = bytes.split_at(64);
+    let mut hasher = Sha512::new();
+    hasher.update(password.expose().as_bytes());
+    hasher.update(salt);
+    hasher.finalize().as_slice() == digest
+}
+
+fn in_subtree<'a>(
+    tree: &'a BTreeMap<String, Entry>,
+    base: &'a str,
+) -> impl Iterator<Item = (&'a String, &'a Entry)> + 'a {
+    let prefix = format!("{base}{SEP}");
+    tree.range(base.to_string()..)
+        .take_while(move |(k, _)| base.is_empty() || *k == base || k.starts_with(&prefix))
+}
+
+impl Destination for LdifDirectory {
+    fn search(
+        &self,
+        base: &str,
+        scope: Scope,
+        filter: &Filter,
+        _attributes: &[String],
+    ) -> Result<Vec<Entry>, DestinationError> {
+        let (base_dn, base_key) = parse_key(base)?;
+        let tree = self.read();
+        let depth = base_dn.rdns.len();
+        let mut found = false;
+        let mut out = Vec::new();
+        for (_, entry) in in_subtree(&tree, &base_key) {
+            found = true;
+            let entry_depth = Dn::parse(&entry.dn).map(|d| d.rdns.len()).unwrap_or(0);
+            let in_scope = match scope {
+                Scope::Base => entry_depth == depth,
+                Scope::OneLevel => entry_depth == depth + 1,
+                Scope::Subtree => true,
+            };
+            if in_scope && filter.matches(entry) {
+                out.push(entry.clone());
+            }
+        }
+        if !found && !base_key.is_empty() {
+            return Err(DestinationError::NoSuchObject {
+                dn: base.to_string(),
+            });
+        }
+        Ok(out)
+    }
+
+    fn exists(&self, dn: &str) -> Result<bool, DestinationError> {
+        let (_, k) = parse_key(dn)?;
+        Ok(self.read().contains_key(&k))
+    }
+
+    fn add(&self, entry: &Entry, password: Option<&Secret>) -> Result<(), DestinationError> {
+        let (dn, k) = parse_key(&entry.dn)?;
+        let mut stored = entry.clone();
+        if let Some(p) = password {
+            stored.set("userPassword", vec![hash_password(p)]);
+        }
+        let mut tree = self.write();
+        if tree.contains_key(&k) {
+            return Err(DestinationError::AlreadyExists {
+                dn: entry.dn.clone(),
+            });
+        }
+        Self::check_parent(&tree, &dn, &entry.dn)?;
+        tree.insert(k, stored);
+        self.dirty.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    fn modify(&self, dn: &str, changes: &[Modification]) -> Result<(), DestinationError> {
+        let (parsed, k) = parse_key(dn)?;
+        // Hash outside the lock: hashing is the slow part.
+        let hashed: Vec<Option<String>> = changes
+            .iter()
+            .map(|c| match c {
+                Modification::SetPassword(p) => Some(hash_password(p)),
+                Modification::Replace(..) => None,
+            })
+            .collect();
+        let mut tree = self.write();
+        let current = tree
+            .get(&k)
+            .ok_or_else(|| DestinationError::NoSuchObject { dn: dn.to_string() })?;
+        let mut updated = current.clone();
+        for (change, hash) in changes.iter().zip(hashed) {
+            match change {
+                Modification::Replace(attr, values) => {
+                    if let Some(ava) = parsed
+                        .rdns
+                        .first()
+                        .and_then(|rdn| rdn.iter().find(|ava| ava.attr.eq_ignore_ascii_case(attr)))
+                        && !values
+                            .iter()
+                            .any(|v| super::entry::eq_ignore_case(v, &ava.value))
+                    {
+                        return Err(DestinationError::Rejected {
+                            message: format!(
+                                "{dn}: {attr} is the naming attribute; rename the entry to change it"
+                            ),
+                        });
+                    }
+                    updated.set(attr, values.clone());
+                }
+                Modification::SetPassword(_) => {
+                    updated.set("userPassword", hash.into_iter().collect());
+                }
+            }
+        }
+        tree.insert(k, updated);
+        self.dirty.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    fn rename(&self, dn: &str, new_dn: &str) -> Result<(), DestinationError> {
+        let (old, old_key) = parse_key(dn)?;
+        let (new, new_key) = parse_key(new_dn)?;
+        let mut tree = self.write();
+        if !tree.contains_key(&old_key) {
+            return Err(DestinationError::NoSuchObject { dn: dn.to_string() });
+        }
+        if old_key == new_key {
+            return Ok(());
+        }
+        if tree.contains_key(&new_key) {
+            return Err(DestinationError::AlreadyExists {
+                dn: new_dn.to_string(),
+            });
+        }
+        Self::check_parent(&tree, &new, new_dn)?;
+        if new.is_within(&old) {
+            return Err(DestinationError::Rejected {
+                message: format!("cannot move {dn} below itself"),
+            });
+        }
+        let moved: Vec<String> = in_subtree(&tree, &old_key)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in moved {
+            let Some(mut entry) = tree.remove(&k) else {
+                continue;
+            };
+            let entry_dn = Dn::parse(&entry.dn)?;
+            let own = entry_dn.rdns.len() - old.rdns.len();
+            let renamed = Dn {
+                rdns: entry_dn.rdns[..own]
+                    .iter()
+                    .chain(new.rdns.iter())
+                    .cloned()
+                    .collect(),
+            };
+            if own == 0 {
+                // The moved entry itself: its naming attribute follows the new RDN
+                // (LDAP modify DN with deleteoldrdn).
+                for ava in old.rdns.first().into_iter().flatten() {
+                    let kept: Vec<String> = entry
+                        .get(&ava.attr)
+                        .iter()
+                        .filter(|v| !super::entry::eq_ignore_case(v, &ava.value))
+                        .cloned()
+                        .collect();
+                    entry.set(&ava.attr, kept);
+                }
+                for ava in new.rdns.first().into_iter().flatten() {
+                    entry.add_values(&ava.attr, std::slice::from_ref(&ava.value));
+                }
+                entry.dn = new_dn.to_string();
+            } else {
+                let head = Dn {
+                    rdns: entry_dn.rdns[..own].to_vec(),
+                };
+                entry.dn = format!("{head},{new_dn}");
+            }
+            tree.insert(key(&renamed), entry);
+        }
+        self.dirty.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    fn delete(&self, dn: &str) -> Result<(), DestinationError> {
+        let (_, k) = parse_key(dn)?;
+        let mut tree = self.write();
+        if !tree.contains_key(&k) {
+            return Err(DestinationError::NoSuchObject { dn: dn.to_string() });
+        }
+        if in_subtree(&tree, &k).nth(1).is_some() {
+            return Err(DestinationError::NotLeaf { dn: dn.to_string() });
+        }
+        tree.remove(&k);
+        self.dirty.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    fn password_matches(
+        &self,
+        dn: &str,
+        password: &Secret,
+    ) -> Result<Option<bool>, DestinationError> {
+        let (_, k) = parse_key(dn)?;
+        let tree = self.read();
+        let entry = tree
+            .get(&k)
+            .ok_or_else(|| DestinationError::NoSuchObject { dn: dn.to_string() })?;
+        Ok(Some(
+            entry
+                .get("userPassword")
+                .iter()
+                .any(|stored| verify_password(stored, password)),
+        ))
+    }
+
+    fn commit(&self) -> Result<(), DestinationError> {
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
+        if !self.dirty.load(Ordering::Acquire) {
+            return Ok(()); // nothing changed: leave the file (and its time stamp) alone
+        }
+        let io = |source| DestinationError::Io {
+            path: path.clone(),
+            source,
+        };
+        let text = self.to_ldif();
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".datasync-")
+            .suffix(".ldif.tmp")
+            .tempfile_in(&dir)
+            .map_err(io)?;
+        tmp.write_all(text.as_bytes()).map_err(io)?;
+        tmp.as_file().sync_all().map_err(io)?;
+        tmp.persist(path).map_err(|e| io(e.error))?;
+        // Make the rename itself durable.
+        if let Ok(d) = File::open(&dir) {
+            let _ = d.sync_all();
+        }
+        self.dirty.store(false, Ordering::Release);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(dn: &str, attrs: &[(&str, &str)]) -> Entry {
+        let mut e = Entry::new(dn);
+        for (a, v) in attrs {
+            e.add_values(a, &[v.to_string()]);
+        }
+        e
+    }
+
+    fn all() -> Filter {
+        Filter::Present("objectClass".into())
+    }
+
+    #[test]
+    fn tree_operations() {
+        let dir = LdifDirectory::in_memory();
+        dir.add(&entry("DC=lab", &[("objectClass", "domain")]), None)
+            .unwrap();
+        dir.add(
+            &entry("OU=API,DC=lab", &[("objectClass", "organizationalUnit")]),
+            None,
+        )
+        .unwrap();
+        let e = dir
+            .add(
+                &entry("CN=x,OU=Nope,DC=lab", &[("objectClass", "user")]),
+                None,
+            )
+            .unwrap_err();
+        assert!(matches!(e, DestinationError::NoSuchObject { .. }), "{e}");
+        dir.add(
+            &entry(
+                "CN=Ann,OU=API,DC=lab",
+                &[("objectClass", "user"), ("cn", "Ann")],
+            ),
+            Some(&Secret::new("pw")),
+        )
+        .unwrap();
+        assert!(matches!(
+            dir.add(&entry("cn=ann,ou=api,dc=LAB", &[]), None),
+            Err(DestinationError::AlreadyExists { .. })
+        ));
+        assert_eq!(
+            dir.search("OU=API,DC=lab", Scope::Subtree, &all(), &[])
+                .unwrap()
+                .len(),
+            2
+        );
+        assert_eq!(
+            dir.search("OU=API,DC=lab", Scope::OneLevel, &all(), &[])
+                .unwrap()
+                .len(),
+            1
+        );
+        assert_eq!(
+            dir.search("DC=lab", Scope::Base, &all(), &[])
+                .unwrap()
+                .len(),
+            1
+        );
+        assert!(
+            dir.search("OU=Other,DC=lab", Scope::Subtree, &all(), &[])
+                .is_err()
+        );
+        assert_eq!(
+            dir.password_matches("CN=Ann,OU=API,DC=lab", &Secret::new("pw"))
+                .unwrap(),
+            Some(true)
+        );
+        assert_eq!(
+            dir.password_matches("CN=Ann,OU=API,DC=lab", &Secret::new("no"))
+                .unwrap(),
+            Some(false)
+        );
+        assert!(matches!(
+            dir.delete("OU=API,DC=lab"),
+            Err(DestinationError::NotLeaf { .. })
+        ));
+
+        dir.rename("CN=Ann,OU=API,DC=lab", "CN=Ann Lee,OU=API,DC=lab")
+            .unwrap();
+        let moved = dir.get("cn=ann lee,ou=api,dc=lab").unwrap();
+        assert_eq!(moved.get("cn"), ["Ann Lee"]);
+        assert!(dir.get("CN=Ann,OU=API,DC=lab").is_none());
+
+        let e = dir
+            .modify(
+                "CN=Ann Lee,OU=API,DC=lab",
+                &[Modification::Replace("cn".into(), vec!["Bob".into()])],
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains("naming attribute"), "{e}");
+
+        // moving a container moves what is below it
+        dir.rename("OU=API,DC=lab", "OU=People,DC=lab").unwrap();
+        assert!(dir.get("CN=Ann Lee,OU=People,DC=lab").is_some());
+        dir.delete("CN=Ann Lee,OU=People,DC=lab").unwrap();
+        dir.delete("OU=People,DC=lab").unwrap();
+        assert_eq!(dir.entries().len(), 1);
+    }
+
+    #[test]
+    fn passwords_are_salted_hashes() {
+        let a = hash_password(&Secret::new("same"));
+        let b = hash_password(&Secret::new("same"));
+        assert_ne!(a, b);
+        assert!(a.starts_with("{SSHA512}"));
+        assert!(verify_password(&a, &Secret::new("same")));
+        assert!(!verify_password(&a, &Secret::new("other")));
+        assert!(!verify_password("{SSHA512}!!", &Secret::new("same")));
+    }
+
+    #[test]
+    fn a_second_opener_is_locked_out_and_commit_is_atomic() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("d.ldif");
+        let dir = LdifDirectory::open(&path).unwrap();
+        assert!(matches!(
+            LdifDirectory::open(&path),
+            Err(DestinationError::Locked { .. })
+        ));
+        dir.add(&entry("DC=lab", &[("dc", "lab")]), None).unwrap();
+        dir.commit().unwrap();
+        drop(dir);
+        let again = LdifDirectory::open(&path).unwrap();
+        assert_eq!(again.entries().len(), 1);
+        let names: Vec<_> = std::fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
+    }
+}

@@ -1,0 +1,98 @@
+//! A directory entry: a DN and its attributes, with names compared case-insensitively as LDAP does.
+
+/// One attribute of an entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attribute {
+    /// The attribute name as first written (`givenName`); looked up case-insensitively.
+    pub name: String,
+    /// The values, in the order they were given.
+    pub values: Vec<String>,
+}
+
+/// A directory entry.
+///
+/// ```
+/// use datasync::Entry;
+/// let mut e = Entry::new("CN=Ann,DC=lab");
+/// e.set("givenName", vec!["Ann".into()]);
+/// assert_eq!(e.first("GIVENNAME"), Some("Ann"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The entry's distinguished name, as written.
+    pub dn: String,
+    attrs: Vec<Attribute>,
+}
+
+impl Entry {
+    /// An entry with no attributes.
+    pub fn new(dn: impl Into<String>) -> Entry {
+        Entry {
+            dn: dn.into(),
+            attrs: Vec::new(),
+        }
+    }
+
+    fn position(&self, name: &str) -> Option<usize> {
+        self.attrs
+            .iter()
+            .position(|a| a.name.eq_ignore_ascii_case(name))
+    }
+
+    /// The values of `name` (empty when the entry has none).
+    pub fn get(&self, name: &str) -> &[String] {
+        self.position(name)
+            .map(|i| self.attrs[i].values.as_slice())
+            .unwrap_or(&[])
+    }
+
+    /// The first value of `name`.
+    pub fn first(&self, name: &str) -> Option<&str> {
+        self.get(name).first().map(String::as_str)
+    }
+
+    /// Replaces the values of `name`; no values removes the attribute.
+    pub fn set(&mut self, name: &str, values: Vec<String>) {
+        match (self.position(name), values.is_empty()) {
+            (Some(i), true) => {
+                self.attrs.remove(i);
+            }
+            (Some(i), false) => self.attrs[i].values = values,
+            (None, true) => {}
+            (None, false) => self.attrs.push(Attribute {
+                name: name.to_string(),
+                values,
+            }),
+        }
+    }
+
+    /// Adds values to `name`, skipping values it already has (compared case-insensitively).
+    pub fn add_values(&mut self, name: &str, values: &[String]) {
+        let mut current = self.get(name).to_vec();
+        for v in values {
+            if !current.iter().any(|c| eq_ignore_case(c, v)) {
+                current.push(v.clone());
+            }
+        }
+        self.set(name, current);
+    }
+
+    /// Removes `name` entirely.
+    pub fn remove(&mut self, name: &str) {
+        self.set(name, Vec::new());
+    }
+
+    /// All attributes, in the order they were added.
+    pub fn attributes(&self) -> &[Attribute] {
+        &self.attrs
+    }
+}
+
+/// Case-insensitive comparison as directory matching rules do for most string attributes.
+pub fn eq_ignore_case(a: &str, b: &str) -> bool {
+    if a.is_ascii() && b.is_ascii() {
+        a.eq_ignore_ascii_case(b)
+    } else {
+        a.to_lowercase() == b.to_lowercase()
+    }
+}

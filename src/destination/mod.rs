@@ -1,0 +1,152 @@
+//! Destinations: where entries are written. Every destination implements [`Destination`]; the
+//! engine reads it once per object type (one search, one key index) and then writes through it
+//! from several threads.
+
+pub mod embedded;
+pub mod entry;
+pub mod ldif;
+
+use std::path::PathBuf;
+
+pub use embedded::LdifDirectory;
+pub use entry::{Attribute, Entry};
+
+use crate::Secret;
+use crate::dn::DnError;
+use crate::query::Filter;
+
+/// How far below the base a search reaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// The base entry only.
+    Base,
+    /// The base's direct children.
+    OneLevel,
+    /// The base and everything below it.
+    Subtree,
+}
+
+/// One change to an existing entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Modification {
+    /// Replace the values of an attribute; no values removes it.
+    Replace(String, Vec<String>),
+    /// Set the password; the destination stores it in its own form (a salted hash in the
+    /// embedded directory, `unicodePwd` in Active Directory).
+    SetPassword(Secret),
+}
+
+/// What a destination could not do.
+#[derive(Debug, thiserror::Error)]
+pub enum DestinationError {
+    /// The directory file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The directory file is not valid LDIF.
+    #[error("{path}: {source}")]
+    Ldif {
+        /// The file.
+        path: PathBuf,
+        /// Where and why.
+        source: ldif::LdifError,
+    },
+    /// Another run holds the directory file.
+    #[error("{path} is in use by another run (lock file {path}.lock)")]
+    Locked {
+        /// The directory file.
+        path: PathBuf,
+    },
+    /// A DN does not parse.
+    #[error(transparent)]
+    InvalidDn(#[from] DnError),
+    /// The entry (or the parent it needs) does not exist.
+    #[error("no such object: {dn}")]
+    NoSuchObject {
+        /// The missing DN.
+        dn: String,
+    },
+    /// An entry with that DN exists already.
+    #[error("entry already exists: {dn}")]
+    AlreadyExists {
+        /// The DN.
+        dn: String,
+    },
+    /// The entry has children, so it cannot be deleted.
+    #[error("{dn} has entries below it and cannot be deleted")]
+    NotLeaf {
+        /// The DN.
+        dn: String,
+    },
+    /// The destination refused the change for another reason.
+    #[error("{message}")]
+    Rejected {
+        /// The destination's explanation.
+        message: String,
+    },
+}
+
+impl DestinationError {
+    /// True when trying the same operation again later may succeed (used by retries).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            DestinationError::Io { .. } | DestinationError::Locked { .. }
+        )
+    }
+}
+
+/// A directory the engine writes to.
+///
+/// All methods take `&self` and the type is `Sync`: the engine calls them from several worker
+/// threads at once, so an implementation locks (or multiplexes) internally. An operation either
+/// happens whole or returns an error and changes nothing.
+pub trait Destination: Send + Sync {
+    /// The entries at or below `base` (per `scope`) that match `filter`, in a stable order.
+    /// `attributes` names what the caller will read; an implementation may return more.
+    /// A `base` that does not exist gives [`DestinationError::NoSuchObject`].
+    fn search(
+        &self,
+        base: &str,
+        scope: Scope,
+        filter: &Filter,
+        attributes: &[String],
+    ) -> Result<Vec<Entry>, DestinationError>;
+
+    /// True when an entry with this DN exists.
+    fn exists(&self, dn: &str) -> Result<bool, DestinationError>;
+
+    /// Adds an entry; its parent must exist. `password`, if any, is set with it.
+    fn add(&self, entry: &Entry, password: Option<&Secret>) -> Result<(), DestinationError>;
+
+    /// Applies all `changes` to the entry at `dn`, or none of them.
+    fn modify(&self, dn: &str, changes: &[Modification]) -> Result<(), DestinationError>;
+
+    /// Moves the entry at `dn` (and anything below it) to `new_dn`; the RDN attribute's value
+    /// follows the new RDN.
+    fn rename(&self, dn: &str, new_dn: &str) -> Result<(), DestinationError>;
+
+    /// Deletes the leaf entry at `dn`.
+    fn delete(&self, dn: &str) -> Result<(), DestinationError>;
+
+    /// Whether `password` is the entry's current password: `Some` when the destination can
+    /// tell, `None` when it cannot (then a static password is only set on create).
+    fn password_matches(
+        &self,
+        dn: &str,
+        password: &Secret,
+    ) -> Result<Option<bool>, DestinationError> {
+        let _ = (dn, password);
+        Ok(None)
+    }
+
+    /// Makes the run's writes durable. The embedded directory writes its file here (atomically);
+    /// a server destination has nothing left to do.
+    fn commit(&self) -> Result<(), DestinationError> {
+        Ok(())
+    }
+}

@@ -1,0 +1,421 @@
+//! The engine: one run of a [`Plan`] from a [`Source`] into a [`Destination`], with [`Hooks`].
+//!
+//! A run has two halves. **Prepare** reads everything for every object type first: source
+//! queries, column binding, destination queries, one destination scan per type, the key index.
+//! Any problem there is an [`Error`] and nothing has been written. **Apply** then goes type by
+//! type:
+//!
+//! 1. rows are computed in parallel (hooks, transforms, key, match, diff), with no writes;
+//! 2. sequentially, rows sharing a key, or two creates or renames aiming at one DN, all fail
+//!    naming each other, so no result depends on which thread came first;
+//! 3. the writes are made in parallel, each row isolated from the others' failures;
+//! 4. deletes (or deprovisions) of objects in scope that no row matched, all or nothing
+//!    against the threshold.
+//!
+//! Results are gathered in source order, so the destination and the report (times aside) are
+//! the same for one thread or many.
+
+mod delete;
+mod row;
+
+use std::collections::{HashMap, HashSet};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use rayon::prelude::*;
+
+use crate::destination::{Destination, DestinationError, Entry, Scope};
+use crate::dn::Dn;
+use crate::hooks::{HookContext, HookResult, Hooks, QueryEvent};
+use crate::job::{ContainerRule, ObjectPlan, Plan};
+use crate::matching::{KeyIndex, ResolveIndex};
+use crate::query::{Filter, parse_destination_query};
+use crate::report::{DetailType, Report, RunStatus};
+use crate::source::{RowSet, Source, SourceError};
+use crate::transform::{Transform, TransformContext};
+use crate::{Error, report};
+
+/// How to run.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Worker threads; 0 uses one per core.
+    pub threads: usize,
+    /// Compute the full plan and report, write nothing.
+    pub dry_run: bool,
+    /// Scripts and variables, as the plan was compiled with (container scripts use them).
+    pub context: TransformContext,
+}
+
+/// Everything one object type needs once prepared.
+struct TypeRun<'p> {
+    plan: &'p ObjectPlan,
+    rows: RowSet,
+    bound: Vec<Transform<usize>>,
+    container_field: Option<usize>,
+    filter: Filter,
+    index: KeyIndex,
+    resolver: ResolveIndex,
+    /// The attributes `Resolve` fields look up.
+    resolve_attributes: Vec<String>,
+}
+
+/// Calls a hook, turning a panic into an error so one bad hook fails one row, not the run.
+fn guard<T>(f: impl FnOnce() -> HookResult<T>) -> Result<T, String> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(e.0),
+        Err(panic) => Err(format!(
+            "hook panicked: {}",
+            panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".into())
+        )),
+    }
+}
+
+/// The naming context above `dn`: its trailing `DC=` components (the whole DN if it has none).
+fn naming_context(dn: &str) -> String {
+    match Dn::parse(dn) {
+        Ok(parsed) => {
+            let dcs: Vec<_> = parsed
+                .rdns
+                .iter()
+                .rev()
+                .take_while(|rdn| rdn.iter().all(|a| a.attr.eq_ignore_ascii_case("dc")))
+                .cloned()
+                .collect();
+            if dcs.is_empty() {
+                dn.to_string()
+            } else {
+                Dn {
+                    rdns: dcs.into_iter().rev().collect(),
+                }
+                .to_string()
+            }
+        }
+        Err(_) => dn.to_string(),
+    }
+}
+
+/// Runs `plan`. Row failures are in the report; an `Err` means the job could not run and
+/// nothing was written.
+///
+/// ```
+/// use datasync::{engine, job, LdifDirectory, NoHooks, RunStatus};
+/// let wire = job::load("fixtures/jobs/excel-to-ad.json".as_ref()).unwrap();
+/// let plan = job::compile(&wire, &Default::default()).unwrap();
+/// let mut source = datasync::source::open("fixtures/sources/people.xlsx".as_ref()).unwrap();
+/// let directory = LdifDirectory::in_memory();
+/// let report = engine::run(&plan, source.as_mut(), &directory, &NoHooks, &Default::default()).unwrap();
+/// assert_eq!(report.status, RunStatus::FinishedSuccess);
+/// assert_eq!(report.counts.added, report.counts.read);
+/// ```
+pub fn run(
+    plan: &Plan,
+    source: &mut dyn Source,
+    destination: &dyn Destination,
+    hooks: &dyn Hooks,
+    options: &RunOptions,
+) -> Result<Report, Error> {
+    let started = Instant::now();
+    let mut report = Report::new(&plan.name, options.dry_run);
+    let ctx = HookContext::new(&plan.name, options.dry_run);
+    let job = || plan.name.clone();
+    let hook_error = |event: &'static str, message: String| Error::Hook {
+        job: job(),
+        event,
+        message,
+    };
+    guard(|| hooks.startup(&ctx)).map_err(|m| hook_error("startup", m))?;
+
+    // Prepare: every read and every check, for every type, before the first write.
+    let mut prepared = Vec::with_capacity(plan.objects.len());
+    for op in &plan.objects {
+        prepared.push(prepare_type(plan, op, source, destination, hooks, &ctx)?);
+    }
+
+    let threads = if options.threads == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        options.threads
+    };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("datasync-{i}"))
+        .build()
+        .ok();
+    let now = report::now_iso();
+    let today = now.get(..10).unwrap_or("").to_string();
+    let shared = row::Shared {
+        ctx: &ctx,
+        hooks,
+        destination,
+        dry_run: options.dry_run,
+        context: &options.context,
+        now: &now,
+        today: &today,
+        containers: Mutex::new(HashSet::new()),
+    };
+
+    for tr in &prepared {
+        report.counts.read += tr.rows.rows.len();
+        let results = apply_type(&shared, tr, pool.as_ref());
+        let withheld = delete::run(&shared, tr, &results, &mut report, pool.as_ref());
+        row::record(tr.plan, results, &mut report);
+        if withheld {
+            report.status = RunStatus::FinishedFail;
+        }
+    }
+    if !report.failed.is_empty() || !report.delete_failed.is_empty() {
+        report.status = RunStatus::FinishedFail;
+    }
+    if let Err(m) = guard(|| hooks.shutdown(&ctx, &report)) {
+        report.detail(DetailType::Error, format!("the shutdown hook failed: {m}"));
+        report.status = RunStatus::FinishedFail;
+    }
+    if !options.dry_run {
+        destination
+            .commit()
+            .map_err(|source| Error::Destination { job: job(), source })?;
+    }
+    report.stop_time = report::now_iso();
+    report.duration = started.elapsed().as_millis() as u64;
+    Ok(report)
+}
+
+fn prepare_type<'p>(
+    plan: &Plan,
+    op: &'p ObjectPlan,
+    source: &mut dyn Source,
+    destination: &dyn Destination,
+    hooks: &dyn Hooks,
+    ctx: &HookContext,
+) -> Result<TypeRun<'p>, Error> {
+    let code = op.object_type.code();
+    let source_error = |field: Option<String>, source: SourceError| Error::Source {
+        job: plan.name.clone(),
+        object_type: code,
+        field,
+        source,
+    };
+    let mut query = op.source_query.clone();
+    guard(|| {
+        hooks.build_source_query(
+            ctx,
+            &mut QueryEvent {
+                object_type: op.object_type,
+                query: &mut query,
+            },
+        )
+    })
+    .map_err(|message| Error::Hook {
+        job: plan.name.clone(),
+        event: "build_source_query",
+        message,
+    })?;
+    let rows = source.query(&query).map_err(|e| source_error(None, e))?;
+    let missing = |field: String, column: String| {
+        source_error(
+            Some(field),
+            SourceError::MissingColumn {
+                column,
+                available: rows.columns.names().to_vec(),
+            },
+        )
+    };
+    let mut bound = Vec::with_capacity(op.fields.len());
+    for f in &op.fields {
+        bound.push(
+            f.transform
+                .bind(&rows.columns)
+                .map_err(|column| missing(f.location(), column))?,
+        );
+    }
+    let container_field =
+        match &op.container {
+            ContainerRule::FromField(name) => Some(rows.columns.index(name).ok_or_else(|| {
+                missing("objectsOption.containerOptionValue".into(), name.clone())
+            })?),
+            _ => None,
+        };
+
+    let mut destination_query = op.destination_query.clone();
+    guard(|| {
+        hooks.build_destination_query(
+            ctx,
+            &mut QueryEvent {
+                object_type: op.object_type,
+                query: &mut destination_query,
+            },
+        )
+    })
+    .map_err(|message| Error::Hook {
+        job: plan.name.clone(),
+        event: "build_destination_query",
+        message,
+    })?;
+    let filter = if destination_query == op.destination_query {
+        op.destination_filter.clone()
+    } else {
+        parse_destination_query(&destination_query).map_err(|source| Error::Query {
+            job: plan.name.clone(),
+            object_type: code,
+            source,
+        })?
+    };
+
+    // One scan per type: the attributes the job maps, the keys, and what deletes and
+    // deprovisioning read.
+    let mut attributes: Vec<String> = op
+        .fields
+        .iter()
+        .filter(|f| f.password.is_none())
+        .map(|f| f.attribute.clone())
+        .collect();
+    attributes.extend(filter.attributes());
+    attributes.extend(["objectClass".to_string(), "userAccountControl".to_string()]);
+    let scope = if op.subtree {
+        Scope::Subtree
+    } else {
+        Scope::OneLevel
+    };
+    let destination_error = |source: DestinationError| Error::Destination {
+        job: plan.name.clone(),
+        source,
+    };
+    let entries: Vec<Entry> = match destination.search(&op.scope_base, scope, &filter, &attributes)
+    {
+        Ok(e) => e,
+        // The container does not exist yet: nothing is in scope (it is created with the
+        // first object, per the container strategy).
+        Err(DestinationError::NoSuchObject { .. }) => Vec::new(),
+        Err(e) => return Err(destination_error(e)),
+    };
+    let key_attributes: Vec<&str> = op
+        .key_fields
+        .iter()
+        .map(|i| op.fields[*i].attribute.as_str())
+        .collect();
+    let index = KeyIndex::build(entries, &key_attributes);
+    let resolve_attributes: Vec<String> = op
+        .fields
+        .iter()
+        .filter_map(|f| match &f.transform {
+            Transform::Resolve { attribute, .. } => Some(attribute.clone()),
+            _ => None,
+        })
+        .collect();
+    let resolver = if resolve_attributes.is_empty() {
+        ResolveIndex::default()
+    } else {
+        ResolveIndex::build(
+            destination,
+            &naming_context(&op.scope_base),
+            &resolve_attributes,
+        )
+        .map_err(destination_error)?
+    };
+    Ok(TypeRun {
+        plan: op,
+        rows,
+        bound,
+        container_field,
+        filter,
+        index,
+        resolver,
+        resolve_attributes,
+    })
+}
+
+/// Maps `items` through `f` on the pool (or on this thread without one), keeping order.
+fn par_map<T: Sync, R: Send>(
+    pool: Option<&rayon::ThreadPool>,
+    items: &[T],
+    f: impl Fn(&T) -> R + Sync + Send,
+) -> Vec<R> {
+    match pool {
+        Some(pool) => pool.install(|| items.par_iter().map(&f).collect()),
+        None => items.iter().map(f).collect(),
+    }
+}
+
+fn apply_type(
+    shared: &row::Shared<'_>,
+    tr: &TypeRun<'_>,
+    pool: Option<&rayon::ThreadPool>,
+) -> Vec<row::RowResult> {
+    // 1. compute, in parallel, with no writes
+    let mut prepared: Vec<row::Prepared> =
+        par_map(pool, &tr.rows.rows, |r| row::prepare(shared, tr, r));
+
+    // 1b. `Resolve` fields, now that every row's DN is known
+    if prepared.iter().any(|p| !p.deferred.is_empty()) {
+        let planned = row::planned_dns(tr, &prepared);
+        for p in prepared.iter_mut() {
+            row::resolve_deferred(tr, &planned, p);
+        }
+    }
+
+    // 2. conflicts, sequentially, so the outcome does not depend on thread timing
+    let mut by_key: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, p) in prepared.iter().enumerate() {
+        if let Some(k) = &p.norm_key
+            && !p.cancelled
+        {
+            by_key.entry(k.as_str()).or_default().push(i);
+        }
+    }
+    let mut conflicts: Vec<(usize, String)> = Vec::new();
+    for rows in by_key.values().filter(|v| v.len() > 1) {
+        for &i in rows {
+            let others: Vec<String> = rows
+                .iter()
+                .filter(|j| **j != i)
+                .map(|j| prepared[*j].row.to_string())
+                .collect();
+            conflicts.push((
+                i,
+                format!(
+                    "duplicate key \"{}\": also on row {}",
+                    prepared[i].key.as_deref().unwrap_or(""),
+                    others.join(", ")
+                ),
+            ));
+        }
+    }
+    let mut by_dn: HashMap<String, Vec<usize>> = HashMap::new();
+    for (i, p) in prepared.iter().enumerate() {
+        if let Some(dn) = p.planned.new_dn()
+            && let Ok(n) = crate::dn::normalize(dn)
+        {
+            by_dn.entry(n).or_default().push(i);
+        }
+    }
+    for rows in by_dn.values().filter(|v| v.len() > 1) {
+        for &i in rows {
+            let others: Vec<String> = rows
+                .iter()
+                .filter(|j| **j != i)
+                .map(|j| prepared[*j].row.to_string())
+                .collect();
+            conflicts.push((
+                i,
+                format!(
+                    "{} would also be the DN of row {}",
+                    prepared[i].planned.new_dn().unwrap_or(""),
+                    others.join(", ")
+                ),
+            ));
+        }
+    }
+    conflicts.sort();
+    for (i, message) in conflicts {
+        prepared[i].fail(None, message);
+    }
+
+    // 3. writes, in parallel, each row on its own
+    par_map(pool, &prepared, |p| row::apply(shared, tr, p))
+}

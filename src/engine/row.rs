@@ -1,0 +1,927 @@
+//! One source row: computing what it needs ([`prepare`], no writes) and making it so ([`apply`]).
+
+use std::collections::{HashMap, HashSet};
+use std::ops::ControlFlow;
+use std::sync::Mutex;
+
+use super::{TypeRun, guard};
+use crate::destination::{Destination, DestinationError, Entry, Modification};
+use crate::dn::{self, Dn};
+use crate::hooks::{HookContext, Hooks, PasswordSet, RowDone, RowOutcome, RowStart, RowWrite};
+use crate::job::{ContainerRule, ObjectPlan};
+use crate::matching::{normalize_key, same_values};
+use crate::report::{Report, RowFailure};
+use crate::source::SourceRow;
+use crate::transform::{PasswordPolicy, PasswordRule, RunValues, ScriptInput, TransformContext};
+use crate::{Secret, transform};
+
+/// What every row of a run shares.
+pub(super) struct Shared<'a> {
+    pub ctx: &'a HookContext,
+    pub hooks: &'a dyn Hooks,
+    pub destination: &'a dyn Destination,
+    pub dry_run: bool,
+    pub context: &'a TransformContext,
+    pub now: &'a str,
+    pub today: &'a str,
+    /// Containers known to exist, so each is checked (or created) once per run.
+    pub containers: Mutex<HashSet<String>>,
+}
+
+/// Where a new object's password comes from.
+pub(super) enum NewPassword {
+    Static(Secret),
+    Generate(PasswordPolicy),
+}
+
+/// What a row will do.
+pub(super) enum Planned {
+    Create {
+        dn: String,
+        container: String,
+        attributes: Vec<(String, Vec<String>)>,
+        password: Option<NewPassword>,
+    },
+    Update {
+        dn: String,
+        changes: Vec<(String, Vec<String>)>,
+        password: Option<Secret>,
+        rename_to: Option<String>,
+    },
+    Unchanged {
+        dn: String,
+    },
+    Skipped {
+        dn: Option<String>,
+    },
+    Failed {
+        field: Option<String>,
+        message: String,
+    },
+}
+
+impl Planned {
+    /// The DN this row would create or rename to.
+    pub fn new_dn(&self) -> Option<&str> {
+        match self {
+            Planned::Create { dn, .. } => Some(dn),
+            Planned::Update {
+                rename_to: Some(to),
+                ..
+            } => Some(to),
+            _ => None,
+        }
+    }
+}
+
+/// A row after step 1.
+pub(super) struct Prepared {
+    pub row: u64,
+    /// The key as the row has it (for messages).
+    pub key: Option<String>,
+    /// The key normalised (for matching).
+    pub norm_key: Option<String>,
+    /// A `row_starting` hook cancelled the row.
+    pub cancelled: bool,
+    pub planned: Planned,
+    /// `Resolve` fields, filled in once every row's DN is known (see [`resolve_deferred`]):
+    /// position in the field map and the source value.
+    pub deferred: Vec<(usize, Option<String>)>,
+    /// The matched destination entry, by position in the key index.
+    pub entry: Option<usize>,
+    /// This row's values of the attributes `Resolve` fields look up (lower-cased), so rows
+    /// of the same run can resolve to the object this row creates.
+    pub resolve_values: Vec<(String, String)>,
+}
+
+impl Prepared {
+    /// Fails the row, unless it has failed already (the first reason is the one reported).
+    pub fn fail(&mut self, field: Option<String>, message: String) {
+        if !matches!(self.planned, Planned::Failed { .. }) {
+            self.planned = Planned::Failed { field, message };
+        }
+    }
+}
+
+/// What happened to a row after step 3.
+pub(super) struct RowResult {
+    pub row: u64,
+    pub key: Option<String>,
+    pub norm_key: Option<String>,
+    pub outcome: RowOutcome,
+    /// Set when the row failed (possibly after its write was made).
+    pub failure: Option<(Option<String>, String)>,
+    /// Writes that happened: added DN, modified DN, rename (old, new).
+    pub added: Option<String>,
+    pub modified: Option<String>,
+    pub renamed: Option<(String, String)>,
+}
+
+fn failed(field: Option<String>, message: String) -> Planned {
+    Planned::Failed { field, message }
+}
+
+/// Step 1: hooks, transforms, key, match and diff. Reads the destination at most for a
+/// password check; writes nothing.
+pub(super) fn prepare(shared: &Shared<'_>, tr: &TypeRun<'_>, row: &SourceRow) -> Prepared {
+    let op = tr.plan;
+    let mut out = Prepared {
+        row: row.number,
+        key: None,
+        norm_key: None,
+        cancelled: false,
+        planned: Planned::Skipped { dn: None },
+        deferred: Vec::new(),
+        entry: None,
+        resolve_values: Vec::new(),
+    };
+    let mut values = row.values.clone();
+    match guard(|| {
+        shared.hooks.row_starting(
+            shared.ctx,
+            &mut RowStart {
+                object_type: op.object_type,
+                row: row.number,
+                columns: &tr.rows.columns,
+                values: &mut values,
+            },
+        )
+    }) {
+        Ok(ControlFlow::Continue(())) => {}
+        // A cancelled row still computes its key below, so its object is not taken for an
+        // orphan and deleted.
+        Ok(ControlFlow::Break(())) => out.cancelled = true,
+        Err(m) => {
+            out.planned = failed(None, format!("row_starting: {m}"));
+            return out;
+        }
+    }
+
+    let run = RunValues {
+        now: shared.now,
+        today: shared.today,
+        resolver: &tr.resolver,
+    };
+    let mut desired: Vec<(String, Vec<String>)> = Vec::with_capacity(op.fields.len());
+    let mut password: Option<(NewPassword, bool)> = None;
+    let mut first_failure: Option<(String, String)> = None;
+    for (fi, (f, bound)) in op.fields.iter().zip(&tr.bound).enumerate() {
+        if let transform::Transform::Resolve { field, .. } = bound {
+            if let Some(e) = bound_cell_error(bound, row, &tr.rows.columns) {
+                first_failure.get_or_insert((f.location(), e));
+                continue;
+            }
+            // The object it names may be created by another row of this run: resolve later.
+            out.deferred
+                .push((fi, values.get(*field).cloned().flatten()));
+            desired.push((f.attribute.clone(), Vec::new()));
+            continue;
+        }
+        let result = match bound_cell_error(bound, row, &tr.rows.columns) {
+            Some(e) => Err(e),
+            None => bound.apply(&tr.rows.columns, &values, &f.attribute, &run),
+        };
+        let value = match result {
+            Ok(v) => v,
+            Err(e) => {
+                // Keep going for the keys: a row with a known key protects its object from
+                // deletion even when another field fails.
+                first_failure.get_or_insert((f.location(), e));
+                continue;
+            }
+        };
+        match &f.password {
+            Some(PasswordRule::Static) => {
+                if let Some(v) = value {
+                    password = Some((NewPassword::Static(Secret::new(v)), f.create_only));
+                }
+            }
+            Some(PasswordRule::Generate(policy)) => {
+                // Generated passwords are only ever set on create: regenerating one on every
+                // run would reset every user's password.
+                password = Some((NewPassword::Generate(policy.clone()), true));
+            }
+            None => {
+                let values = match (value, &f.delimiter) {
+                    (None, _) => Vec::new(),
+                    (Some(v), Some(d)) => v
+                        .split(d.as_str())
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(String::from)
+                        .collect(),
+                    (Some(v), None) => vec![v],
+                };
+                desired.push((f.attribute.clone(), values));
+            }
+        }
+    }
+    let value_of = |attr: &str| -> Option<&Vec<String>> {
+        desired
+            .iter()
+            .find(|(a, _)| a.eq_ignore_ascii_case(attr))
+            .map(|(_, v)| v)
+    };
+
+    // The key.
+    let mut parts = Vec::with_capacity(op.key_fields.len());
+    for &k in &op.key_fields {
+        let f = &op.fields[k];
+        match value_of(&f.attribute).and_then(|v| v.first()) {
+            Some(v) => parts.push(v.clone()),
+            None => {
+                if first_failure.is_none() {
+                    out.planned = failed(
+                        Some(f.location()),
+                        format!("the key field {} is empty", f.attribute),
+                    );
+                } else if let Some((field, message)) = first_failure {
+                    out.planned = failed(Some(field), message);
+                }
+                return out;
+            }
+        }
+    }
+    out.key = Some(parts.join(", "));
+    out.norm_key = Some(normalize_key(&parts));
+    for attr in &tr.resolve_attributes {
+        if let Some(v) = value_of(attr).and_then(|v| v.first()) {
+            out.resolve_values
+                .push((attr.to_lowercase(), v.to_lowercase()));
+        }
+    }
+    if let Some((field, message)) = first_failure {
+        out.planned = failed(Some(field), message);
+        return out;
+    }
+
+    let matches = out
+        .norm_key
+        .as_deref()
+        .map(|k| tr.index.find(k))
+        .unwrap_or(&[]);
+    out.planned = match matches {
+        [] if out.cancelled || !op.create => Planned::Skipped { dn: None },
+        [] => plan_create(shared, tr, row, &values, &desired, password.map(|p| p.0)),
+        [one] => {
+            out.entry = Some(*one);
+            let entry = tr.index.entry(*one);
+            if out.cancelled {
+                Planned::Skipped {
+                    dn: Some(entry.dn.clone()),
+                }
+            } else {
+                plan_update(shared, op, entry, &desired, password)
+            }
+        }
+        many => failed(
+            None,
+            format!(
+                "the key matches {} objects: {}",
+                many.len(),
+                many.iter()
+                    .map(|i| tr.index.entry(*i).dn.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+        ),
+    };
+    out
+}
+
+/// The spreadsheet error of a cell a bound transform reads, if any.
+fn bound_cell_error(
+    bound: &transform::Transform<usize>,
+    row: &SourceRow,
+    columns: &crate::source::Columns,
+) -> Option<String> {
+    if row.cell_errors.is_empty() {
+        return None;
+    }
+    let mut found = None;
+    let _ = bound.map_fields(|col| {
+        if found.is_none()
+            && let Some((_, e)) = row.cell_errors.iter().find(|(c, _)| c == col)
+        {
+            let name = columns.names().get(*col).cloned().unwrap_or_default();
+            found = Some(format!("the cell in column {name} holds the error {e}"));
+        }
+        Ok::<(), ()>(())
+    });
+    found
+}
+
+fn plan_create(
+    shared: &Shared<'_>,
+    tr: &TypeRun<'_>,
+    row: &SourceRow,
+    values: &[Option<String>],
+    desired: &[(String, Vec<String>)],
+    password: Option<NewPassword>,
+) -> Planned {
+    let op = tr.plan;
+    let container = match &op.container {
+        ContainerRule::Fixed(dn) => dn.clone(),
+        ContainerRule::FromField(name) => {
+            match tr
+                .container_field
+                .and_then(|i| values.get(i))
+                .cloned()
+                .flatten()
+            {
+                Some(dn) => dn,
+                None => {
+                    return failed(
+                        Some(format!("container field {name}")),
+                        "the container field is empty".into(),
+                    );
+                }
+            }
+        }
+        ContainerRule::FromScript(name) => {
+            let Some(script) = shared.context.scripts.get(name) else {
+                return failed(
+                    None,
+                    format!("container script \"{name}\" is not registered"),
+                );
+            };
+            let input = ScriptInput {
+                value: None,
+                destination_field: "container",
+                row: transform::RowView::new(&tr.rows.columns, values),
+            };
+            match script(&input) {
+                Ok(Some(dn)) => dn,
+                Ok(None) => {
+                    return failed(
+                        None,
+                        format!("container script \"{name}\" gave no container"),
+                    );
+                }
+                Err(e) => return failed(None, format!("container script \"{name}\" failed: {e}")),
+            }
+        }
+    };
+    if let Err(e) = Dn::parse(&container) {
+        return failed(None, format!("container: {e}"));
+    }
+    let Some(rdn) = op.rdn_field.map(|i| &op.fields[i]) else {
+        return failed(None, "no cn mapping to name the new object".into());
+    };
+    let Some(cn) = desired
+        .iter()
+        .find(|(a, _)| a.eq_ignore_ascii_case(&rdn.attribute))
+        .and_then(|(_, v)| v.first())
+    else {
+        return failed(
+            Some(rdn.location()),
+            "cn is empty: a new object needs a name".into(),
+        );
+    };
+    let dn = dn::child("CN", cn, &container);
+    let mut attributes: Vec<(String, Vec<String>)> = Vec::with_capacity(desired.len() + 1);
+    if !desired
+        .iter()
+        .any(|(a, _)| a.eq_ignore_ascii_case("objectClass"))
+        && let Some(classes) = op.object_type.default_object_classes()
+    {
+        attributes.push((
+            "objectClass".into(),
+            classes.iter().map(|c| c.to_string()).collect(),
+        ));
+    }
+    attributes.extend(desired.iter().filter(|(_, v)| !v.is_empty()).cloned());
+    // A new object the destination query would not find is created again on every run.
+    let entry = build_entry(&dn, &attributes);
+    if !tr.filter.matches(&entry) {
+        return failed(
+            None,
+            format!(
+                "the new object {dn} would not match the destination query {} (row {}); it would be created again on every run",
+                tr.filter, row.number
+            ),
+        );
+    }
+    Planned::Create {
+        dn,
+        container,
+        attributes,
+        password,
+    }
+}
+
+fn build_entry(dn: &str, attributes: &[(String, Vec<String>)]) -> Entry {
+    let mut entry = Entry::new(dn);
+    for (a, v) in attributes {
+        entry.add_values(a, v);
+    }
+    entry
+}
+
+fn plan_update(
+    shared: &Shared<'_>,
+    op: &ObjectPlan,
+    entry: &Entry,
+    desired: &[(String, Vec<String>)],
+    password: Option<(NewPassword, bool)>,
+) -> Planned {
+    let rdn_attr = op.rdn_field.map(|i| op.fields[i].attribute.as_str());
+    let mut changes = Vec::new();
+    let mut rename_to = None;
+    for (f, (attr, values)) in op
+        .fields
+        .iter()
+        .filter(|f| f.password.is_none())
+        .zip(desired)
+    {
+        if f.create_only || matches!(f.transform, transform::Transform::Resolve { .. }) {
+            continue;
+        }
+        if Some(attr.as_str()) == rdn_attr {
+            // The naming attribute changes by renaming the object, never by a modify.
+            let current = Dn::parse(&entry.dn).ok().and_then(|d| {
+                d.rdns
+                    .first()
+                    .and_then(|r| r.first())
+                    .map(|a| a.value.clone())
+            });
+            if let (Some(new), Some(current)) = (values.first(), current)
+                && *new != current
+            {
+                let parent = Dn::parse(&entry.dn)
+                    .ok()
+                    .and_then(|d| d.parent())
+                    .map(|p| p.to_string())
+                    .unwrap_or_default();
+                rename_to = Some(dn::child("CN", new, &parent));
+            }
+            continue;
+        }
+        if !same_values(entry.get(attr), values) {
+            changes.push((attr.clone(), values.clone()));
+        }
+    }
+    let mut new_password = None;
+    if let Some((NewPassword::Static(secret), false)) = password {
+        // `None` (the destination cannot tell) leaves the password alone: setting it every run
+        // would make no run ever "unchanged".
+        if let Ok(Some(false)) = shared.destination.password_matches(&entry.dn, &secret) {
+            new_password = Some(secret);
+        }
+    }
+    if changes.is_empty() && rename_to.is_none() && new_password.is_none() {
+        return Planned::Unchanged {
+            dn: entry.dn.clone(),
+        };
+    }
+    Planned::Update {
+        dn: entry.dn.clone(),
+        changes,
+        password: new_password,
+        rename_to,
+    }
+}
+
+/// The DN each row's object will have after this run, by the values `Resolve` looks up.
+pub(super) fn planned_dns(
+    tr: &TypeRun<'_>,
+    prepared: &[Prepared],
+) -> HashMap<(String, String), Vec<String>> {
+    let mut out: HashMap<(String, String), Vec<String>> = HashMap::new();
+    for p in prepared {
+        let dn = match &p.planned {
+            Planned::Create { dn, .. } => dn.clone(),
+            Planned::Update {
+                rename_to: Some(to),
+                ..
+            } => to.clone(),
+            _ => match p.entry {
+                Some(i) => tr.index.entry(i).dn.clone(),
+                None => continue,
+            },
+        };
+        for key in &p.resolve_values {
+            let dns = out.entry(key.clone()).or_default();
+            if !dns.contains(&dn) {
+                dns.push(dn.clone());
+            }
+        }
+    }
+    out
+}
+
+/// Fills in a row's `Resolve` fields: first against this run's objects (so a manager created
+/// by another row is found in the same run), then against the destination.
+pub(super) fn resolve_deferred(
+    tr: &TypeRun<'_>,
+    planned: &HashMap<(String, String), Vec<String>>,
+    p: &mut Prepared,
+) {
+    let op = tr.plan;
+    for (fi, value) in std::mem::take(&mut p.deferred) {
+        let f = &op.fields[fi];
+        let transform::Transform::Resolve { attribute, .. } = &f.transform else {
+            continue;
+        };
+        let resolved: Result<Option<String>, String> = match value {
+            None => Ok(None),
+            Some(v) => match planned
+                .get(&(attribute.to_lowercase(), v.to_lowercase()))
+                .map(Vec::as_slice)
+            {
+                Some([dn]) => Ok(Some(dn.clone())),
+                Some(many) if many.len() > 1 => Err(format!(
+                    "Resolve: {} objects have {attribute}={v}: {}",
+                    many.len(),
+                    many.join("; ")
+                )),
+                _ => transform::Resolver::resolve(&tr.resolver, attribute, &v),
+            },
+        };
+        let values: Vec<String> = match resolved {
+            Ok(v) => v.into_iter().collect(),
+            Err(e) => {
+                p.fail(Some(f.location()), e);
+                return;
+            }
+        };
+        match &mut p.planned {
+            Planned::Create { attributes, .. } => {
+                if !values.is_empty() {
+                    attributes.push((f.attribute.clone(), values));
+                }
+            }
+            Planned::Update { .. } | Planned::Unchanged { .. } if !f.create_only => {
+                let Some(entry) = p.entry.map(|i| tr.index.entry(i)) else {
+                    continue;
+                };
+                if same_values(entry.get(&f.attribute), &values) {
+                    continue;
+                }
+                if let Planned::Unchanged { dn } = &p.planned {
+                    p.planned = Planned::Update {
+                        dn: dn.clone(),
+                        changes: Vec::new(),
+                        password: None,
+                        rename_to: None,
+                    };
+                }
+                if let Planned::Update { changes, .. } = &mut p.planned {
+                    changes.push((f.attribute.clone(), values));
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Makes sure `container` exists, creating it (and its parents) when the job allows.
+pub(super) fn ensure_container(
+    shared: &Shared<'_>,
+    container: &str,
+    create: bool,
+) -> Result<(), String> {
+    let known = |c: &str| {
+        shared
+            .containers
+            .lock()
+            .map(|set| set.contains(c))
+            .unwrap_or(false)
+    };
+    let norm = dn::normalize(container).map_err(|e| e.to_string())?;
+    if known(&norm) {
+        return Ok(());
+    }
+    // One thread creates a container while the others wait, so none sees it half made.
+    let mut set = shared.containers.lock().unwrap_or_else(|p| p.into_inner());
+    if set.contains(&norm) {
+        return Ok(());
+    }
+    let exists = shared
+        .destination
+        .exists(container)
+        .map_err(|e| e.to_string())?;
+    if !exists {
+        if !create {
+            return Err(format!(
+                "the container {container} does not exist (createObjectContainerStrategy is 0)"
+            ));
+        }
+        if !shared.dry_run {
+            let parsed = Dn::parse(container).map_err(|e| e.to_string())?;
+            for depth in (0..parsed.rdns.len()).rev() {
+                let sub = Dn {
+                    rdns: parsed.rdns[depth..].to_vec(),
+                };
+                let sub_dn = sub.to_string();
+                if shared
+                    .destination
+                    .exists(&sub_dn)
+                    .map_err(|e| e.to_string())?
+                {
+                    continue;
+                }
+                let ava = &sub.rdns[0][0];
+                let classes: &[&str] = match ava.attr.to_ascii_lowercase().as_str() {
+                    "dc" => &["top", "domain"],
+                    "ou" => &["top", "organizationalUnit"],
+                    "o" => &["top", "organization"],
+                    "cn" => &["top", "container"],
+                    other => {
+                        return Err(format!("cannot create a container named by {other}="));
+                    }
+                };
+                let mut entry = Entry::new(sub_dn.clone());
+                entry.set(
+                    "objectClass",
+                    classes.iter().map(|c| c.to_string()).collect(),
+                );
+                entry.set(&ava.attr.to_ascii_lowercase(), vec![ava.value.clone()]);
+                match shared.destination.add(&entry, None) {
+                    Ok(()) | Err(DestinationError::AlreadyExists { .. }) => {}
+                    Err(e) => return Err(format!("cannot create the container {sub_dn}: {e}")),
+                }
+            }
+        }
+    }
+    set.insert(norm);
+    Ok(())
+}
+
+/// Step 3: hooks and writes for one row.
+pub(super) fn apply(shared: &Shared<'_>, tr: &TypeRun<'_>, p: &Prepared) -> RowResult {
+    let op = tr.plan;
+    let mut result = RowResult {
+        row: p.row,
+        key: p.key.clone(),
+        norm_key: p.norm_key.clone(),
+        outcome: RowOutcome::Skipped,
+        failure: None,
+        added: None,
+        modified: None,
+        renamed: None,
+    };
+    let fail = |result: &mut RowResult, field: Option<String>, message: String| {
+        result.failure = Some((field, message));
+    };
+    let dn: Option<String> = match &p.planned {
+        Planned::Failed { field, message } => {
+            fail(&mut result, field.clone(), message.clone());
+            None
+        }
+        Planned::Skipped { dn } => {
+            result.outcome = RowOutcome::Skipped;
+            dn.clone()
+        }
+        Planned::Unchanged { dn } => {
+            result.outcome = RowOutcome::Unchanged;
+            Some(dn.clone())
+        }
+        Planned::Create {
+            dn,
+            container,
+            attributes,
+            password,
+        } => {
+            let mut write = RowWrite {
+                object_type: op.object_type,
+                row: p.row,
+                key: p.key.clone().unwrap_or_default(),
+                dn: dn.clone(),
+                attributes: attributes.clone(),
+            };
+            match guard(|| shared.hooks.row_adding(shared.ctx, &mut write)) {
+                Err(m) => fail(&mut result, None, format!("row_adding: {m}")),
+                Ok(ControlFlow::Break(())) => result.outcome = RowOutcome::Skipped,
+                Ok(ControlFlow::Continue(())) => {
+                    match create(shared, op, container, &write, password, p.row) {
+                        Err(m) => fail(&mut result, None, m),
+                        Ok(()) => {
+                            result.outcome = RowOutcome::Added;
+                            result.added = Some(write.dn.clone());
+                            if let Err(m) = guard(|| shared.hooks.row_added(shared.ctx, &write)) {
+                                fail(
+                                    &mut result,
+                                    None,
+                                    format!("created, but row_added failed: {m}"),
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+            Some(write.dn)
+        }
+        Planned::Update {
+            dn,
+            changes,
+            password,
+            rename_to,
+        } => {
+            let mut write = RowWrite {
+                object_type: op.object_type,
+                row: p.row,
+                key: p.key.clone().unwrap_or_default(),
+                dn: rename_to.clone().unwrap_or_else(|| dn.clone()),
+                attributes: changes.clone(),
+            };
+            match guard(|| shared.hooks.row_changing(shared.ctx, &mut write)) {
+                Err(m) => fail(&mut result, None, format!("row_changing: {m}")),
+                Ok(ControlFlow::Break(())) => result.outcome = RowOutcome::Skipped,
+                Ok(ControlFlow::Continue(())) => {
+                    match update(
+                        shared,
+                        dn,
+                        &write,
+                        password.as_ref(),
+                        rename_to.as_deref(),
+                        p.row,
+                    ) {
+                        Err(m) => fail(&mut result, None, m),
+                        Ok(renamed) => {
+                            result.outcome = RowOutcome::Updated;
+                            result.modified = Some(write.dn.clone());
+                            if renamed {
+                                result.renamed = Some((dn.clone(), write.dn.clone()));
+                            }
+                            if let Err(m) = guard(|| shared.hooks.row_changed(shared.ctx, &write)) {
+                                fail(
+                                    &mut result,
+                                    None,
+                                    format!("changed, but row_changed failed: {m}"),
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+            Some(write.dn)
+        }
+    };
+    if result.failure.is_none() {
+        let done = RowDone {
+            object_type: op.object_type,
+            row: p.row,
+            key: p.key.clone(),
+            dn,
+            outcome: result.outcome,
+        };
+        let finished = guard(|| shared.hooks.row_finishing(shared.ctx, &done))
+            .map_err(|m| format!("row_finishing: {m}"))
+            .and_then(|()| {
+                guard(|| shared.hooks.row_finished(shared.ctx, &done))
+                    .map_err(|m| format!("row_finished: {m}"))
+            });
+        if let Err(m) = finished {
+            fail(&mut result, None, m);
+        }
+    }
+    if let Some((field, message)) = &result.failure {
+        let failure = RowFailure {
+            object_type: op.object_type.code(),
+            row: p.row,
+            key: p.key.clone(),
+            field: field.clone(),
+            message: message.clone(),
+        };
+        // `row_failed` cannot change anything; a panic in it is contained and ignored.
+        let _ = guard(|| {
+            shared.hooks.row_failed(shared.ctx, &failure);
+            Ok(())
+        });
+    }
+    result
+}
+
+fn create(
+    shared: &Shared<'_>,
+    op: &ObjectPlan,
+    container: &str,
+    write: &RowWrite,
+    password: &Option<NewPassword>,
+    row: u64,
+) -> Result<(), String> {
+    ensure_container(shared, container, op.create_containers)?;
+    if shared.dry_run {
+        return Ok(());
+    }
+    let entry = build_entry(&write.dn, &write.attributes);
+    let secret = match password {
+        None => None,
+        Some(NewPassword::Static(s)) => Some(s.clone()),
+        Some(NewPassword::Generate(policy)) => Some(policy.generate(&mut rand::rng())),
+    };
+    shared
+        .destination
+        .add(&entry, secret.as_ref())
+        .map_err(|e| e.to_string())?;
+    if let Some(secret) = &secret {
+        deliver_password(shared, &write.dn, row, secret, password)?;
+    }
+    Ok(())
+}
+
+fn deliver_password(
+    shared: &Shared<'_>,
+    dn: &str,
+    row: u64,
+    secret: &Secret,
+    source: &Option<NewPassword>,
+) -> Result<(), String> {
+    let notify_manager = matches!(source, Some(NewPassword::Generate(p)) if p.manager_notification);
+    guard(|| {
+        shared.hooks.password_set(
+            shared.ctx,
+            &PasswordSet {
+                dn,
+                row,
+                password: secret,
+                notify_manager,
+            },
+        )
+    })
+    .map_err(|m| format!("written, but password_set failed: {m}"))
+}
+
+/// Applies a change; `Ok(true)` when the object was renamed.
+fn update(
+    shared: &Shared<'_>,
+    dn: &str,
+    write: &RowWrite,
+    password: Option<&Secret>,
+    rename_to: Option<&str>,
+    row: u64,
+) -> Result<bool, String> {
+    if shared.dry_run {
+        return Ok(rename_to.is_some());
+    }
+    let mut mods: Vec<Modification> = write
+        .attributes
+        .iter()
+        .map(|(a, v)| Modification::Replace(a.clone(), v.clone()))
+        .collect();
+    if let Some(p) = password {
+        mods.push(Modification::SetPassword(p.clone()));
+    }
+    if !mods.is_empty() {
+        shared
+            .destination
+            .modify(dn, &mods)
+            .map_err(|e| e.to_string())?;
+    }
+    let renamed = match rename_to {
+        Some(to) => {
+            shared
+                .destination
+                .rename(dn, to)
+                .map_err(|e| format!("changed, but the rename to {to} failed: {e}"))?;
+            true
+        }
+        None => false,
+    };
+    if let Some(p) = password {
+        deliver_password(
+            shared,
+            &write.dn,
+            row,
+            p,
+            &Some(NewPassword::Static(p.clone())),
+        )?;
+    }
+    Ok(renamed)
+}
+
+/// Adds a type's row results to the report, in source order.
+pub(super) fn record(op: &ObjectPlan, results: Vec<RowResult>, report: &mut Report) {
+    for r in results {
+        if let Some(dn) = r.added {
+            report.added.push(dn);
+        }
+        if let Some(dn) = r.modified {
+            report.modified.push(dn);
+        }
+        if let Some((old, new)) = r.renamed {
+            report
+                .updated_id_map
+                .insert(old, serde_json::Value::String(new));
+        }
+        match r.failure {
+            Some((field, message)) => {
+                report.counts.failed += 1;
+                report.failed.push(RowFailure {
+                    object_type: op.object_type.code(),
+                    row: r.row,
+                    key: r.key,
+                    field,
+                    message,
+                });
+            }
+            None => match r.outcome {
+                RowOutcome::Added => report.counts.added += 1,
+                RowOutcome::Updated => report.counts.updated += 1,
+                RowOutcome::Unchanged => report.counts.unchanged += 1,
+                RowOutcome::Skipped => report.counts.skipped += 1,
+            },
+        }
+    }
+}

@@ -1,0 +1,289 @@
+//! Event hooks: the Rust replacement for the product's VB script module (`DTM_*` events).
+//!
+//! A host implements [`Hooks`], overriding only the events it cares about; every method has a
+//! default that does nothing. The engine calls hooks from several worker threads at once, so
+//! methods take `&self` (use a `Mutex` or atomics for state, or the shared [`HookContext`],
+//! the product's `AddToContext`).
+//!
+//! What a return value does to the run:
+//! - `Ok(ControlFlow::Continue(()))` / `Ok(())`: go on.
+//! - `Ok(ControlFlow::Break(()))` from `row_starting` or an `*_ing` event: cancel that row or
+//!   write (the product's `CancelRow()`); it is counted as skipped.
+//! - `Err(_)`, or a panic, from a row event: that row fails, with the message; the job goes on.
+//! - `Err(_)` from `startup` or a query event: the job cannot run, and nothing is written.
+
+use std::collections::HashMap;
+use std::ops::ControlFlow;
+use std::sync::Mutex;
+
+use crate::Secret;
+use crate::job::ObjectType;
+use crate::report::{Report, RowFailure};
+use crate::source::Columns;
+
+/// A hook's error: the message that fails the row (or the job, for job-level events).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct HookError(pub String);
+
+impl From<String> for HookError {
+    fn from(s: String) -> Self {
+        HookError(s)
+    }
+}
+
+impl From<&str> for HookError {
+    fn from(s: &str) -> Self {
+        HookError(s.to_string())
+    }
+}
+
+/// What a hook returns.
+pub type HookResult<T = ()> = Result<T, HookError>;
+
+/// State shared by every hook of one run (the product's `AddToContext` / `Context`).
+#[derive(Debug, Default)]
+pub struct HookContext {
+    job: String,
+    dry_run: bool,
+    values: Mutex<HashMap<String, String>>,
+}
+
+impl HookContext {
+    /// A context for a run of `job`.
+    pub fn new(job: &str, dry_run: bool) -> HookContext {
+        HookContext {
+            job: job.to_string(),
+            dry_run,
+            values: Mutex::default(),
+        }
+    }
+
+    /// The job's name.
+    pub fn job_name(&self) -> &str {
+        &self.job
+    }
+
+    /// True in a dry run: nothing will be written.
+    pub fn dry_run(&self) -> bool {
+        self.dry_run
+    }
+
+    /// Stores a value every later hook can read.
+    pub fn add_to_context(&self, key: &str, value: impl Into<String>) {
+        self.values
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.to_string(), value.into());
+    }
+
+    /// A value an earlier hook stored.
+    pub fn context(&self, key: &str) -> Option<String> {
+        self.values
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .cloned()
+    }
+}
+
+/// A query about to run; the hook may rewrite it.
+#[derive(Debug)]
+pub struct QueryEvent<'a> {
+    /// The object type.
+    pub object_type: ObjectType,
+    /// The SQL (source) or GroupID query / LDAP filter (destination).
+    pub query: &'a mut String,
+}
+
+/// A source row about to be transformed; the hook may change its values.
+#[derive(Debug)]
+pub struct RowStart<'a> {
+    /// The object type.
+    pub object_type: ObjectType,
+    /// The row number the user sees.
+    pub row: u64,
+    /// The columns.
+    pub columns: &'a Columns,
+    /// The values, one per column; change them to change what the transforms see.
+    pub values: &'a mut Vec<Option<String>>,
+}
+
+impl RowStart<'_> {
+    /// The value of a column (case-insensitive name).
+    pub fn get(&self, column: &str) -> Option<&str> {
+        self.columns
+            .index(column)
+            .and_then(|i| self.values.get(i))
+            .and_then(|v| v.as_deref())
+    }
+
+    /// Sets the value of a column; `false` if there is no such column.
+    pub fn set(&mut self, column: &str, value: Option<String>) -> bool {
+        match self.columns.index(column) {
+            Some(i) if i < self.values.len() => {
+                self.values[i] = value;
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// A write about to be made (or just made): an object created or changed.
+#[derive(Debug, Clone)]
+pub struct RowWrite {
+    /// The object type.
+    pub object_type: ObjectType,
+    /// The row number the user sees.
+    pub row: u64,
+    /// The row's key.
+    pub key: String,
+    /// The object's DN (the new DN for a rename).
+    pub dn: String,
+    /// For a create, every attribute of the new object; for a change, the attributes that
+    /// change, with their new values (no values removes the attribute). A `*_ing` hook may edit
+    /// this list. The password is not in it.
+    pub attributes: Vec<(String, Vec<String>)>,
+}
+
+/// An object about to be (or just) deleted or deprovisioned.
+#[derive(Debug, Clone)]
+pub struct RowDelete {
+    /// The object type.
+    pub object_type: ObjectType,
+    /// The object's DN.
+    pub dn: String,
+    /// True when it is disabled and moved instead of deleted.
+    pub deprovision: bool,
+}
+
+/// What happened to a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowOutcome {
+    /// An object was created.
+    Added,
+    /// An object was changed or renamed.
+    Updated,
+    /// Nothing needed to change.
+    Unchanged,
+    /// The row was skipped (cancelled, or no match while creating is off).
+    Skipped,
+}
+
+/// A row that finished.
+#[derive(Debug, Clone)]
+pub struct RowDone {
+    /// The object type.
+    pub object_type: ObjectType,
+    /// The row number the user sees.
+    pub row: u64,
+    /// The row's key, if computed.
+    pub key: Option<String>,
+    /// The object's DN, if there is one.
+    pub dn: Option<String>,
+    /// What happened.
+    pub outcome: RowOutcome,
+}
+
+/// A password that was just set, for the host to deliver (the product's manager notification).
+#[derive(Debug)]
+pub struct PasswordSet<'a> {
+    /// The object whose password it is.
+    pub dn: &'a str,
+    /// The row number the user sees.
+    pub row: u64,
+    /// The password.
+    pub password: &'a Secret,
+    /// True when the policy asks for the manager to be told.
+    pub notify_manager: bool,
+}
+
+/// The events of a run. See the [module docs](self) for what return values do.
+#[allow(unused_variables)]
+pub trait Hooks: Sync {
+    /// Before anything is read (`DTM_Startup`). An error stops the job.
+    fn startup(&self, ctx: &HookContext) -> HookResult {
+        Ok(())
+    }
+
+    /// The source query of an object type, before it runs (`DTM_BuildSourceQuery`).
+    fn build_source_query(&self, ctx: &HookContext, event: &mut QueryEvent<'_>) -> HookResult {
+        Ok(())
+    }
+
+    /// The destination query of an object type, before the destination is read
+    /// (`DTM_BuildDestinationQuery`).
+    fn build_destination_query(&self, ctx: &HookContext, event: &mut QueryEvent<'_>) -> HookResult {
+        Ok(())
+    }
+
+    /// A row, before its transforms (`DTM_RowStarting`); `Break` cancels the row.
+    fn row_starting(
+        &self,
+        ctx: &HookContext,
+        row: &mut RowStart<'_>,
+    ) -> HookResult<ControlFlow<()>> {
+        Ok(ControlFlow::Continue(()))
+    }
+
+    /// An object about to be created (`DTM_RowAdding`); `Break` cancels the create.
+    fn row_adding(&self, ctx: &HookContext, write: &mut RowWrite) -> HookResult<ControlFlow<()>> {
+        Ok(ControlFlow::Continue(()))
+    }
+
+    /// An object was created (`DTM_RowAdded`).
+    fn row_added(&self, ctx: &HookContext, write: &RowWrite) -> HookResult {
+        Ok(())
+    }
+
+    /// An object about to be changed (`DTM_RowChanging`); `Break` cancels the change.
+    fn row_changing(&self, ctx: &HookContext, write: &mut RowWrite) -> HookResult<ControlFlow<()>> {
+        Ok(ControlFlow::Continue(()))
+    }
+
+    /// An object was changed (`DTM_RowChanged`).
+    fn row_changed(&self, ctx: &HookContext, write: &RowWrite) -> HookResult {
+        Ok(())
+    }
+
+    /// An object about to be deleted or deprovisioned (`DTM_RowDeleting`); `Break` keeps it.
+    fn row_deleting(&self, ctx: &HookContext, delete: &RowDelete) -> HookResult<ControlFlow<()>> {
+        Ok(ControlFlow::Continue(()))
+    }
+
+    /// An object was deleted or deprovisioned (`DTM_RowDeleted`).
+    fn row_deleted(&self, ctx: &HookContext, delete: &RowDelete) -> HookResult {
+        Ok(())
+    }
+
+    /// A row is about to finish (`DTM_RowFinishing`).
+    fn row_finishing(&self, ctx: &HookContext, row: &RowDone) -> HookResult {
+        Ok(())
+    }
+
+    /// A row finished (`DTM_RowFinished`).
+    fn row_finished(&self, ctx: &HookContext, row: &RowDone) -> HookResult {
+        Ok(())
+    }
+
+    /// A row failed (`DTM_RowFailed`). Nothing it does changes the run.
+    fn row_failed(&self, ctx: &HookContext, failure: &RowFailure) {}
+
+    /// A password was set on an object: deliver it here. Not called in a dry run.
+    fn password_set(&self, ctx: &HookContext, event: &PasswordSet<'_>) -> HookResult {
+        Ok(())
+    }
+
+    /// After every row and delete, before the destination commits (`DTM_Shutdown`). An error
+    /// is recorded in the report; the writes stand.
+    fn shutdown(&self, ctx: &HookContext, report: &Report) -> HookResult {
+        Ok(())
+    }
+}
+
+/// Hooks that do nothing.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoHooks;
+
+impl Hooks for NoHooks {}

@@ -1,0 +1,696 @@
+//! The job: the wire model ([`wire`], the JSON as the product writes it) and [`compile`], which
+//! checks it and turns it into the [`Plan`] the engine runs.
+//!
+//! Loading never stops at the first mistake: [`compile`] returns every problem it finds, each
+//! named by where it is in the JSON (`fieldsMap[3].transform: unknown transform "Foo"`).
+
+pub mod wire;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use crate::dn::Dn;
+use crate::query::{Filter, parse_destination_query};
+use crate::transform::{PasswordRule, Transform, TransformContext};
+pub use wire::DataSyncJob;
+
+/// A job file that could not be read or is not the job JSON.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("cannot read job file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The JSON is malformed or a field has the wrong type; `location` is its JSON path.
+    #[error("{file}: {location}: {message}")]
+    Json {
+        /// The file (or `<text>`).
+        file: String,
+        /// The JSON path, e.g. `fieldsMap[3].isKey`.
+        location: String,
+        /// What serde said.
+        message: String,
+    },
+}
+
+/// Reads a `DataSyncJobs` JSON text.
+pub fn from_json(text: &str, file: &str) -> Result<DataSyncJob, LoadError> {
+    let de = &mut serde_json::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let location = e.path().to_string();
+        LoadError::Json {
+            file: file.to_string(),
+            location: if location == "." {
+                "(top)".into()
+            } else {
+                location
+            },
+            message: e.into_inner().to_string(),
+        }
+    })
+}
+
+/// Reads a job file.
+pub fn load(path: &Path) -> Result<DataSyncJob, LoadError> {
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    from_json(&text, &path.display().to_string())
+}
+
+/// Writes a job back as pretty JSON: every field it was loaded with, unchanged.
+pub fn to_json(job: &DataSyncJob) -> String {
+    // Serialising plain data with string keys cannot fail.
+    serde_json::to_string_pretty(job).unwrap_or_default()
+}
+
+/// One mistake in a job, named by where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobError {
+    /// Where in the JSON: `fieldsMap[3].transform`, `syncQuery`, `settings[Destination.Container]`.
+    pub location: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for JobError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.location, self.message)
+    }
+}
+
+/// Every mistake found in a job.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct JobErrors(pub Vec<JobError>);
+
+impl fmt::Display for JobErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// What kind of object an `objectsOption` entry synchronises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ObjectType {
+    /// 1: a user.
+    User,
+    /// 4: a group.
+    Group,
+    /// Any other number: its object classes must come from an `objectClass` mapping.
+    Other(i64),
+}
+
+impl ObjectType {
+    /// From the product's number.
+    pub fn from_code(code: i64) -> ObjectType {
+        match code {
+            1 => ObjectType::User,
+            4 => ObjectType::Group,
+            n => ObjectType::Other(n),
+        }
+    }
+
+    /// The product's number.
+    pub fn code(self) -> i64 {
+        match self {
+            ObjectType::User => 1,
+            ObjectType::Group => 4,
+            ObjectType::Other(n) => n,
+        }
+    }
+
+    /// The object classes a new object gets when the field map sets none (AD's classes).
+    pub fn default_object_classes(self) -> Option<&'static [&'static str]> {
+        match self {
+            ObjectType::User => Some(&["top", "person", "organizationalPerson", "user"]),
+            ObjectType::Group => Some(&["top", "group"]),
+            ObjectType::Other(_) => None,
+        }
+    }
+
+    /// The destination query used when the job gives none.
+    fn default_query(self) -> Option<&'static str> {
+        match self {
+            ObjectType::User => Some("(objectClass=user)"),
+            ObjectType::Group => Some("(objectClass=group)"),
+            ObjectType::Other(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for ObjectType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.code())
+    }
+}
+
+/// Where new objects of a type are created (`containerOption`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ContainerRule {
+    /// `"1"`: this container DN.
+    Fixed(String),
+    /// `"2"`: the container DN is in this source field.
+    FromField(String),
+    /// `"3"`: a host script (registered like `Script` transforms) returns the container DN.
+    FromScript(String),
+}
+
+/// When deletes are withheld (`Destination.DeleteThreshold`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum DeleteThreshold {
+    /// More than this many deletes in one run are withheld.
+    Count(usize),
+    /// More than this percentage of the objects in scope are withheld.
+    Percent(f64),
+}
+
+/// One compiled field mapping.
+#[derive(Debug, Clone)]
+pub struct FieldPlan {
+    /// Its position in `fieldsMap` (for messages).
+    pub map_index: usize,
+    /// The destination attribute (`password` for the password).
+    pub attribute: String,
+    /// How the value is made.
+    pub transform: Transform,
+    /// Part of the matching key.
+    pub is_key: bool,
+    /// Written only when the object is created (forced on for keys).
+    pub create_only: bool,
+    /// Splits the value into several values.
+    pub delimiter: Option<String>,
+    /// Set for the `password` field.
+    pub password: Option<PasswordRule>,
+}
+
+impl FieldPlan {
+    /// `fieldsMap[i] (attr)`, for messages.
+    pub fn location(&self) -> String {
+        format!("fieldsMap[{}] ({})", self.map_index, self.attribute)
+    }
+}
+
+/// Everything the engine needs for one object type.
+#[derive(Debug, Clone)]
+pub struct ObjectPlan {
+    /// The type.
+    pub object_type: ObjectType,
+    /// Its display name.
+    pub display_name: String,
+    /// Create objects without a match.
+    pub create: bool,
+    /// Remove objects in scope without a source row.
+    pub delete: bool,
+    /// Remove by disabling and moving rather than deleting.
+    pub deprovision: bool,
+    /// Where new objects go.
+    pub container: ContainerRule,
+    /// Create missing containers (`createObjectContainerStrategy` 1) or fail the row (0).
+    pub create_containers: bool,
+    /// The base of the destination scan (and of the delete scope).
+    pub scope_base: String,
+    /// Subtree (`Destination.ShouldIncludeSubTree`) or one level.
+    pub subtree: bool,
+    /// The source SQL.
+    pub source_query: String,
+    /// The destination query as written (a hook may rewrite it).
+    pub destination_query: String,
+    /// The destination query compiled.
+    pub destination_filter: Filter,
+    /// The mappings of this type.
+    pub fields: Vec<FieldPlan>,
+    /// Positions in `fields` of the key fields, in map order.
+    pub key_fields: Vec<usize>,
+    /// Position in `fields` of the `cn` mapping, which names new objects.
+    pub rdn_field: Option<usize>,
+    /// The delete limit.
+    pub delete_threshold: DeleteThreshold,
+    /// Where deprovisioned objects are moved (`Destination.DeprovisionContainer`).
+    pub deprovision_container: Option<String>,
+    /// The source column with each row's change time (delta runs).
+    pub time_stamp_field: Option<String>,
+    /// Every row (`true`) or only changed rows.
+    pub update_all: bool,
+}
+
+/// A validated job, ready to run.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// `jobInfo.name`.
+    pub name: String,
+    /// The object types to run, in `objectsOption` order.
+    pub objects: Vec<ObjectPlan>,
+    /// `Source.File`, if the job names its source file.
+    pub source_file: Option<String>,
+    /// `Destination.ProviderName` (`Active Directory`, …).
+    pub destination_provider: Option<String>,
+}
+
+/// The job's name, or `DataSyncJob` when it has none.
+pub fn job_name(job: &DataSyncJob) -> String {
+    job.job_info
+        .get()
+        .map(|i| i.name.text().to_string())
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "DataSyncJob".into())
+}
+
+struct Settings<'a>(&'a [wire::Setting]);
+
+impl Settings<'_> {
+    /// A setting for this object type, else the general one.
+    fn get(&self, key: &str, object_type: Option<i64>) -> Option<&str> {
+        let matching = |s: &&wire::Setting| s.key.text().eq_ignore_ascii_case(key);
+        let specific = object_type.and_then(|t| {
+            self.0
+                .iter()
+                .filter(matching)
+                .find(|s| s.object_type.get() == Some(&t))
+        });
+        specific
+            .or_else(|| {
+                self.0
+                    .iter()
+                    .filter(matching)
+                    .find(|s| s.object_type.get().is_none())
+            })
+            .map(|s| s.value.text().trim())
+            .filter(|v| !v.is_empty())
+    }
+}
+
+fn parse_bool(text: &str) -> Option<bool> {
+    match text.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Some(true),
+        "false" | "0" | "no" => Some(false),
+        _ => None,
+    }
+}
+
+/// Checks a job and compiles it into a [`Plan`]; all mistakes are returned together.
+///
+/// ```
+/// let json = std::fs::read_to_string("fixtures/jobs/groupid-sample.json").unwrap();
+/// let job = datasync::job::from_json(&json, "sample").unwrap();
+/// let plan = datasync::job::compile(&job, &Default::default()).unwrap();
+/// assert_eq!(plan.objects[0].destination_filter.to_string(), "(objectClass=user)");
+/// ```
+pub fn compile(job: &DataSyncJob, context: &TransformContext) -> Result<Plan, JobErrors> {
+    let mut errors = Vec::new();
+    let mut err = |location: String, message: String| errors.push(JobError { location, message });
+    let empty = Vec::new();
+    let fields_map = job.fields_map.get().unwrap_or(&empty);
+    let objects_option = job.objects_option.get().unwrap_or(&Vec::new()).clone();
+    let sync_query = job.sync_query.get().cloned().unwrap_or_default();
+    let settings_list = job.settings.get().cloned().unwrap_or_default();
+    let settings = Settings(&settings_list);
+
+    if objects_option.is_empty() {
+        err(
+            "objectsOption".into(),
+            "no object type to synchronise".into(),
+        );
+    }
+    let mut objects = Vec::new();
+    for (oi, option) in objects_option.iter().enumerate() {
+        let here = |field: &str| format!("objectsOption[{oi}].{field}");
+        if option.is_selected.get() == Some(&false) {
+            continue;
+        }
+        let Some(&code) = option.object_type.get() else {
+            err(here("objectType"), "missing".into());
+            continue;
+        };
+        let object_type = ObjectType::from_code(code);
+        if objects
+            .iter()
+            .any(|o: &ObjectPlan| o.object_type == object_type)
+        {
+            err(
+                here("objectType"),
+                format!("object type {code} appears twice"),
+            );
+            continue;
+        }
+
+        // The field map of this type.
+        let mut fields: Vec<FieldPlan> = Vec::new();
+        for (fi, f) in fields_map.iter().enumerate() {
+            if f.object_type.get().copied().unwrap_or(1) != code {
+                continue;
+            }
+            let at = |field: &str| format!("fieldsMap[{fi}].{field}");
+            let attribute = f.destination_field.text().trim().to_string();
+            if attribute.is_empty() {
+                err(at("destinationField"), "empty".into());
+                continue;
+            }
+            if fields
+                .iter()
+                .any(|p| p.attribute.eq_ignore_ascii_case(&attribute))
+            {
+                err(
+                    at("destinationField"),
+                    format!("{attribute} is mapped twice for object type {code}"),
+                );
+                continue;
+            }
+            let source_field = f.source_field.get().map(String::as_str);
+            let transform = match Transform::parse(f.transform.text(), source_field, context) {
+                Ok(t) => t,
+                Err(e) => {
+                    let which = if f.transform.text().trim().is_empty() {
+                        "sourceField"
+                    } else {
+                        "transform"
+                    };
+                    err(at(which), e);
+                    continue;
+                }
+            };
+            let is_key = f.is_key.or(false);
+            let password = if attribute.eq_ignore_ascii_case("password") {
+                match PasswordRule::from_options(f.options.get().map(String::as_str)) {
+                    Ok(rule) => Some(rule),
+                    Err(e) => {
+                        err(at("options"), e);
+                        continue;
+                    }
+                }
+            } else {
+                None
+            };
+            if is_key && password.is_some() {
+                err(at("isKey"), "the password cannot be a key".into());
+                continue;
+            }
+            let delimiter = f.delimiter.get().filter(|d| !d.is_empty()).cloned();
+            if is_key && delimiter.is_some() {
+                err(at("delimiter"), "a key field cannot be multi-valued".into());
+                continue;
+            }
+            fields.push(FieldPlan {
+                map_index: fi,
+                attribute,
+                transform,
+                is_key,
+                // The product forces "new only" on for keys: a key never changes.
+                create_only: f.for_create_only.or(false) || is_key,
+                delimiter,
+                password,
+            });
+        }
+        let key_fields: Vec<usize> = (0..fields.len()).filter(|i| fields[*i].is_key).collect();
+        if key_fields.is_empty() {
+            err(
+                "fieldsMap".into(),
+                format!("no key field for object type {code}"),
+            );
+        }
+        let rdn_field = fields
+            .iter()
+            .position(|f| f.attribute.eq_ignore_ascii_case("cn"));
+        let create = option.is_create.or(false);
+        if create && rdn_field.is_none() {
+            err(
+                "fieldsMap".into(),
+                format!("no cn field for object type {code} (new objects are named CN=<cn>)"),
+            );
+        }
+        if create
+            && object_type.default_object_classes().is_none()
+            && !fields
+                .iter()
+                .any(|f| f.attribute.eq_ignore_ascii_case("objectClass"))
+        {
+            err(
+                "fieldsMap".into(),
+                format!("object type {code} has no built-in object classes: map objectClass"),
+            );
+        }
+
+        // Queries.
+        let queries_of = |source: bool| {
+            sync_query
+                .iter()
+                .enumerate()
+                .filter(move |(_, q)| {
+                    q.object_type.get().copied().unwrap_or(1) == code
+                        && q.is_source
+                            .or(q.query_type.text().eq_ignore_ascii_case("SQL"))
+                            == source
+                })
+                .collect::<Vec<_>>()
+        };
+        let source_queries = queries_of(true);
+        let source_query = match source_queries.first() {
+            Some((_, q)) if !q.query.text().trim().is_empty() => q.query.text().to_string(),
+            Some((qi, _)) => {
+                err(
+                    format!("syncQuery[{qi}].query"),
+                    "empty source query".into(),
+                );
+                String::new()
+            }
+            None => {
+                err(
+                    "syncQuery".into(),
+                    format!("no source query for object type {code}"),
+                );
+                String::new()
+            }
+        };
+        let (time_stamp_field, update_all) = source_queries
+            .first()
+            .map(|(_, q)| {
+                (
+                    q.time_stamp_field
+                        .get()
+                        .filter(|t| !t.trim().is_empty())
+                        .cloned(),
+                    q.update_all.or(true),
+                )
+            })
+            .unwrap_or((None, true));
+        let destination = queries_of(false);
+        let (destination_query, query_location) = match destination.first() {
+            Some((qi, q)) if !q.query.text().trim().is_empty() => {
+                (q.query.text().to_string(), format!("syncQuery[{qi}].query"))
+            }
+            _ => match object_type.default_query() {
+                Some(q) => (q.to_string(), "syncQuery".to_string()),
+                None => {
+                    err(
+                        "syncQuery".into(),
+                        format!("no destination query for object type {code}"),
+                    );
+                    (String::new(), String::new())
+                }
+            },
+        };
+        let destination_filter = if destination_query.is_empty() {
+            Filter::And(vec![])
+        } else {
+            match parse_destination_query(&destination_query) {
+                Ok(f) => f,
+                Err(e) => {
+                    err(query_location, e.to_string());
+                    Filter::And(vec![])
+                }
+            }
+        };
+
+        // Containers and scope.
+        let setting = |key: &str| settings.get(key, Some(code));
+        let valid_dn = |dn: &str| Dn::parse(dn).map(|_| ()).map_err(|e| e.to_string());
+        let value = option.container_option_value.text().trim().to_string();
+        let container = match option.container_option.text().trim() {
+            "" | "1" => {
+                let dn = if value.is_empty() {
+                    setting("Destination.Container").unwrap_or("").to_string()
+                } else {
+                    value.clone()
+                };
+                if dn.is_empty() {
+                    err(
+                        here("containerOptionValue"),
+                        "no container (and no Destination.Container setting)".into(),
+                    );
+                } else if let Err(e) = valid_dn(&dn) {
+                    err(here("containerOptionValue"), e);
+                }
+                ContainerRule::Fixed(dn)
+            }
+            "2" => {
+                if value.is_empty() {
+                    err(
+                        here("containerOptionValue"),
+                        "name the source field that holds the container".into(),
+                    );
+                }
+                ContainerRule::FromField(value.clone())
+            }
+            "3" => {
+                if !context.scripts.contains(&value) {
+                    err(
+                        here("containerOptionValue"),
+                        format!("container script \"{value}\" is not registered by the host"),
+                    );
+                }
+                ContainerRule::FromScript(value.clone())
+            }
+            other => {
+                err(
+                    here("containerOption"),
+                    format!(
+                        "\"{other}\" is not 1 (this container), 2 (from a source field) or 3 (from a script)"
+                    ),
+                );
+                ContainerRule::Fixed(String::new())
+            }
+        };
+        let scope_base = match (setting("Destination.Container"), &container) {
+            (Some(dn), _) => {
+                if let Err(e) = valid_dn(dn) {
+                    err("settings[Destination.Container]".into(), e);
+                }
+                dn.to_string()
+            }
+            (None, ContainerRule::Fixed(dn)) => dn.clone(),
+            (None, _) => {
+                err(
+                    "settings[Destination.Container]".into(),
+                    format!("needed to find existing objects of type {code}"),
+                );
+                String::new()
+            }
+        };
+        let subtree = match setting("Destination.ShouldIncludeSubTree") {
+            None => true,
+            Some(v) => parse_bool(v).unwrap_or_else(|| {
+                err(
+                    "settings[Destination.ShouldIncludeSubTree]".into(),
+                    format!("\"{v}\" is not True or False"),
+                );
+                true
+            }),
+        };
+        let delete_threshold = match setting("Destination.DeleteThreshold") {
+            None => DeleteThreshold::Count(500),
+            Some(v) => match v.strip_suffix('%') {
+                Some(p) => match p.trim().parse::<f64>() {
+                    Ok(p) if (0.0..=100.0).contains(&p) => DeleteThreshold::Percent(p),
+                    _ => {
+                        err(
+                            "settings[Destination.DeleteThreshold]".into(),
+                            format!("\"{v}\" is not a percentage from 0% to 100%"),
+                        );
+                        DeleteThreshold::Count(500)
+                    }
+                },
+                None => match v.parse::<usize>() {
+                    Ok(n) => DeleteThreshold::Count(n),
+                    Err(_) => {
+                        err(
+                            "settings[Destination.DeleteThreshold]".into(),
+                            format!("\"{v}\" is not a count or a percentage"),
+                        );
+                        DeleteThreshold::Count(500)
+                    }
+                },
+            },
+        };
+        // New objects must land where the next run looks, or every run creates them again.
+        if let (ContainerRule::Fixed(container), Ok(base)) = (&container, Dn::parse(&scope_base))
+            && let Ok(c) = Dn::parse(container)
+            && !scope_base.is_empty()
+        {
+            let found = if subtree {
+                c.is_within(&base)
+            } else {
+                c.normalized() == base.normalized()
+            };
+            if !found {
+                err(
+                    here("containerOptionValue"),
+                    format!(
+                        "{container} is outside the scope {scope_base} ({}): objects created there would not be found by the next run",
+                        if subtree { "subtree" } else { "one level" }
+                    ),
+                );
+            }
+        }
+        let deprovision_container = setting("Destination.DeprovisionContainer").map(String::from);
+        if let Some(dn) = &deprovision_container
+            && let Err(e) = valid_dn(dn)
+        {
+            err("settings[Destination.DeprovisionContainer]".into(), e);
+        }
+        let strategy = option.create_object_container_strategy.or(0);
+        if !(0..=1).contains(&strategy) {
+            err(
+                here("createObjectContainerStrategy"),
+                format!("{strategy} is not 0 (fail when missing) or 1 (create missing)"),
+            );
+        }
+
+        objects.push(ObjectPlan {
+            object_type,
+            display_name: option.display_name.text().to_string(),
+            create,
+            delete: option.is_delete.or(false),
+            deprovision: option.is_deprovisioning.or(false),
+            container,
+            create_containers: strategy == 1,
+            scope_base,
+            subtree,
+            source_query,
+            destination_query,
+            destination_filter,
+            fields,
+            key_fields,
+            rdn_field,
+            delete_threshold,
+            deprovision_container,
+            time_stamp_field,
+            update_all,
+        });
+    }
+    // Mappings and queries for object types the job does not run are mistakes too: they
+    // would be silently ignored otherwise.
+    for (fi, f) in fields_map.iter().enumerate() {
+        let code = f.object_type.get().copied().unwrap_or(1);
+        if !objects_option
+            .iter()
+            .any(|o| o.object_type.get() == Some(&code))
+        {
+            err(
+                format!("fieldsMap[{fi}].objectType"),
+                format!("object type {code} has no objectsOption entry"),
+            );
+        }
+    }
+    if !errors.is_empty() {
+        return Err(JobErrors(errors));
+    }
+    let job_settings = Settings(&settings_list);
+    Ok(Plan {
+        name: job_name(job),
+        objects,
+        source_file: job_settings.get("Source.File", None).map(String::from),
+        destination_provider: job_settings
+            .get("Destination.ProviderName", None)
+            .map(String::from),
+    })
+}

@@ -1,0 +1,93 @@
+//! # datasync
+//!
+//! Identity data-sync jobs, run inside your own service. A job — in the GroupID
+//! `DataSyncJobs` JSON format, loaded unchanged — reads rows from a source (an Excel workbook or
+//! CSV, queried with SQL), turns each row into a directory object through its field map, matches
+//! it to the destination by key fields, and creates, updates, renames, deletes or deprovisions
+//! entries. The default destination is an embedded directory kept in an LDIF file.
+//!
+//! The pipeline, one module a stage:
+//!
+//! | stage | module | door |
+//! |---|---|---|
+//! | job model | [`job`] | [`job::load`] → [`job::compile`] → [`Plan`] |
+//! | source | [`source`] | [`Source`] |
+//! | transform | [`transform`] | [`Transform`](transform::Transform) |
+//! | destination query | [`query`] | [`Filter`](query::Filter) |
+//! | matching | [`matching`] | [`KeyIndex`](matching::KeyIndex) |
+//! | destination | [`destination`] | [`Destination`] |
+//! | engine and hooks | [`engine`], [`hooks`] | [`engine::run`], [`Hooks`] |
+//! | result | [`report`] | [`Report`] |
+//!
+//! ## Running a job
+//!
+//! ```
+//! use datasync::{engine, job, LdifDirectory, NoHooks, RunStatus};
+//!
+//! let wire = job::load("fixtures/jobs/excel-to-ad.json".as_ref())?;
+//! let plan = job::compile(&wire, &Default::default()).map_err(|errors| errors.to_string())?;
+//! let mut source = datasync::source::open("fixtures/sources/people.xlsx".as_ref())?;
+//! let directory = LdifDirectory::in_memory();
+//!
+//! let report = engine::run(&plan, source.as_mut(), &directory, &NoHooks, &Default::default())?;
+//! assert_eq!(report.status, RunStatus::FinishedSuccess);
+//!
+//! // A second run finds every object as the source says: nothing changes.
+//! let mut source = datasync::source::open("fixtures/sources/people.xlsx".as_ref())?;
+//! let again = engine::run(&plan, source.as_mut(), &directory, &NoHooks, &Default::default())?;
+//! assert_eq!(again.counts.unchanged, again.counts.read);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! ## Transforms
+//!
+//! A field map entry's `transform` is `Name:param=value;param=value` (a literal `;` is `\;`).
+//! An empty transform copies `sourceField`. Where `field` is left out, `sourceField` is used.
+//! `Join`, `Static` and `Script` are spelled as the product stores them; the others are ours,
+//! in the same style.
+//!
+//! | transform | parameters | result |
+//! |---|---|---|
+//! | *(empty)* | — | the value of `sourceField` |
+//! | `Join` | `field`, `separator`, … in any number and order | the parts joined in order; a missing field joins as empty |
+//! | `Static` | `value` | the text, with `%NAME%` replaced: the caller's variables, `%NOW%` and `%TODAY%` (the run's start, ISO 8601), then environment variables; an unknown name is a load error |
+//! | `Left` | `field`, `length` | the first `length` characters |
+//! | `Right` | `field`, `length` | the last `length` characters |
+//! | `Substring` | `field`, `start`, `length` (optional) | skips `start` characters, keeps `length` (or the rest) |
+//! | `Upper` / `Lower` / `Trim` | `field` | upper-cased / lower-cased / without surrounding white space |
+//! | `Replace` | `field`, `pattern` (regex), `with` | every match replaced; `$1` names a group |
+//! | `Split` | `field`, `separator`, `index` (0-based, negative from the end; default 0) | one piece |
+//! | `Date` | `field`, `from` (optional), `to` | the date re-formatted (`strftime` formats); without `from`, ISO 8601 input |
+//! | `Resolve` | `field`, `attribute` | the DN of the one destination object whose `attribute` equals the value (none: empty; several: the row fails) |
+//! | `Script` | `name` (or the product's `text`) | a Rust function the host registered in [`transform::Scripts`] |
+//!
+//! Characters are Unicode scalar values. An empty result means "no value".
+//!
+//! A field map entry's `delimiter` splits its value into a multi-valued attribute. The
+//! `password` field takes its `options`: `passwordType` 0 uses the transform's value for every
+//! row, 1 generates a unique password per new object (see [`transform::PasswordPolicy`]).
+//! Passwords are [`Secret`]s: they reach the host through [`Hooks::password_set`] and nowhere
+//! else.
+#![deny(missing_docs)]
+
+pub mod destination;
+pub mod dn;
+pub mod engine;
+mod error;
+pub mod hooks;
+pub mod job;
+pub mod matching;
+pub mod query;
+pub mod report;
+mod secret;
+pub mod source;
+pub mod transform;
+
+pub use destination::{Destination, DestinationError, Entry, LdifDirectory};
+pub use engine::{RunOptions, run};
+pub use error::Error;
+pub use hooks::{HookContext, Hooks, NoHooks};
+pub use job::{DataSyncJob, ObjectType, Plan};
+pub use report::{Report, RunStatus};
+pub use secret::Secret;
+pub use source::Source;

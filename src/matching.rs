@@ -1,0 +1,187 @@
+//! Matching source rows to destination objects: key normalisation (case-insensitive, as AD
+//! compares), the key index built from one destination scan, the value comparison that decides
+//! whether an attribute changed, and the index behind the `Resolve` transform.
+
+use std::collections::HashMap;
+
+use crate::destination::{Destination, DestinationError, Entry, Scope};
+use crate::query::Filter;
+use crate::transform::Resolver;
+
+/// Separates the parts of a composite key; it cannot occur in a lower-cased cell value that
+/// a user could type.
+const KEY_SEP: char = '\u{1f}';
+
+/// The normal form of a key: each part lower-cased (Unicode), parts joined.
+///
+/// ```
+/// use datasync::matching::normalize_key;
+/// assert_eq!(normalize_key(&["ÄNN_Lee"]), normalize_key(&["änn_lee"]));
+/// assert_ne!(normalize_key(&["a", "bc"]), normalize_key(&["ab", "c"]));
+/// ```
+pub fn normalize_key<S: AsRef<str>>(parts: &[S]) -> String {
+    let mut out = String::new();
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            out.push(KEY_SEP);
+        }
+        out.push_str(&p.as_ref().to_lowercase());
+    }
+    out
+}
+
+/// The destination objects in scope, indexed by key.
+#[derive(Debug, Default)]
+pub struct KeyIndex {
+    entries: Vec<Entry>,
+    by_key: HashMap<String, Vec<usize>>,
+    keyless: usize,
+}
+
+impl KeyIndex {
+    /// Indexes `entries` by the first value of each key attribute. Entries missing a key
+    /// attribute are kept (they are in scope) but match no row.
+    pub fn build(entries: Vec<Entry>, key_attributes: &[&str]) -> KeyIndex {
+        let mut by_key: HashMap<String, Vec<usize>> = HashMap::with_capacity(entries.len());
+        let mut keyless = 0;
+        for (i, e) in entries.iter().enumerate() {
+            let parts: Option<Vec<&str>> = key_attributes
+                .iter()
+                .map(|a| e.first(a).filter(|v| !v.is_empty()))
+                .collect();
+            match parts {
+                Some(parts) => by_key.entry(normalize_key(&parts)).or_default().push(i),
+                None => keyless += 1,
+            }
+        }
+        KeyIndex {
+            entries,
+            by_key,
+            keyless,
+        }
+    }
+
+    /// Positions of the entries with this (normalised) key.
+    pub fn find(&self, key: &str) -> &[usize] {
+        self.by_key.get(key).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// The entry at a position.
+    pub fn entry(&self, i: usize) -> &Entry {
+        &self.entries[i]
+    }
+
+    /// All entries in scope, in scan order.
+    pub fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+
+    /// Each key with the entries that carry it.
+    pub fn keys(&self) -> impl Iterator<Item = (&String, &Vec<usize>)> {
+        self.by_key.iter()
+    }
+
+    /// How many entries in scope lack a key value.
+    pub fn keyless(&self) -> usize {
+        self.keyless
+    }
+}
+
+/// True when the destination's values equal the source's: exactly (a case change is a change
+/// worth writing), in any order for multi-valued attributes.
+pub fn same_values(current: &[String], desired: &[String]) -> bool {
+    if current.len() != desired.len() {
+        return false;
+    }
+    if current.len() <= 1 {
+        return current == desired;
+    }
+    let mut a: Vec<&String> = current.iter().collect();
+    let mut b: Vec<&String> = desired.iter().collect();
+    a.sort();
+    b.sort();
+    a == b
+}
+
+/// The `Resolve` transform's lookup: attribute value → DN, built from one search per attribute.
+#[derive(Debug, Default)]
+pub struct ResolveIndex {
+    by_attribute: HashMap<String, HashMap<String, Vec<String>>>,
+}
+
+impl ResolveIndex {
+    /// Reads every entry under `base` that has one of `attributes`.
+    pub fn build(
+        destination: &dyn Destination,
+        base: &str,
+        attributes: &[String],
+    ) -> Result<ResolveIndex, DestinationError> {
+        let mut by_attribute = HashMap::new();
+        for attr in attributes {
+            let key = attr.to_ascii_lowercase();
+            if by_attribute.contains_key(&key) {
+                continue;
+            }
+            let entries = match destination.search(
+                base,
+                Scope::Subtree,
+                &Filter::Present(attr.clone()),
+                std::slice::from_ref(attr),
+            ) {
+                Ok(e) => e,
+                Err(DestinationError::NoSuchObject { .. }) => Vec::new(),
+                Err(e) => return Err(e),
+            };
+            let mut map: HashMap<String, Vec<String>> = HashMap::new();
+            for e in entries {
+                for v in e.get(attr) {
+                    map.entry(v.to_lowercase()).or_default().push(e.dn.clone());
+                }
+            }
+            by_attribute.insert(key, map);
+        }
+        Ok(ResolveIndex { by_attribute })
+    }
+}
+
+impl Resolver for ResolveIndex {
+    fn resolve(&self, attribute: &str, value: &str) -> Result<Option<String>, String> {
+        let found = self
+            .by_attribute
+            .get(&attribute.to_ascii_lowercase())
+            .and_then(|m| m.get(&value.to_lowercase()));
+        match found.map(Vec::as_slice) {
+            None | Some([]) => Ok(None),
+            Some([dn]) => Ok(Some(dn.clone())),
+            Some(many) => Err(format!(
+                "Resolve: {} objects have {attribute}={value}: {}",
+                many.len(),
+                many.join("; ")
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_matches_case_insensitively_and_counts_keyless() {
+        let mut a = Entry::new("CN=a,DC=lab");
+        a.set("sAMAccountName", vec!["Ann_Lee".into()]);
+        let b = Entry::new("CN=b,DC=lab");
+        let index = KeyIndex::build(vec![a, b], &["samaccountname"]);
+        assert_eq!(index.find(&normalize_key(&["ANN_LEE"])), &[0]);
+        assert_eq!(index.keyless(), 1);
+    }
+
+    #[test]
+    fn values_compare_exactly_in_any_order() {
+        let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert!(same_values(&v(&["a", "b"]), &v(&["b", "a"])));
+        assert!(!same_values(&v(&["Ann"]), &v(&["ann"])));
+        assert!(!same_values(&v(&[]), &v(&["x"])));
+        assert!(same_values(&v(&[]), &v(&[])));
+    }
+}

@@ -1,0 +1,84 @@
+//! Delimited text (CSV, TSV) through the `csv` crate. The first record is the header.
+
+use std::path::{Path, PathBuf};
+
+use super::{RowSet, SourceError, SourceRow, TableSource, header_names};
+
+/// A CSV or TSV file: one table, which answers to any table name in the query (a job written
+/// for a workbook runs unchanged on the same data exported as CSV).
+pub struct CsvSource {
+    path: PathBuf,
+    text: String,
+    delimiter: u8,
+}
+
+impl CsvSource {
+    /// Reads the file (UTF-8, with or without a byte-order mark).
+    pub fn open(path: &Path, delimiter: u8) -> Result<CsvSource, SourceError> {
+        let bytes = std::fs::read(path).map_err(|source| SourceError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let text = String::from_utf8(bytes).map_err(|e| SourceError::Csv {
+            path: path.to_path_buf(),
+            line: 0,
+            message: format!("not UTF-8 text (byte {})", e.utf8_error().valid_up_to()),
+        })?;
+        let text = text
+            .strip_prefix('\u{feff}')
+            .map(String::from)
+            .unwrap_or(text);
+        Ok(CsvSource {
+            path: path.to_path_buf(),
+            text,
+            delimiter,
+        })
+    }
+}
+
+impl TableSource for CsvSource {
+    fn table(&mut self, _name: &str) -> Result<RowSet, SourceError> {
+        let mut reader = csv::ReaderBuilder::new()
+            .delimiter(self.delimiter)
+            .has_headers(false)
+            .flexible(false)
+            .from_reader(self.text.as_bytes());
+        let err = |line: u64, message: String| SourceError::Csv {
+            path: self.path.clone(),
+            line,
+            message,
+        };
+        let mut records = reader.records();
+        let Some(header) = records.next() else {
+            return Ok(RowSet::default());
+        };
+        let header = header.map_err(|e| err(1, e.to_string()))?;
+        let table = self
+            .path
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let columns = header_names(&table, header.iter().map(|h| Some(h.to_string())).collect())?;
+        let mut rows = Vec::new();
+        for record in records {
+            let record = record.map_err(|e| {
+                let line = e.position().map(|p| p.line()).unwrap_or(0);
+                err(line, e.to_string())
+            })?;
+            let line = record.position().map(|p| p.line()).unwrap_or(0);
+            let values: Vec<Option<String>> = record
+                .iter()
+                .map(|v| Some(v.to_string()).filter(|v| !v.is_empty()))
+                .collect();
+            if values.iter().all(Option::is_none) {
+                continue;
+            }
+            rows.push(SourceRow {
+                number: line,
+                values,
+                cell_errors: Vec::new(),
+            });
+        }
+        Ok(RowSet { columns, rows })
+    }
+}

@@ -1,0 +1,246 @@
+//! Sources: where rows come from. A [`Source`] answers the job's source query with a [`RowSet`]:
+//! named columns and rows in source order, each carrying the row number a user sees.
+//!
+//! Workbooks ([`ExcelSource`]) and delimited text ([`CsvSource`]) are tables; the query runs on
+//! them as real SQL in an embedded SQLite ([`sql`]), except `SELECT * FROM [Sheet$]`, which reads
+//! the table straight through with the same result.
+
+mod csv;
+mod excel;
+pub mod sql;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+pub use self::csv::CsvSource;
+pub use self::excel::ExcelSource;
+
+/// Column names with a case-insensitive lookup (as the product's SQL and field maps treat them).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Columns {
+    names: Vec<String>,
+    lookup: HashMap<String, usize>,
+}
+
+impl Columns {
+    /// Columns in order. When two names differ only in case, the first wins the lookup.
+    pub fn new(names: Vec<String>) -> Columns {
+        let mut lookup = HashMap::with_capacity(names.len());
+        for (i, n) in names.iter().enumerate() {
+            lookup.entry(n.to_lowercase()).or_insert(i);
+        }
+        Columns { names, lookup }
+    }
+
+    /// The position of column `name`, case-insensitively.
+    pub fn index(&self, name: &str) -> Option<usize> {
+        self.lookup.get(&name.to_lowercase()).copied()
+    }
+
+    /// The names in order.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// How many columns.
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    /// True when there are no columns.
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+}
+
+/// One source row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceRow {
+    /// The row number a user sees: the sheet row as Excel numbers it (the header is row 1 when it
+    /// is the first row), or the line of a CSV record.
+    pub number: u64,
+    /// One value per column, as a user sees it; `None` is an empty cell.
+    pub values: Vec<Option<String>>,
+    /// Cells that hold a spreadsheet error (`#N/A`, …): column position and the error text.
+    /// A row fails when a mapping reads one of them.
+    pub cell_errors: Vec<(usize, String)>,
+}
+
+/// A query's answer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RowSet {
+    /// The result's columns.
+    pub columns: Columns,
+    /// The rows, in source (or `ORDER BY`) order.
+    pub rows: Vec<SourceRow>,
+}
+
+/// What a source could not do. Each names the file, sheet, column or query at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The file could not be opened or read.
+    #[error("cannot read {path}: {source}")]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The workbook is damaged or not a workbook.
+    #[error("{path} is not a readable workbook: {message}")]
+    Workbook {
+        /// The file.
+        path: PathBuf,
+        /// The reader's explanation.
+        message: String,
+    },
+    /// The query names a sheet the workbook does not have.
+    #[error("sheet \"{sheet}\" is not in the workbook (its sheets: {})", available.join(", "))]
+    MissingSheet {
+        /// The sheet asked for.
+        sheet: String,
+        /// The sheets there are.
+        available: Vec<String>,
+    },
+    /// Two header cells name the same column.
+    #[error("table \"{table}\" has the column \"{column}\" twice")]
+    DuplicateColumn {
+        /// The sheet or file.
+        table: String,
+        /// The repeated name.
+        column: String,
+    },
+    /// The query is not valid SQL or fails (a missing column is reported here by SQLite).
+    #[error("source query \"{query}\" failed: {message}")]
+    Query {
+        /// The query.
+        query: String,
+        /// The engine's explanation.
+        message: String,
+    },
+    /// A mapping reads a column the query result does not have.
+    #[error("column \"{column}\" is not in the source (its columns: {})", available.join(", "))]
+    MissingColumn {
+        /// The column.
+        column: String,
+        /// The columns there are.
+        available: Vec<String>,
+    },
+    /// A CSV record could not be read.
+    #[error("{path} line {line}: {message}")]
+    Csv {
+        /// The file.
+        path: PathBuf,
+        /// The line.
+        line: u64,
+        /// What is wrong.
+        message: String,
+    },
+    /// The file's type is not one datasync reads.
+    #[error("{path}: unsupported source type (xlsx, xlsm, xlsb, xls, ods, csv, tsv, txt)")]
+    Unsupported {
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+/// A table-like source: the rows of one named table (a sheet, a file), header first.
+pub trait TableSource {
+    /// The table called `name` (`Sheet1$`, `[Sheet1$]` and `sheet1` name the same sheet).
+    fn table(&mut self, name: &str) -> Result<RowSet, SourceError>;
+}
+
+/// Where rows come from.
+///
+/// A source answers a query with rows in a stable order: running the same query on the same
+/// data gives the same rows in the same order, which keeps reports reproducible.
+pub trait Source {
+    /// Runs the job's source query.
+    fn query(&mut self, query: &str) -> Result<RowSet, SourceError>;
+}
+
+impl<T: TableSource> Source for T {
+    fn query(&mut self, query: &str) -> Result<RowSet, SourceError> {
+        match sql::plain_select_star(query) {
+            Some(table) => self.table(&table),
+            None => sql::run(query, &mut |name: &str| self.table(name)),
+        }
+    }
+}
+
+/// Opens a source file by its extension: workbooks through calamine, delimited text through csv.
+pub fn open(path: &Path) -> Result<Box<dyn Source + Send>, SourceError> {
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+        .unwrap_or_default();
+    match ext.as_str() {
+        "csv" | "txt" => Ok(Box::new(CsvSource::open(path, b',')?)),
+        "tsv" | "tab" => Ok(Box::new(CsvSource::open(path, b'\t')?)),
+        "xlsx" | "xlsm" | "xlsb" | "xls" | "xla" | "xlam" | "ods" => {
+            Ok(Box::new(ExcelSource::open(path)?))
+        }
+        _ => Err(SourceError::Unsupported {
+            path: path.to_path_buf(),
+        }),
+    }
+}
+
+/// Turns header cells into column names: blank headers become `F1`, `F2`, … (by position, as
+/// the Excel OLE DB provider names them), and a repeated name is an error.
+fn header_names(table: &str, cells: Vec<Option<String>>) -> Result<Columns, SourceError> {
+    let names: Vec<String> = cells
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| match c.map(|c| c.trim().to_string()) {
+            Some(c) if !c.is_empty() => c,
+            _ => format!("F{}", i + 1),
+        })
+        .collect();
+    let columns = Columns::new(names);
+    if columns.lookup.len() != columns.names.len() {
+        let mut seen = std::collections::HashSet::new();
+        for n in &columns.names {
+            if !seen.insert(n.to_lowercase()) {
+                return Err(SourceError::DuplicateColumn {
+                    table: table.to_string(),
+                    column: n.clone(),
+                });
+            }
+        }
+    }
+    Ok(columns)
+}
+
+/// Formats a number as a spreadsheet user sees it: whole numbers without `.0` (employee id
+/// 1001 stays `1001`), others in their shortest exact form.
+pub fn format_number(f: f64) -> String {
+    if f.fract() == 0.0 && f.abs() < 1e15 {
+        format!("{}", f as i64)
+    } else {
+        format!("{f}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_read_as_typed() {
+        assert_eq!(format_number(1001.0), "1001");
+        assert_eq!(format_number(-3.0), "-3");
+        assert_eq!(format_number(0.1), "0.1");
+        assert_eq!(format_number(1234.5), "1234.5");
+    }
+
+    #[test]
+    fn headers() {
+        let c = header_names("S", vec![Some(" First ".into()), None, Some("Last".into())]).unwrap();
+        assert_eq!(c.names(), ["First", "F2", "Last"]);
+        assert_eq!(c.index("LAST"), Some(2));
+        let e = header_names("S", vec![Some("A".into()), Some("a".into())]).unwrap_err();
+        assert!(e.to_string().contains("\"a\" twice"), "{e}");
+    }
+}

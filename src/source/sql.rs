@@ -1,0 +1,262 @@
+//! The source query as real SQL, on an embedded SQLite (`rusqlite`, bundled).
+//!
+//! We do not parse SQL ourselves. Tables are loaded on demand: the query is prepared, and each
+//! `no such table: X` SQLite answers loads table `X` from the source and tries again, so only
+//! the sheets a query names are read. SQLite accepts the product's `[Sheet1$]` quoting as is.
+//!
+//! Values go in typed so comparisons mean what a user expects: canonical whole numbers as
+//! INTEGER, exact decimals as REAL, everything else as TEXT (so `007` keeps its zeros). Dates
+//! are ISO 8601 text and compare correctly as text. Booleans are the text `TRUE`/`FALSE`.
+
+use std::collections::HashSet;
+use std::sync::OnceLock;
+
+use regex::Regex;
+use rusqlite::types::{Value, ValueRef};
+use rusqlite::{Connection, params_from_iter};
+
+use super::{Columns, RowSet, SourceError, SourceRow, format_number};
+
+/// The hidden column that carries each row's sheet row number through the query, so a report
+/// names the row a user sees in Excel even after `WHERE` and `ORDER BY`. `SELECT *` returns it
+/// (it is removed from the result); a query that lists columns loses it, and rows are then
+/// numbered by their place in the result.
+const ROW_COLUMN: &str = "__datasync_row";
+
+/// The table of `SELECT * FROM [Sheet1$]` (with an optional `;`), which is read directly: the
+/// same rows in the same order as SQLite would give, without loading them into it.
+pub fn plain_select_star(query: &str) -> Option<String> {
+    static PLAIN: OnceLock<Regex> = OnceLock::new();
+    let re = PLAIN.get_or_init(|| {
+        Regex::new(r#"(?is)^\s*select\s+\*\s+from\s+(\[[^\]]+\]|"[^"]+"|`[^`]+`|[\w$.]+)\s*;?\s*$"#)
+            .unwrap_or_else(|_| unreachable!())
+    });
+    let caps = re.captures(query)?;
+    let t = caps.get(1)?.as_str();
+    let t = t
+        .strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .or_else(|| t.strip_prefix('`').and_then(|t| t.strip_suffix('`')))
+        .unwrap_or(t);
+    Some(t.to_string())
+}
+
+/// Runs `query` in a fresh in-memory SQLite, loading tables through `table` as the query needs
+/// them.
+pub fn run(
+    query: &str,
+    table: &mut dyn FnMut(&str) -> Result<RowSet, SourceError>,
+) -> Result<RowSet, SourceError> {
+    let fail = |message: String| SourceError::Query {
+        query: query.to_string(),
+        message,
+    };
+    let conn = Connection::open_in_memory().map_err(|e| fail(e.to_string()))?;
+    let mut loaded: HashSet<String> = HashSet::new();
+    loop {
+        match conn.prepare(query) {
+            Ok(mut statement) => {
+                if !statement.readonly() {
+                    return Err(fail("only SELECT queries are allowed".into()));
+                }
+                return collect(&mut statement).map_err(|e| fail(e.to_string()));
+            }
+            Err(e) => {
+                let message = e.to_string();
+                let Some(name) = message.strip_prefix("no such table: ") else {
+                    return Err(fail(message));
+                };
+                let name = name.trim().to_string();
+                if !loaded.insert(name.to_lowercase()) {
+                    return Err(fail(message));
+                }
+                let rows = table(&name)?;
+                load(&conn, &name, &rows).map_err(|e| fail(e.to_string()))?;
+            }
+        }
+    }
+}
+
+fn quote(identifier: &str) -> String {
+    format!("\"{}\"", identifier.replace('"', "\"\""))
+}
+
+fn load(conn: &Connection, name: &str, rows: &RowSet) -> rusqlite::Result<()> {
+    let mut columns: Vec<String> = rows.columns.names().iter().map(|c| quote(c)).collect();
+    columns.push(quote(ROW_COLUMN));
+    // Columns without a declared type have no affinity: values keep the type they are given.
+    conn.execute_batch(&format!(
+        "CREATE TABLE {} ({});",
+        quote(name),
+        columns.join(", ")
+    ))?;
+    let placeholders = vec!["?"; columns.len()].join(", ");
+    let tx = conn.unchecked_transaction()?;
+    {
+        let mut insert = tx.prepare(&format!(
+            "INSERT INTO {} VALUES ({placeholders})",
+            quote(name)
+        ))?;
+        for row in &rows.rows {
+            let values = row
+                .values
+                .iter()
+                .map(|v| typed(v.as_deref()))
+                .chain(std::iter::once(Value::Integer(row.number as i64)));
+            insert.execute(params_from_iter(values))?;
+        }
+    }
+    tx.commit()
+}
+
+fn typed(value: Option<&str>) -> Value {
+    let Some(v) = value else {
+        return Value::Null;
+    };
+    if let Ok(i) = v.parse::<i64>()
+        && i.to_string() == v
+    {
+        return Value::Integer(i);
+    }
+    if let Ok(f) = v.parse::<f64>()
+        && f.is_finite()
+        && format_number(f) == v
+    {
+        return Value::Real(f);
+    }
+    Value::Text(v.to_string())
+}
+
+fn collect(statement: &mut rusqlite::Statement<'_>) -> rusqlite::Result<RowSet> {
+    let names: Vec<String> = statement.column_names().map(|s| s.to_string()).collect();
+    let row_column = names.iter().position(|n| n == ROW_COLUMN);
+    let kept: Vec<usize> = (0..names.len())
+        .filter(|i| names[*i] != ROW_COLUMN)
+        .collect();
+    let columns = Columns::new(kept.iter().map(|i| names[*i].clone()).collect());
+    let mut out = Vec::new();
+    let mut rows = statement.query([])?;
+    let mut ordinal = 1u64;
+    while let Some(row) = rows.next()? {
+        ordinal += 1;
+        let mut values = Vec::with_capacity(kept.len());
+        for i in &kept {
+            values.push(match row.get_ref(*i)? {
+                ValueRef::Null => None,
+                ValueRef::Integer(n) => Some(n.to_string()),
+                ValueRef::Real(f) => Some(format_number(f)),
+                ValueRef::Text(t) | ValueRef::Blob(t) => {
+                    Some(String::from_utf8_lossy(t).into_owned()).filter(|s| !s.is_empty())
+                }
+            });
+        }
+        let number = match row_column {
+            Some(i) => row.get::<_, i64>(i).map(|n| n as u64).unwrap_or(ordinal),
+            None => ordinal,
+        };
+        out.push(SourceRow {
+            number,
+            values,
+            cell_errors: Vec::new(),
+        });
+    }
+    Ok(RowSet { columns, rows: out })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn people() -> RowSet {
+        let rows = [
+            ("1001", "Ann", "Sales", "007"),
+            ("999", "Bob", "R&D", "12"),
+            ("1500", "Cy", "Sales", ""),
+        ];
+        RowSet {
+            columns: Columns::new(vec![
+                "Id".into(),
+                "First".into(),
+                "Dept".into(),
+                "Code".into(),
+            ]),
+            rows: rows
+                .iter()
+                .enumerate()
+                .map(|(i, (a, b, c, d))| SourceRow {
+                    number: i as u64 + 2,
+                    values: [a, b, c, d]
+                        .iter()
+                        .map(|v| Some(v.to_string()).filter(|v| !v.is_empty()))
+                        .collect(),
+                    cell_errors: vec![],
+                })
+                .collect(),
+        }
+    }
+
+    fn query(q: &str) -> Result<RowSet, SourceError> {
+        run(q, &mut |name: &str| {
+            if super::super::excel::sheet_name(name).eq_ignore_ascii_case("People") {
+                Ok(people())
+            } else {
+                Err(SourceError::MissingSheet {
+                    sheet: name.into(),
+                    available: vec!["People".into()],
+                })
+            }
+        })
+    }
+
+    #[test]
+    fn plain_select_star_is_recognised() {
+        assert_eq!(
+            plain_select_star("SELECT * FROM [TTSheet1$]").as_deref(),
+            Some("[TTSheet1$]")
+        );
+        assert_eq!(
+            plain_select_star(" select *\nfrom People ; ").as_deref(),
+            Some("People")
+        );
+        assert_eq!(plain_select_star("SELECT * FROM [a$] WHERE x = 1"), None);
+        assert_eq!(plain_select_star("SELECT First FROM [a$]"), None);
+    }
+
+    #[test]
+    fn where_order_and_row_numbers() {
+        let r = query("SELECT * FROM [People$] WHERE Id > 1000 ORDER BY Id DESC").unwrap();
+        assert_eq!(r.columns.names(), ["Id", "First", "Dept", "Code"]);
+        let firsts: Vec<_> = r
+            .rows
+            .iter()
+            .map(|r| r.values[1].clone().unwrap())
+            .collect();
+        assert_eq!(firsts, ["Cy", "Ann"]);
+        assert_eq!(r.rows[0].number, 4); // sheet row of Cy
+        assert_eq!(r.rows[1].values[0].as_deref(), Some("1001"));
+    }
+
+    #[test]
+    fn like_in_null_not_and_aliases() {
+        let r = query(
+            "SELECT First AS GivenName, Code FROM [People$] \
+             WHERE (Dept LIKE 'sal%' OR Dept IN ('R&D')) AND NOT Code IS NULL",
+        )
+        .unwrap();
+        assert_eq!(r.columns.names(), ["GivenName", "Code"]);
+        assert_eq!(r.rows.len(), 2);
+        assert_eq!(r.rows[0].values[1].as_deref(), Some("007"));
+    }
+
+    #[test]
+    fn errors_name_what_is_wrong() {
+        let e = query("SELECT * FROM [Nope$] WHERE 1").unwrap_err();
+        assert!(matches!(e, SourceError::MissingSheet { .. }), "{e}");
+        let e = query("SELECT Salary FROM [People$]").unwrap_err();
+        assert!(e.to_string().contains("no such column: Salary"), "{e}");
+        let e = query("SELEKT * FROM [People$]").unwrap_err();
+        assert!(e.to_string().contains("syntax error"), "{e}");
+        let e = query("DELETE FROM [People$]").unwrap_err();
+        assert!(e.to_string().contains("only SELECT"), "{e}");
+    }
+}

@@ -1,0 +1,271 @@
+//! Test data: the people and groups of the fixture workbook, and writers for workbooks and CSV.
+//! Shared by `examples/make_fixtures.rs` (which writes the committed fixtures), the tests and
+//! the benches (which generate 100,000-row workbooks at run time instead of committing them).
+#![allow(dead_code)]
+
+use std::path::Path;
+
+use rust_xlsxwriter::{DocProperties, ExcelDateTime, Format, Workbook};
+
+/// The header of the people sheet: ten columns.
+pub const PEOPLE_HEADER: [&str; 10] = [
+    "EmployeeID",
+    "First",
+    "Last",
+    "Department",
+    "Title",
+    "Email",
+    "Manager",
+    "Phones",
+    "Hired",
+    "Active",
+];
+
+/// One row of the people sheet.
+#[derive(Clone, Debug)]
+pub struct Person {
+    pub id: u32,
+    pub first: String,
+    pub last: String,
+    pub department: String,
+    pub title: String,
+    pub email: String,
+    pub manager: Option<u32>,
+    pub phones: String,
+    pub hired: (u16, u8, u8),
+    pub active: bool,
+}
+
+/// One row of the groups sheet.
+#[derive(Clone, Debug)]
+pub struct Group {
+    pub name: String,
+    pub description: String,
+    pub email: String,
+}
+
+fn person(
+    id: u32,
+    first: &str,
+    last: &str,
+    department: &str,
+    title: &str,
+    manager: Option<u32>,
+    phones: &str,
+    hired: (u16, u8, u8),
+) -> Person {
+    Person {
+        id,
+        first: first.into(),
+        last: last.into(),
+        department: department.into(),
+        title: title.into(),
+        email: format!(
+            "{}.{}@groupid.lab",
+            first.to_lowercase(),
+            last.to_lowercase()
+        )
+        .replace(' ', ""),
+        manager,
+        phones: phones.into(),
+        hired,
+        active: true,
+    }
+}
+
+/// The fixture people: managers first, unicode and DN-special names included.
+pub fn people() -> Vec<Person> {
+    vec![
+        person(
+            1001,
+            "Ann",
+            "Lee",
+            "Executive",
+            "CEO",
+            None,
+            "555-0100",
+            (2015, 1, 5),
+        ),
+        person(
+            1002,
+            "Bob",
+            "Stone",
+            "Sales",
+            "Sales Director",
+            Some(1001),
+            "555-0101;555-0199",
+            (2016, 3, 14),
+        ),
+        person(
+            1003,
+            "Zoë",
+            "Müller",
+            "R&D",
+            "Engineer",
+            Some(1001),
+            "555-0102",
+            (2018, 7, 1),
+        ),
+        person(
+            1004,
+            "José",
+            "Núñez",
+            "Sales",
+            "Account Manager",
+            Some(1002),
+            "",
+            (2019, 11, 30),
+        ),
+        person(
+            1005,
+            "李",
+            "小龙",
+            "R&D",
+            "Researcher",
+            Some(1003),
+            "555-0104",
+            (2020, 2, 29),
+        ),
+        person(
+            1006,
+            "Dana",
+            "O'Brien, Jr",
+            "Support",
+            "Support Lead",
+            Some(1001),
+            "555-0105",
+            (2021, 6, 15),
+        ),
+        person(
+            1007,
+            "Eve",
+            "Adams+Co",
+            "Support",
+            "Agent",
+            Some(1006),
+            "555-0106",
+            (2022, 9, 9),
+        ),
+        person(
+            1008,
+            "Frank",
+            "#Hash",
+            "Finance",
+            "Controller",
+            Some(1001),
+            "555-0107",
+            (2023, 12, 31),
+        ),
+    ]
+}
+
+/// The fixture groups.
+pub fn groups() -> Vec<Group> {
+    ["Sales", "R&D", "Support", "Finance"]
+        .iter()
+        .map(|n| Group {
+            name: format!("{n} Team"),
+            description: format!("Everyone in {n}"),
+            email: format!("{}@groupid.lab", n.to_lowercase().replace('&', "")),
+        })
+        .collect()
+}
+
+/// `n` generated people with ids from 100000 (for large inputs).
+pub fn generated_people(n: usize) -> Vec<Person> {
+    const DEPARTMENTS: [&str; 5] = ["Sales", "R&D", "Support", "Finance", "Legal"];
+    (0..n)
+        .map(|i| {
+            let id = 100_000 + i as u32;
+            Person {
+                id,
+                first: format!("First{i}"),
+                last: format!("Last{i}"),
+                department: DEPARTMENTS[i % DEPARTMENTS.len()].into(),
+                title: format!("Title {}", i % 97),
+                email: format!("user{i}@groupid.lab"),
+                manager: if i == 0 {
+                    None
+                } else {
+                    Some(100_000 + (i as u32 / 10))
+                },
+                phones: format!("555-{:04}", i % 10_000),
+                hired: (
+                    2000 + (i % 25) as u16,
+                    1 + (i % 12) as u8,
+                    1 + (i % 28) as u8,
+                ),
+                active: i % 10 != 0,
+            }
+        })
+        .collect()
+}
+
+/// Writes the workbook: people on `TTSheet1` (the sample job's sheet), groups on `Groups`.
+pub fn write_workbook(path: &Path, people: &[Person], groups: &[Group]) {
+    let mut wb = Workbook::new();
+    // A fixed creation time keeps the generated file's bytes the same run to run.
+    let created = ExcelDateTime::from_ymd(2024, 6, 4).unwrap();
+    wb.set_properties(&DocProperties::new().set_creation_datetime(&created));
+    let date = Format::new().set_num_format("yyyy-mm-dd");
+    let sheet = wb.add_worksheet();
+    sheet.set_name("TTSheet1").unwrap();
+    for (c, h) in PEOPLE_HEADER.iter().enumerate() {
+        sheet.write_string(0, c as u16, *h).unwrap();
+    }
+    for (i, p) in people.iter().enumerate() {
+        let r = i as u32 + 1;
+        sheet.write_number(r, 0, p.id as f64).unwrap();
+        sheet.write_string(r, 1, &p.first).unwrap();
+        sheet.write_string(r, 2, &p.last).unwrap();
+        sheet.write_string(r, 3, &p.department).unwrap();
+        sheet.write_string(r, 4, &p.title).unwrap();
+        sheet.write_string(r, 5, &p.email).unwrap();
+        if let Some(m) = p.manager {
+            sheet.write_number(r, 6, m as f64).unwrap();
+        }
+        if !p.phones.is_empty() {
+            sheet.write_string(r, 7, &p.phones).unwrap();
+        }
+        let (y, m, d) = p.hired;
+        sheet
+            .write_datetime_with_format(r, 8, ExcelDateTime::from_ymd(y, m, d).unwrap(), &date)
+            .unwrap();
+        sheet.write_boolean(r, 9, p.active).unwrap();
+    }
+    let sheet = wb.add_worksheet();
+    sheet.set_name("Groups").unwrap();
+    for (c, h) in ["Name", "Description", "Email"].iter().enumerate() {
+        sheet.write_string(0, c as u16, *h).unwrap();
+    }
+    for (i, g) in groups.iter().enumerate() {
+        let r = i as u32 + 1;
+        sheet.write_string(r, 0, &g.name).unwrap();
+        sheet.write_string(r, 1, &g.description).unwrap();
+        sheet.write_string(r, 2, &g.email).unwrap();
+    }
+    wb.save(path).unwrap();
+}
+
+/// The people as CSV, with the values a workbook reader gives (dates ISO, booleans TRUE/FALSE).
+pub fn people_csv(people: &[Person]) -> String {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record(PEOPLE_HEADER).unwrap();
+    for p in people {
+        let (y, m, d) = p.hired;
+        w.write_record([
+            p.id.to_string(),
+            p.first.clone(),
+            p.last.clone(),
+            p.department.clone(),
+            p.title.clone(),
+            p.email.clone(),
+            p.manager.map(|m| m.to_string()).unwrap_or_default(),
+            p.phones.clone(),
+            format!("{y:04}-{m:02}-{d:02}"),
+            if p.active { "TRUE" } else { "FALSE" }.to_string(),
+        ])
+        .unwrap();
+    }
+    String::from_utf8(w.into_inner().unwrap()).unwrap()
+}
