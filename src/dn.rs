@@ -59,13 +59,18 @@ impl Dn {
         loop {
             // attribute type
             let mut attr = String::new();
+            let mut has_equals = false;
             for c in chars.by_ref() {
                 if c == '=' {
+                    has_equals = true;
                     break;
                 }
                 attr.push(c);
             }
             let attr = attr.trim().to_string();
+            if !has_equals {
+                return Err(err(&format!("\"{attr}\" has no '=' (expected type=value)")));
+            }
             if attr.is_empty() {
                 return Err(err("an RDN has no attribute type"));
             }

@@ -156,7 +156,12 @@ fn remove(shared: &Shared<'_>, tr: &TypeRun<'_>, entry: &Entry) -> (String, Remo
     let done = if shared.dry_run {
         Ok(entry.dn.clone())
     } else if op.deprovision {
-        deprovision(shared, op.deprovision_container.as_deref(), entry)
+        deprovision(
+            shared,
+            op.deprovision_container.as_deref(),
+            op.create_containers,
+            entry,
+        )
     } else {
         shared
             .destination
@@ -180,6 +185,7 @@ fn remove(shared: &Shared<'_>, tr: &TypeRun<'_>, entry: &Entry) -> (String, Remo
 fn deprovision(
     shared: &Shared<'_>,
     container: Option<&str>,
+    create_containers: bool,
     entry: &Entry,
 ) -> Result<String, String> {
     let current = entry
@@ -208,6 +214,8 @@ fn deprovision(
     let head = Dn {
         rdns: vec![rdn.clone()],
     };
+    super::row::ensure_container(shared, container, create_containers)
+        .map_err(|e| format!("disabled, but {e}"))?;
     let target = format!("{head},{container}");
     shared
         .destination

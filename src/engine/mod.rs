@@ -351,14 +351,6 @@ fn apply_type(
     let mut prepared: Vec<row::Prepared> =
         par_map(pool, &tr.rows.rows, |r| row::prepare(shared, tr, r));
 
-    // 1b. `Resolve` fields, now that every row's DN is known
-    if prepared.iter().any(|p| !p.deferred.is_empty()) {
-        let planned = row::planned_dns(tr, &prepared);
-        for p in prepared.iter_mut() {
-            row::resolve_deferred(tr, &planned, p);
-        }
-    }
-
     // 2. conflicts, sequentially, so the outcome does not depend on thread timing
     let mut by_key: HashMap<&str, Vec<usize>> = HashMap::new();
     for (i, p) in prepared.iter().enumerate() {
@@ -414,6 +406,14 @@ fn apply_type(
     conflicts.sort();
     for (i, message) in conflicts {
         prepared[i].fail(None, message);
+    }
+
+    // 2b. `Resolve` fields, now that every row's DN is known (rows failed above are left out)
+    if prepared.iter().any(|p| !p.deferred.is_empty()) {
+        let planned = row::planned_dns(tr, &prepared);
+        for p in prepared.iter_mut() {
+            row::resolve_deferred(tr, &planned, p);
+        }
     }
 
     // 3. writes, in parallel, each row on its own

@@ -176,7 +176,7 @@ pub enum DeleteThreshold {
 }
 
 /// One compiled field mapping.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct FieldPlan {
     /// Its position in `fieldsMap` (for messages).
     pub map_index: usize,
@@ -192,6 +192,25 @@ pub struct FieldPlan {
     pub delimiter: Option<String>,
     /// Set for the `password` field.
     pub password: Option<PasswordRule>,
+}
+
+impl fmt::Debug for FieldPlan {
+    // The password field's transform holds the static password: never print it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("FieldPlan");
+        d.field("map_index", &self.map_index)
+            .field("attribute", &self.attribute);
+        if self.password.is_some() {
+            d.field("transform", &"<redacted>");
+        } else {
+            d.field("transform", &self.transform);
+        }
+        d.field("is_key", &self.is_key)
+            .field("create_only", &self.create_only)
+            .field("delimiter", &self.delimiter)
+            .field("password", &self.password)
+            .finish()
+    }
 }
 
 impl FieldPlan {

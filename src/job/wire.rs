@@ -176,7 +176,7 @@ pub struct JobInfo {
 }
 
 /// One `fieldsMap` entry: how a destination attribute gets its value.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct FieldMap {
     /// The product's edit action marker (kept as given).
@@ -212,6 +212,33 @@ pub struct FieldMap {
     /// Keys this model does not name.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+}
+
+impl std::fmt::Debug for FieldMap {
+    // The `password` field's transform holds the static password: never print it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secret = self
+            .destination_field
+            .text()
+            .eq_ignore_ascii_case("password");
+        let mut d = f.debug_struct("FieldMap");
+        d.field("source_field", &self.source_field)
+            .field("destination_field", &self.destination_field);
+        if secret {
+            d.field("transform", &"<redacted>");
+        } else {
+            d.field("transform", &self.transform);
+        }
+        d.field("id", &self.id)
+            .field("delimiter", &self.delimiter)
+            .field("for_create_only", &self.for_create_only)
+            .field("object_type", &self.object_type)
+            .field("is_key", &self.is_key)
+            .field("options", &self.options)
+            .field("action", &self.action)
+            .field("extra", &self.extra)
+            .finish()
+    }
 }
 
 /// One `objectsOption` entry: what the job does for one object type.

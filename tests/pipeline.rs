@@ -1,0 +1,973 @@
+//! The reference job end to end on the embedded directory.
+
+mod support;
+
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use datasync::hooks::{
+    HookContext, HookResult, PasswordSet, QueryEvent, RowDelete, RowDone, RowStart, RowWrite,
+};
+use datasync::report::RowFailure;
+use datasync::transform::TransformContext;
+use datasync::{
+    Destination, Entry, Hooks, LdifDirectory, NoHooks, Plan, Report, RunOptions, RunStatus, job,
+    source,
+};
+use serde_json::{Value, json};
+use support::{Person, groups, people, write_workbook};
+
+const USERS: &str = "OU=API,DC=groupid,DC=lab";
+
+struct Fixture {
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new(people: &[Person]) -> Fixture {
+        let f = Fixture {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        f.write(people, &groups());
+        f
+    }
+
+    fn workbook(&self) -> PathBuf {
+        self.dir.path().join("people.xlsx")
+    }
+
+    fn write(&self, people: &[Person], groups: &[support::Group]) {
+        write_workbook(&self.workbook(), people, groups);
+    }
+}
+
+fn main_job() -> Value {
+    serde_json::from_str(&std::fs::read_to_string("fixtures/jobs/excel-to-ad.json").unwrap())
+        .unwrap()
+}
+
+fn plan(job: &Value) -> Plan {
+    plan_with(job, &TransformContext::default())
+}
+
+fn plan_with(job: &Value, context: &TransformContext) -> Plan {
+    let wire = job::from_json(&job.to_string(), "test").unwrap();
+    job::compile(&wire, context).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn run_with(
+    plan: &Plan,
+    workbook: &Path,
+    dir: &dyn Destination,
+    hooks: &dyn Hooks,
+    options: &RunOptions,
+) -> Report {
+    let mut src = source::open(workbook).unwrap();
+    datasync::run(plan, src.as_mut(), dir, hooks, options).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn run(plan: &Plan, workbook: &Path, dir: &dyn Destination) -> Report {
+    run_with(plan, workbook, dir, &NoHooks, &RunOptions::default())
+}
+
+fn user(dir: &LdifDirectory, cn: &str) -> Entry {
+    dir.get(&format!("CN={cn},{USERS}"))
+        .unwrap_or_else(|| panic!("no user {cn}"))
+}
+
+fn set_setting(job: &mut Value, key: &str, value: &str) {
+    let settings = job["settings"].as_array_mut().unwrap();
+    settings.retain(|s| s["key"] != key);
+    settings.push(json!({"action": 0, "id": 0, "key": key, "value": value, "dataType": "System.String", "objectType": null}));
+}
+
+/// Entries without their password hashes (salted, so different every run).
+fn without_hashes(dir: &LdifDirectory) -> Vec<Entry> {
+    dir.entries()
+        .into_iter()
+        .map(|mut e| {
+            e.remove("userPassword");
+            e
+        })
+        .collect()
+}
+
+#[test]
+fn first_run_creates_second_run_changes_nothing() {
+    let fx = Fixture::new(&people());
+    let plan = plan(&main_job());
+    let dir = LdifDirectory::in_memory();
+    let first = run(&plan, &fx.workbook(), &dir);
+    assert_eq!(first.status, RunStatus::FinishedSuccess, "{first:#?}");
+    assert_eq!(first.counts.read, 12);
+    assert_eq!(first.counts.added, 12);
+    assert_eq!(first.added.len(), 12);
+
+    let ann = user(&dir, "Ann Lee");
+    assert_eq!(
+        ann.first("employeeID"),
+        Some("1001"),
+        "whole numbers keep no .0"
+    );
+    assert_eq!(
+        ann.get("objectClass"),
+        ["top", "person", "organizationalPerson", "user"]
+    );
+    let bob = user(&dir, "Bob Stone");
+    assert_eq!(
+        bob.get("telephoneNumber"),
+        ["555-0101", "555-0199"],
+        "delimiter splits"
+    );
+    assert_eq!(
+        bob.first("manager"),
+        Some("CN=Ann Lee,OU=API,DC=groupid,DC=lab"),
+        "resolved in the same run"
+    );
+    let dana = dir
+        .get("CN=Dana O'Brien\\, Jr,OU=API,DC=groupid,DC=lab")
+        .unwrap();
+    assert_eq!(
+        dana.first("cn"),
+        Some("Dana O'Brien, Jr"),
+        "DN specials are escaped in the DN only"
+    );
+    assert_eq!(
+        user(&dir, "李 小龙").first("sn"),
+        Some("小龙"),
+        "unicode survives"
+    );
+    assert!(
+        dir.get("CN=Sales Team,OU=Groups,OU=API,DC=groupid,DC=lab")
+            .is_some()
+    );
+    let pw = ann.first("userPassword").unwrap();
+    assert!(pw.starts_with("{SSHA512}") && !pw.contains("webdir123R"));
+
+    let second = run(&plan, &fx.workbook(), &dir);
+    assert_eq!(second.status, RunStatus::FinishedSuccess);
+    assert_eq!(second.counts.unchanged, 12, "{second:#?}");
+    assert_eq!(
+        second.counts.added + second.counts.updated + second.counts.deleted,
+        0
+    );
+}
+
+#[test]
+fn the_directory_matches_the_expected_ldif() {
+    let fx = Fixture::new(&people());
+    let dir = LdifDirectory::in_memory();
+    run(&plan(&main_job()), &fx.workbook(), &dir);
+    let got = datasync::destination::ldif::write(&without_hashes(&dir));
+    let path = "fixtures/expected/excel-to-ad.ldif";
+    if std::env::var_os("DATASYNC_BLESS").is_some() {
+        std::fs::write(path, &got).unwrap();
+    }
+    let expected = std::fs::read_to_string(path).unwrap();
+    assert_eq!(got, expected);
+}
+
+#[test]
+fn an_edited_row_updates_only_what_changed() {
+    let mut ps = people();
+    let fx = Fixture::new(&ps);
+    let plan = plan(&main_job());
+    let dir = LdifDirectory::in_memory();
+    run(&plan, &fx.workbook(), &dir);
+    let before = user(&dir, "José Núñez");
+
+    ps[3].title = "Senior Account Manager".into();
+    ps[3].phones = "555-0103;555-0113".into();
+    ps[3].department = "Sales".into();
+    let mut gs = groups();
+    gs[0].description = "All of Sales".into();
+    fx.write(&ps, &gs);
+    let report = run(&plan, &fx.workbook(), &dir);
+    assert_eq!(report.counts.updated, 2, "{report:#?}");
+    assert_eq!(report.counts.unchanged, 10);
+    assert_eq!(
+        report.modified,
+        [
+            "CN=José Núñez,OU=API,DC=groupid,DC=lab",
+            "CN=Sales Team,OU=Groups,OU=API,DC=groupid,DC=lab"
+        ]
+    );
+    let after = user(&dir, "José Núñez");
+    assert_eq!(after.first("title"), Some("Senior Account Manager"));
+    assert_eq!(after.get("telephoneNumber"), ["555-0103", "555-0113"]);
+    assert_eq!(
+        after.first("userPassword"),
+        before.first("userPassword"),
+        "create-only stays"
+    );
+}
+
+#[test]
+fn a_new_name_renames_the_object() {
+    let mut ps = people();
+    let fx = Fixture::new(&ps);
+    let plan = plan(&main_job());
+    let dir = LdifDirectory::in_memory();
+    run(&plan, &fx.workbook(), &dir);
+    ps[1].last = "Stone-Smith".into();
+    fx.write(&ps, &groups());
+    let report = run(&plan, &fx.workbook(), &dir);
+    assert_eq!(
+        report.counts.updated, 2,
+        "Bob, and José whose manager he is: {report:#?}"
+    );
+    assert_eq!(report.updated_id_map.len(), 1);
+    assert_eq!(
+        report
+            .updated_id_map
+            .get("CN=Bob Stone,OU=API,DC=groupid,DC=lab"),
+        Some(&json!("CN=Bob Stone-Smith,OU=API,DC=groupid,DC=lab"))
+    );
+    let bob = user(&dir, "Bob Stone-Smith");
+    assert_eq!(bob.first("cn"), Some("Bob Stone-Smith"));
+    assert_eq!(bob.first("sn"), Some("Stone-Smith"));
+    assert_eq!(
+        bob.first("sAMAccountName"),
+        Some("Bob.Stone"),
+        "create-only keeps its first value"
+    );
+    // Bob's report follows him (Resolve sees the new DN in the same run)
+    assert_eq!(
+        user(&dir, "José Núñez").first("manager"),
+        Some("CN=Bob Stone-Smith,OU=API,DC=groupid,DC=lab")
+    );
+    let again = run(&plan, &fx.workbook(), &dir);
+    assert_eq!(again.counts.unchanged, 12, "{again:#?}");
+}
+
+#[test]
+fn removed_rows_are_deleted_for_each_object_type() {
+    let ps = people();
+    let fx = Fixture::new(&ps);
+    let plan = plan(&main_job());
+    let dir = LdifDirectory::in_memory();
+    run(&plan, &fx.workbook(), &dir);
+    let mut gs = groups();
+    gs.remove(1);
+    fx.write(&ps[..7], &gs);
+    let report = run(&plan, &fx.workbook(), &dir);
+    assert_eq!(report.status, RunStatus::FinishedSuccess, "{report:#?}");
+    assert_eq!(
+        report.deleted,
+        [
+            "CN=Frank #Hash,OU=API,DC=groupid,DC=lab",
+            "CN=R&D Team,OU=Groups,OU=API,DC=groupid,DC=lab"
+        ]
+    );
+    assert_eq!(report.counts.deleted, 2);
+    assert!(dir.get("CN=Frank #Hash,OU=API,DC=groupid,DC=lab").is_none());
+    let again = run(&plan, &fx.workbook(), &dir);
+    assert_eq!(again.counts.deleted, 0);
+    assert_eq!(again.counts.unchanged, 10);
+}
+
+#[test]
+fn objects_outside_the_scope_or_query_are_never_touched() {
+    let fx = Fixture::new(&people());
+    let plan = plan(&main_job());
+    let dir = LdifDirectory::in_memory();
+    run(&plan, &fx.workbook(), &dir);
+    // a computer in the container (not a user) and a user outside the container
+    let mut computer = Entry::new(format!("CN=PC1,{USERS}"));
+    computer.set("objectClass", vec!["computer".into()]);
+    computer.set("employeeID", vec!["9999".into()]);
+    dir.add(&computer, None).unwrap();
+    let mut outside = Entry::new("CN=Admin,DC=groupid,DC=lab");
+    outside.set("objectClass", vec!["user".into()]);
+    outside.set("employeeID", vec!["9998".into()]);
+    dir.add(&outside, None).unwrap();
+    // and a user in scope without a key value
+    let mut keyless = Entry::new(format!("CN=Service,{USERS}"));
+    keyless.set("objectClass", vec!["user".into()]);
+    dir.add(&keyless, None).unwrap();
+    let report = run(&plan, &fx.workbook(), &dir);
+    assert_eq!(report.counts.deleted, 0, "{report:#?}");
+    assert!(dir.get(&computer.dn).is_some() && dir.get(&outside.dn).is_some());
+    assert!(dir.get(&keyless.dn).is_some());
+    assert!(
+        report
+            .details
+            .iter()
+            .any(|d| d.message.contains("no key value"))
+    );
+}
+
+#[test]
+fn deletes_over_the_threshold_are_withheld_all_or_nothing() {
+    let ps = people();
+    let fx = Fixture::new(&ps);
+    let mut job = main_job();
+    set_setting(&mut job, "Destination.DeleteThreshold", "2");
+    let plan = plan(&job);
+    let dir = LdifDirectory::in_memory();
+    run(&plan, &fx.workbook(), &dir);
+    fx.write(&ps[..5], &groups());
+    let report = run(&plan, &fx.workbook(), &dir);
+    assert_eq!(report.status, RunStatus::FinishedFail);
+    assert_eq!(report.counts.deleted, 0);
+    assert_eq!(dir.entries().len(), 3 + 1 + 8 + 4, "nothing deleted");
+    let reason = &report
+        .details
+        .iter()
+        .find(|d| d.details_type == 0)
+        .unwrap()
+        .message;
+    assert!(
+        reason.contains("3 deletes withheld") && reason.contains("threshold of 2"),
+        "{reason}"
+    );
+
+    let mut job = main_job();
+    set_setting(&mut job, "Destination.DeleteThreshold", "25%");
+    let report = run(&plan_from(&job), &fx.workbook(), &dir);
+    assert_eq!(report.counts.deleted, 0, "3 of 8 is over 25%");
+    set_setting(&mut job, "Destination.DeleteThreshold", "40%");
+    let report = run(&plan_from(&job), &fx.workbook(), &dir);
+    assert_eq!(report.counts.deleted, 3, "3 of 8 is under 40%");
+}
+
+fn plan_from(job: &Value) -> Plan {
+    plan(job)
+}
+
+#[test]
+fn an_empty_source_never_deletes() {
+    let fx = Fixture::new(&people());
+    let plan = plan(&main_job());
+    let dir = LdifDirectory::in_memory();
+    run(&plan, &fx.workbook(), &dir);
+    fx.write(&[], &groups());
+    let report = run(&plan, &fx.workbook(), &dir);
+    assert_eq!(report.counts.deleted, 0);
+    assert_eq!(report.status, RunStatus::FinishedFail);
+    assert!(
+        report
+            .details
+            .iter()
+            .any(|d| d.message.contains("empty source never deletes"))
+    );
+    assert_eq!(dir.entries().len(), 16);
+}
+
+#[test]
+fn a_row_failing_before_its_key_withholds_deletes() {
+    let mut ps = people();
+    let fx = Fixture::new(&ps);
+    let plan = plan(&main_job());
+    let dir = LdifDirectory::in_memory();
+    run(&plan, &fx.workbook(), &dir);
+    // a row without an employee id (the key) and one row removed
+    ps[2].id = 0;
+    ps.pop();
+    let mut wb_people = ps.clone();
+    wb_people[2].id = 0;
+    fx.write(&wb_people, &groups());
+    // id 0 is a valid key; make the key really empty through the hook instead
+    struct EmptyKey;
+    impl Hooks for EmptyKey {
+        fn row_starting(
+            &self,
+            _: &HookContext,
+            row: &mut RowStart<'_>,
+        ) -> HookResult<ControlFlow<()>> {
+            if row.get("EmployeeID") == Some("0") {
+                row.set("EmployeeID", None);
+            }
+            Ok(ControlFlow::Continue(()))
+        }
+    }
+    let report = run_with(
+        &plan,
+        &fx.workbook(),
+        &dir,
+        &EmptyKey,
+        &RunOptions::default(),
+    );
+    assert_eq!(report.counts.failed, 1);
+    assert_eq!(report.failed[0].row, 4);
+    assert!(
+        report.failed[0]
+            .message
+            .contains("key field employeeID is empty"),
+        "{:?}",
+        report.failed
+    );
+    assert_eq!(report.counts.deleted, 0);
+    assert!(
+        report
+            .details
+            .iter()
+            .any(|d| d.message.contains("before their key was known"))
+    );
+}
+
+#[test]
+fn deprovisioning_disables_and_moves_once() {
+    let ps = people();
+    let fx = Fixture::new(&ps);
+    let mut job = main_job();
+    job["objectsOption"][0]["isDeprovisioning"] = json!(true);
+    set_setting(
+        &mut job,
+        "Destination.DeprovisionContainer",
+        "OU=Leavers,DC=groupid,DC=lab",
+    );
+    let plan = plan(&job);
+    let dir = LdifDirectory::in_memory();
+    run(&plan, &fx.workbook(), &dir);
+    fx.write(&ps[..7], &groups());
+    let report = run(&plan, &fx.workbook(), &dir);
+    assert_eq!(
+        report.deleted,
+        ["CN=Frank #Hash,OU=Leavers,DC=groupid,DC=lab"],
+        "{report:#?}"
+    );
+    let frank = dir
+        .get("CN=Frank #Hash,OU=Leavers,DC=groupid,DC=lab")
+        .unwrap();
+    assert_eq!(frank.first("userAccountControl"), Some("514"));
+    let again = run(&plan, &fx.workbook(), &dir);
+    assert_eq!(again.counts.deleted, 0);
+
+    // without a deprovision container, the object stays where it is, disabled, and is left
+    // alone by later runs
+    let mut job = main_job();
+    job["objectsOption"][0]["isDeprovisioning"] = json!(true);
+    let plan = plan_from(&job);
+    let dir = LdifDirectory::in_memory();
+    fx.write(&ps, &groups());
+    run(&plan, &fx.workbook(), &dir);
+    fx.write(&ps[..7], &groups());
+    assert_eq!(run(&plan, &fx.workbook(), &dir).counts.deleted, 1);
+    assert_eq!(
+        user(&dir, "Frank #Hash").first("userAccountControl"),
+        Some("514")
+    );
+    assert_eq!(run(&plan, &fx.workbook(), &dir).counts.deleted, 0);
+}
+
+#[test]
+fn duplicate_keys_fail_both_rows_naming_each_other() {
+    let mut ps = people();
+    ps[4].id = 1002; // same employee id as Bob
+    let fx = Fixture::new(&ps);
+    let dir = LdifDirectory::in_memory();
+    let report = run(&plan(&main_job()), &fx.workbook(), &dir);
+    assert_eq!(report.counts.failed, 2);
+    let msgs: Vec<(u64, &str)> = report
+        .failed
+        .iter()
+        .map(|f| (f.row, f.message.as_str()))
+        .collect();
+    assert_eq!(
+        msgs,
+        [
+            (3, "duplicate key \"1002\": also on row 6"),
+            (6, "duplicate key \"1002\": also on row 3")
+        ]
+    );
+    assert_eq!(report.status, RunStatus::FinishedFail);
+    assert!(
+        dir.get(&format!("CN=Bob Stone,{USERS}")).is_none(),
+        "no silent last-wins"
+    );
+}
+
+#[test]
+fn keys_match_case_insensitively() {
+    let fx = Fixture::new(&people());
+    let dir = LdifDirectory::in_memory();
+    let plan = plan(&main_job());
+    run(&plan, &fx.workbook(), &dir);
+    // the group key is the sAMAccountName; change its case in the directory
+    let dn = "CN=Sales Team,OU=Groups,OU=API,DC=groupid,DC=lab";
+    dir.modify(
+        dn,
+        &[datasync::destination::Modification::Replace(
+            "sAMAccountName".into(),
+            vec!["SALESTEAM".into()],
+        )],
+    )
+    .unwrap();
+    let report = run(&plan, &fx.workbook(), &dir);
+    assert_eq!(report.counts.added, 0, "{report:#?}");
+    assert_eq!(report.counts.unchanged, 12);
+
+    // and two rows whose keys differ only in case are duplicates
+    let mut gs = groups();
+    gs[1].name = "SALES TEAM".into();
+    fx.write(&people(), &gs);
+    let report = run(&plan, &fx.workbook(), &dir);
+    assert_eq!(report.counts.failed, 2, "{report:#?}");
+}
+
+#[test]
+fn results_do_not_depend_on_the_number_of_threads() {
+    let ps = support::generated_people(600);
+    let fx = Fixture::new(&ps);
+    let plan = plan(&main_job());
+    let mut outcomes = Vec::new();
+    for threads in [1, 4] {
+        let dir = LdifDirectory::in_memory();
+        let options = RunOptions {
+            threads,
+            ..Default::default()
+        };
+        let mut r = run_with(&plan, &fx.workbook(), &dir, &NoHooks, &options);
+        assert_eq!(r.counts.added, 604);
+        (r.start_time, r.stop_time, r.duration) = (String::new(), String::new(), 0);
+        for d in &mut r.details {
+            d.detail_created_date.clear();
+        }
+        outcomes.push((without_hashes(&dir), r));
+    }
+    assert_eq!(outcomes[0].0, outcomes[1].0);
+    assert_eq!(outcomes[0].1, outcomes[1].1);
+}
+
+#[test]
+fn a_dry_run_reports_everything_and_writes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fx = Fixture::new(&people());
+    let plan = plan(&main_job());
+    let path = tmp.path().join("dir.ldif");
+    let dry = {
+        let dir = LdifDirectory::open(&path).unwrap();
+        run_with(
+            &plan,
+            &fx.workbook(),
+            &dir,
+            &NoHooks,
+            &RunOptions {
+                dry_run: true,
+                ..Default::default()
+            },
+        )
+    };
+    assert!(dry.dry_run);
+    assert!(!path.exists(), "a dry run creates no file");
+    let real = {
+        let dir = LdifDirectory::open(&path).unwrap();
+        run(&plan, &fx.workbook(), &dir)
+    };
+    assert_eq!(dry.counts, real.counts);
+    assert_eq!(dry.added, real.added);
+    let bytes = std::fs::read(&path).unwrap();
+    let dir = LdifDirectory::open(&path).unwrap();
+    let mut ps = people();
+    ps[0].title = "Chair".into();
+    fx.write(&ps[1..], &groups());
+    let dry = run_with(
+        &plan,
+        &fx.workbook(),
+        &dir,
+        &NoHooks,
+        &RunOptions {
+            dry_run: true,
+            ..Default::default()
+        },
+    );
+    assert_eq!(dry.counts.deleted, 1);
+    assert_eq!(std::fs::read(&path).unwrap(), bytes);
+    assert_eq!(dir.entries().len(), 16, "nothing changed in memory either");
+}
+
+#[test]
+fn a_csv_source_gives_the_same_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let csv = tmp.path().join("people.csv");
+    std::fs::write(&csv, support::people_csv(&people())).unwrap();
+    let mut job = main_job();
+    job["objectsOption"].as_array_mut().unwrap().truncate(1);
+    job["fieldsMap"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|f| f["objectType"] == 1);
+    job["syncQuery"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|q| q["objectType"] == 1);
+    let plan = plan(&job);
+    let from_csv = LdifDirectory::in_memory();
+    run(&plan, &csv, &from_csv);
+    let fx = Fixture::new(&people());
+    let from_xlsx = LdifDirectory::in_memory();
+    run(&plan, &fx.workbook(), &from_xlsx);
+    assert_eq!(without_hashes(&from_csv), without_hashes(&from_xlsx));
+}
+
+#[test]
+fn a_where_query_selects_rows_and_keeps_sheet_row_numbers() {
+    let fx = Fixture::new(&people());
+    let mut job = main_job();
+    job["syncQuery"][0]["query"] = json!(
+        "SELECT * FROM [TTSheet1$] WHERE Department IN ('Sales', 'R&D') AND NOT Manager IS NULL ORDER BY EmployeeID DESC"
+    );
+    job["objectsOption"][0]["isDelete"] = json!(false);
+    let plan = plan(&job);
+    struct Rows(Mutex<Vec<u64>>);
+    impl Hooks for Rows {
+        fn row_finished(&self, _: &HookContext, row: &RowDone) -> HookResult {
+            if row.object_type.code() == 1 {
+                self.0.lock().unwrap().push(row.row);
+            }
+            Ok(())
+        }
+    }
+    let rows = Rows(Mutex::new(vec![]));
+    let dir = LdifDirectory::in_memory();
+    let report = run_with(
+        &plan,
+        &fx.workbook(),
+        &dir,
+        &rows,
+        &RunOptions {
+            threads: 1,
+            ..Default::default()
+        },
+    );
+    assert_eq!(report.counts.read, 4 + 4);
+    let mut seen = rows.0.into_inner().unwrap();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [3, 4, 5, 6],
+        "Excel's row numbers of Bob, Zoë, José, 李"
+    );
+    assert_eq!(
+        &report.added[..4],
+        [
+            "CN=李 小龙,OU=API,DC=groupid,DC=lab",
+            "CN=José Núñez,OU=API,DC=groupid,DC=lab",
+            "CN=Zoë Müller,OU=API,DC=groupid,DC=lab",
+            "CN=Bob Stone,OU=API,DC=groupid,DC=lab"
+        ],
+        "report in query order"
+    );
+}
+
+/// Hooks that exercise every event.
+#[derive(Default)]
+struct Recorder {
+    events: Mutex<Vec<String>>,
+    passwords: Mutex<Vec<(String, String, bool)>>,
+    finished: AtomicUsize,
+}
+
+impl Recorder {
+    fn log(&self, s: String) {
+        self.events.lock().unwrap().push(s);
+    }
+}
+
+impl Hooks for Recorder {
+    fn startup(&self, ctx: &HookContext) -> HookResult {
+        ctx.add_to_context("site", "HQ");
+        self.log("startup".into());
+        Ok(())
+    }
+    fn build_source_query(&self, _: &HookContext, q: &mut QueryEvent<'_>) -> HookResult {
+        if q.object_type.code() == 4 {
+            *q.query = "SELECT * FROM [Groups$] WHERE Name <> 'Finance Team'".into();
+        }
+        Ok(())
+    }
+    fn build_destination_query(&self, _: &HookContext, q: &mut QueryEvent<'_>) -> HookResult {
+        self.log(format!("destination query {}", q.query));
+        Ok(())
+    }
+    fn row_starting(
+        &self,
+        ctx: &HookContext,
+        row: &mut RowStart<'_>,
+    ) -> HookResult<ControlFlow<()>> {
+        match row.get("First") {
+            Some("Eve") => return Ok(ControlFlow::Break(())),
+            Some("Frank") => return Err("Frank's row is refused".into()),
+            Some("Dana") => panic!("a hook bug"),
+            Some("Ann") => {
+                let site = ctx.context("site").unwrap_or_default();
+                row.set("Title", Some(format!("CEO ({site})")));
+            }
+            _ => {}
+        }
+        Ok(ControlFlow::Continue(()))
+    }
+    fn row_adding(&self, _: &HookContext, w: &mut RowWrite) -> HookResult<ControlFlow<()>> {
+        if w.dn.starts_with("CN=Bob") {
+            w.attributes
+                .push(("info".into(), vec!["added by hook".into()]));
+        }
+        Ok(ControlFlow::Continue(()))
+    }
+    fn row_added(&self, _: &HookContext, w: &RowWrite) -> HookResult {
+        self.log(format!("added {}", w.dn));
+        Ok(())
+    }
+    fn row_failed(&self, _: &HookContext, f: &RowFailure) {
+        self.log(format!("failed row {}", f.row));
+    }
+    fn row_finished(&self, _: &HookContext, _: &RowDone) -> HookResult {
+        self.finished.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+    fn password_set(&self, _: &HookContext, e: &PasswordSet<'_>) -> HookResult {
+        self.passwords.lock().unwrap().push((
+            e.dn.to_string(),
+            e.password.expose().to_string(),
+            e.notify_manager,
+        ));
+        Ok(())
+    }
+    fn shutdown(&self, _: &HookContext, report: &Report) -> HookResult {
+        self.log(format!("shutdown {}", report.counts.added));
+        Ok(())
+    }
+}
+
+#[test]
+fn hooks_change_cancel_and_fail_single_rows() {
+    let fx = Fixture::new(&people());
+    let plan = plan(&main_job());
+    let dir = LdifDirectory::in_memory();
+    let hooks = Recorder::default();
+    let report = run_with(&plan, &fx.workbook(), &dir, &hooks, &RunOptions::default());
+    assert_eq!(report.status, RunStatus::FinishedFail);
+    let failed: Vec<(u64, &str)> = report
+        .failed
+        .iter()
+        .map(|f| (f.row, f.message.as_str()))
+        .collect();
+    assert_eq!(
+        failed,
+        [
+            (7, "row_starting: hook panicked: a hook bug"),
+            (9, "row_starting: Frank's row is refused")
+        ]
+    );
+    assert_eq!(report.counts.skipped, 1, "Eve was cancelled");
+    assert_eq!(
+        report.counts.added,
+        5 + 3,
+        "Finance Team filtered by the rewritten query"
+    );
+    assert_eq!(
+        user(&dir, "Ann Lee").first("title"),
+        Some("CEO (HQ)"),
+        "context and row edits"
+    );
+    assert_eq!(user(&dir, "Bob Stone").first("info"), Some("added by hook"));
+    assert_eq!(hooks.finished.load(Ordering::Relaxed), 5 + 3 + 1);
+    let events = hooks.events.into_inner().unwrap();
+    assert_eq!(events[0], "startup");
+    assert!(events.contains(&"destination query objectClass is exactly \"user\"".to_string()));
+    assert!(events.contains(&"failed row 9".to_string()));
+    assert_eq!(events.last().unwrap(), "shutdown 8");
+    let passwords = hooks.passwords.into_inner().unwrap();
+    assert_eq!(passwords.len(), 5);
+    assert!(
+        passwords
+            .iter()
+            .all(|(_, p, notify)| p == "webdir123R" && !notify)
+    );
+    // no password anywhere in the report
+    assert!(!report.to_json().contains("webdir123R"));
+}
+
+#[test]
+fn generated_passwords_are_unique_hashed_and_delivered() {
+    let fx = Fixture::new(&people());
+    let mut job = main_job();
+    job["fieldsMap"][12]["options"] = json!(
+        "{\"passwordLength\":12,\"includeUppercaseAlphabets\":true,\"includeLowercaseAlphabets\":true,\"includeDigits\":true,\"includeSpecialSymbols\":true,\"specialSymbols\":\"%^&*(\",\"excludeSimilarSymbols\":true,\"managerNotification\":true,\"passwordType\":1}"
+    );
+    let plan = plan(&job);
+    let dir = LdifDirectory::in_memory();
+    let hooks = Passwords::default();
+    run_with(&plan, &fx.workbook(), &dir, &hooks, &RunOptions::default());
+    let passwords = hooks.0.into_inner().unwrap();
+    assert_eq!(passwords.len(), 8);
+    let distinct: std::collections::HashSet<_> = passwords.iter().map(|p| p.1.clone()).collect();
+    assert_eq!(distinct.len(), 8);
+    for (dn, pw, notify) in &passwords {
+        assert!(notify);
+        assert_eq!(pw.chars().count(), 12);
+        assert!(
+            pw.chars().any(|c| c.is_ascii_uppercase()) && pw.chars().any(|c| c.is_ascii_digit())
+        );
+        assert!(pw.chars().filter(|c| "%^&*(".contains(*c)).count() >= 1);
+        let stored = dir.get(dn).unwrap();
+        assert!(
+            datasync::destination::embedded::verify_password(
+                stored.first("userPassword").unwrap(),
+                &datasync::Secret::new(pw.clone())
+            ),
+            "the stored hash is of the delivered password"
+        );
+    }
+    // a re-run generates no new passwords
+    let hooks = Passwords::default();
+    let again = run_with(&plan, &fx.workbook(), &dir, &hooks, &RunOptions::default());
+    assert_eq!(again.counts.unchanged, 12);
+    assert!(hooks.0.into_inner().unwrap().is_empty());
+}
+
+/// Collects the passwords the run sets.
+#[derive(Default)]
+struct Passwords(Mutex<Vec<(String, String, bool)>>);
+
+impl Hooks for Passwords {
+    fn password_set(&self, _: &HookContext, e: &PasswordSet<'_>) -> HookResult {
+        self.0.lock().unwrap().push((
+            e.dn.to_string(),
+            e.password.expose().to_string(),
+            e.notify_manager,
+        ));
+        Ok(())
+    }
+}
+
+#[test]
+fn a_static_password_that_is_not_create_only_is_reset_when_it_differs() {
+    let fx = Fixture::new(&people());
+    let mut job = main_job();
+    job["fieldsMap"][12]["forCreateOnly"] = json!(false);
+    let dir = LdifDirectory::in_memory();
+    run(&plan(&job), &fx.workbook(), &dir);
+    assert_eq!(
+        run(&plan(&job), &fx.workbook(), &dir).counts.unchanged,
+        12,
+        "same password: no change"
+    );
+    job["fieldsMap"][12]["transform"] = json!("Static:value=N3w-Secret");
+    let report = run(&plan(&job), &fx.workbook(), &dir);
+    assert_eq!(report.counts.updated, 8, "{report:#?}");
+    assert!(!report.to_json().contains("N3w-Secret"));
+}
+
+#[test]
+fn a_startup_hook_error_stops_the_job_before_anything_is_written() {
+    struct Refuse;
+    impl Hooks for Refuse {
+        fn startup(&self, _: &HookContext) -> HookResult {
+            Err("maintenance window".into())
+        }
+    }
+    let fx = Fixture::new(&people());
+    let dir = LdifDirectory::in_memory();
+    let mut src = source::open(&fx.workbook()).unwrap();
+    let e = datasync::run(
+        &plan(&main_job()),
+        src.as_mut(),
+        &dir,
+        &Refuse,
+        &RunOptions::default(),
+    )
+    .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "job \"ExcelToAD\": the startup hook failed: maintenance window"
+    );
+    assert!(dir.entries().is_empty());
+}
+
+#[test]
+fn deleting_hooks_can_keep_an_object() {
+    struct Keep;
+    impl Hooks for Keep {
+        fn row_deleting(&self, _: &HookContext, d: &RowDelete) -> HookResult<ControlFlow<()>> {
+            Ok(if d.dn.contains("Frank") {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            })
+        }
+    }
+    let ps = people();
+    let fx = Fixture::new(&ps);
+    let plan = plan(&main_job());
+    let dir = LdifDirectory::in_memory();
+    run(&plan, &fx.workbook(), &dir);
+    fx.write(&ps[..6], &groups());
+    let report = run_with(&plan, &fx.workbook(), &dir, &Keep, &RunOptions::default());
+    assert_eq!(
+        report.deleted,
+        ["CN=Eve Adams\\2bCo,OU=API,DC=groupid,DC=lab"]
+    );
+    assert!(user(&dir, "Frank #Hash").first("cn").is_some());
+}
+
+#[test]
+fn containers_come_from_a_source_field_and_missing_ones_follow_the_strategy() {
+    let fx = Fixture::new(&people());
+    let mut job = main_job();
+    job["objectsOption"].as_array_mut().unwrap().truncate(1);
+    job["fieldsMap"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|f| f["objectType"] == 1);
+    job["syncQuery"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|q| q["objectType"] == 1);
+    job["objectsOption"][0]["containerOption"] = json!("2");
+    job["objectsOption"][0]["containerOptionValue"] = json!("Container");
+    job["syncQuery"][0]["query"] = json!(
+        "SELECT *, 'OU=' || Department || ',OU=API,DC=groupid,DC=lab' AS Container FROM [TTSheet1$]"
+    );
+    let dir = LdifDirectory::in_memory();
+    let report = run(&plan(&job), &fx.workbook(), &dir);
+    assert_eq!(report.counts.added, 8, "{report:#?}");
+    assert!(
+        dir.get("CN=Zoë Müller,OU=R&D,OU=API,DC=groupid,DC=lab")
+            .is_some()
+    );
+    assert_eq!(run(&plan(&job), &fx.workbook(), &dir).counts.unchanged, 8);
+
+    job["objectsOption"][0]["createObjectContainerStrategy"] = json!(0);
+    let dir = LdifDirectory::in_memory();
+    let report = run(&plan(&job), &fx.workbook(), &dir);
+    assert_eq!(report.counts.failed, 8);
+    assert!(
+        report.failed[0]
+            .message
+            .contains("does not exist (createObjectContainerStrategy is 0)")
+    );
+    assert!(dir.entries().is_empty());
+}
+
+#[test]
+fn scripts_registered_by_the_host_run_as_transforms() {
+    let fx = Fixture::new(&people());
+    let mut job = main_job();
+    job["fieldsMap"][11]["transform"] = json!("Script:name=initials");
+    let mut context = TransformContext::default();
+    context.scripts.register("initials", |input| {
+        let first = input.row.get("First").unwrap_or("");
+        let last = input.row.get("Last").unwrap_or("");
+        if last.starts_with('#') {
+            return Err("no initials for a hash".into());
+        }
+        Ok(Some(format!(
+            "{}{}",
+            first.chars().next().unwrap_or('?'),
+            last.chars().next().unwrap_or('?')
+        )))
+    });
+    let dir = LdifDirectory::in_memory();
+    let report = run(&plan_with(&job, &context), &fx.workbook(), &dir);
+    assert_eq!(user(&dir, "Ann Lee").first("description"), Some("AL"));
+    assert_eq!(report.failed.len(), 1);
+    assert_eq!(
+        report.failed[0].field.as_deref(),
+        Some("fieldsMap[11] (description)")
+    );
+    assert!(report.failed[0].message.contains("no initials for a hash"));
+}
