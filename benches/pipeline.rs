@@ -1,0 +1,75 @@
+//! The whole job against reading the workbook alone, on one generated 100,000-row,
+//! 10-column workbook (made at bench time, never committed).
+//!
+//! ```text
+//! cargo bench --bench pipeline
+//! ```
+//! Target: `pipeline_to_memory` within 1.5× of `calamine_read`.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::path::Path;
+
+use calamine::{Reader, open_workbook_auto};
+use criterion::{Criterion, criterion_group, criterion_main};
+use datasync::transform::TransformContext;
+use datasync::{LdifDirectory, NoHooks, Plan, RunOptions, job, source};
+use serde_json::{Value, json};
+
+const ROWS: usize = 100_000;
+
+/// The main fixture job, users only (the generated workbook has no groups), no deletes.
+fn users_job() -> Plan {
+    let text = std::fs::read_to_string("fixtures/jobs/excel-to-ad.json").expect("fixture job");
+    let mut job: Value = serde_json::from_str(&text).expect("fixture JSON");
+    job["objectsOption"].as_array_mut().expect("array").truncate(1);
+    job["objectsOption"][0]["isDelete"] = json!(false);
+    job["fieldsMap"].as_array_mut().expect("array").retain(|f| f["objectType"] == 1);
+    job["syncQuery"].as_array_mut().expect("array").retain(|q| q["objectType"] == 1);
+    let wire = job::from_json(&job.to_string(), "bench").expect("job loads");
+    job::compile(&wire, &TransformContext::default()).expect("job compiles")
+}
+
+fn run(plan: &Plan, workbook: &Path, directory: &LdifDirectory) -> datasync::Report {
+    let mut src = source::open(workbook).expect("workbook opens");
+    datasync::run(plan, src.as_mut(), directory, &NoHooks, &RunOptions::default()).expect("job runs")
+}
+
+fn bench(c: &mut Criterion) {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let workbook = tmp.path().join("people-100k.xlsx");
+    support::write_workbook(&workbook, &support::generated_people(ROWS), &[]);
+    let plan = users_job();
+
+    let mut group = c.benchmark_group("workbook_100k");
+    group.sample_size(10);
+    group.bench_function("calamine_read", |b| {
+        b.iter(|| {
+            let mut wb = open_workbook_auto(&workbook).expect("workbook opens");
+            let range = wb.worksheet_range("TTSheet1").expect("sheet");
+            assert_eq!(range.height(), ROWS + 1);
+            range
+        })
+    });
+    group.bench_function("pipeline_to_memory", |b| {
+        b.iter(|| {
+            let directory = LdifDirectory::in_memory();
+            let report = run(&plan, &workbook, &directory);
+            assert_eq!(report.counts.added, ROWS);
+            directory
+        })
+    });
+    let filled = LdifDirectory::in_memory();
+    run(&plan, &workbook, &filled);
+    group.bench_function("pipeline_unchanged", |b| {
+        b.iter(|| {
+            let report = run(&plan, &workbook, &filled);
+            assert_eq!(report.counts.unchanged, ROWS);
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
