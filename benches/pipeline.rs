@@ -23,17 +23,33 @@ const ROWS: usize = 100_000;
 fn users_job() -> Plan {
     let text = std::fs::read_to_string("fixtures/jobs/excel-to-ad.json").expect("fixture job");
     let mut job: Value = serde_json::from_str(&text).expect("fixture JSON");
-    job["objectsOption"].as_array_mut().expect("array").truncate(1);
+    job["objectsOption"]
+        .as_array_mut()
+        .expect("array")
+        .truncate(1);
     job["objectsOption"][0]["isDelete"] = json!(false);
-    job["fieldsMap"].as_array_mut().expect("array").retain(|f| f["objectType"] == 1);
-    job["syncQuery"].as_array_mut().expect("array").retain(|q| q["objectType"] == 1);
+    job["fieldsMap"]
+        .as_array_mut()
+        .expect("array")
+        .retain(|f| f["objectType"] == 1);
+    job["syncQuery"]
+        .as_array_mut()
+        .expect("array")
+        .retain(|q| q["objectType"] == 1);
     let wire = job::from_json(&job.to_string(), "bench").expect("job loads");
     job::compile(&wire, &TransformContext::default()).expect("job compiles")
 }
 
 fn run(plan: &Plan, workbook: &Path, directory: &LdifDirectory) -> datasync::Report {
     let mut src = source::open(workbook).expect("workbook opens");
-    datasync::run(plan, src.as_mut(), directory, &NoHooks, &RunOptions::default()).expect("job runs")
+    datasync::run(
+        plan,
+        src.as_mut(),
+        directory,
+        &NoHooks,
+        &RunOptions::default(),
+    )
+    .expect("job runs")
 }
 
 fn bench(c: &mut Criterion) {

@@ -31,7 +31,11 @@ impl Case {
         let c = Case {
             dir: tempfile::tempdir().unwrap(),
         };
-        support::write_workbook(&c.path("people.xlsx"), &support::people(), &support::groups());
+        support::write_workbook(
+            &c.path("people.xlsx"),
+            &support::people(),
+            &support::groups(),
+        );
         c
     }
 
@@ -83,12 +87,29 @@ fn the_main_job_runs_and_reports() {
     let job = c.job(|_| {});
     let out = c.run(&["run", job.to_str().unwrap(), "--report", "r.json"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert!(text(&out).contains("ExcelToAD: FinishedSuccess — read 12, added 12"), "{}", text(&out));
+    assert!(
+        text(&out).contains("ExcelToAD: FinishedSuccess — read 12, added 12"),
+        "{}",
+        text(&out)
+    );
     assert!(c.path("directory.ldif").exists(), "the default destination");
     let r = report(&c.path("r.json"));
     for key in [
-        "jobName", "status", "dryRun", "startTime", "stopTime", "duration", "executingNodeName",
-        "counts", "added", "modified", "deleted", "deleteFailed", "failed", "updatedIdMap", "details",
+        "jobName",
+        "status",
+        "dryRun",
+        "startTime",
+        "stopTime",
+        "duration",
+        "executingNodeName",
+        "counts",
+        "added",
+        "modified",
+        "deleted",
+        "deleteFailed",
+        "failed",
+        "updatedIdMap",
+        "details",
     ] {
         assert!(r.get(key).is_some(), "report lacks {key}: {r}");
     }
@@ -112,8 +133,14 @@ fn validate_lists_every_mistake_and_exits_2() {
     let out = c.run(&["validate", bad.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     let t = text(&out);
-    assert!(t.contains("fieldsMap[3].transform: unknown transform \"Foo\""), "{t}");
-    assert!(t.contains("syncQuery: no source query for object type 1"), "{t}");
+    assert!(
+        t.contains("fieldsMap[3].transform: unknown transform \"Foo\""),
+        "{t}"
+    );
+    assert!(
+        t.contains("syncQuery: no source query for object type 1"),
+        "{t}"
+    );
 }
 
 /// Every kind of bad input: exit 2, a report that says why, and the directory file untouched.
@@ -121,7 +148,10 @@ fn validate_lists_every_mistake_and_exits_2() {
 fn bad_input_writes_nothing() {
     let c = Case::new();
     let job = c.job(|_| {});
-    assert_eq!(c.run(&["run", job.to_str().unwrap()]).status.code(), Some(0));
+    assert_eq!(
+        c.run(&["run", job.to_str().unwrap()]).status.code(),
+        Some(0)
+    );
     let ldif = c.path("directory.ldif");
     let before = std::fs::read(&ldif).unwrap();
     let mut ps = support::people();
@@ -129,37 +159,93 @@ fn bad_input_writes_nothing() {
 
     type Edit = Box<dyn Fn(&Case) -> PathBuf>;
     let cases: Vec<(&str, Edit)> = vec![
-        ("is not valid", Box::new(|c: &Case| c.job(|j| j["fieldsMap"][1]["transform"] = json!("Nope:a=b")))),
-        ("unknown transform \"Nope\"", Box::new(|c: &Case| c.job(|j| j["fieldsMap"][1]["transform"] = json!("Nope:a=b")))),
-        ("fieldsMap[3].isKey: invalid type", Box::new(|c: &Case| c.job(|j| j["fieldsMap"][3]["isKey"] = json!("yes")))),
-        ("sheet \"Staff\" is not in the workbook (its sheets: TTSheet1, Groups)", Box::new(|c: &Case| c.job(|j| j["syncQuery"][2]["query"] = json!("SELECT * FROM [Staff$]")))),
-        ("object type 1, fieldsMap[7] (department): column \"Dept\" is not in the source", Box::new(|c: &Case| c.job(|j| j["fieldsMap"][7]["sourceField"] = json!("Dept")))),
-        ("syntax error", Box::new(|c: &Case| c.job(|j| j["syncQuery"][0]["query"] = json!("SELEKT * FROM [TTSheet1$]")))),
-        ("no such column: Salary", Box::new(|c: &Case| c.job(|j| j["syncQuery"][0]["query"] = json!("SELECT * FROM [TTSheet1$] WHERE Salary > 10")))),
-        ("is not a readable workbook", Box::new(|c: &Case| {
-            std::fs::write(c.path("broken.xlsx"), b"PK\x03\x04 not really a zip").unwrap();
-            c.job(|j| {
-                for s in j["settings"].as_array_mut().unwrap() {
-                    if s["key"] == "Source.File" { s["value"] = json!("broken.xlsx"); }
-                }
-            })
-        })),
-        ("cannot read", Box::new(|c: &Case| c.job(|j| {
-            for s in j["settings"].as_array_mut().unwrap() {
-                if s["key"] == "Source.File" { s["value"] = json!("missing.xlsx"); }
-            }
-        }))),
+        (
+            "is not valid",
+            Box::new(|c: &Case| c.job(|j| j["fieldsMap"][1]["transform"] = json!("Nope:a=b"))),
+        ),
+        (
+            "unknown transform \"Nope\"",
+            Box::new(|c: &Case| c.job(|j| j["fieldsMap"][1]["transform"] = json!("Nope:a=b"))),
+        ),
+        (
+            "fieldsMap[3].isKey: invalid type",
+            Box::new(|c: &Case| c.job(|j| j["fieldsMap"][3]["isKey"] = json!("yes"))),
+        ),
+        (
+            "sheet \"Staff\" is not in the workbook (its sheets: TTSheet1, Groups)",
+            Box::new(|c: &Case| {
+                c.job(|j| j["syncQuery"][2]["query"] = json!("SELECT * FROM [Staff$]"))
+            }),
+        ),
+        (
+            "object type 1, fieldsMap[7] (department): column \"Dept\" is not in the source",
+            Box::new(|c: &Case| c.job(|j| j["fieldsMap"][7]["sourceField"] = json!("Dept"))),
+        ),
+        (
+            "syntax error",
+            Box::new(|c: &Case| {
+                c.job(|j| j["syncQuery"][0]["query"] = json!("SELEKT * FROM [TTSheet1$]"))
+            }),
+        ),
+        (
+            "no such column: Salary",
+            Box::new(|c: &Case| {
+                c.job(|j| {
+                    j["syncQuery"][0]["query"] =
+                        json!("SELECT * FROM [TTSheet1$] WHERE Salary > 10")
+                })
+            }),
+        ),
+        (
+            "is not a readable workbook",
+            Box::new(|c: &Case| {
+                std::fs::write(c.path("broken.xlsx"), b"PK\x03\x04 not really a zip").unwrap();
+                c.job(|j| {
+                    for s in j["settings"].as_array_mut().unwrap() {
+                        if s["key"] == "Source.File" {
+                            s["value"] = json!("broken.xlsx");
+                        }
+                    }
+                })
+            }),
+        ),
+        (
+            "cannot read",
+            Box::new(|c: &Case| {
+                c.job(|j| {
+                    for s in j["settings"].as_array_mut().unwrap() {
+                        if s["key"] == "Source.File" {
+                            s["value"] = json!("missing.xlsx");
+                        }
+                    }
+                })
+            }),
+        ),
     ];
     for (needle, make) in cases {
         support::write_workbook(&c.path("people.xlsx"), &ps, &support::groups());
         let job = make(&c);
         let out = c.run(&["run", job.to_str().unwrap(), "--report", "bad.json"]);
         assert_eq!(out.status.code(), Some(2), "{needle}: {}", text(&out));
-        assert!(text(&out).contains(needle), "expected {needle:?} in {}", text(&out));
-        assert_eq!(std::fs::read(&ldif).unwrap(), before, "{needle}: the directory changed");
+        assert!(
+            text(&out).contains(needle),
+            "expected {needle:?} in {}",
+            text(&out)
+        );
+        assert_eq!(
+            std::fs::read(&ldif).unwrap(),
+            before,
+            "{needle}: the directory changed"
+        );
         let r = report(&c.path("bad.json"));
         assert_eq!(r["status"], "Error");
-        assert!(r["details"][0]["message"].as_str().unwrap().contains(needle), "{r}");
+        assert!(
+            r["details"][0]["message"]
+                .as_str()
+                .unwrap()
+                .contains(needle),
+            "{r}"
+        );
         assert_eq!(r["details"][0]["detailsType"], 0);
     }
 
@@ -167,10 +253,22 @@ fn bad_input_writes_nothing() {
     let broken = c.path("broken.ldif");
     std::fs::write(&broken, "version: 1\n\ndn: CN=a,DC=lab\ncn a\n").unwrap();
     let job = c.job(|_| {});
-    let out = c.run(&["run", job.to_str().unwrap(), "--destination", "ldif:broken.ldif"]);
+    let out = c.run(&[
+        "run",
+        job.to_str().unwrap(),
+        "--destination",
+        "ldif:broken.ldif",
+    ]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out).contains("broken.ldif: line 4: \"cn a\" is not an attribute line"), "{}", text(&out));
-    assert_eq!(std::fs::read_to_string(&broken).unwrap(), "version: 1\n\ndn: CN=a,DC=lab\ncn a\n");
+    assert!(
+        text(&out).contains("broken.ldif: line 4: \"cn a\" is not an attribute line"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&broken).unwrap(),
+        "version: 1\n\ndn: CN=a,DC=lab\ncn a\n"
+    );
 }
 
 #[test]
@@ -182,7 +280,11 @@ fn rows_that_fail_exit_1() {
     let job = c.job(|_| {});
     let out = c.run(&["run", job.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(text(&out).contains("row 5 (1001): duplicate key \"1001\": also on row 2"), "{}", text(&out));
+    assert!(
+        text(&out).contains("row 5 (1001): duplicate key \"1001\": also on row 2"),
+        "{}",
+        text(&out)
+    );
 }
 
 #[test]
@@ -192,14 +294,24 @@ fn passwords_go_to_a_private_file_and_nowhere_else() {
         j["fieldsMap"][12]["options"] = json!("{\"passwordLength\":10,\"includeUppercaseAlphabets\":true,\"includeLowercaseAlphabets\":true,\"includeDigits\":true,\"passwordType\":1}");
     });
     let out = c.run(&[
-        "run", job.to_str().unwrap(), "--password-out", "pw.csv", "--report", "r.json", "--threads", "2",
+        "run",
+        job.to_str().unwrap(),
+        "--password-out",
+        "pw.csv",
+        "--report",
+        "r.json",
+        "--threads",
+        "2",
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let pw = c.path("pw.csv");
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(&pw).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&pw).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
     }
     let mut reader = csv::Reader::from_path(&pw).unwrap();
     assert_eq!(reader.headers().unwrap(), vec!["dn", "password"]);
@@ -224,7 +336,13 @@ fn passwords_go_to_a_private_file_and_nowhere_else() {
 fn a_dry_run_writes_no_file() {
     let c = Case::new();
     let job = c.job(|_| {});
-    let out = c.run(&["run", job.to_str().unwrap(), "--dry-run", "--report", "r.json"]);
+    let out = c.run(&[
+        "run",
+        job.to_str().unwrap(),
+        "--dry-run",
+        "--report",
+        "r.json",
+    ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(!c.path("directory.ldif").exists());
     let r = report(&c.path("r.json"));

@@ -278,15 +278,15 @@ fn objects_outside_the_scope_or_query_are_never_touched() {
     let mut computer = Entry::new(format!("CN=PC1,{USERS}"));
     computer.set("objectClass", vec!["computer".into()]);
     computer.set("employeeID", vec!["9999".into()]);
-    dir.add(&computer, None).unwrap();
+    dir.add(computer.clone(), None).unwrap();
     let mut outside = Entry::new("CN=Admin,DC=groupid,DC=lab");
     outside.set("objectClass", vec!["user".into()]);
     outside.set("employeeID", vec!["9998".into()]);
-    dir.add(&outside, None).unwrap();
+    dir.add(outside.clone(), None).unwrap();
     // and a user in scope without a key value
     let mut keyless = Entry::new(format!("CN=Service,{USERS}"));
     keyless.set("objectClass", vec!["user".into()]);
-    dir.add(&keyless, None).unwrap();
+    dir.add(keyless.clone(), None).unwrap();
     let report = run(&plan, &fx.workbook(), &dir);
     assert_eq!(report.counts.deleted, 0, "{report:#?}");
     assert!(dir.get(&computer.dn).is_some() && dir.get(&outside.dn).is_some());

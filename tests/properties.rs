@@ -13,7 +13,11 @@ fn attr_name() -> impl Strategy<Value = String> {
 fn entry() -> impl Strategy<Value = Entry> {
     (
         any::<String>(),
-        proptest::collection::btree_map(attr_name(), proptest::collection::vec(any::<String>(), 1..4), 0..6),
+        proptest::collection::btree_map(
+            attr_name(),
+            proptest::collection::vec(any::<String>(), 1..4),
+            0..6,
+        ),
     )
         .prop_map(|(cn, attrs)| {
             let mut e = Entry::new(dn::child("CN", &cn, "OU=Test,DC=lab"));

@@ -34,7 +34,7 @@ const SEP: char = '\u{1}';
 /// let dir = LdifDirectory::in_memory();
 /// let mut e = Entry::new("DC=lab");
 /// e.set("dc", vec!["lab".into()]);
-/// dir.add(&e, None).unwrap();
+/// dir.add(e, None).unwrap();
 /// assert!(dir.exists("dc=LAB").unwrap());
 /// ```
 pub struct LdifDirectory {
@@ -245,6 +245,23 @@ pub fn verify_password(stored: &str, password: &Secret) -> bool {
     hasher.finalize().as_slice() == digest
 }
 
+/// A copy of `entry` with only `attributes` (all of them when none are named).
+fn project(entry: &Entry, attributes: &[String]) -> Entry {
+    if attributes.is_empty() {
+        return entry.clone();
+    }
+    let mut out = Entry::new(entry.dn.clone());
+    for attr in entry.attributes() {
+        if attributes
+            .iter()
+            .any(|a| a.eq_ignore_ascii_case(&attr.name))
+        {
+            out.set(&attr.name, attr.values.clone());
+        }
+    }
+    out
+}
+
 fn in_subtree<'a>(
     tree: &'a BTreeMap<String, Entry>,
     base: &'a str,
@@ -260,23 +277,33 @@ impl Destination for LdifDirectory {
         base: &str,
         scope: Scope,
         filter: &Filter,
-        _attributes: &[String],
+        attributes: &[String],
     ) -> Result<Vec<Entry>, DestinationError> {
-        let (base_dn, base_key) = parse_key(base)?;
+        let (_, base_key) = parse_key(base)?;
         let tree = self.read();
-        let depth = base_dn.rdns.len();
+        // Depth below the base, counted on the tree key: no DN parsing per entry.
+        let base_depth = if base_key.is_empty() {
+            0
+        } else {
+            base_key.matches(SEP).count() + 1
+        };
         let mut found = false;
         let mut out = Vec::new();
-        for (_, entry) in in_subtree(&tree, &base_key) {
+        for (key, entry) in in_subtree(&tree, &base_key) {
             found = true;
-            let entry_depth = Dn::parse(&entry.dn).map(|d| d.rdns.len()).unwrap_or(0);
             let in_scope = match scope {
-                Scope::Base => entry_depth == depth,
-                Scope::OneLevel => entry_depth == depth + 1,
                 Scope::Subtree => true,
+                _ => {
+                    let depth = if key.is_empty() {
+                        0
+                    } else {
+                        key.matches(SEP).count() + 1
+                    };
+                    depth == base_depth + usize::from(scope == Scope::OneLevel)
+                }
             };
             if in_scope && filter.matches(entry) {
-                out.push(entry.clone());
+                out.push(project(entry, attributes));
             }
         }
         if !found && !base_key.is_empty() {
@@ -292,19 +319,17 @@ impl Destination for LdifDirectory {
         Ok(self.read().contains_key(&k))
     }
 
-    fn add(&self, entry: &Entry, password: Option<&Secret>) -> Result<(), DestinationError> {
+    fn add(&self, entry: Entry, password: Option<&Secret>) -> Result<(), DestinationError> {
         let (dn, k) = parse_key(&entry.dn)?;
-        let mut stored = entry.clone();
+        let mut stored = entry;
         if let Some(p) = password {
             stored.set("userPassword", vec![hash_password(p)]);
         }
         let mut tree = self.write();
         if tree.contains_key(&k) {
-            return Err(DestinationError::AlreadyExists {
-                dn: entry.dn.clone(),
-            });
+            return Err(DestinationError::AlreadyExists { dn: stored.dn });
         }
-        Self::check_parent(&tree, &dn, &entry.dn)?;
+        Self::check_parent(&tree, &dn, &stored.dn)?;
         tree.insert(k, stored);
         self.dirty.store(true, Ordering::Release);
         Ok(())
@@ -503,22 +528,22 @@ mod tests {
     #[test]
     fn tree_operations() {
         let dir = LdifDirectory::in_memory();
-        dir.add(&entry("DC=lab", &[("objectClass", "domain")]), None)
+        dir.add(entry("DC=lab", &[("objectClass", "domain")]), None)
             .unwrap();
         dir.add(
-            &entry("OU=API,DC=lab", &[("objectClass", "organizationalUnit")]),
+            entry("OU=API,DC=lab", &[("objectClass", "organizationalUnit")]),
             None,
         )
         .unwrap();
         let e = dir
             .add(
-                &entry("CN=x,OU=Nope,DC=lab", &[("objectClass", "user")]),
+                entry("CN=x,OU=Nope,DC=lab", &[("objectClass", "user")]),
                 None,
             )
             .unwrap_err();
         assert!(matches!(e, DestinationError::NoSuchObject { .. }), "{e}");
         dir.add(
-            &entry(
+            entry(
                 "CN=Ann,OU=API,DC=lab",
                 &[("objectClass", "user"), ("cn", "Ann")],
             ),
@@ -526,7 +551,7 @@ mod tests {
         )
         .unwrap();
         assert!(matches!(
-            dir.add(&entry("cn=ann,ou=api,dc=LAB", &[]), None),
+            dir.add(entry("cn=ann,ou=api,dc=LAB", &[]), None),
             Err(DestinationError::AlreadyExists { .. })
         ));
         assert_eq!(
@@ -608,7 +633,7 @@ mod tests {
             LdifDirectory::open(&path),
             Err(DestinationError::Locked { .. })
         ));
-        dir.add(&entry("DC=lab", &[("dc", "lab")]), None).unwrap();
+        dir.add(entry("DC=lab", &[("dc", "lab")]), None).unwrap();
         dir.commit().unwrap();
         drop(dir);
         let again = LdifDirectory::open(&path).unwrap();

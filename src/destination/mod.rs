@@ -121,7 +121,7 @@ pub trait Destination: Send + Sync {
     fn exists(&self, dn: &str) -> Result<bool, DestinationError>;
 
     /// Adds an entry; its parent must exist. `password`, if any, is set with it.
-    fn add(&self, entry: &Entry, password: Option<&Secret>) -> Result<(), DestinationError>;
+    fn add(&self, entry: Entry, password: Option<&Secret>) -> Result<(), DestinationError>;
 
     /// Applies all `changes` to the entry at `dn`, or none of them.
     fn modify(&self, dn: &str, changes: &[Modification]) -> Result<(), DestinationError>;

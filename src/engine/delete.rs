@@ -82,7 +82,7 @@ pub(super) fn run(
             candidates.len()
         )
     };
-    let reason = if tr.rows.rows.is_empty() {
+    let reason = if tr.row_count == 0 {
         Some(withhold(
             "the source returned no rows, and an empty source never deletes".into(),
         ))

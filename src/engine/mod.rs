@@ -32,7 +32,7 @@ use crate::job::{ContainerRule, ObjectPlan, Plan};
 use crate::matching::{KeyIndex, ResolveIndex};
 use crate::query::{Filter, parse_destination_query};
 use crate::report::{DetailType, Report, RunStatus};
-use crate::source::{RowSet, Source, SourceError};
+use crate::source::{Columns, Source, SourceError, SourceRow};
 use crate::transform::{Transform, TransformContext};
 use crate::{Error, report};
 
@@ -50,7 +50,10 @@ pub struct RunOptions {
 /// Everything one object type needs once prepared.
 struct TypeRun<'p> {
     plan: &'p ObjectPlan,
-    rows: RowSet,
+    /// The source query's columns (the rows themselves are consumed by the run).
+    columns: Columns,
+    /// How many rows the source query returned.
+    row_count: usize,
     bound: Vec<Transform<usize>>,
     container_field: Option<usize>,
     filter: Filter,
@@ -160,9 +163,10 @@ pub fn run(
         containers: Mutex::new(HashSet::new()),
     };
 
-    for tr in &prepared {
-        report.counts.read += tr.rows.rows.len();
-        let results = apply_type(&shared, tr, pool.as_ref());
+    for (tr, rows) in prepared {
+        let tr = &tr;
+        report.counts.read += tr.row_count;
+        let results = apply_type(&shared, tr, rows, pool.as_ref());
         let withheld = delete::run(&shared, tr, &results, &mut report, pool.as_ref());
         row::record(tr.plan, results, &mut report);
         if withheld {
@@ -193,7 +197,7 @@ fn prepare_type<'p>(
     destination: &dyn Destination,
     hooks: &dyn Hooks,
     ctx: &HookContext,
-) -> Result<TypeRun<'p>, Error> {
+) -> Result<(TypeRun<'p>, Vec<SourceRow>), Error> {
     let code = op.object_type.code();
     let source_error = |field: Option<String>, source: SourceError| Error::Source {
         job: plan.name.clone(),
@@ -318,16 +322,33 @@ fn prepare_type<'p>(
         )
         .map_err(destination_error)?
     };
-    Ok(TypeRun {
-        plan: op,
-        rows,
-        bound,
-        container_field,
-        filter,
-        index,
-        resolver,
-        resolve_attributes,
-    })
+    let row_count = rows.rows.len();
+    Ok((
+        TypeRun {
+            plan: op,
+            columns: rows.columns,
+            row_count,
+            bound,
+            container_field,
+            filter,
+            index,
+            resolver,
+            resolve_attributes,
+        },
+        rows.rows,
+    ))
+}
+
+/// Like [`par_map`], consuming the items.
+fn par_map_owned<T: Send, R: Send>(
+    pool: Option<&rayon::ThreadPool>,
+    items: Vec<T>,
+    f: impl Fn(T) -> R + Sync + Send,
+) -> Vec<R> {
+    match pool {
+        Some(pool) => pool.install(|| items.into_par_iter().map(&f).collect()),
+        None => items.into_iter().map(f).collect(),
+    }
 }
 
 /// Maps `items` through `f` on the pool (or on this thread without one), keeping order.
@@ -345,11 +366,12 @@ fn par_map<T: Sync, R: Send>(
 fn apply_type(
     shared: &row::Shared<'_>,
     tr: &TypeRun<'_>,
+    rows: Vec<SourceRow>,
     pool: Option<&rayon::ThreadPool>,
 ) -> Vec<row::RowResult> {
     // 1. compute, in parallel, with no writes
     let mut prepared: Vec<row::Prepared> =
-        par_map(pool, &tr.rows.rows, |r| row::prepare(shared, tr, r));
+        par_map_owned(pool, rows, |r| row::prepare(shared, tr, r));
 
     // 2. conflicts, sequentially, so the outcome does not depend on thread timing
     let mut by_key: HashMap<&str, Vec<usize>> = HashMap::new();
@@ -378,12 +400,25 @@ fn apply_type(
             ));
         }
     }
+    // New DNs are `CN=<escaped cn>,<container>`: normalise each container once and the RDN
+    // by lower-casing, instead of parsing every DN.
+    let mut containers: HashMap<&str, String> = HashMap::new();
     let mut by_dn: HashMap<String, Vec<usize>> = HashMap::new();
     for (i, p) in prepared.iter().enumerate() {
-        if let Some(dn) = p.planned.new_dn()
-            && let Ok(n) = crate::dn::normalize(dn)
-        {
-            by_dn.entry(n).or_default().push(i);
+        let key = match &p.planned {
+            row::Planned::Create { dn, container, .. } => {
+                let norm = containers
+                    .entry(container.as_str())
+                    .or_insert_with(|| crate::dn::normalize(container).unwrap_or_default());
+                let rdn = dn
+                    .get(..dn.len().saturating_sub(container.len()))
+                    .unwrap_or(dn);
+                Some(format!("{}{norm}", rdn.to_lowercase()))
+            }
+            other => other.new_dn().and_then(|dn| crate::dn::normalize(dn).ok()),
+        };
+        if let Some(key) = key {
+            by_dn.entry(key).or_default().push(i);
         }
     }
     for rows in by_dn.values().filter(|v| v.len() > 1) {
@@ -416,6 +451,6 @@ fn apply_type(
         }
     }
 
-    // 3. writes, in parallel, each row on its own
-    par_map(pool, &prepared, |p| row::apply(shared, tr, p))
+    // 3. writes, in parallel, each row on its own (consumed, so each thread frees its own)
+    par_map_owned(pool, prepared, |p| row::apply(shared, tr, p))
 }

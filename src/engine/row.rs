@@ -123,7 +123,7 @@ fn failed(field: Option<String>, message: String) -> Planned {
 
 /// Step 1: hooks, transforms, key, match and diff. Reads the destination at most for a
 /// password check; writes nothing.
-pub(super) fn prepare(shared: &Shared<'_>, tr: &TypeRun<'_>, row: &SourceRow) -> Prepared {
+pub(super) fn prepare(shared: &Shared<'_>, tr: &TypeRun<'_>, row: SourceRow) -> Prepared {
     let op = tr.plan;
     let mut out = Prepared {
         row: row.number,
@@ -135,14 +135,18 @@ pub(super) fn prepare(shared: &Shared<'_>, tr: &TypeRun<'_>, row: &SourceRow) ->
         entry: None,
         resolve_values: Vec::new(),
     };
-    let mut values = row.values.clone();
+    let SourceRow {
+        number: _,
+        mut values,
+        cell_errors,
+    } = row;
     match guard(|| {
         shared.hooks.row_starting(
             shared.ctx,
             &mut RowStart {
                 object_type: op.object_type,
-                row: row.number,
-                columns: &tr.rows.columns,
+                row: out.row,
+                columns: &tr.columns,
                 values: &mut values,
             },
         )
@@ -162,24 +166,30 @@ pub(super) fn prepare(shared: &Shared<'_>, tr: &TypeRun<'_>, row: &SourceRow) ->
         today: shared.today,
         resolver: &tr.resolver,
     };
-    let mut desired: Vec<(String, Vec<String>)> = Vec::with_capacity(op.fields.len());
+    // One entry per field map entry, in order (the password's stays empty).
+    let mut desired: Vec<Vec<String>> = Vec::with_capacity(op.fields.len());
     let mut password: Option<(NewPassword, bool)> = None;
     let mut first_failure: Option<(String, String)> = None;
     for (fi, (f, bound)) in op.fields.iter().zip(&tr.bound).enumerate() {
+        // Every field pushes exactly one entry, so `desired[i]` is field `i`'s values.
+        let cell_error = bound_cell_error(bound, &cell_errors, &tr.columns);
         if let transform::Transform::Resolve { field, .. } = bound {
-            if let Some(e) = bound_cell_error(bound, row, &tr.rows.columns) {
-                first_failure.get_or_insert((f.location(), e));
-                continue;
+            desired.push(Vec::new());
+            match cell_error {
+                Some(e) => {
+                    first_failure.get_or_insert((f.location(), e));
+                }
+                // The object it names may be created by another row of this run: resolve
+                // once every row's DN is known.
+                None => out
+                    .deferred
+                    .push((fi, values.get(*field).cloned().flatten())),
             }
-            // The object it names may be created by another row of this run: resolve later.
-            out.deferred
-                .push((fi, values.get(*field).cloned().flatten()));
-            desired.push((f.attribute.clone(), Vec::new()));
             continue;
         }
-        let result = match bound_cell_error(bound, row, &tr.rows.columns) {
+        let result = match cell_error {
             Some(e) => Err(e),
-            None => bound.apply(&tr.rows.columns, &values, &f.attribute, &run),
+            None => bound.apply(&tr.columns, &values, &f.attribute, &run),
         };
         let value = match result {
             Ok(v) => v,
@@ -187,6 +197,7 @@ pub(super) fn prepare(shared: &Shared<'_>, tr: &TypeRun<'_>, row: &SourceRow) ->
                 // Keep going for the keys: a row with a known key protects its object from
                 // deletion even when another field fails.
                 first_failure.get_or_insert((f.location(), e));
+                desired.push(Vec::new());
                 continue;
             }
         };
@@ -195,32 +206,31 @@ pub(super) fn prepare(shared: &Shared<'_>, tr: &TypeRun<'_>, row: &SourceRow) ->
                 if let Some(v) = value {
                     password = Some((NewPassword::Static(Secret::new(v)), f.create_only));
                 }
+                desired.push(Vec::new());
             }
             Some(PasswordRule::Generate(policy)) => {
                 // Generated passwords are only ever set on create: regenerating one on every
                 // run would reset every user's password.
                 password = Some((NewPassword::Generate(policy.clone()), true));
+                desired.push(Vec::new());
             }
-            None => {
-                let values = match (value, &f.delimiter) {
-                    (None, _) => Vec::new(),
-                    (Some(v), Some(d)) => v
-                        .split(d.as_str())
-                        .map(str::trim)
-                        .filter(|s| !s.is_empty())
-                        .map(String::from)
-                        .collect(),
-                    (Some(v), None) => vec![v],
-                };
-                desired.push((f.attribute.clone(), values));
-            }
+            None => desired.push(match (value, &f.delimiter) {
+                (None, _) => Vec::new(),
+                (Some(v), Some(d)) => v
+                    .split(d.as_str())
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect(),
+                (Some(v), None) => vec![v],
+            }),
         }
     }
     let value_of = |attr: &str| -> Option<&Vec<String>> {
-        desired
+        op.fields
             .iter()
-            .find(|(a, _)| a.eq_ignore_ascii_case(attr))
-            .map(|(_, v)| v)
+            .position(|f| f.attribute.eq_ignore_ascii_case(attr))
+            .and_then(|i| desired.get(i))
     };
 
     // The key.
@@ -262,7 +272,7 @@ pub(super) fn prepare(shared: &Shared<'_>, tr: &TypeRun<'_>, row: &SourceRow) ->
         .unwrap_or(&[]);
     out.planned = match matches {
         [] if out.cancelled || !op.create => Planned::Skipped { dn: None },
-        [] => plan_create(shared, tr, row, &values, &desired, password.map(|p| p.0)),
+        [] => plan_create(shared, tr, out.row, &values, desired, password.map(|p| p.0)),
         [one] => {
             out.entry = Some(*one);
             let entry = tr.index.entry(*one);
@@ -292,16 +302,16 @@ pub(super) fn prepare(shared: &Shared<'_>, tr: &TypeRun<'_>, row: &SourceRow) ->
 /// The spreadsheet error of a cell a bound transform reads, if any.
 fn bound_cell_error(
     bound: &transform::Transform<usize>,
-    row: &SourceRow,
+    cell_errors: &[(usize, String)],
     columns: &crate::source::Columns,
 ) -> Option<String> {
-    if row.cell_errors.is_empty() {
+    if cell_errors.is_empty() {
         return None;
     }
     let mut found = None;
     let _ = bound.map_fields(|col| {
         if found.is_none()
-            && let Some((_, e)) = row.cell_errors.iter().find(|(c, _)| c == col)
+            && let Some((_, e)) = cell_errors.iter().find(|(c, _)| c == col)
         {
             let name = columns.names().get(*col).cloned().unwrap_or_default();
             found = Some(format!("the cell in column {name} holds the error {e}"));
@@ -314,9 +324,9 @@ fn bound_cell_error(
 fn plan_create(
     shared: &Shared<'_>,
     tr: &TypeRun<'_>,
-    row: &SourceRow,
+    row: u64,
     values: &[Option<String>],
-    desired: &[(String, Vec<String>)],
+    desired: Vec<Vec<String>>,
     password: Option<NewPassword>,
 ) -> Planned {
     let op = tr.plan;
@@ -348,7 +358,7 @@ fn plan_create(
             let input = ScriptInput {
                 value: None,
                 destination_field: "container",
-                row: transform::RowView::new(&tr.rows.columns, values),
+                row: transform::RowView::new(&tr.columns, values),
             };
             match script(&input) {
                 Ok(Some(dn)) => dn,
@@ -368,11 +378,7 @@ fn plan_create(
     let Some(rdn) = op.rdn_field.map(|i| &op.fields[i]) else {
         return failed(None, "no cn mapping to name the new object".into());
     };
-    let Some(cn) = desired
-        .iter()
-        .find(|(a, _)| a.eq_ignore_ascii_case(&rdn.attribute))
-        .and_then(|(_, v)| v.first())
-    else {
+    let Some(cn) = op.rdn_field.and_then(|i| desired[i].first()) else {
         return failed(
             Some(rdn.location()),
             "cn is empty: a new object needs a name".into(),
@@ -380,9 +386,10 @@ fn plan_create(
     };
     let dn = dn::child("CN", cn, &container);
     let mut attributes: Vec<(String, Vec<String>)> = Vec::with_capacity(desired.len() + 1);
-    if !desired
+    if !op
+        .fields
         .iter()
-        .any(|(a, _)| a.eq_ignore_ascii_case("objectClass"))
+        .any(|f| f.attribute.eq_ignore_ascii_case("objectClass"))
         && let Some(classes) = op.object_type.default_object_classes()
     {
         attributes.push((
@@ -390,15 +397,27 @@ fn plan_create(
             classes.iter().map(|c| c.to_string()).collect(),
         ));
     }
-    attributes.extend(desired.iter().filter(|(_, v)| !v.is_empty()).cloned());
+    attributes.extend(
+        op.fields
+            .iter()
+            .zip(desired)
+            .filter(|(f, v)| f.password.is_none() && !v.is_empty())
+            .map(|(f, v)| (f.attribute.clone(), v)),
+    );
     // A new object the destination query would not find is created again on every run.
-    let entry = build_entry(&dn, &attributes);
-    if !tr.filter.matches(&entry) {
+    let lookup = |attr: &str| -> &[String] {
+        attributes
+            .iter()
+            .find(|(a, _)| a.eq_ignore_ascii_case(attr))
+            .map(|(_, v)| v.as_slice())
+            .unwrap_or(&[])
+    };
+    if !tr.filter.matches_by(&lookup) {
         return failed(
             None,
             format!(
-                "the new object {dn} would not match the destination query {} (row {}); it would be created again on every run",
-                tr.filter, row.number
+                "the new object {dn} would not match the destination query {} (row {row}); it would be created again on every run",
+                tr.filter
             ),
         );
     }
@@ -410,10 +429,15 @@ fn plan_create(
     }
 }
 
+/// The entry to add. Attribute names are unique unless a hook added one twice; those merge.
 fn build_entry(dn: &str, attributes: &[(String, Vec<String>)]) -> Entry {
     let mut entry = Entry::new(dn);
     for (a, v) in attributes {
-        entry.add_values(a, v);
+        if entry.get(a).is_empty() {
+            entry.set(a, v.clone());
+        } else {
+            entry.add_values(a, v);
+        }
     }
     entry
 }
@@ -422,19 +446,18 @@ fn plan_update(
     shared: &Shared<'_>,
     op: &ObjectPlan,
     entry: &Entry,
-    desired: &[(String, Vec<String>)],
+    desired: &[Vec<String>],
     password: Option<(NewPassword, bool)>,
 ) -> Planned {
     let rdn_attr = op.rdn_field.map(|i| op.fields[i].attribute.as_str());
     let mut changes = Vec::new();
     let mut rename_to = None;
-    for (f, (attr, values)) in op
-        .fields
-        .iter()
-        .filter(|f| f.password.is_none())
-        .zip(desired)
-    {
-        if f.create_only || matches!(f.transform, transform::Transform::Resolve { .. }) {
+    for (f, values) in op.fields.iter().zip(desired) {
+        let attr = &f.attribute;
+        if f.create_only
+            || f.password.is_some()
+            || matches!(f.transform, transform::Transform::Resolve { .. })
+        {
             continue;
         }
         if Some(attr.as_str()) == rdn_attr {
@@ -487,8 +510,17 @@ pub(super) fn planned_dns(
     tr: &TypeRun<'_>,
     prepared: &[Prepared],
 ) -> HashMap<(String, String), Vec<String>> {
+    // Only the values some row looks up (managers are few; rows are many).
+    let wanted: HashSet<String> = prepared
+        .iter()
+        .flat_map(|p| p.deferred.iter().filter_map(|(_, v)| v.as_ref()))
+        .map(|v| v.to_lowercase())
+        .collect();
     let mut out: HashMap<(String, String), Vec<String>> = HashMap::new();
     for p in prepared {
+        if !p.resolve_values.iter().any(|(_, v)| wanted.contains(v)) {
+            continue;
+        }
         let dn = match &p.planned {
             Planned::Create { dn, .. } => dn.clone(),
             Planned::Update {
@@ -546,10 +578,8 @@ pub(super) fn resolve_deferred(
             }
         };
         match &mut p.planned {
-            Planned::Create { attributes, .. } => {
-                if !values.is_empty() {
-                    attributes.push((f.attribute.clone(), values));
-                }
+            Planned::Create { attributes, .. } if !values.is_empty() => {
+                attributes.push((f.attribute.clone(), values));
             }
             Planned::Update { .. } | Planned::Unchanged { .. } if !f.create_only => {
                 let Some(entry) = p.entry.map(|i| tr.index.entry(i)) else {
@@ -581,20 +611,16 @@ pub(super) fn ensure_container(
     container: &str,
     create: bool,
 ) -> Result<(), String> {
-    let known = |c: &str| {
-        shared
-            .containers
-            .lock()
-            .map(|set| set.contains(c))
-            .unwrap_or(false)
-    };
-    let norm = dn::normalize(container).map_err(|e| e.to_string())?;
-    if known(&norm) {
+    // One thread creates a container while the others wait, so none sees it half made.
+    // The set holds both the container as written (the fast check every row makes) and its
+    // normal form (so `OU=a` and `ou=A` are one container).
+    let mut set = shared.containers.lock().unwrap_or_else(|p| p.into_inner());
+    if set.contains(container) {
         return Ok(());
     }
-    // One thread creates a container while the others wait, so none sees it half made.
-    let mut set = shared.containers.lock().unwrap_or_else(|p| p.into_inner());
+    let norm = dn::normalize(container).map_err(|e| e.to_string())?;
     if set.contains(&norm) {
+        set.insert(container.to_string());
         return Ok(());
     }
     let exists = shared
@@ -637,7 +663,7 @@ pub(super) fn ensure_container(
                     classes.iter().map(|c| c.to_string()).collect(),
                 );
                 entry.set(&ava.attr.to_ascii_lowercase(), vec![ava.value.clone()]);
-                match shared.destination.add(&entry, None) {
+                match shared.destination.add(entry, None) {
                     Ok(()) | Err(DestinationError::AlreadyExists { .. }) => {}
                     Err(e) => return Err(format!("cannot create the container {sub_dn}: {e}")),
                 }
@@ -645,11 +671,12 @@ pub(super) fn ensure_container(
         }
     }
     set.insert(norm);
+    set.insert(container.to_string());
     Ok(())
 }
 
 /// Step 3: hooks and writes for one row.
-pub(super) fn apply(shared: &Shared<'_>, tr: &TypeRun<'_>, p: &Prepared) -> RowResult {
+pub(super) fn apply(shared: &Shared<'_>, tr: &TypeRun<'_>, p: Prepared) -> RowResult {
     let op = tr.plan;
     let mut result = RowResult {
         row: p.row,
@@ -664,18 +691,18 @@ pub(super) fn apply(shared: &Shared<'_>, tr: &TypeRun<'_>, p: &Prepared) -> RowR
     let fail = |result: &mut RowResult, field: Option<String>, message: String| {
         result.failure = Some((field, message));
     };
-    let dn: Option<String> = match &p.planned {
+    let dn: Option<String> = match p.planned {
         Planned::Failed { field, message } => {
-            fail(&mut result, field.clone(), message.clone());
+            fail(&mut result, field, message);
             None
         }
         Planned::Skipped { dn } => {
             result.outcome = RowOutcome::Skipped;
-            dn.clone()
+            dn
         }
         Planned::Unchanged { dn } => {
             result.outcome = RowOutcome::Unchanged;
-            Some(dn.clone())
+            Some(dn)
         }
         Planned::Create {
             dn,
@@ -687,14 +714,14 @@ pub(super) fn apply(shared: &Shared<'_>, tr: &TypeRun<'_>, p: &Prepared) -> RowR
                 object_type: op.object_type,
                 row: p.row,
                 key: p.key.clone().unwrap_or_default(),
-                dn: dn.clone(),
-                attributes: attributes.clone(),
+                dn,
+                attributes,
             };
             match guard(|| shared.hooks.row_adding(shared.ctx, &mut write)) {
                 Err(m) => fail(&mut result, None, format!("row_adding: {m}")),
                 Ok(ControlFlow::Break(())) => result.outcome = RowOutcome::Skipped,
                 Ok(ControlFlow::Continue(())) => {
-                    match create(shared, op, container, &write, password, p.row) {
+                    match create(shared, op, &container, &write, &password, p.row) {
                         Err(m) => fail(&mut result, None, m),
                         Ok(()) => {
                             result.outcome = RowOutcome::Added;
@@ -723,7 +750,7 @@ pub(super) fn apply(shared: &Shared<'_>, tr: &TypeRun<'_>, p: &Prepared) -> RowR
                 row: p.row,
                 key: p.key.clone().unwrap_or_default(),
                 dn: rename_to.clone().unwrap_or_else(|| dn.clone()),
-                attributes: changes.clone(),
+                attributes: changes,
             };
             match guard(|| shared.hooks.row_changing(shared.ctx, &mut write)) {
                 Err(m) => fail(&mut result, None, format!("row_changing: {m}")),
@@ -731,7 +758,7 @@ pub(super) fn apply(shared: &Shared<'_>, tr: &TypeRun<'_>, p: &Prepared) -> RowR
                 Ok(ControlFlow::Continue(())) => {
                     match update(
                         shared,
-                        dn,
+                        &dn,
                         &write,
                         password.as_ref(),
                         rename_to.as_deref(),
@@ -813,7 +840,7 @@ fn create(
     };
     shared
         .destination
-        .add(&entry, secret.as_ref())
+        .add(entry, secret.as_ref())
         .map_err(|e| e.to_string())?;
     if let Some(secret) = &secret {
         deliver_password(shared, &write.dn, row, secret, password)?;

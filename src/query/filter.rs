@@ -50,10 +50,17 @@ pub struct FilterError {
 impl Filter {
     /// True when `entry` matches.
     pub fn matches(&self, entry: &Entry) -> bool {
+        self.matches_by(&|attr| entry.get(attr))
+    }
+
+    /// True when the object whose attribute values `values` gives matches (for objects not
+    /// yet built as an [`Entry`], such as one about to be created).
+    pub fn matches_by<'a>(&self, values: &dyn Fn(&str) -> &'a [String]) -> bool {
+        let entry = Lookup(values);
         match self {
-            Filter::And(parts) => parts.iter().all(|f| f.matches(entry)),
-            Filter::Or(parts) => parts.iter().any(|f| f.matches(entry)),
-            Filter::Not(inner) => !inner.matches(entry),
+            Filter::And(parts) => parts.iter().all(|f| f.matches_by(values)),
+            Filter::Or(parts) => parts.iter().any(|f| f.matches_by(values)),
+            Filter::Not(inner) => !inner.matches_by(values),
             Filter::Equal(attr, value) | Filter::Approx(attr, value) => {
                 entry.get(attr).iter().any(|v| eq_ignore_case(v, value))
             }
@@ -111,6 +118,14 @@ impl Filter {
             return Err(parser.error("text after the end of the filter"));
         }
         Ok(filter)
+    }
+}
+
+struct Lookup<'f, 'a>(&'f dyn Fn(&str) -> &'a [String]);
+
+impl<'a> Lookup<'_, 'a> {
+    fn get(&self, attr: &str) -> &'a [String] {
+        (self.0)(attr)
     }
 }
 
