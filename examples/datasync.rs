@@ -289,11 +289,7 @@ fn run(
         progress,
         passwords: password_file.as_ref().map(|_| Mutex::new(Vec::new())),
     };
-    let options = RunOptions {
-        threads,
-        dry_run,
-        context,
-    };
+    let options = RunOptions { threads, dry_run };
     let report = datasync::run(&plan, source.as_mut(), &directory, &hooks, &options)?;
     if let Some(p) = &hooks.progress {
         p.finish_and_clear();

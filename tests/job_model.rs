@@ -130,6 +130,17 @@ fn settings_and_options_are_checked() {
 }
 
 #[test]
+fn a_resolve_key_is_refused() {
+    let mut job = sample();
+    job["fieldsMap"][2]["transform"] = json!("Resolve:field=Manager;attribute=employeeID");
+    let found = errors(&job).join("\n");
+    assert!(
+        found.contains("fieldsMap[2].isKey: a Resolve field cannot be a key"),
+        "{found}"
+    );
+}
+
+#[test]
 fn a_container_outside_the_scope_is_refused() {
     let mut job = sample();
     job["objectsOption"][0]["containerOptionValue"] = json!("OU=Elsewhere,DC=groupid,DC=lab");

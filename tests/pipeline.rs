@@ -971,3 +971,47 @@ fn scripts_registered_by_the_host_run_as_transforms() {
     );
     assert!(report.failed[0].message.contains("no initials for a hash"));
 }
+
+#[test]
+fn a_container_script_places_each_new_object() {
+    let fx = Fixture::new(&people());
+    let mut job = main_job();
+    job["objectsOption"].as_array_mut().unwrap().truncate(1);
+    job["fieldsMap"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|f| f["objectType"] == 1);
+    job["syncQuery"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|q| q["objectType"] == 1);
+    job["objectsOption"][0]["containerOption"] = json!("3");
+    job["objectsOption"][0]["containerOptionValue"] = json!("by-department");
+    let mut context = TransformContext::default();
+    context.scripts.register("by-department", |input| {
+        Ok(input.row.get("Department").map(|d| {
+            format!(
+                "OU={},OU=API,DC=groupid,DC=lab",
+                datasync::dn::escape_value(d)
+            )
+        }))
+    });
+    let plan = plan_with(&job, &context);
+    let dir = LdifDirectory::in_memory();
+    let report = run(&plan, &fx.workbook(), &dir);
+    assert_eq!(report.counts.added, 8, "{report:#?}");
+    assert!(
+        dir.get("CN=Bob Stone,OU=Sales,OU=API,DC=groupid,DC=lab")
+            .is_some()
+    );
+    assert_eq!(run(&plan, &fx.workbook(), &dir).counts.unchanged, 8);
+
+    // an unregistered container script is a load error, not a run-time surprise
+    let wire = job::from_json(&job.to_string(), "t").unwrap();
+    let e = job::compile(&wire, &TransformContext::default()).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("container script \"by-department\" is not registered"),
+        "{e}"
+    );
+}

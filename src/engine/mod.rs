@@ -33,7 +33,7 @@ use crate::matching::{KeyIndex, ResolveIndex};
 use crate::query::{Filter, parse_destination_query};
 use crate::report::{DetailType, Report, RunStatus};
 use crate::source::{Columns, Source, SourceError, SourceRow};
-use crate::transform::{Transform, TransformContext};
+use crate::transform::Transform;
 use crate::{Error, report};
 
 /// How to run.
@@ -43,8 +43,6 @@ pub struct RunOptions {
     pub threads: usize,
     /// Compute the full plan and report, write nothing.
     pub dry_run: bool,
-    /// Scripts and variables, as the plan was compiled with (container scripts use them).
-    pub context: TransformContext,
 }
 
 /// Everything one object type needs once prepared.
@@ -157,7 +155,6 @@ pub fn run(
         hooks,
         destination,
         dry_run: options.dry_run,
-        context: &options.context,
         now: &now,
         today: &today,
         containers: Mutex::new(HashSet::new()),

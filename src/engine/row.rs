@@ -12,7 +12,7 @@ use crate::job::{ContainerRule, ObjectPlan};
 use crate::matching::{normalize_key, same_values};
 use crate::report::{Report, RowFailure};
 use crate::source::SourceRow;
-use crate::transform::{PasswordPolicy, PasswordRule, RunValues, ScriptInput, TransformContext};
+use crate::transform::{PasswordPolicy, PasswordRule, RunValues, ScriptInput};
 use crate::{Secret, transform};
 
 /// What every row of a run shares.
@@ -21,7 +21,6 @@ pub(super) struct Shared<'a> {
     pub hooks: &'a dyn Hooks,
     pub destination: &'a dyn Destination,
     pub dry_run: bool,
-    pub context: &'a TransformContext,
     pub now: &'a str,
     pub today: &'a str,
     /// Containers known to exist, so each is checked (or created) once per run.
@@ -272,7 +271,7 @@ pub(super) fn prepare(shared: &Shared<'_>, tr: &TypeRun<'_>, row: SourceRow) -> 
         .unwrap_or(&[]);
     out.planned = match matches {
         [] if out.cancelled || !op.create => Planned::Skipped { dn: None },
-        [] => plan_create(shared, tr, out.row, &values, desired, password.map(|p| p.0)),
+        [] => plan_create(tr, out.row, &values, desired, password.map(|p| p.0)),
         [one] => {
             out.entry = Some(*one);
             let entry = tr.index.entry(*one);
@@ -322,7 +321,6 @@ fn bound_cell_error(
 }
 
 fn plan_create(
-    shared: &Shared<'_>,
     tr: &TypeRun<'_>,
     row: u64,
     values: &[Option<String>],
@@ -348,19 +346,14 @@ fn plan_create(
                 }
             }
         }
-        ContainerRule::FromScript(name) => {
-            let Some(script) = shared.context.scripts.get(name) else {
-                return failed(
-                    None,
-                    format!("container script \"{name}\" is not registered"),
-                );
-            };
+        ContainerRule::FromScript(script) => {
+            let name = &script.name;
             let input = ScriptInput {
                 value: None,
                 destination_field: "container",
                 row: transform::RowView::new(&tr.columns, values),
             };
-            match script(&input) {
+            match script.call(&input) {
                 Ok(Some(dn)) => dn,
                 Ok(None) => {
                     return failed(

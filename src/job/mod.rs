@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use crate::dn::Dn;
 use crate::query::{Filter, parse_destination_query};
-use crate::transform::{PasswordRule, Transform, TransformContext};
+use crate::transform::{PasswordRule, Script, Transform, TransformContext};
 pub use wire::DataSyncJob;
 
 /// A job file that could not be read or is not the job JSON.
@@ -156,14 +156,14 @@ impl fmt::Display for ObjectType {
 }
 
 /// Where new objects of a type are created (`containerOption`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum ContainerRule {
     /// `"1"`: this container DN.
     Fixed(String),
     /// `"2"`: the container DN is in this source field.
     FromField(String),
     /// `"3"`: a host script (registered like `Script` transforms) returns the container DN.
-    FromScript(String),
+    FromScript(Script),
 }
 
 /// When deletes are withheld (`Destination.DeleteThreshold`).
@@ -410,6 +410,14 @@ pub fn compile(job: &DataSyncJob, context: &TransformContext) -> Result<Plan, Jo
             } else {
                 None
             };
+            if is_key && matches!(transform, Transform::Resolve { .. }) {
+                err(
+                    at("isKey"),
+                    "a Resolve field cannot be a key (its value is only known after matching)"
+                        .into(),
+                );
+                continue;
+            }
             if is_key && password.is_some() {
                 err(at("isKey"), "the password cannot be a key".into());
                 continue;
@@ -560,15 +568,16 @@ pub fn compile(job: &DataSyncJob, context: &TransformContext) -> Result<Plan, Jo
                 }
                 ContainerRule::FromField(value.clone())
             }
-            "3" => {
-                if !context.scripts.contains(&value) {
+            "3" => match context.scripts.script(&value) {
+                Some(script) => ContainerRule::FromScript(script),
+                None => {
                     err(
                         here("containerOptionValue"),
                         format!("container script \"{value}\" is not registered by the host"),
                     );
+                    ContainerRule::Fixed(String::new())
                 }
-                ContainerRule::FromScript(value.clone())
-            }
+            },
             other => {
                 err(
                     here("containerOption"),

@@ -85,8 +85,12 @@ impl Scripts {
         self.functions.contains_key(name)
     }
 
-    pub(crate) fn get(&self, name: &str) -> Option<ScriptFn> {
-        self.functions.get(name).cloned()
+    /// The script registered under `name`, bound for use in a plan.
+    pub fn script(&self, name: &str) -> Option<Script> {
+        self.functions.get(name).map(|f| Script {
+            name: name.to_string(),
+            function: f.clone(),
+        })
     }
 }
 
@@ -102,6 +106,13 @@ pub struct Script {
     /// The name it was registered under.
     pub name: String,
     function: ScriptFn,
+}
+
+impl Script {
+    /// Calls the script.
+    pub fn call(&self, input: &ScriptInput<'_>) -> Result<Option<String>, String> {
+        (self.function)(input)
+    }
 }
 
 impl fmt::Debug for Script {
@@ -476,13 +487,13 @@ impl Transform<String> {
                     Some(n) => n,
                     None => p.required("text")?,
                 };
-                let function = context
+                let script = context
                     .scripts
-                    .get(&name)
+                    .script(&name)
                     .ok_or_else(|| format!("Script \"{name}\" is not registered by the host"))?;
                 Transform::Script {
                     field: p.source_field.clone(),
-                    script: Script { name, function },
+                    script,
                 }
             }
             _ => return Err(format!("unknown transform \"{name}\"")),
@@ -712,7 +723,8 @@ impl Transform<usize> {
                     destination_field,
                     row: RowView::new(columns, row),
                 };
-                (script.function)(&input)
+                script
+                    .call(&input)
                     .map_err(|e| format!("Script \"{}\" failed: {e}", script.name))?
             }
         })
