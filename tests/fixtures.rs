@@ -38,3 +38,16 @@ fn fixtures_match_their_generator() {
     assert_eq!(ann.values[9].as_deref(), Some("TRUE"));
     assert_eq!(from_xlsx.rows[4].values[1].as_deref(), Some("李"));
 }
+
+#[test]
+fn an_ods_workbook_reads_like_the_xlsx() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ods = tmp.path().join("people.ods");
+    support::write_ods(&ods, &support::people());
+    let mut from_ods = source::open(&ods).unwrap();
+    let from_ods = from_ods.query("SELECT * FROM [TTSheet1$]").unwrap();
+    let mut xlsx = source::open("fixtures/sources/people.xlsx".as_ref()).unwrap();
+    let from_xlsx = xlsx.query("SELECT * FROM [TTSheet1$]").unwrap();
+    assert_eq!(from_ods.columns, from_xlsx.columns);
+    assert_eq!(from_ods.rows, from_xlsx.rows);
+}

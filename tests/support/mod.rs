@@ -252,3 +252,87 @@ pub fn people_csv(people: &[Person]) -> String {
     }
     String::from_utf8(w.into_inner().unwrap()).unwrap()
 }
+
+/// Writes the people as an OpenDocument spreadsheet (sheet `TTSheet1`), typed as LibreOffice
+/// types them: ids and managers as floats, hire dates as dates, `Active` as booleans.
+pub fn write_ods(path: &Path, people: &[Person]) {
+    use std::io::Write;
+    fn esc(s: &str) -> String {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+    }
+    let text = |s: &str| {
+        format!(
+            "<table:table-cell office:value-type=\"string\"><text:p>{}</text:p></table:table-cell>",
+            esc(s)
+        )
+    };
+    let number = |n: u32| {
+        format!(
+            "<table:table-cell office:value-type=\"float\" office:value=\"{n}\"><text:p>{n}</text:p></table:table-cell>"
+        )
+    };
+    let empty = "<table:table-cell/>".to_string();
+    let mut rows = String::from("<table:table-row>");
+    for h in PEOPLE_HEADER {
+        rows.push_str(&text(h));
+    }
+    rows.push_str("</table:table-row>");
+    for p in people {
+        let (y, m, d) = p.hired;
+        let date = format!("{y:04}-{m:02}-{d:02}");
+        rows.push_str("<table:table-row>");
+        for cell in [
+            number(p.id),
+            text(&p.first),
+            text(&p.last),
+            text(&p.department),
+            text(&p.title),
+            text(&p.email),
+            p.manager.map(number).unwrap_or_else(|| empty.clone()),
+            if p.phones.is_empty() {
+                empty.clone()
+            } else {
+                text(&p.phones)
+            },
+            format!(
+                "<table:table-cell office:value-type=\"date\" office:date-value=\"{date}\"><text:p>{date}</text:p></table:table-cell>"
+            ),
+            format!(
+                "<table:table-cell office:value-type=\"boolean\" office:boolean-value=\"{}\"><text:p>x</text:p></table:table-cell>",
+                p.active
+            ),
+        ] {
+            rows.push_str(&cell);
+        }
+        rows.push_str("</table:table-row>");
+    }
+    let content = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\
+<office:document-content xmlns:office=\"urn:oasis:names:tc:opendocument:xmlns:office:1.0\" \
+xmlns:table=\"urn:oasis:names:tc:opendocument:xmlns:table:1.0\" \
+xmlns:text=\"urn:oasis:names:tc:opendocument:xmlns:text:1.0\" office:version=\"1.2\">\
+<office:body><office:spreadsheet><table:table table:name=\"TTSheet1\">{rows}</table:table>\
+</office:spreadsheet></office:body></office:document-content>"
+    );
+    let manifest = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\
+<manifest:manifest xmlns:manifest=\"urn:oasis:names:tc:opendocument:xmlns:manifest:1.0\" manifest:version=\"1.2\">\
+<manifest:file-entry manifest:full-path=\"/\" manifest:media-type=\"application/vnd.oasis.opendocument.spreadsheet\"/>\
+<manifest:file-entry manifest:full-path=\"content.xml\" manifest:media-type=\"text/xml\"/>\
+</manifest:manifest>";
+    let file = std::fs::File::create(path).unwrap();
+    let mut zip = zip::ZipWriter::new(file);
+    let stored =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    zip.start_file("mimetype", stored).unwrap();
+    zip.write_all(b"application/vnd.oasis.opendocument.spreadsheet")
+        .unwrap();
+    let deflated = zip::write::SimpleFileOptions::default();
+    zip.start_file("META-INF/manifest.xml", deflated).unwrap();
+    zip.write_all(manifest.as_bytes()).unwrap();
+    zip.start_file("content.xml", deflated).unwrap();
+    zip.write_all(content.as_bytes()).unwrap();
+    zip.finish().unwrap();
+}
