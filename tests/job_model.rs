@@ -117,6 +117,7 @@ fn settings_and_options_are_checked() {
     );
     job["objectsOption"][0]["containerOption"] = json!("9");
     job["fieldsMap"][0]["objectType"] = json!(7);
+    job["fieldsMap"][1]["destinationField"] = json!("distinguishedName");
     let found = errors(&job).join("\n");
     for needle in [
         "settings[Destination.DeleteThreshold]: \"lots\" is not a count or a percentage",
@@ -124,6 +125,7 @@ fn settings_and_options_are_checked() {
         "objectsOption[0].containerOption: \"9\" is not 1",
         "fieldsMap[0].objectType: object type 7 has no objectsOption entry",
         "no cn field for object type 1",
+        "fieldsMap[1].destinationField: distinguishedName cannot be set",
     ] {
         assert!(found.contains(needle), "missing {needle:?} in\n{found}");
     }

@@ -7,7 +7,9 @@ use datasync::{Entry, matching};
 use proptest::prelude::*;
 
 fn attr_name() -> impl Strategy<Value = String> {
-    "[a-zA-Z][a-zA-Z0-9-]{0,12}"
+    "[a-zA-Z][a-zA-Z0-9-]{0,12}".prop_filter("dn and changetype are not attributes", |n| {
+        !n.eq_ignore_ascii_case("dn") && !n.eq_ignore_ascii_case("changetype")
+    })
 }
 
 fn entry() -> impl Strategy<Value = Entry> {
@@ -29,6 +31,15 @@ fn entry() -> impl Strategy<Value = Entry> {
             }
             e
         })
+}
+
+#[test]
+fn reserved_names_are_not_attributes() {
+    let mut e = Entry::new("CN=a,DC=lab");
+    e.set("dN", vec!["x".into()]);
+    e.set("changeType", vec!["add".into()]);
+    assert!(e.attributes().is_empty());
+    assert_eq!(ldif::parse(&ldif::write([&e])).unwrap(), vec![e]);
 }
 
 proptest! {

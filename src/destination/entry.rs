@@ -52,7 +52,13 @@ impl Entry {
     }
 
     /// Replaces the values of `name`; no values removes the attribute.
+    ///
+    /// `dn` and `changetype` are not attributes (LDIF reserves them); setting them is ignored,
+    /// so an entry always writes back as the same LDIF record.
     pub fn set(&mut self, name: &str, values: Vec<String>) {
+        if name.eq_ignore_ascii_case("dn") || name.eq_ignore_ascii_case("changetype") {
+            return;
+        }
         match (self.position(name), values.is_empty()) {
             (Some(i), true) => {
                 self.attrs.remove(i);

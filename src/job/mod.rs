@@ -375,6 +375,18 @@ pub fn compile(job: &DataSyncJob, context: &TransformContext) -> Result<Plan, Jo
                 err(at("destinationField"), "empty".into());
                 continue;
             }
+            if ["dn", "distinguishedName", "changetype"]
+                .iter()
+                .any(|r| r.eq_ignore_ascii_case(&attribute))
+            {
+                err(
+                    at("destinationField"),
+                    format!(
+                        "{attribute} cannot be set: an object's DN is made from its cn and container"
+                    ),
+                );
+                continue;
+            }
             if fields
                 .iter()
                 .any(|p| p.attribute.eq_ignore_ascii_case(&attribute))
