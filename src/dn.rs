@@ -170,18 +170,35 @@ impl Dn {
 }
 
 fn normalize_rdn(rdn: &[Ava]) -> String {
+    let mut out = String::new();
+    push_normalized_rdn(&mut out, rdn);
+    out
+}
+
+/// Appends the normal form of one RDN: `type=value`, both lower-cased, the value escaped;
+/// the AVAs of a multi-valued RDN sorted and joined by `+`. This sits on the path of every
+/// directory write, so the common single-AVA case allocates only the lower-cased value.
+pub(crate) fn push_normalized_rdn(out: &mut String, rdn: &[Ava]) {
+    fn push_ava(out: &mut String, ava: &Ava) {
+        out.extend(ava.attr.chars().map(|c| c.to_ascii_lowercase()));
+        out.push('=');
+        let lower = ava.value.to_lowercase();
+        out.push_str(&ldap3::dn_escape(lower.as_str()));
+    }
+    if let [ava] = rdn {
+        push_ava(out, ava);
+        return;
+    }
     let mut parts: Vec<String> = rdn
         .iter()
         .map(|ava| {
-            format!(
-                "{}={}",
-                ava.attr.to_ascii_lowercase(),
-                escape_value(&ava.value.to_lowercase())
-            )
+            let mut s = String::new();
+            push_ava(&mut s, ava);
+            s
         })
         .collect();
     parts.sort();
-    parts.join("+")
+    out.push_str(&parts.join("+"));
 }
 
 impl fmt::Display for Dn {

@@ -60,15 +60,17 @@ fn key(dn: &Dn) -> String {
         if i > 0 {
             out.push(SEP);
         }
-        let one = Dn {
-            rdns: vec![rdn.clone()],
-        };
-        // Control characters are escaped by the normal form only partly; keep SEP unique.
-        out.extend(
-            one.normalized()
+        let start = out.len();
+        crate::dn::push_normalized_rdn(&mut out, rdn);
+        // The normal form escapes only some control characters; keep SEP unique.
+        if out.as_bytes()[start..].iter().any(|b| *b < b' ') {
+            let segment: String = out[start..]
                 .chars()
-                .map(|c| if c < ' ' { '\u{fffd}' } else { c }),
-        );
+                .map(|c| if c < ' ' { '\u{fffd}' } else { c })
+                .collect();
+            out.truncate(start);
+            out.push_str(&segment);
+        }
     }
     out
 }

@@ -217,32 +217,6 @@ fn prepare_type<'p>(
         event: "build_source_query",
         message,
     })?;
-    let rows = source.query(&query).map_err(|e| source_error(None, e))?;
-    let missing = |field: String, column: String| {
-        source_error(
-            Some(field),
-            SourceError::MissingColumn {
-                column,
-                available: rows.columns.names().to_vec(),
-            },
-        )
-    };
-    let mut bound = Vec::with_capacity(op.fields.len());
-    for f in &op.fields {
-        bound.push(
-            f.transform
-                .bind(&rows.columns)
-                .map_err(|column| missing(f.location(), column))?,
-        );
-    }
-    let container_field =
-        match &op.container {
-            ContainerRule::FromField(name) => Some(rows.columns.index(name).ok_or_else(|| {
-                missing("objectsOption.containerOptionValue".into(), name.clone())
-            })?),
-            _ => None,
-        };
-
     let mut destination_query = op.destination_query.clone();
     guard(|| {
         hooks.build_destination_query(
@@ -268,8 +242,73 @@ fn prepare_type<'p>(
         })?
     };
 
-    // One scan per type: the attributes the job maps, the keys, and what deletes and
-    // deprovisioning read.
+    // The source read and the destination scan do not depend on each other: the scan runs
+    // on a second thread while this one reads the source.
+    let (rows, scanned) = std::thread::scope(|scope| {
+        let scan = scope.spawn(|| scan(op, destination, &filter));
+        let rows = source.query(&query);
+        let scanned = scan.join().unwrap_or_else(|_| {
+            Err(DestinationError::Rejected {
+                message: "the destination scan panicked".into(),
+            })
+        });
+        (rows, scanned)
+    });
+    // A source problem is reported first: it is the one a user fixes first.
+    let rows = rows.map_err(|e| source_error(None, e))?;
+    let (index, resolver, resolve_attributes) = scanned.map_err(|source| Error::Destination {
+        job: plan.name.clone(),
+        source,
+    })?;
+    let missing = |field: String, column: String| {
+        source_error(
+            Some(field),
+            SourceError::MissingColumn {
+                column,
+                available: rows.columns.names().to_vec(),
+            },
+        )
+    };
+    let mut bound = Vec::with_capacity(op.fields.len());
+    for f in &op.fields {
+        bound.push(
+            f.transform
+                .bind(&rows.columns)
+                .map_err(|column| missing(f.location(), column))?,
+        );
+    }
+    let container_field =
+        match &op.container {
+            ContainerRule::FromField(name) => Some(rows.columns.index(name).ok_or_else(|| {
+                missing("objectsOption.containerOptionValue".into(), name.clone())
+            })?),
+            _ => None,
+        };
+    let row_count = rows.rows.len();
+    Ok((
+        TypeRun {
+            plan: op,
+            columns: rows.columns,
+            row_count,
+            bound,
+            container_field,
+            filter,
+            index,
+            resolver,
+            resolve_attributes,
+        },
+        rows.rows,
+    ))
+}
+
+/// One read of the destination for an object type: the objects in scope indexed by key, and
+/// the index `Resolve` fields look values up in.
+fn scan(
+    op: &ObjectPlan,
+    destination: &dyn Destination,
+    filter: &Filter,
+) -> Result<(KeyIndex, ResolveIndex, Vec<String>), DestinationError> {
+    // The attributes the job maps, the keys, and what deletes and deprovisioning read.
     let mut attributes: Vec<String> = op
         .fields
         .iter()
@@ -283,17 +322,12 @@ fn prepare_type<'p>(
     } else {
         Scope::OneLevel
     };
-    let destination_error = |source: DestinationError| Error::Destination {
-        job: plan.name.clone(),
-        source,
-    };
-    let entries: Vec<Entry> = match destination.search(&op.scope_base, scope, &filter, &attributes)
-    {
+    let entries: Vec<Entry> = match destination.search(&op.scope_base, scope, filter, &attributes) {
         Ok(e) => e,
         // The container does not exist yet: nothing is in scope (it is created with the
         // first object, per the container strategy).
         Err(DestinationError::NoSuchObject { .. }) => Vec::new(),
-        Err(e) => return Err(destination_error(e)),
+        Err(e) => return Err(e),
     };
     let key_attributes: Vec<&str> = op
         .key_fields
@@ -316,24 +350,9 @@ fn prepare_type<'p>(
             destination,
             &naming_context(&op.scope_base),
             &resolve_attributes,
-        )
-        .map_err(destination_error)?
+        )?
     };
-    let row_count = rows.rows.len();
-    Ok((
-        TypeRun {
-            plan: op,
-            columns: rows.columns,
-            row_count,
-            bound,
-            container_field,
-            filter,
-            index,
-            resolver,
-            resolve_attributes,
-        },
-        rows.rows,
-    ))
+    Ok((index, resolver, resolve_attributes))
 }
 
 /// Like [`par_map`], consuming the items.
