@@ -48,6 +48,17 @@ fn main_job() -> Value {
         .unwrap()
 }
 
+/// Keeps only the user object type of a job.
+fn users_only(job: &mut Value) {
+    job["objectsOption"].as_array_mut().unwrap().truncate(1);
+    for list in ["fieldsMap", "syncQuery"] {
+        job[list]
+            .as_array_mut()
+            .unwrap()
+            .retain(|e| e["objectType"] == 1);
+    }
+}
+
 fn plan(job: &Value) -> Plan {
     plan_with(job, &TransformContext::default())
 }
@@ -585,15 +596,7 @@ fn a_csv_source_gives_the_same_directory() {
     let csv = tmp.path().join("people.csv");
     std::fs::write(&csv, support::people_csv(&people())).unwrap();
     let mut job = main_job();
-    job["objectsOption"].as_array_mut().unwrap().truncate(1);
-    job["fieldsMap"]
-        .as_array_mut()
-        .unwrap()
-        .retain(|f| f["objectType"] == 1);
-    job["syncQuery"]
-        .as_array_mut()
-        .unwrap()
-        .retain(|q| q["objectType"] == 1);
+    users_only(&mut job);
     let plan = plan(&job);
     let from_csv = LdifDirectory::in_memory();
     run(&plan, &csv, &from_csv);
@@ -908,15 +911,7 @@ fn deleting_hooks_can_keep_an_object() {
 fn containers_come_from_a_source_field_and_missing_ones_follow_the_strategy() {
     let fx = Fixture::new(&people());
     let mut job = main_job();
-    job["objectsOption"].as_array_mut().unwrap().truncate(1);
-    job["fieldsMap"]
-        .as_array_mut()
-        .unwrap()
-        .retain(|f| f["objectType"] == 1);
-    job["syncQuery"]
-        .as_array_mut()
-        .unwrap()
-        .retain(|q| q["objectType"] == 1);
+    users_only(&mut job);
     job["objectsOption"][0]["containerOption"] = json!("2");
     job["objectsOption"][0]["containerOptionValue"] = json!("Container");
     job["syncQuery"][0]["query"] = json!(
@@ -976,15 +971,7 @@ fn scripts_registered_by_the_host_run_as_transforms() {
 fn a_container_script_places_each_new_object() {
     let fx = Fixture::new(&people());
     let mut job = main_job();
-    job["objectsOption"].as_array_mut().unwrap().truncate(1);
-    job["fieldsMap"]
-        .as_array_mut()
-        .unwrap()
-        .retain(|f| f["objectType"] == 1);
-    job["syncQuery"]
-        .as_array_mut()
-        .unwrap()
-        .retain(|q| q["objectType"] == 1);
+    users_only(&mut job);
     job["objectsOption"][0]["containerOption"] = json!("3");
     job["objectsOption"][0]["containerOptionValue"] = json!("by-department");
     let mut context = TransformContext::default();

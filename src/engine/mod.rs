@@ -355,6 +355,25 @@ fn scan(
     Ok((index, resolver, resolve_attributes))
 }
 
+/// For every group of two or more rows, records a failure for each row, naming the others.
+fn fail_together<'g>(
+    prepared: &[row::Prepared],
+    groups: impl Iterator<Item = &'g Vec<usize>>,
+    conflicts: &mut Vec<(usize, String)>,
+    message: impl Fn(&row::Prepared, &str) -> String,
+) {
+    for rows in groups.filter(|v| v.len() > 1) {
+        for &i in rows {
+            let others: Vec<String> = rows
+                .iter()
+                .filter(|j| **j != i)
+                .map(|j| prepared[*j].row.to_string())
+                .collect();
+            conflicts.push((i, message(&prepared[i], &others.join(", "))));
+        }
+    }
+}
+
 /// Like [`par_map`], consuming the items.
 fn par_map_owned<T: Send, R: Send>(
     pool: Option<&rayon::ThreadPool>,
@@ -399,23 +418,12 @@ fn apply_type(
         }
     }
     let mut conflicts: Vec<(usize, String)> = Vec::new();
-    for rows in by_key.values().filter(|v| v.len() > 1) {
-        for &i in rows {
-            let others: Vec<String> = rows
-                .iter()
-                .filter(|j| **j != i)
-                .map(|j| prepared[*j].row.to_string())
-                .collect();
-            conflicts.push((
-                i,
-                format!(
-                    "duplicate key \"{}\": also on row {}",
-                    prepared[i].key.as_deref().unwrap_or(""),
-                    others.join(", ")
-                ),
-            ));
-        }
-    }
+    fail_together(&prepared, by_key.values(), &mut conflicts, |p, others| {
+        format!(
+            "duplicate key \"{}\": also on row {others}",
+            p.key.as_deref().unwrap_or("")
+        )
+    });
     // New DNs are `CN=<escaped cn>,<container>`: normalise each container once and the RDN
     // by lower-casing, instead of parsing every DN.
     let mut containers: HashMap<&str, String> = HashMap::new();
@@ -437,23 +445,12 @@ fn apply_type(
             by_dn.entry(key).or_default().push(i);
         }
     }
-    for rows in by_dn.values().filter(|v| v.len() > 1) {
-        for &i in rows {
-            let others: Vec<String> = rows
-                .iter()
-                .filter(|j| **j != i)
-                .map(|j| prepared[*j].row.to_string())
-                .collect();
-            conflicts.push((
-                i,
-                format!(
-                    "{} would also be the DN of row {}",
-                    prepared[i].planned.new_dn().unwrap_or(""),
-                    others.join(", ")
-                ),
-            ));
-        }
-    }
+    fail_together(&prepared, by_dn.values(), &mut conflicts, |p, others| {
+        format!(
+            "{} would also be the DN of row {others}",
+            p.planned.new_dn().unwrap_or("")
+        )
+    });
     conflicts.sort();
     for (i, message) in conflicts {
         prepared[i].fail(None, message);
