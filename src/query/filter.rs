@@ -112,7 +112,11 @@ impl Filter {
     /// Parses an RFC 4515 filter such as `(&(objectClass=user)(!(cn=admin*)))`.
     pub fn parse(text: &str) -> Result<Filter, FilterError> {
         let chars: Vec<char> = text.trim().chars().collect();
-        let mut parser = Parser { chars, pos: 0 };
+        let mut parser = Parser {
+            chars,
+            pos: 0,
+            depth: 0,
+        };
         let filter = parser.filter()?;
         if parser.pos != parser.chars.len() {
             return Err(parser.error("text after the end of the filter"));
@@ -211,7 +215,11 @@ impl fmt::Display for Filter {
 struct Parser {
     chars: Vec<char>,
     pos: usize,
+    depth: usize,
 }
+
+/// How deeply filters may nest: far beyond any real query, well within the stack.
+pub(crate) const MAX_DEPTH: usize = 100;
 
 impl Parser {
     fn error(&self, reason: &str) -> FilterError {
@@ -235,6 +243,16 @@ impl Parser {
     }
 
     fn filter(&mut self) -> Result<Filter, FilterError> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(self.error(&format!("nested more than {MAX_DEPTH} deep")));
+        }
+        let result = self.filter_body();
+        self.depth -= 1;
+        result
+    }
+
+    fn filter_body(&mut self) -> Result<Filter, FilterError> {
         self.expect('(')?;
         let filter = match self.peek() {
             Some('&') => {
@@ -388,6 +406,15 @@ mod tests {
         let f = Filter::Equal("cn".into(), "a*(b)\\".into());
         assert_eq!(f.to_string(), "(cn=a\\2a\\28b\\29\\5c)");
         assert_eq!(Filter::parse(&f.to_string()).unwrap(), f);
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_crash() {
+        let deep = format!("{}(cn=a){}", "(!".repeat(100_000), ")".repeat(100_000));
+        let e = Filter::parse(&deep).unwrap_err();
+        assert!(e.reason.contains("nested more than"), "{e}");
+        let ok = format!("{}(cn=a){}", "(!".repeat(50), ")".repeat(50));
+        assert!(Filter::parse(&ok).is_ok());
     }
 
     #[test]

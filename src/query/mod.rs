@@ -183,6 +183,7 @@ struct GroupIdParser<'a> {
     text: &'a str,
     tokens: Vec<(usize, Token)>,
     pos: usize,
+    depth: usize,
 }
 
 fn parse_groupid(text: &str) -> Result<Filter, QueryError> {
@@ -190,6 +191,7 @@ fn parse_groupid(text: &str) -> Result<Filter, QueryError> {
         text,
         tokens: tokenize(text)?,
         pos: 0,
+        depth: 0,
     };
     let f = p.or()?;
     if p.pos < p.tokens.len() {
@@ -241,6 +243,16 @@ impl GroupIdParser<'_> {
     }
 
     fn unary(&mut self) -> Result<Filter, QueryError> {
+        self.depth += 1;
+        if self.depth > filter::MAX_DEPTH {
+            return Err(self.error(&format!("nested more than {} deep", filter::MAX_DEPTH)));
+        }
+        let result = self.unary_body();
+        self.depth -= 1;
+        result
+    }
+
+    fn unary_body(&mut self) -> Result<Filter, QueryError> {
         if self.keyword(0, "not") {
             self.pos += 1;
             return Ok(Filter::Not(Box::new(self.unary()?)));
@@ -370,6 +382,19 @@ mod tests {
     fn values_are_escaped_in_the_filter() {
         assert_eq!(q(r#"cn is exactly "a*(b)""#), "(cn=a\\2a\\28b\\29)");
         assert_eq!(q(r#"cn is exactly "say \"hi\"""#), "(cn=say \"hi\")");
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_crash() {
+        let deep = format!(
+            "{}cn is present{}",
+            "(".repeat(100_000),
+            ")".repeat(100_000)
+        );
+        let e = parse_destination_query(&deep).unwrap_err();
+        assert!(e.to_string().contains("nested more than 100 deep"), "{e}");
+        let deep = format!("{}cn is present", "NOT ".repeat(100_000));
+        assert!(parse_destination_query(&deep).is_err());
     }
 
     #[test]
