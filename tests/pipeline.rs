@@ -1002,3 +1002,35 @@ fn a_container_script_places_each_new_object() {
         "{e}"
     );
 }
+
+#[test]
+fn settings_can_be_scoped_to_one_object_type() {
+    // Groups live outside the users' container: their own Destination.Container setting
+    // (objectType 4) gives them their own scope.
+    let fx = Fixture::new(&people());
+    let mut job = main_job();
+    job["objectsOption"][1]["containerOptionValue"] = json!("OU=Groups,DC=groupid,DC=lab");
+    job["settings"].as_array_mut().unwrap().push(json!({
+        "action": 0, "id": 0, "key": "Destination.Container",
+        "value": "OU=Groups,DC=groupid,DC=lab", "dataType": "System.String", "objectType": 4
+    }));
+    let plan = plan(&job);
+    assert_eq!(plan.objects[0].scope_base, USERS);
+    assert_eq!(plan.objects[1].scope_base, "OU=Groups,DC=groupid,DC=lab");
+    let dir = LdifDirectory::in_memory();
+    assert_eq!(run(&plan, &fx.workbook(), &dir).counts.added, 12);
+    assert!(
+        dir.get("CN=Sales Team,OU=Groups,DC=groupid,DC=lab")
+            .is_some()
+    );
+    let mut gs = groups();
+    gs.pop();
+    fx.write(&people(), &gs);
+    let report = run(&plan, &fx.workbook(), &dir);
+    assert_eq!(
+        report.deleted,
+        ["CN=Finance Team,OU=Groups,DC=groupid,DC=lab"],
+        "{report:#?}"
+    );
+    assert_eq!(report.counts.unchanged, 11);
+}
