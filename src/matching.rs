@@ -2,7 +2,7 @@
 //! compares), the key index built from one destination scan, the value comparison that decides
 //! whether an attribute changed, and the index behind the `Resolve` transform.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 
 use crate::destination::{Destination, DestinationError, Entry, Scope};
 use crate::query::Filter;

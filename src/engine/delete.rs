@@ -2,7 +2,7 @@
 //! nothing: the whole set is withheld when it is unsafe (an empty source, rows whose key is
 //! unknown, more than the threshold).
 
-use std::collections::HashSet;
+use foldhash::HashSet;
 use std::ops::ControlFlow;
 
 use super::row::{RowResult, Shared};

@@ -1,6 +1,6 @@
 //! One source row: computing what it needs ([`prepare`], no writes) and making it so ([`apply`]).
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashMapExt, HashSet};
 use std::ops::ControlFlow;
 use std::sync::Mutex;
 
