@@ -24,6 +24,12 @@ impl Secret {
     }
 }
 
+/// `value` for `Debug` output, or `<redacted>` when it holds a secret (a field map's
+/// password transform carries the static password in its text).
+pub(crate) fn redacted_if<T: std::fmt::Debug>(secret: bool, value: &T) -> &dyn std::fmt::Debug {
+    if secret { &"<redacted>" } else { value }
+}
+
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Secret(***)")

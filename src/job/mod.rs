@@ -197,15 +197,14 @@ pub struct FieldPlan {
 impl fmt::Debug for FieldPlan {
     // The password field's transform holds the static password: never print it.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut d = f.debug_struct("FieldPlan");
-        d.field("map_index", &self.map_index)
-            .field("attribute", &self.attribute);
-        if self.password.is_some() {
-            d.field("transform", &"<redacted>");
-        } else {
-            d.field("transform", &self.transform);
-        }
-        d.field("is_key", &self.is_key)
+        f.debug_struct("FieldPlan")
+            .field("map_index", &self.map_index)
+            .field("attribute", &self.attribute)
+            .field(
+                "transform",
+                crate::secret::redacted_if(self.password.is_some(), &self.transform),
+            )
+            .field("is_key", &self.is_key)
             .field("create_only", &self.create_only)
             .field("delimiter", &self.delimiter)
             .field("password", &self.password)

@@ -221,15 +221,14 @@ impl std::fmt::Debug for FieldMap {
             .destination_field
             .text()
             .eq_ignore_ascii_case("password");
-        let mut d = f.debug_struct("FieldMap");
-        d.field("source_field", &self.source_field)
-            .field("destination_field", &self.destination_field);
-        if secret {
-            d.field("transform", &"<redacted>");
-        } else {
-            d.field("transform", &self.transform);
-        }
-        d.field("id", &self.id)
+        f.debug_struct("FieldMap")
+            .field("source_field", &self.source_field)
+            .field("destination_field", &self.destination_field)
+            .field(
+                "transform",
+                crate::secret::redacted_if(secret, &self.transform),
+            )
+            .field("id", &self.id)
             .field("delimiter", &self.delimiter)
             .field("for_create_only", &self.for_create_only)
             .field("object_type", &self.object_type)
