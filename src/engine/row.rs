@@ -455,18 +455,18 @@ fn plan_update(
         }
         if Some(attr.as_str()) == rdn_attr {
             // The naming attribute changes by renaming the object, never by a modify.
-            let current = Dn::parse(&entry.dn).ok().and_then(|d| {
-                d.rdns
-                    .first()
-                    .and_then(|r| r.first())
-                    .map(|a| a.value.clone())
-            });
-            if let (Some(new), Some(current)) = (values.first(), current)
-                && *new != current
+            let current = Dn::parse(&entry.dn).ok();
+            let current_value = current
+                .as_ref()
+                .and_then(|d| d.rdns.first())
+                .and_then(|r| r.first())
+                .map(|a| a.value.as_str());
+            if let (Some(new), Some(value)) = (values.first(), current_value)
+                && new != value
             {
-                let parent = Dn::parse(&entry.dn)
-                    .ok()
-                    .and_then(|d| d.parent())
+                let parent = current
+                    .as_ref()
+                    .and_then(Dn::parent)
                     .map(|p| p.to_string())
                     .unwrap_or_default();
                 rename_to = Some(dn::child("CN", new, &parent));
@@ -836,7 +836,9 @@ fn create(
         .add(entry, secret.as_ref())
         .map_err(|e| e.to_string())?;
     if let Some(secret) = &secret {
-        deliver_password(shared, &write.dn, row, secret, password)?;
+        let notify_manager =
+            matches!(password, Some(NewPassword::Generate(p)) if p.manager_notification);
+        deliver_password(shared, &write.dn, row, secret, notify_manager)?;
     }
     Ok(())
 }
@@ -846,9 +848,8 @@ fn deliver_password(
     dn: &str,
     row: u64,
     secret: &Secret,
-    source: &Option<NewPassword>,
+    notify_manager: bool,
 ) -> Result<(), String> {
-    let notify_manager = matches!(source, Some(NewPassword::Generate(p)) if p.manager_notification);
     guard(|| {
         shared.hooks.password_set(
             shared.ctx,
@@ -900,13 +901,8 @@ fn update(
         None => false,
     };
     if let Some(p) = password {
-        deliver_password(
-            shared,
-            &write.dn,
-            row,
-            p,
-            &Some(NewPassword::Static(p.clone())),
-        )?;
+        // A static password is the same for every row: there is no one to notify.
+        deliver_password(shared, &write.dn, row, p, false)?;
     }
     Ok(renamed)
 }
