@@ -94,6 +94,16 @@ fn set_setting(job: &mut Value, key: &str, value: &str) {
     settings.push(json!({"action": 0, "id": 0, "key": key, "value": value, "dataType": "System.String", "objectType": null}));
 }
 
+/// The workbook of `people`, `job` compiled, and a directory after one run of it: where most
+/// tests start before they change the source.
+fn synced(job: &Value, people: &[Person]) -> (Fixture, Plan, LdifDirectory) {
+    let fx = Fixture::new(people);
+    let plan = plan(job);
+    let dir = LdifDirectory::in_memory();
+    run(&plan, &fx.workbook(), &dir);
+    (fx, plan, dir)
+}
+
 /// Entries without their password hashes (salted, so different every run).
 fn without_hashes(dir: &LdifDirectory) -> Vec<Entry> {
     dir.entries()
@@ -183,10 +193,7 @@ fn the_directory_matches_the_expected_ldif() {
 #[test]
 fn an_edited_row_updates_only_what_changed() {
     let mut ps = people();
-    let fx = Fixture::new(&ps);
-    let plan = plan(&main_job());
-    let dir = LdifDirectory::in_memory();
-    run(&plan, &fx.workbook(), &dir);
+    let (fx, plan, dir) = synced(&main_job(), &ps);
     let before = user(&dir, "José Núñez");
 
     ps[3].title = "Senior Account Manager".into();
@@ -218,10 +225,7 @@ fn an_edited_row_updates_only_what_changed() {
 #[test]
 fn a_new_name_renames_the_object() {
     let mut ps = people();
-    let fx = Fixture::new(&ps);
-    let plan = plan(&main_job());
-    let dir = LdifDirectory::in_memory();
-    run(&plan, &fx.workbook(), &dir);
+    let (fx, plan, dir) = synced(&main_job(), &ps);
     ps[1].last = "Stone-Smith".into();
     fx.write(&ps, &groups());
     let report = run(&plan, &fx.workbook(), &dir);
@@ -256,10 +260,7 @@ fn a_new_name_renames_the_object() {
 #[test]
 fn removed_rows_are_deleted_for_each_object_type() {
     let ps = people();
-    let fx = Fixture::new(&ps);
-    let plan = plan(&main_job());
-    let dir = LdifDirectory::in_memory();
-    run(&plan, &fx.workbook(), &dir);
+    let (fx, plan, dir) = synced(&main_job(), &ps);
     let mut gs = groups();
     gs.remove(1);
     fx.write(&ps[..7], &gs);
@@ -281,10 +282,7 @@ fn removed_rows_are_deleted_for_each_object_type() {
 
 #[test]
 fn objects_outside_the_scope_or_query_are_never_touched() {
-    let fx = Fixture::new(&people());
-    let plan = plan(&main_job());
-    let dir = LdifDirectory::in_memory();
-    run(&plan, &fx.workbook(), &dir);
+    let (fx, plan, dir) = synced(&main_job(), &people());
     // a computer in the container (not a user) and a user outside the container
     let mut computer = Entry::new(format!("CN=PC1,{USERS}"));
     computer.set("objectClass", vec!["computer".into()]);
@@ -308,12 +306,9 @@ fn objects_outside_the_scope_or_query_are_never_touched() {
 #[test]
 fn deletes_over_the_threshold_are_withheld_all_or_nothing() {
     let ps = people();
-    let fx = Fixture::new(&ps);
     let mut job = main_job();
     set_setting(&mut job, "Destination.DeleteThreshold", "2");
-    let plan = plan(&job);
-    let dir = LdifDirectory::in_memory();
-    run(&plan, &fx.workbook(), &dir);
+    let (fx, plan, dir) = synced(&job, &ps);
     fx.write(&ps[..5], &groups());
     let report = run(&plan, &fx.workbook(), &dir);
     assert_eq!(report.status, RunStatus::FinishedFail);
@@ -346,10 +341,7 @@ fn has_detail(report: &Report, needle: &str) -> bool {
 
 #[test]
 fn an_empty_source_never_deletes() {
-    let fx = Fixture::new(&people());
-    let plan = plan(&main_job());
-    let dir = LdifDirectory::in_memory();
-    run(&plan, &fx.workbook(), &dir);
+    let (fx, plan, dir) = synced(&main_job(), &people());
     fx.write(&[], &groups());
     let report = run(&plan, &fx.workbook(), &dir);
     assert_eq!(report.counts.deleted, 0);
@@ -361,10 +353,7 @@ fn an_empty_source_never_deletes() {
 #[test]
 fn a_row_failing_before_its_key_withholds_deletes() {
     let mut ps = people();
-    let fx = Fixture::new(&ps);
-    let plan = plan(&main_job());
-    let dir = LdifDirectory::in_memory();
-    run(&plan, &fx.workbook(), &dir);
+    let (fx, plan, dir) = synced(&main_job(), &ps);
     // one row removed, and one whose key the hook empties (id 0 is itself a valid key)
     ps[2].id = 0;
     ps.pop();
@@ -405,7 +394,6 @@ fn a_row_failing_before_its_key_withholds_deletes() {
 #[test]
 fn deprovisioning_disables_and_moves_once() {
     let ps = people();
-    let fx = Fixture::new(&ps);
     let mut job = main_job();
     job["objectsOption"][0]["isDeprovisioning"] = json!(true);
     set_setting(
@@ -413,9 +401,7 @@ fn deprovisioning_disables_and_moves_once() {
         "Destination.DeprovisionContainer",
         "OU=Leavers,DC=groupid,DC=lab",
     );
-    let plan = plan(&job);
-    let dir = LdifDirectory::in_memory();
-    run(&plan, &fx.workbook(), &dir);
+    let (fx, plan, dir) = synced(&job, &ps);
     fx.write(&ps[..7], &groups());
     let report = run(&plan, &fx.workbook(), &dir);
     assert_eq!(
@@ -877,10 +863,7 @@ fn deleting_hooks_can_keep_an_object() {
         }
     }
     let ps = people();
-    let fx = Fixture::new(&ps);
-    let plan = plan(&main_job());
-    let dir = LdifDirectory::in_memory();
-    run(&plan, &fx.workbook(), &dir);
+    let (fx, plan, dir) = synced(&main_job(), &ps);
     fx.write(&ps[..6], &groups());
     let report = run_with(&plan, &fx.workbook(), &dir, &Keep, &RunOptions::default());
     assert_eq!(
