@@ -518,18 +518,13 @@ fn a_dry_run_reports_everything_and_writes_nothing() {
     let fx = Fixture::new(&people());
     let plan = plan(&main_job());
     let path = tmp.path().join("dir.ldif");
+    let dry_run = RunOptions {
+        dry_run: true,
+        ..Default::default()
+    };
     let dry = {
         let dir = LdifDirectory::open(&path).unwrap();
-        run_with(
-            &plan,
-            &fx.workbook(),
-            &dir,
-            &NoHooks,
-            &RunOptions {
-                dry_run: true,
-                ..Default::default()
-            },
-        )
+        run_with(&plan, &fx.workbook(), &dir, &NoHooks, &dry_run)
     };
     assert!(dry.dry_run);
     assert!(!path.exists(), "a dry run creates no file");
@@ -544,16 +539,7 @@ fn a_dry_run_reports_everything_and_writes_nothing() {
     let mut ps = people();
     ps[0].title = "Chair".into();
     fx.write(&ps[1..], &groups());
-    let dry = run_with(
-        &plan,
-        &fx.workbook(),
-        &dir,
-        &NoHooks,
-        &RunOptions {
-            dry_run: true,
-            ..Default::default()
-        },
-    );
+    let dry = run_with(&plan, &fx.workbook(), &dir, &NoHooks, &dry_run);
     assert_eq!(dry.counts.deleted, 1);
     assert_eq!(std::fs::read(&path).unwrap(), bytes);
     assert_eq!(dir.entries().len(), 16, "nothing changed in memory either");
