@@ -76,6 +76,7 @@ pub mod engine;
 mod error;
 pub mod hooks;
 pub mod job;
+pub mod ldap;
 pub mod matching;
 pub mod query;
 pub mod report;

@@ -88,19 +88,57 @@ impl KeyIndex {
 }
 
 /// True when the destination's values equal the source's: exactly (a case change is a change
-/// worth writing), in any order for multi-valued attributes.
+/// worth writing), in any order for multi-valued attributes. A DN value also equals the same DN
+/// written differently (`CN=Ann,OU=API` and `cn=Ann,ou=API`), since servers store DN-valued
+/// attributes such as `manager` in their own form.
 pub fn same_values(current: &[String], desired: &[String]) -> bool {
     if current.len() != desired.len() {
         return false;
     }
     if current.len() <= 1 {
-        return current == desired;
+        return current.iter().zip(desired).all(|(a, b)| same_value(a, b));
     }
     let mut a: Vec<&String> = current.iter().collect();
     let mut b: Vec<&String> = desired.iter().collect();
     a.sort();
     b.sort();
-    a == b
+    if a == b {
+        return true;
+    }
+    // Rarely reached: only DN-valued attributes written in another form get here.
+    let mut unmatched: Vec<&String> = b;
+    for value in a {
+        match unmatched.iter().position(|d| same_value(value, d)) {
+            Some(i) => {
+                unmatched.swap_remove(i);
+            }
+            None => return false,
+        }
+    }
+    true
+}
+
+/// One value: equal, or the same DN (types compared case-insensitively, values exactly).
+fn same_value(current: &str, desired: &str) -> bool {
+    if current == desired {
+        return true;
+    }
+    if !current.contains('=') || !desired.contains('=') {
+        return false;
+    }
+    match (crate::dn::Dn::parse(current), crate::dn::Dn::parse(desired)) {
+        (Ok(a), Ok(b)) => {
+            !a.rdns.is_empty()
+                && a.rdns.len() == b.rdns.len()
+                && a.rdns.iter().zip(&b.rdns).all(|(x, y)| {
+                    x.len() == y.len()
+                        && x.iter().zip(y).all(|(p, q)| {
+                            p.attr.eq_ignore_ascii_case(&q.attr) && p.value == q.value
+                        })
+                })
+        }
+        _ => false,
+    }
 }
 
 /// The `Resolve` transform's lookup: attribute value → DN, built from one search per attribute.
@@ -183,5 +221,16 @@ mod tests {
         assert!(!same_values(&v(&["Ann"]), &v(&["ann"])));
         assert!(!same_values(&v(&[]), &v(&["x"])));
         assert!(same_values(&v(&[]), &v(&[])));
+        // A server's own form of a DN value is the same value; a renamed DN is not.
+        assert!(same_values(
+            &v(&["cn=Dana O'Brien\\2C Jr,ou=API,dc=lab"]),
+            &v(&["CN=Dana O'Brien\\, Jr,OU=API,DC=lab"])
+        ));
+        assert!(same_values(
+            &v(&["cn=b,dc=lab", "cn=A,dc=lab"]),
+            &v(&["CN=A,DC=lab", "CN=b,DC=lab"])
+        ));
+        assert!(!same_values(&v(&["cn=ann,dc=lab"]), &v(&["CN=Ann,DC=lab"])));
+        assert!(!same_values(&v(&["a=b"]), &v(&["a=c"])));
     }
 }

@@ -54,7 +54,9 @@ impl std::fmt::Debug for LdifDirectory {
     }
 }
 
-fn key(dn: &Dn) -> String {
+/// The tree-order key of a DN: normalized RDNs from the root down, so a sorted map lists
+/// parents before their children.
+pub(crate) fn key(dn: &Dn) -> String {
     let mut out = String::new();
     for (i, rdn) in dn.rdns.iter().rev().enumerate() {
         if i > 0 {

@@ -4,12 +4,14 @@
 
 pub mod embedded;
 pub mod entry;
+pub mod ldap;
 pub mod ldif;
 
 use std::path::PathBuf;
 
 pub use embedded::LdifDirectory;
 pub use entry::{Attribute, Entry};
+pub use ldap::{LdapDirectory, ServerKind};
 
 use crate::Secret;
 use crate::dn::DnError;
@@ -82,6 +84,26 @@ pub enum DestinationError {
         /// The DN.
         dn: String,
     },
+    /// The server could not be reached, or the connection broke, through every retry.
+    #[error("{message}")]
+    Unavailable {
+        /// The server and the last failure.
+        message: String,
+    },
+    /// An LDAP server refused an operation: its result code and its own message.
+    #[error("LDAP {code} {name}: cannot {operation} {dn}: {message}")]
+    Ldap {
+        /// What was attempted (`add`, `modify`, …).
+        operation: &'static str,
+        /// The entry.
+        dn: String,
+        /// The LDAP result code (RFC 4511, appendix A).
+        code: u32,
+        /// The result code's name (`objectClassViolation`).
+        name: &'static str,
+        /// The server's diagnostic message.
+        message: String,
+    },
     /// The destination refused the change for another reason.
     #[error("{message}")]
     Rejected {
@@ -95,7 +117,10 @@ impl DestinationError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            DestinationError::Io { .. } | DestinationError::Locked { .. }
+            DestinationError::Io { .. }
+                | DestinationError::Locked { .. }
+                | DestinationError::Unavailable { .. }
+                | DestinationError::Ldap { code: 51 | 52, .. }
         )
     }
 }
@@ -142,6 +167,13 @@ pub trait Destination: Send + Sync {
     ) -> Result<Option<bool>, DestinationError> {
         let _ = (dn, password);
         Ok(None)
+    }
+
+    /// How many rows the engine should have in flight when the caller leaves the worker count
+    /// to it: a network directory wants more than there are cores, to cover round trips.
+    /// `None` means one per core.
+    fn preferred_workers(&self) -> Option<usize> {
+        None
     }
 
     /// Makes the run's writes durable. The embedded directory writes its file here (atomically);

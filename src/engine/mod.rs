@@ -139,7 +139,9 @@ pub fn run(
     }
 
     let threads = if options.threads == 0 {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
+        destination
+            .preferred_workers()
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
     } else {
         options.threads
     };

@@ -7,6 +7,7 @@
 
 mod csv;
 mod excel;
+mod ldap;
 pub mod sql;
 
 use std::collections::HashMap;
@@ -14,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 pub use self::csv::CsvSource;
 pub use self::excel::ExcelSource;
+pub use self::ldap::{LdapSource, VALUE_SEPARATOR};
 
 /// Column names with a case-insensitive lookup (as the product's SQL and field maps treat them).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -134,6 +136,15 @@ pub enum SourceError {
         /// The line.
         line: u64,
         /// What is wrong.
+        message: String,
+    },
+    /// An LDAP source could not be searched: the server and why (an LDAP result code and the
+    /// server's message, or why it could not be reached).
+    #[error("LDAP source {server}: {message}")]
+    Directory {
+        /// The server's URL.
+        server: String,
+        /// What went wrong.
         message: String,
     },
     /// The file's type is not one datasync reads.

@@ -1,0 +1,345 @@
+//! A small pool of bound connections with retries. Each worker thread takes a connection for one
+//! operation and gives it back, so as many operations are in flight as there are workers (up to
+//! `max_connections`). A connection that failed in transit is dropped, never reused.
+
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use ldap3::{LdapConn, LdapConnSettings, LdapError};
+
+use super::{LdapConfig, Security, TlsVerify};
+
+/// Why an operation failed, after retries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Failure {
+    /// The server could not be reached or the connection broke, every time it was tried.
+    Unavailable(String),
+    /// The server answered with an error result code and its diagnostic text.
+    Result {
+        /// The LDAP result code (RFC 4511, appendix A).
+        code: u32,
+        /// The server's diagnostic message.
+        text: String,
+    },
+    /// A failure on our side or in the TLS handshake: retrying would not help.
+    Other(String),
+}
+
+/// Result codes that mean "try again later" (RFC 4511): busy and unavailable.
+const BUSY: u32 = 51;
+const UNAVAILABLE: u32 = 52;
+
+/// The pool. `Sync`: worker threads share one.
+pub(crate) struct Pool {
+    config: LdapConfig,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    state: Mutex<State>,
+    returned: Condvar,
+}
+
+struct State {
+    idle: Vec<LdapConn>,
+    open: usize,
+    /// After a server was found unreachable: fail fast until then, instead of every row
+    /// waiting through its own retries.
+    down_until: Option<(Instant, String)>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("url", &self.config.url)
+            .field("bind_dn", &self.config.bind_dn)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether trying again (on a new connection) may succeed.
+fn is_transient(e: &LdapError) -> bool {
+    match e {
+        LdapError::LdapResult { result } => matches!(result.rc, BUSY | UNAVAILABLE),
+        LdapError::Io { .. }
+        | LdapError::OpSend { .. }
+        | LdapError::ResultRecv { .. }
+        | LdapError::IdScrubSend { .. }
+        | LdapError::MiscSend { .. }
+        | LdapError::Timeout { .. }
+        | LdapError::EndOfStream => true,
+        _ => false,
+    }
+}
+
+fn failure(e: LdapError) -> Failure {
+    match e {
+        LdapError::LdapResult { result } => Failure::Result {
+            code: result.rc,
+            text: result.text,
+        },
+        e if is_transient(&e) => Failure::Unavailable(e.to_string()),
+        e => Failure::Other(e.to_string()),
+    }
+}
+
+impl Pool {
+    /// A pool for `config`. Opens nothing yet; a bad CA file is an error here.
+    pub(crate) fn new(config: LdapConfig) -> Result<Pool, Failure> {
+        let tls = match &config.tls_verify {
+            TlsVerify::CaFile(path) => Some(Arc::new(ca_config(path)?)),
+            _ => None,
+        };
+        Ok(Pool {
+            config,
+            tls,
+            state: Mutex::new(State {
+                idle: Vec::new(),
+                open: 0,
+                down_until: None,
+            }),
+            returned: Condvar::new(),
+        })
+    }
+
+    /// The configuration.
+    pub(crate) fn config(&self) -> &LdapConfig {
+        &self.config
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `op` on a pooled connection, retrying transient failures per the retry policy on a
+    /// new connection each time. `op` gets the try number (1 first), so an operation that may
+    /// have reached the server before its connection broke can accept "already done" on a retry.
+    pub(crate) fn run<T>(
+        &self,
+        mut op: impl FnMut(&mut LdapConn, u32) -> Result<T, LdapError>,
+    ) -> Result<T, Failure> {
+        let policy = &self.config.retry;
+        let attempts = policy.attempts.max(1);
+        let mut last = String::new();
+        for attempt in 1..=attempts {
+            if attempt > 1 {
+                std::thread::sleep(policy.wait(attempt - 1));
+            }
+            let mut conn = match self.checkout() {
+                Ok(c) => c,
+                Err(Failure::Unavailable(m)) => {
+                    last = m;
+                    if self.is_down() {
+                        break;
+                    }
+                    continue;
+                }
+                Err(other) => return Err(other),
+            };
+            conn.with_timeout(self.config.operation_timeout);
+            match op(&mut conn, attempt) {
+                Ok(v) => {
+                    self.give_back(conn);
+                    return Ok(v);
+                }
+                Err(e) if is_transient(&e) => {
+                    last = e.to_string();
+                    self.discard();
+                }
+                Err(e) => {
+                    self.give_back(conn);
+                    return Err(failure(e));
+                }
+            }
+        }
+        let message = format!("{} is unavailable: {last}", self.config.url);
+        self.mark_down(&message);
+        Err(Failure::Unavailable(message))
+    }
+
+    fn is_down(&self) -> bool {
+        matches!(&self.lock().down_until, Some((until, _)) if Instant::now() < *until)
+    }
+
+    fn mark_down(&self, message: &str) {
+        let cool_off = self.config.retry.max_wait.max(Duration::from_millis(500));
+        self.lock().down_until = Some((Instant::now() + cool_off, message.to_string()));
+    }
+
+    /// An idle connection, or a new one when fewer than `max_connections` are open, or the
+    /// next one given back.
+    fn checkout(&self) -> Result<LdapConn, Failure> {
+        let mut state = self.lock();
+        loop {
+            if let Some((until, message)) = &state.down_until {
+                if Instant::now() < *until {
+                    return Err(Failure::Unavailable(message.clone()));
+                }
+            }
+            if let Some(conn) = state.idle.pop() {
+                return Ok(conn);
+            }
+            if state.open < self.config.max_connections.max(1) {
+                state.open += 1;
+                drop(state);
+                return match self.connect() {
+                    Ok(conn) => {
+                        self.lock().down_until = None;
+                        Ok(conn)
+                    }
+                    Err(e) => {
+                        self.discard();
+                        Err(e)
+                    }
+                };
+            }
+            state = self.returned.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    fn give_back(&self, conn: LdapConn) {
+        self.lock().idle.push(conn);
+        self.returned.notify_one();
+    }
+
+    /// Forgets a connection that was dropped (broken or never made).
+    fn discard(&self) {
+        let mut state = self.lock();
+        state.open = state.open.saturating_sub(1);
+        drop(state);
+        self.returned.notify_one();
+    }
+
+    fn connect(&self) -> Result<LdapConn, Failure> {
+        let c = &self.config;
+        let mut settings = LdapConnSettings::new().set_conn_timeout(c.connect_timeout);
+        if c.security == Security::StartTls {
+            settings = settings.set_starttls(true);
+        }
+        if let Some(tls) = &self.tls {
+            settings = settings.set_config(tls.clone());
+        }
+        if c.tls_verify == TlsVerify::DangerouslyAcceptAnyCertificate {
+            settings = settings.set_no_tls_verify(true);
+        }
+        let mut conn = LdapConn::with_settings(settings, &c.url).map_err(|e| match e {
+            e if is_transient(&e) => Failure::Unavailable(format!("{}: {e}", c.url)),
+            e => Failure::Other(format!("{}: {e}", c.url)),
+        })?;
+        if let Some(dn) = &c.bind_dn {
+            let password = c.bind_password.as_ref().map_or("", |p| p.expose());
+            conn.with_timeout(c.operation_timeout);
+            let bound = conn.simple_bind(dn, password).and_then(|r| r.success());
+            if let Err(e) = bound {
+                return Err(match failure(e) {
+                    Failure::Result { code, text } => Failure::Other(format!(
+                        "cannot bind to {} as {dn}: LDAP {code} {} {text}",
+                        c.url,
+                        result_name(code)
+                    )),
+                    other => other,
+                });
+            }
+        }
+        Ok(conn)
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        let state = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
+        for mut conn in state.idle.drain(..) {
+            let _ = conn.unbind();
+        }
+    }
+}
+
+/// A TLS client configuration trusting only the CA certificates in `path` (PEM).
+fn ca_config(path: &std::path::Path) -> Result<rustls::ClientConfig, Failure> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let bad = |m: String| Failure::Other(format!("CA file {}: {m}", path.display()));
+    let mut roots = rustls::RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(path).map_err(|e| bad(e.to_string()))?;
+    for cert in certs {
+        let cert = cert.map_err(|e| bad(e.to_string()))?;
+        roots.add(cert).map_err(|e| bad(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(bad("no certificate in it".into()));
+    }
+    Ok(rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+/// The RFC 4511 name of a result code, for messages (`LDAP 65 objectClassViolation: ...`).
+pub(crate) fn result_name(code: u32) -> &'static str {
+    match code {
+        1 => "operationsError",
+        2 => "protocolError",
+        3 => "timeLimitExceeded",
+        4 => "sizeLimitExceeded",
+        7 => "authMethodNotSupported",
+        8 => "strongerAuthRequired",
+        11 => "adminLimitExceeded",
+        12 => "unavailableCriticalExtension",
+        13 => "confidentialityRequired",
+        16 => "noSuchAttribute",
+        17 => "undefinedAttributeType",
+        18 => "inappropriateMatching",
+        19 => "constraintViolation",
+        20 => "attributeOrValueExists",
+        21 => "invalidAttributeSyntax",
+        32 => "noSuchObject",
+        34 => "invalidDNSyntax",
+        48 => "inappropriateAuthentication",
+        49 => "invalidCredentials",
+        50 => "insufficientAccessRights",
+        51 => "busy",
+        52 => "unavailable",
+        53 => "unwillingToPerform",
+        54 => "loopDetect",
+        64 => "namingViolation",
+        65 => "objectClassViolation",
+        66 => "notAllowedOnNonLeaf",
+        67 => "notAllowedOnRDN",
+        68 => "entryAlreadyExists",
+        69 => "objectClassModsProhibited",
+        71 => "affectsMultipleDSAs",
+        80 => "other",
+        _ => "",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreachable_server_is_reported_and_then_failed_fast() {
+        // Port 1 on loopback: nothing listens, the connection is refused at once.
+        let mut config = LdapConfig::parse("ldap://127.0.0.1:1").unwrap();
+        config.retry.attempts = 2;
+        config.retry.first_wait = Duration::from_millis(10);
+        config.retry.max_wait = Duration::from_secs(30);
+        let pool = Pool::new(config).unwrap();
+        let first = pool.run(|conn, _| conn.delete("cn=x"));
+        assert!(
+            matches!(&first, Err(Failure::Unavailable(m)) if m.contains("127.0.0.1:1")),
+            "{first:?}"
+        );
+        let started = Instant::now();
+        let second = pool.run(|conn, _| conn.delete("cn=x"));
+        assert!(matches!(second, Err(Failure::Unavailable(_))));
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "not failed fast"
+        );
+    }
+
+    #[test]
+    fn a_missing_ca_file_is_an_error_before_connecting() {
+        let mut config = LdapConfig::parse("ldaps://127.0.0.1:1").unwrap();
+        config.tls_verify = TlsVerify::CaFile("/nonexistent/ca.pem".into());
+        let err = Pool::new(config).unwrap_err();
+        assert!(matches!(&err, Failure::Other(m) if m.contains("/nonexistent/ca.pem")));
+    }
+}

@@ -1,0 +1,133 @@
+//! An LDAP directory as a source, so a directory-to-directory job runs.
+//!
+//! The job's source query is an LDAP filter (`(objectClass=user)`) or a GroupID query
+//! (`objectClass is exactly "user"`), run as a paged subtree search under the base DN. Each entry
+//! is a row: a `dn` column, then one column per attribute the entries have (in name order), a
+//! multi-valued attribute's values joined with `;` (give the field the delimiter `;` to write
+//! them back as several values).
+
+use std::collections::BTreeMap;
+
+use super::{Columns, RowSet, Source, SourceError, SourceRow};
+use crate::destination::ldap::paged_search;
+use crate::ldap::{Failure, LdapConfig, Pool, result_name};
+use crate::query::parse_destination_query;
+
+/// Joins the values of a multi-valued attribute in a row.
+pub const VALUE_SEPARATOR: &str = ";";
+
+/// An LDAP server's entries under a base DN, as rows.
+///
+/// ```no_run
+/// use datasync::ldap::LdapConfig;
+/// use datasync::source::{LdapSource, Source};
+/// let config = LdapConfig::parse("ldaps://dc1.example.com/OU=Staff,DC=example,DC=com")?;
+/// let mut source = LdapSource::connect(config)?;
+/// let rows = source.query("(objectClass=user)")?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct LdapSource {
+    pool: Pool,
+    base: String,
+}
+
+fn source_error(failure: Failure, server: &str) -> SourceError {
+    let message = match failure {
+        Failure::Unavailable(m) | Failure::Other(m) => m,
+        Failure::Result { code, text } => format!("LDAP {code} {}: {text}", result_name(code)),
+    };
+    SourceError::Directory {
+        server: server.to_string(),
+        message,
+    }
+}
+
+impl LdapSource {
+    /// Connects and binds; the search base is the URL's DN (`ldap://host/OU=Staff,DC=lab`).
+    pub fn connect(config: LdapConfig) -> Result<LdapSource, SourceError> {
+        let server = config.url.clone();
+        let base = config
+            .base_dn
+            .clone()
+            .ok_or_else(|| SourceError::Directory {
+                server: server.clone(),
+                message: "no base DN to search under: give it as the URL's path \
+                      (ldap://host/OU=Staff,DC=example,DC=com)"
+                    .into(),
+            })?;
+        let pool = Pool::new(config).map_err(|f| source_error(f, &server))?;
+        pool.run(|_, _| Ok(()))
+            .map_err(|f| source_error(f, &server))?;
+        Ok(LdapSource { pool, base })
+    }
+}
+
+impl Source for LdapSource {
+    fn query(&mut self, query: &str) -> Result<RowSet, SourceError> {
+        let filter = parse_destination_query(query).map_err(|e| SourceError::Query {
+            query: query.to_string(),
+            message: e.to_string(),
+        })?;
+        let filter = filter.to_string();
+        let server = self.pool.config().url.clone();
+        let page = self.pool.config().page_size;
+        let base = self.base.clone();
+        let entries = self
+            .pool
+            .run(|conn, _| paged_search(conn, page, &base, ldap3::Scope::Subtree, &filter, &[]))
+            .map_err(|f| source_error(f, &server))?;
+        // Tree order (parents first, then by name), the same on every run whatever order the
+        // server keeps.
+        let mut entries: Vec<(String, ldap3::SearchEntry)> = entries
+            .into_iter()
+            .map(|e| {
+                let key = crate::dn::Dn::parse(&e.dn)
+                    .map(|d| crate::destination::embedded::key(&d))
+                    .unwrap_or_else(|_| e.dn.to_lowercase());
+                (key, e)
+            })
+            .collect();
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        let entries: Vec<ldap3::SearchEntry> = entries.into_iter().map(|(_, e)| e).collect();
+
+        // Columns: `dn`, then every attribute any entry has, by name (case-insensitively one).
+        let mut names: BTreeMap<String, String> = BTreeMap::new();
+        for e in &entries {
+            for name in e.attrs.keys() {
+                names
+                    .entry(name.to_lowercase())
+                    .or_insert_with(|| name.clone());
+            }
+        }
+        let mut columns = vec!["dn".to_string()];
+        columns.extend(names.values().cloned());
+        let position: BTreeMap<String, usize> = names
+            .keys()
+            .enumerate()
+            .map(|(i, k)| (k.clone(), i + 1))
+            .collect();
+        let rows = entries
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let mut values = vec![None; columns.len()];
+                values[0] = Some(e.dn);
+                for (name, vals) in e.attrs {
+                    if let Some(&p) = position.get(&name.to_lowercase()) {
+                        values[p] = Some(vals.join(VALUE_SEPARATOR)).filter(|v| !v.is_empty());
+                    }
+                }
+                SourceRow {
+                    number: i as u64 + 1,
+                    values,
+                    cell_errors: Vec::new(),
+                }
+            })
+            .collect();
+        Ok(RowSet {
+            columns: Columns::new(columns),
+            rows,
+        })
+    }
+}
