@@ -38,7 +38,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a job.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Check a job and list every mistake.
     Validate {
         /// The job JSON.
@@ -175,7 +175,7 @@ fn main() -> ExitCode {
                 }
             }
             if let Some(path) = &args.report
-                && let Err(e) = std::fs::write(&path, report_value.to_json())
+                && let Err(e) = std::fs::write(path, report_value.to_json())
             {
                 eprintln!("error: cannot write the report to {}: {e}", path.display());
                 return ExitCode::from(2);

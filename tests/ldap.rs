@@ -3,18 +3,18 @@
 
 mod support;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
 use datasync::destination::{LdapDirectory, Scope, ServerKind};
-use datasync::ldap::{LdapConfig, Security, TlsVerify};
+use datasync::ldap::{Security, TlsVerify};
 use datasync::query::Filter;
 use datasync::report::Counts;
 use datasync::transform::TransformContext;
 use datasync::{
-    Destination, DestinationError, Entry, LdifDirectory, NoHooks, Plan, Report, RunOptions,
-    RunStatus, Secret, dn, job, source,
+    Destination, DestinationError, LdifDirectory, NoHooks, Plan, Report, RunOptions, RunStatus,
+    Secret, dn, job, source,
 };
 use serde_json::Value;
 use support::slapd::{ADMIN_DN, ADMIN_PASSWORD, SUFFIX, Slapd};
@@ -206,4 +206,465 @@ fn conformance_the_same_jobs_give_the_same_entries_and_counts() {
 
     let settled = step("unchanged after changes", &staff);
     assert_eq!(settled.counts.unchanged, staff.len() + groups().len());
+}
+
+/// Keeps only the user object type of a job.
+fn users_only(job: &mut Value) {
+    job["objectsOption"].as_array_mut().unwrap().truncate(1);
+    for list in ["fieldsMap", "syncQuery"] {
+        job[list]
+            .as_array_mut()
+            .unwrap()
+            .retain(|e| e["objectType"] == 1);
+    }
+}
+
+/// A field map entry copying `source` to `destination`.
+fn field(source: &str, destination: &str, key: bool) -> Value {
+    serde_json::json!({
+        "action": 0, "sourceField": source, "destinationField": destination, "id": 0,
+        "delimiter": "", "transform": "", "forCreateOnly": false, "objectType": 1,
+        "isKey": key, "options": null
+    })
+}
+
+fn user_dns(dir: &dyn Destination) -> Vec<String> {
+    let users = Filter::parse("(objectClass=user)").unwrap();
+    match dir.search(SUFFIX, Scope::Subtree, &users, &[]) {
+        Ok(entries) => entries.into_iter().map(|e| e.dn).collect(),
+        Err(DestinationError::NoSuchObject { .. }) => Vec::new(),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// The raw values of one attribute of one entry, read straight from the server.
+fn raw_values(server: &Slapd, dn: &str, attribute: &str) -> Vec<Vec<u8>> {
+    let mut conn = ldap3::LdapConn::new(&server.url()).unwrap();
+    conn.simple_bind(ADMIN_DN, ADMIN_PASSWORD)
+        .unwrap()
+        .success()
+        .unwrap();
+    let (entries, _) = conn
+        .search(dn, ldap3::Scope::Base, "(objectClass=*)", vec![attribute])
+        .unwrap()
+        .success()
+        .unwrap();
+    let entry = ldap3::SearchEntry::construct(entries.into_iter().next().unwrap());
+    let mut values: Vec<Vec<u8>> = entry.bin_attrs.into_values().flatten().collect();
+    values.extend(entry.attrs.into_values().flatten().map(String::into_bytes));
+    values
+}
+
+fn first_user_dn(dir: &dyn Destination) -> String {
+    user_dns(dir)
+        .into_iter()
+        .find(|d| d.starts_with("cn=Ann Lee"))
+        .expect("Ann Lee was created")
+}
+
+#[test]
+fn active_directory_passwords_go_to_unicode_pwd_over_tls_only() {
+    let server = Slapd::start();
+    let mut job = lab_job(&main_job());
+    users_only(&mut job);
+    let plan = plan(&job);
+    let book = Workbook::new(&people());
+
+    // Over plain ldap:// every row with a password fails, and its entry is not sent.
+    let plain = connect(&server, &server.url(), ServerKind::ActiveDirectory);
+    let report = run(&plan, &book.path(), &plain, 2);
+    assert_eq!(report.counts.failed, people().len());
+    assert!(
+        report
+            .failed
+            .iter()
+            .all(|f| f.message.contains("encrypted connection")),
+        "{:?}",
+        report.failed
+    );
+    assert_eq!(user_dns(&plain), Vec::<String>::new());
+
+    // Over TLS the password is set as AD expects it: the quoted password in UTF-16LE.
+    let tls = connect(&server, &server.ldaps_url(), ServerKind::ActiveDirectory);
+    let report = run(&plan, &book.path(), &tls, 2);
+    assert_eq!(
+        report.status,
+        RunStatus::FinishedSuccess,
+        "{:?}",
+        report.failed
+    );
+    let ann = first_user_dn(&tls);
+    let expected: Vec<u8> = "\"webdir123R\""
+        .encode_utf16()
+        .flat_map(u16::to_le_bytes)
+        .collect();
+    assert_eq!(raw_values(&server, &ann, "unicodePwd"), vec![expected]);
+    assert_eq!(
+        raw_values(&server, &ann, "userPassword"),
+        Vec::<Vec<u8>>::new()
+    );
+    // The report never carries the password.
+    assert!(!report.to_json().contains("webdir123R"));
+}
+
+#[test]
+fn other_servers_get_passwords_through_password_modify() {
+    let server = Slapd::start();
+    let mut job = lab_job(&main_job());
+    users_only(&mut job);
+    let plan = plan(&job);
+    let book = Workbook::new(&people());
+    let dir = connect(&server, &server.url(), ServerKind::Ldap);
+    let report = run(&plan, &book.path(), &dir, 2);
+    assert_eq!(
+        report.status,
+        RunStatus::FinishedSuccess,
+        "{:?}",
+        report.failed
+    );
+    let ann = first_user_dn(&dir);
+    // slapd hashed it (Password Modify), so it is not stored as sent ...
+    let stored = raw_values(&server, &ann, "userPassword");
+    assert_eq!(stored.len(), 1);
+    assert!(
+        stored[0].starts_with(b"{SSHA}"),
+        "{:?}",
+        String::from_utf8_lossy(&stored[0])
+    );
+    // ... and the user can bind with it.
+    let mut conn = ldap3::LdapConn::new(&server.url()).unwrap();
+    conn.simple_bind(&ann, "webdir123R")
+        .unwrap()
+        .success()
+        .unwrap();
+    let wrong = conn.simple_bind(&ann, "not-it").unwrap().success();
+    assert!(wrong.is_err());
+}
+
+#[test]
+fn starttls_and_certificate_checks() {
+    let server = Slapd::start();
+    let starttls = server.config(&format!("{}?starttls", server.url()));
+    assert_eq!(starttls.security, Security::StartTls);
+    let dir = LdapDirectory::connect(starttls, ServerKind::ActiveDirectory).unwrap();
+    assert!(!dir.exists("cn=nobody,dc=lab").unwrap());
+
+    // The system roots do not know the test CA: verification fails, loudly.
+    let mut unverified = server.config(&server.ldaps_url());
+    unverified.tls_verify = TlsVerify::SystemRoots;
+    let err = LdapDirectory::connect(unverified, ServerKind::ActiveDirectory).unwrap_err();
+    assert!(
+        err.to_string().to_lowercase().contains("certificate"),
+        "{err}"
+    );
+    assert!(!err.to_string().contains(ADMIN_PASSWORD));
+
+    // Turning verification off is possible, and explicit.
+    let mut any = server.config(&server.ldaps_url());
+    any.tls_verify = TlsVerify::DangerouslyAcceptAnyCertificate;
+    LdapDirectory::connect(any, ServerKind::ActiveDirectory).unwrap();
+
+    // A wrong bind password is an error at connect time, before a job reads anything.
+    let mut wrong = server.config(&server.url());
+    wrong.bind_password = Some(Secret::new("wrong"));
+    let err = LdapDirectory::connect(wrong, ServerKind::Ldap).unwrap_err();
+    assert!(err.to_string().contains("invalidCredentials"), "{err}");
+    assert!(!err.to_string().contains("wrong"), "{err}");
+}
+
+#[test]
+fn scans_read_every_page_of_a_paged_search() {
+    let server = Slapd::start();
+    let mut config = server.config(&server.ldaps_url());
+    config.page_size = 3;
+    let dir = LdapDirectory::connect(config, ServerKind::ActiveDirectory).unwrap();
+    let plan = plan(&lab_job(&main_job()));
+    let book = Workbook::new(&people());
+    let first = run(&plan, &book.path(), &dir, 2);
+    assert_eq!(
+        first.status,
+        RunStatus::FinishedSuccess,
+        "{:?}",
+        first.failed
+    );
+    // Each type's scan spans several pages of 3; a page lost would turn into a failed create.
+    let again = run(&plan, &book.path(), &dir, 2);
+    assert_eq!(again.counts.unchanged, first.counts.added);
+    assert_eq!(again.counts.failed, 0, "{:?}", again.failed);
+}
+
+#[test]
+fn a_refused_write_fails_its_row_with_the_result_code_and_the_server_message() {
+    let server = Slapd::start();
+    let mut job = lab_job(&main_job());
+    users_only(&mut job);
+    // carLicense exists (inetOrgPerson) but the `user` class does not allow it.
+    job["fieldsMap"]
+        .as_array_mut()
+        .unwrap()
+        .push(field("Title", "carLicense", false));
+    let dir = connect(&server, &server.ldaps_url(), ServerKind::ActiveDirectory);
+    let report = run(&plan(&job), &Workbook::new(&people()).path(), &dir, 2);
+    assert_eq!(report.counts.failed, people().len());
+    for f in &report.failed {
+        assert!(
+            f.message.starts_with("LDAP 65 objectClassViolation"),
+            "{}",
+            f.message
+        );
+        assert!(f.message.contains("carLicense"), "{}", f.message);
+    }
+    assert_eq!(user_dns(&dir), Vec::<String>::new());
+}
+
+#[test]
+fn results_do_not_depend_on_the_number_of_workers() {
+    let one = Slapd::start();
+    let eight = Slapd::start();
+    let plan = plan(&lab_job(&main_job()));
+    let staff = support::generated_people(400);
+    let book = Workbook::new(&staff);
+    let a = connect(&one, &one.ldaps_url(), ServerKind::ActiveDirectory);
+    let b = connect(&eight, &eight.ldaps_url(), ServerKind::ActiveDirectory);
+    let ra = run(&plan, &book.path(), &a, 1);
+    let rb = run(&plan, &book.path(), &b, 8);
+    assert_eq!(ra.status, RunStatus::FinishedSuccess, "{:?}", ra.failed);
+    assert_eq!(counts(&ra), counts(&rb));
+    assert_eq!(snapshot(&a, SUFFIX), snapshot(&b, SUFFIX));
+}
+
+/// Kills slapd after a number of creates, from inside the run.
+struct KillAfter {
+    server: std::sync::Arc<std::sync::Mutex<Slapd>>,
+    after: usize,
+    added: std::sync::atomic::AtomicUsize,
+}
+
+impl datasync::Hooks for KillAfter {
+    fn row_added(
+        &self,
+        _: &datasync::HookContext,
+        _: &datasync::hooks::RowWrite,
+    ) -> datasync::hooks::HookResult {
+        let n = self.added.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        if n == self.after {
+            self.server.lock().unwrap().kill();
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn a_server_killed_mid_run_ends_the_run_and_a_rerun_converges() {
+    let server = std::sync::Arc::new(std::sync::Mutex::new(Slapd::start()));
+    let config = {
+        let s = server.lock().unwrap();
+        s.config(&s.ldaps_url())
+    };
+    let plan = plan(&lab_job(&main_job()));
+    let staff = support::generated_people(1500);
+    let book = Workbook::new(&staff);
+    let dir = LdapDirectory::connect(config, ServerKind::ActiveDirectory).unwrap();
+    let hooks = KillAfter {
+        server: server.clone(),
+        after: 300,
+        added: Default::default(),
+    };
+    let mut src = source::open(&book.path()).unwrap();
+    let options = RunOptions {
+        threads: 4,
+        ..Default::default()
+    };
+    // The run ends (no hang) with every unfinished row failed.
+    let report = datasync::run(&plan, src.as_mut(), &dir, &hooks, &options).unwrap();
+    assert_eq!(report.status, RunStatus::FinishedFail);
+    assert!(report.counts.added >= 300, "{:?}", report.counts);
+    assert!(report.counts.failed > 0);
+    assert_eq!(
+        report.counts.added + report.counts.failed + report.counts.unchanged,
+        report.counts.read,
+        "every row is accounted for: {:?}",
+        report.counts
+    );
+    assert!(
+        report
+            .failed
+            .iter()
+            .all(|f| f.message.contains("unavailable")),
+        "{:?}",
+        report.failed.first()
+    );
+
+    // Back up: the same job converges to exactly what a clean run gives.
+    server.lock().unwrap().launch();
+    let rerun = run(&plan, &book.path(), &dir, 4);
+    assert_eq!(rerun.counts.failed, 0, "{:?}", rerun.failed.first());
+    let expected = LdifDirectory::in_memory();
+    run(&plan, &book.path(), &expected, 2);
+    assert_eq!(snapshot(&dir, SUFFIX), snapshot(&expected, SUFFIX));
+    let settled = run(&plan, &book.path(), &dir, 4);
+    assert_eq!(settled.counts.unchanged, settled.counts.read);
+}
+
+/// Stops slapd after some creates and starts it again a little later, on another thread.
+struct BriefOutage {
+    server: std::sync::Arc<std::sync::Mutex<Slapd>>,
+    after: usize,
+    added: std::sync::atomic::AtomicUsize,
+}
+
+impl datasync::Hooks for BriefOutage {
+    fn row_added(
+        &self,
+        _: &datasync::HookContext,
+        _: &datasync::hooks::RowWrite,
+    ) -> datasync::hooks::HookResult {
+        let n = self.added.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        if n == self.after {
+            self.server.lock().unwrap().stop();
+            let server = self.server.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(300));
+                server.lock().unwrap().launch();
+            });
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn a_brief_outage_is_bridged_by_retries() {
+    let server = std::sync::Arc::new(std::sync::Mutex::new(Slapd::start()));
+    let mut config = {
+        let s = server.lock().unwrap();
+        s.config(&s.ldaps_url())
+    };
+    // Up to ~6 s of retries: far more than the outage and restart take.
+    config.retry.attempts = 30;
+    config.retry.max_wait = Duration::from_millis(200);
+    let dir = LdapDirectory::connect(config, ServerKind::ActiveDirectory).unwrap();
+    let plan = plan(&lab_job(&main_job()));
+    let staff = support::generated_people(300);
+    let book = Workbook::new(&staff);
+    let hooks = BriefOutage {
+        server: server.clone(),
+        after: 50,
+        added: Default::default(),
+    };
+    let mut src = source::open(&book.path()).unwrap();
+    let report = datasync::run(&plan, src.as_mut(), &dir, &hooks, &RunOptions::default()).unwrap();
+    assert_eq!(report.counts.failed, 0, "{:?}", report.failed.first());
+    assert_eq!(report.counts.added, report.counts.read);
+    let again = run(&plan, &book.path(), &dir, 2);
+    assert_eq!(again.counts.unchanged, again.counts.read);
+}
+
+#[test]
+fn an_ldap_source_feeds_a_directory_to_directory_job() {
+    let server = Slapd::start();
+    // Fill the server with the main job, then copy its users into the embedded directory.
+    let dir = connect(&server, &server.ldaps_url(), ServerKind::ActiveDirectory);
+    run(
+        &plan(&lab_job(&main_job())),
+        &Workbook::new(&people()).path(),
+        &dir,
+        2,
+    );
+
+    let mut job = main_job();
+    users_only(&mut job);
+    job["fieldsMap"] = serde_json::json!([
+        field("cn", "cn", false),
+        field("sn", "sn", false),
+        field("givenName", "givenName", false),
+        field("employeeID", "employeeID", true),
+        field("telephoneNumber", "telephoneNumber", false),
+        field("dn", "info", false),
+    ]);
+    job["fieldsMap"][4]["delimiter"] = ";".into();
+    job["syncQuery"][0]["query"] =
+        "objectClass is exactly \"user\" AND employeeID is present".into();
+    job["syncQuery"][0]["queryType"] = "GroupID".into();
+    let plan = plan(&job);
+    let mut config = server.config(&format!("{}/OU=API,OU=groupid,DC=lab", server.ldaps_url()));
+    config.page_size = 2;
+    let mut source = datasync::source::LdapSource::connect(config).unwrap();
+    let copy = LdifDirectory::in_memory();
+    let report =
+        datasync::run(&plan, &mut source, &copy, &NoHooks, &RunOptions::default()).unwrap();
+    assert_eq!(
+        report.status,
+        RunStatus::FinishedSuccess,
+        "{:?}",
+        report.failed
+    );
+    assert_eq!(report.counts.added, people().len());
+    let bob = Filter::parse("(employeeID=1002)").unwrap();
+    let found = copy
+        .search("DC=groupid,DC=lab", Scope::Subtree, &bob, &[])
+        .unwrap();
+    assert_eq!(found.len(), 1);
+    let mut phones = found[0].get("telephoneNumber").to_vec();
+    phones.sort();
+    assert_eq!(phones, ["555-0101", "555-0199"]);
+    assert!(found[0].first("info").unwrap().starts_with("cn=Bob Stone,"));
+
+    // A bad filter and a missing base are errors before anything is written.
+    let mut source = datasync::source::LdapSource::connect(
+        server.config(&format!("{}/OU=nowhere,DC=lab", server.ldaps_url())),
+    )
+    .unwrap();
+    let err =
+        datasync::run(&plan, &mut source, &copy, &NoHooks, &RunOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("noSuchObject"), "{err}");
+}
+
+#[test]
+fn the_cli_runs_the_main_job_against_slapd() {
+    let server = Slapd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let job_path = dir.path().join("job.json");
+    let mut job = lab_job(&main_job());
+    let book = Workbook::new(&people());
+    job["settings"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .filter(|s| s["key"] == "Source.File")
+        .for_each(|s| s["value"] = book.path().display().to_string().into());
+    std::fs::write(&job_path, job.to_string()).unwrap();
+    let cli = |extra: &[&str], password: Option<&str>| {
+        let mut cmd = std::process::Command::new(env!("CARGO"));
+        cmd.args(["run", "-q", "--example", "datasync", "--", "run"])
+            .arg(&job_path)
+            .args(["--destination", &server.ldaps_url(), "--bind-dn", ADMIN_DN])
+            .arg("--ca-file")
+            .arg(server.ca_file())
+            .args(extra)
+            .env_remove("DATASYNC_BIND_PASSWORD");
+        if let Some(p) = password {
+            cmd.env("DATASYNC_BIND_PASSWORD", p);
+        }
+        cmd.output().unwrap()
+    };
+    let missing = cli(&[], None);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("DATASYNC_BIND_PASSWORD"));
+
+    let ok = cli(&[], Some(ADMIN_PASSWORD));
+    let stderr = String::from_utf8_lossy(&ok.stderr);
+    assert_eq!(ok.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains(ADMIN_PASSWORD));
+    let ldap = connect(&server, &server.url(), ServerKind::ActiveDirectory);
+    assert_eq!(user_dns(&ldap).len(), people().len());
+
+    let report_path = dir.path().join("report.json");
+    let again = cli(
+        &["--report", report_path.to_str().unwrap()],
+        Some(ADMIN_PASSWORD),
+    );
+    assert_eq!(again.status.code(), Some(0));
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(&report_path).unwrap()).unwrap();
+    assert_eq!(report["status"], "FinishedSuccess", "{report}");
 }

@@ -267,13 +267,13 @@ impl Destination for LdapDirectory {
                 r.success().map(|_| ())
             })
             .map_err(|f| destination_error(f, "add", &dn))?;
-        if let (Some(password), ServerKind::Ldap) = (password, self.kind) {
-            if let Err(e) = self.set_password(&dn, password) {
-                // The add and its password are one operation to the engine: take the entry back
-                // so a re-run creates it again, password included.
-                let _ = self.pool.run(|conn, _| conn.delete(&dn)?.success());
-                return Err(e);
-            }
+        if let (Some(password), ServerKind::Ldap) = (password, self.kind)
+            && let Err(e) = self.set_password(&dn, password)
+        {
+            // The add and its password are one operation to the engine: take the entry back
+            // so a re-run creates it again, password included.
+            let _ = self.pool.run(|conn, _| conn.delete(&dn)?.success());
+            return Err(e);
         }
         Ok(())
     }

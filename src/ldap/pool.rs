@@ -3,7 +3,6 @@
 //! `max_connections`). A connection that failed in transit is dropped, never reused.
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
 
 use ldap3::{LdapConn, LdapConnSettings, LdapError};
 
@@ -40,9 +39,10 @@ pub(crate) struct Pool {
 struct State {
     idle: Vec<LdapConn>,
     open: usize,
-    /// After a server was found unreachable: fail fast until then, instead of every row
-    /// waiting through its own retries.
-    down_until: Option<(Instant, String)>,
+    /// Why the server was last found unreachable; `None` while it answers.
+    down: Option<String>,
+    /// An operation is trying the server that is down; the others fail at once meanwhile.
+    probing: bool,
 }
 
 impl std::fmt::Debug for Pool {
@@ -93,7 +93,8 @@ impl Pool {
             state: Mutex::new(State {
                 idle: Vec::new(),
                 open: 0,
-                down_until: None,
+                down: None,
+                probing: false,
             }),
             returned: Condvar::new(),
         })
@@ -111,12 +112,29 @@ impl Pool {
     /// Runs `op` on a pooled connection, retrying transient failures per the retry policy on a
     /// new connection each time. `op` gets the try number (1 first), so an operation that may
     /// have reached the server before its connection broke can accept "already done" on a retry.
+    ///
+    /// Once a server is found unreachable, later operations do not each wait through their own
+    /// retries: one at a time probes it with a single try, the others fail at once, until a
+    /// probe gets through.
     pub(crate) fn run<T>(
         &self,
         mut op: impl FnMut(&mut LdapConn, u32) -> Result<T, LdapError>,
     ) -> Result<T, Failure> {
         let policy = &self.config.retry;
-        let attempts = policy.attempts.max(1);
+        let probing = {
+            let mut state = self.lock();
+            match &state.down {
+                Some(message) if state.probing => {
+                    return Err(Failure::Unavailable(message.clone()));
+                }
+                Some(_) => {
+                    state.probing = true;
+                    true
+                }
+                None => false,
+            }
+        };
+        let attempts = if probing { 1 } else { policy.attempts.max(1) };
         let mut last = String::new();
         for attempt in 1..=attempts {
             if attempt > 1 {
@@ -126,17 +144,18 @@ impl Pool {
                 Ok(c) => c,
                 Err(Failure::Unavailable(m)) => {
                     last = m;
-                    if self.is_down() {
-                        break;
-                    }
                     continue;
                 }
-                Err(other) => return Err(other),
+                Err(other) => {
+                    self.end_probe(probing, None);
+                    return Err(other);
+                }
             };
             conn.with_timeout(self.config.operation_timeout);
             match op(&mut conn, attempt) {
                 Ok(v) => {
                     self.give_back(conn);
+                    self.end_probe(probing, None);
                     return Ok(v);
                 }
                 Err(e) if is_transient(&e) => {
@@ -145,22 +164,32 @@ impl Pool {
                 }
                 Err(e) => {
                     self.give_back(conn);
+                    self.end_probe(probing, None);
                     return Err(failure(e));
                 }
             }
         }
         let message = format!("{} is unavailable: {last}", self.config.url);
-        self.mark_down(&message);
+        self.end_probe(probing, Some(&message));
         Err(Failure::Unavailable(message))
     }
 
-    fn is_down(&self) -> bool {
-        matches!(&self.lock().down_until, Some((until, _)) if Instant::now() < *until)
-    }
-
-    fn mark_down(&self, message: &str) {
-        let cool_off = self.config.retry.max_wait.max(Duration::from_millis(500));
-        self.lock().down_until = Some((Instant::now() + cool_off, message.to_string()));
+    /// Records how an operation ended: `down` is the message when the server could not be
+    /// reached, `None` when it answered.
+    fn end_probe(&self, probing: bool, down: Option<&str>) {
+        let mut state = self.lock();
+        if probing {
+            state.probing = false;
+        }
+        match down {
+            Some(message) => {
+                // The idle connections went to the same server: do not trust them either.
+                let stale = std::mem::take(&mut state.idle);
+                state.open = state.open.saturating_sub(stale.len());
+                state.down = Some(message.to_string());
+            }
+            None => state.down = None,
+        }
     }
 
     /// An idle connection, or a new one when fewer than `max_connections` are open, or the
@@ -168,11 +197,6 @@ impl Pool {
     fn checkout(&self) -> Result<LdapConn, Failure> {
         let mut state = self.lock();
         loop {
-            if let Some((until, message)) = &state.down_until {
-                if Instant::now() < *until {
-                    return Err(Failure::Unavailable(message.clone()));
-                }
-            }
             if let Some(conn) = state.idle.pop() {
                 return Ok(conn);
             }
@@ -180,10 +204,7 @@ impl Pool {
                 state.open += 1;
                 drop(state);
                 return match self.connect() {
-                    Ok(conn) => {
-                        self.lock().down_until = None;
-                        Ok(conn)
-                    }
+                    Ok(conn) => Ok(conn),
                     Err(e) => {
                         self.discard();
                         Err(e)
@@ -220,7 +241,7 @@ impl Pool {
             settings = settings.set_no_tls_verify(true);
         }
         let mut conn = LdapConn::with_settings(settings, &c.url).map_err(|e| match e {
-            e if is_transient(&e) => Failure::Unavailable(format!("{}: {e}", c.url)),
+            e if is_transient(&e) => Failure::Unavailable(e.to_string()),
             e => Failure::Other(format!("{}: {e}", c.url)),
         })?;
         if let Some(dn) = &c.bind_dn {
@@ -312,6 +333,7 @@ pub(crate) fn result_name(code: u32) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::{Duration, Instant};
 
     #[test]
     fn an_unreachable_server_is_reported_and_then_failed_fast() {
