@@ -2,9 +2,10 @@
 //!
 //! Identity data-sync jobs, run inside your own service. A job — in the GroupID
 //! `DataSyncJobs` JSON format, loaded unchanged — reads rows from a source (an Excel workbook or
-//! CSV, queried with SQL), turns each row into a directory object through its field map, matches
-//! it to the destination by key fields, and creates, updates, renames, deletes or deprovisions
-//! entries. The default destination is an embedded directory kept in an LDIF file.
+//! CSV queried with SQL, or an LDAP directory), turns each row into a directory object through
+//! its field map, matches it to the destination by key fields, and creates, updates, renames,
+//! deletes or deprovisions entries in an LDAP server or Active Directory
+//! ([`destination::LdapDirectory`]) or, by default, an embedded directory kept in an LDIF file.
 //!
 //! The pipeline, one module a stage:
 //!
@@ -16,6 +17,7 @@
 //! | destination query | [`query`] | [`Filter`](query::Filter) |
 //! | matching | [`matching`] | [`KeyIndex`](matching::KeyIndex) |
 //! | destination | [`destination`] | [`Destination`] |
+//! | LDAP connections | [`ldap`] | [`LdapConfig`](ldap::LdapConfig) |
 //! | engine and hooks | [`engine`], [`hooks`] | [`engine::run`], [`Hooks`] |
 //! | result | [`report`] | [`Report`] |
 //!

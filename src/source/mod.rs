@@ -3,7 +3,8 @@
 //!
 //! Workbooks ([`ExcelSource`]) and delimited text ([`CsvSource`]) are tables; the query runs on
 //! them as real SQL in an embedded SQLite ([`sql`]), except `SELECT * FROM [Sheet$]`, which reads
-//! the table straight through with the same result.
+//! the table straight through with the same result. An LDAP directory ([`LdapSource`]) answers
+//! an LDAP filter or a GroupID query under its base DN.
 
 mod csv;
 mod excel;
