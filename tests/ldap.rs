@@ -134,6 +134,34 @@ fn ascii_mail(mail: &str) -> String {
         .collect()
 }
 
+/// Writes `staff` and runs `plan` on both destinations: the same counts, failures and entries.
+fn same_step(
+    name: &str,
+    plan: &Plan,
+    book: &Workbook,
+    staff: &[Person],
+    embedded: &LdifDirectory,
+    ldap: &LdapDirectory,
+) -> Report {
+    book.write(staff);
+    let a = run(plan, &book.path(), embedded, 2);
+    let b = run(plan, &book.path(), ldap, 4);
+    assert_eq!(
+        counts(&a),
+        counts(&b),
+        "{name}: counts differ: {:#?}",
+        b.failed
+    );
+    assert_eq!(a.failed, b.failed, "{name}: failures differ");
+    assert_eq!(a.deleted.len(), b.deleted.len(), "{name}: deletes differ");
+    assert_eq!(
+        snapshot(embedded, SUFFIX),
+        snapshot(ldap, SUFFIX),
+        "{name}: entries differ"
+    );
+    b
+}
+
 /// One source, run in steps against the embedded directory and against slapd: after each step
 /// the two hold the same entries and the reports the same counts.
 #[test]
@@ -145,24 +173,8 @@ fn conformance_the_same_jobs_give_the_same_entries_and_counts() {
     let mut staff = people();
     let book = Workbook::new(&staff);
 
-    let step = |name: &str, staff: &[Person]| {
-        book.write(staff);
-        let a = run(&plan, &book.path(), &embedded, 2);
-        let b = run(&plan, &book.path(), &ldap, 4);
-        assert_eq!(
-            counts(&a),
-            counts(&b),
-            "{name}: counts differ: {:#?}",
-            b.failed
-        );
-        assert_eq!(a.failed, b.failed, "{name}: failures differ");
-        assert_eq!(
-            snapshot(&embedded, SUFFIX),
-            snapshot(&ldap, SUFFIX),
-            "{name}: entries differ"
-        );
-        b
-    };
+    let step =
+        |name: &str, staff: &[Person]| same_step(name, &plan, &book, staff, &embedded, &ldap);
 
     let first = step("first run", &staff);
     assert_eq!(
@@ -206,6 +218,50 @@ fn conformance_the_same_jobs_give_the_same_entries_and_counts() {
 
     let settled = step("unchanged after changes", &staff);
     assert_eq!(settled.counts.unchanged, staff.len() + groups().len());
+}
+
+#[test]
+fn conformance_deprovisioning_disables_and_moves_the_same_way() {
+    let server = Slapd::start();
+    let ldap = connect(&server, &server.ldaps_url(), ServerKind::ActiveDirectory);
+    let embedded = LdifDirectory::in_memory();
+    let mut job = lab_job(&main_job());
+    job["objectsOption"][0]["isDeprovisioning"] = true.into();
+    let settings = job["settings"].as_array_mut().unwrap();
+    settings.push(serde_json::json!({"action": 0, "id": 0,
+        "key": "Destination.DeprovisionContainer", "value": "OU=Leavers,OU=groupid,DC=lab",
+        "dataType": "System.String", "objectType": null}));
+    let plan = plan(&job);
+    let mut staff = people();
+    let book = Workbook::new(&staff);
+    same_step("first run", &plan, &book, &staff, &embedded, &ldap);
+    let leaver = staff.pop().unwrap();
+    let report = same_step("a leaver", &plan, &book, &staff, &embedded, &ldap);
+    assert_eq!(report.deleted.len(), 1, "{report:#?}");
+    let leaver_filter = Filter::parse(&format!("(employeeID={})", leaver.id)).unwrap();
+    let moved = ldap
+        .search(
+            SUFFIX,
+            Scope::Subtree,
+            &leaver_filter,
+            &["userAccountControl".into()],
+        )
+        .unwrap();
+    assert_eq!(moved.len(), 1);
+    assert!(
+        dn::normalize(&moved[0].dn)
+            .unwrap()
+            .ends_with(&dn::normalize("OU=Leavers,OU=groupid,DC=lab").unwrap()),
+        "{}",
+        moved[0].dn
+    );
+    let uac: u32 = moved[0]
+        .first("userAccountControl")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(uac & 2, 2, "the account is disabled");
+    same_step("settled", &plan, &book, &staff, &embedded, &ldap);
 }
 
 /// Keeps only the user object type of a job.

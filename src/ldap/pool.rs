@@ -358,6 +358,32 @@ mod tests {
     }
 
     #[test]
+    fn busy_unavailable_and_broken_connections_are_transient_other_codes_are_not() {
+        let result = |rc| LdapError::LdapResult {
+            result: ldap3::LdapResult {
+                rc,
+                matched: String::new(),
+                text: "server says".into(),
+                refs: Vec::new(),
+                ctrls: Vec::new(),
+            },
+        };
+        assert!(is_transient(&result(51)));
+        assert!(is_transient(&result(52)));
+        assert!(is_transient(&LdapError::EndOfStream));
+        for permanent in [19, 32, 50, 65, 68] {
+            assert!(!is_transient(&result(permanent)), "{permanent}");
+        }
+        assert_eq!(
+            failure(result(65)),
+            Failure::Result {
+                code: 65,
+                text: "server says".into()
+            }
+        );
+    }
+
+    #[test]
     fn a_missing_ca_file_is_an_error_before_connecting() {
         let mut config = LdapConfig::parse("ldaps://127.0.0.1:1").unwrap();
         config.tls_verify = TlsVerify::CaFile("/nonexistent/ca.pem".into());
