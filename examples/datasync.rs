@@ -329,7 +329,11 @@ fn run(args: &RunArgs) -> Result<Report, CliError> {
         progress,
         passwords: password_file.as_ref().map(|_| Mutex::new(Vec::new())),
     };
-    let options = RunOptions { threads, dry_run };
+    let options = RunOptions {
+        threads,
+        dry_run,
+        ..Default::default()
+    };
     let report = datasync::run(&plan, source.as_mut(), directory.as_ref(), &hooks, &options)?;
     if let Some(p) = &hooks.progress {
         p.finish_and_clear();

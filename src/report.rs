@@ -147,6 +147,10 @@ pub struct Report {
     pub updated_id_map: Map<String, Value>,
     /// Messages about the run.
     pub details: Vec<Detail>,
+    /// Delta runs: the highest source timestamp seen, per object type code; the next delta
+    /// run starts after it (the lifecycle's state store keeps it after a successful run).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub watermarks: std::collections::BTreeMap<String, String>,
 }
 
 /// The current time as ISO 8601 with the local offset.
@@ -185,6 +189,7 @@ impl Report {
             failed: vec![],
             updated_id_map: Map::new(),
             details: vec![],
+            watermarks: Default::default(),
         }
     }
 

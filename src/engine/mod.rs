@@ -23,6 +23,10 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Mutex;
 use std::time::Instant;
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+
 use rayon::prelude::*;
 
 use crate::destination::{Destination, DestinationError, Entry, Scope};
@@ -43,6 +47,91 @@ pub struct RunOptions {
     pub threads: usize,
     /// Compute the full plan and report, write nothing.
     pub dry_run: bool,
+    /// Cancel the run and follow its progress from another thread.
+    pub control: Option<RunControl>,
+    /// Values hooks find in their context from the start (the job's parameters).
+    pub parameters: BTreeMap<String, String>,
+    /// For delta runs (`timeStampField` set and `updateAll` false): the highest timestamp seen
+    /// per object type by the last successful run. Rows at or below it are left out.
+    pub watermarks: BTreeMap<i64, String>,
+}
+
+/// Why a run stopped early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// Someone cancelled it.
+    Cancelled,
+    /// It ran longer than its time-out.
+    TimedOut,
+}
+
+/// A handle on a run, shared with other threads: cancel it, read its progress.
+///
+/// Cancelling stops the run taking new rows; rows already writing finish, deletes are not
+/// started, and the report's status is `Aborted`.
+///
+/// ```
+/// let control = datasync::engine::RunControl::default();
+/// let options = datasync::RunOptions { control: Some(control.clone()), ..Default::default() };
+/// control.cancel();
+/// assert!(options.control.unwrap().stop_reason().is_some());
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct RunControl(Arc<ControlState>);
+
+#[derive(Debug, Default)]
+struct ControlState {
+    /// 0 running, 1 cancelled, 2 timed out.
+    stop: AtomicU8,
+    done: AtomicUsize,
+    total: AtomicUsize,
+    total_known: AtomicBool,
+}
+
+impl RunControl {
+    /// Asks the run to stop.
+    pub fn cancel(&self) {
+        let _ = self
+            .0
+            .stop
+            .compare_exchange(0, 1, Ordering::SeqCst, Ordering::SeqCst);
+    }
+
+    /// Asks the run to stop because it ran too long.
+    pub fn time_out(&self) {
+        let _ = self
+            .0
+            .stop
+            .compare_exchange(0, 2, Ordering::SeqCst, Ordering::SeqCst);
+    }
+
+    /// Why the run was asked to stop, if it was.
+    pub fn stop_reason(&self) -> Option<StopReason> {
+        match self.0.stop.load(Ordering::SeqCst) {
+            0 => None,
+            1 => Some(StopReason::Cancelled),
+            _ => Some(StopReason::TimedOut),
+        }
+    }
+
+    /// Rows finished so far, and the rows in all once the source has been read.
+    pub fn progress(&self) -> (usize, Option<usize>) {
+        let total = self
+            .0
+            .total_known
+            .load(Ordering::SeqCst)
+            .then(|| self.0.total.load(Ordering::SeqCst));
+        (self.0.done.load(Ordering::SeqCst), total)
+    }
+
+    fn set_total(&self, total: usize) {
+        self.0.total.store(total, Ordering::SeqCst);
+        self.0.total_known.store(true, Ordering::SeqCst);
+    }
+
+    pub(crate) fn row_done(&self) {
+        self.0.done.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// Everything one object type needs once prepared.
@@ -59,6 +148,8 @@ struct TypeRun<'p> {
     resolver: ResolveIndex,
     /// The attributes `Resolve` fields look up.
     resolve_attributes: Vec<String>,
+    /// A delta run: only rows changed since the watermark, and never deletes.
+    delta: bool,
 }
 
 /// Calls a hook, turning a panic into an error so one bad hook fails one row, not the run.
@@ -130,12 +221,26 @@ pub fn run(
         event,
         message,
     };
+    for (name, value) in &options.parameters {
+        ctx.add_to_context(name, value.clone());
+    }
     guard(|| hooks.startup(&ctx)).map_err(|m| hook_error("startup", m))?;
 
     // Prepare: every read and every check, for every type, before the first write.
     let mut prepared = Vec::with_capacity(plan.objects.len());
     for op in &plan.objects {
-        prepared.push(prepare_type(plan, op, source, destination, hooks, &ctx)?);
+        let (tr, rows, watermark) =
+            prepare_type(plan, op, source, destination, hooks, &ctx, options)?;
+        if let Some(w) = watermark {
+            report
+                .watermarks
+                .insert(op.object_type.code().to_string(), w);
+        }
+        prepared.push((tr, rows));
+    }
+    let control = options.control.as_ref();
+    if let Some(c) = control {
+        c.set_total(prepared.iter().map(|(tr, _)| tr.row_count).sum());
     }
 
     let threads = if options.threads == 0 {
@@ -160,13 +265,21 @@ pub fn run(
         now: &now,
         today: &today,
         containers: Mutex::new(HashSet::new()),
+        control,
     };
 
     for (tr, rows) in prepared {
         let tr = &tr;
         report.counts.read += tr.row_count;
         let results = apply_type(&shared, tr, rows, pool.as_ref());
-        let withheld = delete::run(&shared, tr, &results, &mut report, pool.as_ref());
+        // A stopped run starts no deletes (its rows are not all known), nor does a delta run
+        // (it sees only the rows that changed).
+        let stopped = control.and_then(RunControl::stop_reason).is_some();
+        let withheld = if stopped || tr.delta {
+            false
+        } else {
+            delete::run(&shared, tr, &results, &mut report, pool.as_ref())
+        };
         row::record(tr.plan, results, &mut report);
         if withheld {
             report.status = RunStatus::FinishedFail;
@@ -174,6 +287,20 @@ pub fn run(
     }
     if !report.failed.is_empty() || !report.delete_failed.is_empty() {
         report.status = RunStatus::FinishedFail;
+    }
+    if let Some(reason) = control.and_then(RunControl::stop_reason) {
+        report.status = RunStatus::Aborted;
+        let why = match reason {
+            StopReason::Cancelled => "the run was cancelled",
+            StopReason::TimedOut => "the run timed out (taskSessionTimeout)",
+        };
+        report.detail(
+            DetailType::Warning,
+            format!(
+                "{why}: rows not started were skipped ({} skipped) and no deletes were made",
+                report.counts.skipped
+            ),
+        );
     }
     if let Err(m) = guard(|| hooks.shutdown(&ctx, &report)) {
         report.detail(DetailType::Error, format!("the shutdown hook failed: {m}"));
@@ -196,7 +323,8 @@ fn prepare_type<'p>(
     destination: &dyn Destination,
     hooks: &dyn Hooks,
     ctx: &HookContext,
-) -> Result<(TypeRun<'p>, Vec<SourceRow>), Error> {
+    options: &RunOptions,
+) -> Result<(TypeRun<'p>, Vec<SourceRow>, Option<String>), Error> {
     let code = op.object_type.code();
     let source_error = |field: Option<String>, source: SourceError| Error::Source {
         job: plan.name.clone(),
@@ -258,6 +386,37 @@ fn prepare_type<'p>(
     });
     // A source problem is reported first: it is the one a user fixes first.
     let rows = rows.map_err(|e| source_error(None, e))?;
+    // A delta run keeps the rows whose timestamp is past the last run's, and reports the
+    // highest timestamp it saw as the next watermark.
+    let mut rows = rows;
+    let mut watermark = None;
+    let delta = match (&op.time_stamp_field, op.update_all) {
+        (Some(field), false) => {
+            let column = rows.columns.index(field).ok_or_else(|| {
+                source_error(
+                    Some("syncQuery.timeStampField".into()),
+                    SourceError::MissingColumn {
+                        column: field.clone(),
+                        available: rows.columns.names().to_vec(),
+                    },
+                )
+            })?;
+            let since = options.watermarks.get(&code);
+            let stamp = |r: &SourceRow| r.values.get(column).cloned().flatten();
+            watermark = rows
+                .rows
+                .iter()
+                .filter_map(stamp)
+                .max_by(|a, b| compare_stamps(a, b))
+                .or_else(|| since.cloned());
+            if let Some(since) = since {
+                rows.rows
+                    .retain(|r| stamp(r).is_some_and(|v| compare_stamps(&v, since).is_gt()));
+            }
+            true
+        }
+        _ => false,
+    };
     let (index, resolver, resolve_attributes) = scanned.map_err(|source| Error::Destination {
         job: plan.name.clone(),
         source,
@@ -298,9 +457,19 @@ fn prepare_type<'p>(
             index,
             resolver,
             resolve_attributes,
+            delta,
         },
         rows.rows,
+        watermark,
     ))
+}
+
+/// Orders two timestamps: as numbers when both are, else as text (ISO 8601 sorts as text).
+fn compare_stamps(a: &str, b: &str) -> std::cmp::Ordering {
+    match (a.trim().parse::<f64>(), b.trim().parse::<f64>()) {
+        (Ok(x), Ok(y)) => x.total_cmp(&y),
+        _ => a.cmp(b),
+    }
 }
 
 /// One read of the destination for an object type: the objects in scope indexed by key, and
@@ -467,5 +636,11 @@ fn apply_type(
     }
 
     // 3. writes, in parallel, each row on its own (consumed, so each thread frees its own)
-    par_map_owned(pool, prepared, |p| row::apply(shared, tr, p))
+    par_map_owned(pool, prepared, |p| {
+        let result = row::apply(shared, tr, p);
+        if let Some(c) = shared.control {
+            c.row_done();
+        }
+        result
+    })
 }

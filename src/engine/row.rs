@@ -25,6 +25,8 @@ pub(super) struct Shared<'a> {
     pub today: &'a str,
     /// Containers known to exist, so each is checked (or created) once per run.
     pub containers: Mutex<HashSet<String>>,
+    /// Cancellation and progress.
+    pub control: Option<&'a super::RunControl>,
 }
 
 /// Where a new object's password comes from.
@@ -684,6 +686,14 @@ pub(super) fn apply(shared: &Shared<'_>, tr: &TypeRun<'_>, p: Prepared) -> RowRe
     let fail = |result: &mut RowResult, field: Option<String>, message: String| {
         result.failure = Some((field, message));
     };
+    // A stopped run takes no new rows: this one is skipped, untouched.
+    if shared
+        .control
+        .and_then(super::RunControl::stop_reason)
+        .is_some()
+    {
+        return result;
+    }
     let dn: Option<String> = match p.planned {
         Planned::Failed { field, message } => {
             fail(&mut result, field, message);
