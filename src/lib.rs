@@ -79,6 +79,7 @@ mod error;
 pub mod hooks;
 pub mod job;
 pub mod ldap;
+pub mod lifecycle;
 pub mod matching;
 pub mod query;
 pub mod report;

@@ -79,8 +79,21 @@ pub enum StopReason {
 #[derive(Debug, Clone, Default)]
 pub struct RunControl(Arc<ControlState>);
 
+/// A time after which the run stops, read on a clock the caller chooses.
+struct Deadline {
+    clock: Arc<dyn crate::lifecycle::Clock>,
+    at: chrono::DateTime<chrono::Utc>,
+}
+
+impl std::fmt::Debug for Deadline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Deadline({})", self.at)
+    }
+}
+
 #[derive(Debug, Default)]
 struct ControlState {
+    deadline: Option<Deadline>,
     /// 0 running, 1 cancelled, 2 timed out.
     stop: AtomicU8,
     done: AtomicUsize,
@@ -105,8 +118,25 @@ impl RunControl {
             .compare_exchange(0, 2, Ordering::SeqCst, Ordering::SeqCst);
     }
 
-    /// Why the run was asked to stop, if it was.
+    /// A control that times the run out once `clock` shows `at` (checked before each row).
+    pub fn with_deadline(
+        clock: Arc<dyn crate::lifecycle::Clock>,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> RunControl {
+        RunControl(Arc::new(ControlState {
+            deadline: Some(Deadline { clock, at }),
+            ..Default::default()
+        }))
+    }
+
+    /// Why the run was asked to stop, if it was (a passed deadline counts).
     pub fn stop_reason(&self) -> Option<StopReason> {
+        if let Some(d) = &self.0.deadline
+            && self.0.stop.load(Ordering::SeqCst) == 0
+            && d.clock.now() >= d.at
+        {
+            self.time_out();
+        }
         match self.0.stop.load(Ordering::SeqCst) {
             0 => None,
             1 => Some(StopReason::Cancelled),

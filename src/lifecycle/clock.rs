@@ -1,0 +1,68 @@
+//! Time, injectable: the runner reads the time and waits between retries through a [`Clock`],
+//! so tests drive time-outs and backoff with a [`ManualClock`] instead of sleeping.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+/// Where the runner gets the time.
+pub trait Clock: Send + Sync {
+    /// Now.
+    fn now(&self) -> DateTime<Utc>;
+    /// Waits `duration` (a manual clock just moves on).
+    fn sleep(&self, duration: Duration);
+}
+
+/// The system clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+    fn sleep(&self, duration: Duration) {
+        std::thread::sleep(duration);
+    }
+}
+
+/// A clock that moves only when told: [`advance`](ManualClock::advance), or a `sleep`, which
+/// returns at once after moving the time on.
+///
+/// ```
+/// use datasync::lifecycle::{Clock, ManualClock};
+/// let clock = ManualClock::at("2026-03-29T00:30:00Z");
+/// clock.sleep(std::time::Duration::from_secs(90));
+/// assert_eq!(clock.now().to_rfc3339(), "2026-03-29T00:31:30+00:00");
+/// ```
+#[derive(Debug, Clone)]
+pub struct ManualClock(Arc<Mutex<DateTime<Utc>>>);
+
+impl ManualClock {
+    /// A clock showing `rfc3339`.
+    ///
+    /// # Panics
+    /// When the text is not RFC 3339 (this is for tests).
+    pub fn at(rfc3339: &str) -> ManualClock {
+        let t = DateTime::parse_from_rfc3339(rfc3339)
+            .unwrap_or_else(|e| panic!("{rfc3339}: {e}"))
+            .with_timezone(&Utc);
+        ManualClock(Arc::new(Mutex::new(t)))
+    }
+
+    /// Moves the time on.
+    pub fn advance(&self, by: Duration) {
+        let mut t = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        *t += chrono::Duration::from_std(by).unwrap_or(chrono::Duration::MAX);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> DateTime<Utc> {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    fn sleep(&self, duration: Duration) {
+        self.advance(duration);
+    }
+}

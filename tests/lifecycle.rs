@@ -1,0 +1,551 @@
+//! The job lifecycle: runner states, cancel, time-out, retries, concurrency, delta runs and the
+//! records' JSON shapes. Time is a `ManualClock`: nothing here waits on the wall clock for a
+//! time-out or a backoff.
+
+mod support;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender, bounded};
+use datasync::destination::{Modification, Scope};
+use datasync::hooks::{HookContext, HookResult, RowWrite};
+use datasync::lifecycle::{
+    Clock, Job, JobSettings, LifecycleError, ManualClock, MemoryStateStore, RunState, Runner,
+    StateStore, TaskStatus, UserDataStore,
+};
+use datasync::query::Filter;
+use datasync::transform::TransformContext;
+use datasync::{
+    Destination, DestinationError, Entry, Hooks, LdifDirectory, NoHooks, Plan, RunStatus, Secret,
+    job,
+};
+use serde_json::Value;
+use support::{Person, groups, people, write_workbook};
+
+fn users_job() -> Value {
+    let text = std::fs::read_to_string("fixtures/jobs/excel-to-ad.json").unwrap();
+    let mut job: Value = serde_json::from_str(&text).unwrap();
+    job["objectsOption"].as_array_mut().unwrap().truncate(1);
+    for list in ["fieldsMap", "syncQuery"] {
+        job[list]
+            .as_array_mut()
+            .unwrap()
+            .retain(|e| e["objectType"] == 1);
+    }
+    job
+}
+
+fn plan(job: &Value) -> Plan {
+    let wire = job::from_json(&job.to_string(), "test").unwrap();
+    job::compile(&wire, &TransformContext::default()).unwrap_or_else(|e| panic!("{e}"))
+}
+
+struct Book {
+    dir: tempfile::TempDir,
+}
+
+impl Book {
+    fn new(people: &[Person]) -> Book {
+        let b = Book {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        b.write(people);
+        b
+    }
+    fn path(&self) -> PathBuf {
+        self.dir.path().join("people.xlsx")
+    }
+    fn write(&self, people: &[Person]) {
+        write_workbook(&self.path(), people, &groups());
+    }
+}
+
+fn job_for(
+    plan: Plan,
+    book: &Book,
+    destination: Arc<dyn Destination>,
+    hooks: Arc<dyn Hooks + Send + Sync>,
+    settings: JobSettings,
+) -> Arc<Job> {
+    let path = book.path();
+    Arc::new(Job {
+        plan,
+        source: Box::new(move || datasync::source::open(&path)),
+        destination,
+        hooks,
+        settings,
+    })
+}
+
+/// Holds each create just before its write until the test lets it go, and says which row
+/// arrived. (Writes are where a run spends its time, and what a cancel stops.)
+struct Gate {
+    arrived: Sender<u64>,
+    go: Receiver<()>,
+}
+
+impl Hooks for Gate {
+    fn row_adding(
+        &self,
+        _: &HookContext,
+        row: &mut RowWrite,
+    ) -> HookResult<std::ops::ControlFlow<()>> {
+        let _ = self.arrived.send(row.row);
+        let _ = self.go.recv();
+        Ok(std::ops::ControlFlow::Continue(()))
+    }
+}
+
+fn gate() -> (Arc<Gate>, Receiver<u64>, Sender<()>) {
+    let (arrived_tx, arrived_rx) = bounded(100);
+    let (go_tx, go_rx) = bounded(100);
+    (
+        Arc::new(Gate {
+            arrived: arrived_tx,
+            go: go_rx,
+        }),
+        arrived_rx,
+        go_tx,
+    )
+}
+
+fn single_threaded() -> JobSettings {
+    JobSettings {
+        threads: 1,
+        ..Default::default()
+    }
+}
+
+fn user_count(dir: &LdifDirectory) -> usize {
+    let users = Filter::parse("(objectClass=user)").unwrap();
+    dir.search("DC=groupid,DC=lab", Scope::Subtree, &users, &[])
+        .map(|e| e.len())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_run_goes_from_running_with_progress_to_finished() {
+    let book = Book::new(&people());
+    let (hooks, arrived, go) = gate();
+    let dir = Arc::new(LdifDirectory::in_memory());
+    let runner = Runner::new();
+    let id = runner
+        .submit(job_for(
+            plan(&users_job()),
+            &book,
+            dir.clone(),
+            hooks,
+            single_threaded(),
+        ))
+        .unwrap();
+    // The first row is held: the run is running, its total known, nothing done yet.
+    arrived.recv().unwrap();
+    assert_eq!(
+        runner.status(id),
+        Some(RunState::Running {
+            done: 0,
+            total: Some(people().len()),
+            attempt: 1
+        })
+    );
+    go.send(()).unwrap();
+    arrived.recv().unwrap();
+    match runner.status(id) {
+        Some(RunState::Running { done: 1, .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    for _ in 1..people().len() {
+        go.send(()).unwrap();
+    }
+    let report = runner.wait(id).unwrap();
+    assert_eq!(report.status, RunStatus::FinishedSuccess);
+    assert!(
+        matches!(runner.status(id), Some(RunState::Finished(r)) if r.counts.added == people().len())
+    );
+    assert_eq!(runner.status(datasync::lifecycle::RunId(999)), None);
+    assert_eq!(runner.running(&report.job_name), None);
+}
+
+#[test]
+fn cancel_stops_taking_rows_and_leaves_the_destination_consistent() {
+    let book = Book::new(&people());
+    let (hooks, arrived, go) = gate();
+    let dir = Arc::new(LdifDirectory::in_memory());
+    let runner = Runner::new();
+    let mut job_json = users_job();
+    job_json["objectsOption"][0]["isDelete"] = true.into();
+    let id = runner
+        .submit(job_for(
+            plan(&job_json),
+            &book,
+            dir.clone(),
+            hooks,
+            single_threaded(),
+        ))
+        .unwrap();
+    for _ in 0..3 {
+        arrived.recv().unwrap();
+        go.send(()).unwrap();
+    }
+    // Row 4 is in flight when the cancel comes: it finishes; no later row starts.
+    arrived.recv().unwrap();
+    assert!(runner.cancel(id));
+    go.send(()).unwrap();
+    let report = runner.wait(id).unwrap();
+    assert_eq!(report.status, RunStatus::Aborted);
+    assert_eq!(report.counts.added, 4);
+    assert_eq!(report.counts.skipped, people().len() - 4);
+    assert_eq!(report.counts.deleted, 0);
+    assert_eq!(
+        user_count(&dir),
+        4,
+        "exactly the reported creates are there"
+    );
+    assert!(!runner.cancel(id), "a finished run cannot be cancelled");
+    assert_eq!(runner.executions(id)[0].status, TaskStatus::Aborted);
+
+    // Running it again completes the job: nothing duplicated.
+    let again = runner
+        .submit(job_for(
+            plan(&users_job()),
+            &book,
+            dir.clone(),
+            Arc::new(NoHooks),
+            single_threaded(),
+        ))
+        .unwrap();
+    let report = runner.wait(again).unwrap();
+    assert_eq!(report.counts.added, people().len() - 4);
+    assert_eq!(report.counts.unchanged, 4);
+    assert_eq!(user_count(&dir), people().len());
+}
+
+/// Moves a manual clock on by a fixed step at each create: every write "takes" that long.
+struct Ticking {
+    clock: ManualClock,
+    step: Duration,
+}
+
+impl Hooks for Ticking {
+    fn row_adding(
+        &self,
+        _: &HookContext,
+        _: &mut RowWrite,
+    ) -> HookResult<std::ops::ControlFlow<()>> {
+        self.clock.advance(self.step);
+        Ok(std::ops::ControlFlow::Continue(()))
+    }
+}
+
+#[test]
+fn a_run_longer_than_its_session_timeout_is_aborted() {
+    let book = Book::new(&people());
+    let clock = ManualClock::at("2026-11-22T09:00:00Z");
+    let runner = Runner::with(Arc::new(clock.clone()), None);
+    let dir = Arc::new(LdifDirectory::in_memory());
+    // Each row takes 4 minutes on the manual clock; the limit is 10 minutes.
+    let hooks = Arc::new(Ticking {
+        clock: clock.clone(),
+        step: Duration::from_secs(240),
+    });
+    let settings = JobSettings {
+        task_session_timeout: Some(10),
+        ..single_threaded()
+    };
+    let id = runner
+        .submit(job_for(
+            plan(&users_job()),
+            &book,
+            dir.clone(),
+            hooks,
+            settings,
+        ))
+        .unwrap();
+    let report = runner.wait(id).unwrap();
+    assert_eq!(report.status, RunStatus::Aborted);
+    // Rows 1-3 started at 0, 4 and 8 minutes; the 4th would start at 12.
+    assert_eq!(report.counts.added, 3);
+    assert!(
+        report
+            .details
+            .iter()
+            .any(|d| d.message.contains("timed out"))
+    );
+    assert_eq!(user_count(&dir), 3);
+}
+
+/// A destination whose first `failures` searches fail as if the server were down.
+struct Flaky {
+    inner: LdifDirectory,
+    failures: AtomicUsize,
+}
+
+impl Destination for Flaky {
+    fn search(
+        &self,
+        base: &str,
+        scope: Scope,
+        filter: &Filter,
+        attributes: &[String],
+    ) -> Result<Vec<Entry>, DestinationError> {
+        if self
+            .failures
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(DestinationError::Unavailable {
+                message: "ldaps://dc1 is unavailable: connection refused".into(),
+            });
+        }
+        self.inner.search(base, scope, filter, attributes)
+    }
+    fn exists(&self, dn: &str) -> Result<bool, DestinationError> {
+        self.inner.exists(dn)
+    }
+    fn add(&self, entry: Entry, password: Option<&Secret>) -> Result<(), DestinationError> {
+        self.inner.add(entry, password)
+    }
+    fn modify(&self, dn: &str, changes: &[Modification]) -> Result<(), DestinationError> {
+        self.inner.modify(dn, changes)
+    }
+    fn rename(&self, dn: &str, new_dn: &str) -> Result<(), DestinationError> {
+        self.inner.rename(dn, new_dn)
+    }
+    fn delete(&self, dn: &str) -> Result<(), DestinationError> {
+        self.inner.delete(dn)
+    }
+}
+
+#[test]
+fn transient_failures_are_retried_with_backoff_and_each_attempt_is_recorded() {
+    let book = Book::new(&people());
+    let clock = ManualClock::at("2026-11-22T09:00:00Z");
+    let runner = Runner::with(Arc::new(clock.clone()), None);
+    let flaky = Arc::new(Flaky {
+        inner: LdifDirectory::in_memory(),
+        failures: AtomicUsize::new(2),
+    });
+    let settings = JobSettings {
+        max_retries: 3,
+        retry_wait: Duration::from_secs(10),
+        ..Default::default()
+    };
+    let id = runner
+        .submit(job_for(
+            plan(&users_job()),
+            &book,
+            flaky.clone(),
+            Arc::new(NoHooks),
+            settings.clone(),
+        ))
+        .unwrap();
+    let report = runner.wait(id).unwrap();
+    assert_eq!(report.status, RunStatus::FinishedSuccess);
+    let attempts = runner.executions(id);
+    let statuses: Vec<TaskStatus> = attempts.iter().map(|e| e.status).collect();
+    assert_eq!(
+        statuses,
+        [
+            TaskStatus::Retry,
+            TaskStatus::Retry,
+            TaskStatus::FinishedSuccess
+        ]
+    );
+    assert!(attempts[0].details[0].message.contains("unavailable"));
+    // The waits doubled on the manual clock: 10 s, then 20 s.
+    assert_eq!(clock.now().to_rfc3339(), "2026-11-22T09:00:30+00:00");
+    let json = serde_json::to_value(&attempts[0]).unwrap();
+    assert_eq!(json["status"], 10);
+
+    // More failures than retries: the last attempt's error is the run's result.
+    let flaky = Arc::new(Flaky {
+        inner: LdifDirectory::in_memory(),
+        failures: AtomicUsize::new(10),
+    });
+    let id = runner
+        .submit(job_for(
+            plan(&users_job()),
+            &book,
+            flaky,
+            Arc::new(NoHooks),
+            settings,
+        ))
+        .unwrap();
+    assert_eq!(runner.wait(id).unwrap().status, RunStatus::Error);
+    assert_eq!(runner.executions(id).len(), 4);
+
+    // Row failures do not retry the run.
+    let mut broken = people();
+    broken[1].id = broken[0].id;
+    let book = Book::new(&broken);
+    let settings = JobSettings {
+        max_retries: 3,
+        ..Default::default()
+    };
+    let dir = Arc::new(LdifDirectory::in_memory());
+    let id = runner
+        .submit(job_for(
+            plan(&users_job()),
+            &book,
+            dir,
+            Arc::new(NoHooks),
+            settings,
+        ))
+        .unwrap();
+    assert_eq!(runner.wait(id).unwrap().status, RunStatus::FinishedFail);
+    assert_eq!(runner.executions(id).len(), 1);
+}
+
+#[test]
+fn a_job_that_is_not_concurrent_is_refused_while_it_runs() {
+    let book = Book::new(&people());
+    let (hooks, arrived, go) = gate();
+    let dir = Arc::new(LdifDirectory::in_memory());
+    let runner = Runner::new();
+    let first = runner
+        .submit(job_for(
+            plan(&users_job()),
+            &book,
+            dir.clone(),
+            hooks,
+            single_threaded(),
+        ))
+        .unwrap();
+    arrived.recv().unwrap();
+    let second = runner.submit(job_for(
+        plan(&users_job()),
+        &book,
+        dir.clone(),
+        Arc::new(NoHooks),
+        single_threaded(),
+    ));
+    match second {
+        Err(LifecycleError::AlreadyRunning { job, running }) => {
+            assert_eq!(job, "ExcelToAD");
+            assert_eq!(running, first);
+        }
+        other => panic!("{other:?}"),
+    }
+    for _ in 0..people().len() {
+        let _ = go.send(());
+    }
+    runner.wait(first).unwrap();
+    // Finished: it may run again.
+    let third = runner
+        .submit(job_for(
+            plan(&users_job()),
+            &book,
+            dir,
+            Arc::new(NoHooks),
+            single_threaded(),
+        ))
+        .unwrap();
+    assert_eq!(runner.wait(third).unwrap().counts.unchanged, people().len());
+}
+
+#[test]
+fn delta_runs_take_only_rows_changed_since_the_last_success_and_never_delete() {
+    let mut staff = people();
+    let book = Book::new(&staff);
+    let mut job_json = users_job();
+    job_json["syncQuery"][0]["timeStampField"] = "Hired".into();
+    job_json["syncQuery"][0]["updateAll"] = false.into();
+    job_json["objectsOption"][0]["isDelete"] = true.into();
+    let store = Arc::new(MemoryStateStore::default());
+    let runner = Runner::with(
+        Arc::new(ManualClock::at("2026-11-22T09:00:00Z")),
+        Some(store.clone()),
+    );
+    let dir = Arc::new(LdifDirectory::in_memory());
+    let run = || {
+        let id = runner
+            .submit(job_for(
+                plan(&job_json),
+                &book,
+                dir.clone(),
+                Arc::new(NoHooks),
+                JobSettings::default(),
+            ))
+            .unwrap();
+        runner.wait(id).unwrap()
+    };
+    let first = run();
+    assert_eq!(first.counts.added, staff.len());
+    let latest = staff.iter().map(|p| p.hired).max().unwrap();
+    let mark = store.load("ExcelToAD").unwrap();
+    assert!(
+        mark[&1].starts_with(&format!("{:04}-{:02}-{:02}", latest.0, latest.1, latest.2)),
+        "{mark:?}"
+    );
+
+    // Nothing changed: nothing read.
+    assert_eq!(run().counts.read, 0);
+
+    // One newcomer (hired after the watermark), one person gone: only the newcomer is taken,
+    // and the one gone is not deleted by a delta run.
+    let mut newcomer = staff[0].clone();
+    newcomer.id = 9001;
+    newcomer.first = "New".into();
+    newcomer.last = "Comer".into();
+    newcomer.hired = (latest.0 + 1, 1, 15);
+    staff.pop();
+    staff.push(newcomer);
+    book.write(&staff);
+    let delta = run();
+    assert_eq!(delta.counts.read, 1);
+    assert_eq!(delta.counts.added, 1);
+    assert_eq!(delta.counts.deleted, 0);
+    assert_eq!(user_count(&dir), people().len() + 1);
+}
+
+#[test]
+fn records_serialise_in_the_reference_shapes() {
+    let book = Book::new(&people());
+    let runner = Runner::new();
+    let id = runner
+        .submit(job_for(
+            plan(&users_job()),
+            &book,
+            Arc::new(LdifDirectory::in_memory()),
+            Arc::new(NoHooks),
+            JobSettings::default(),
+        ))
+        .unwrap();
+    let report = runner.wait(id).unwrap();
+    let exec = serde_json::to_value(&runner.executions(id)[0]).unwrap();
+    for key in [
+        "executingNodeName",
+        "status",
+        "startTime",
+        "stopTime",
+        "duration",
+        "details",
+        "scriptLogAvailable",
+        "scriptLogLocation",
+        "scriptLogSize",
+    ] {
+        assert!(
+            exec.get(key).is_some(),
+            "executionResult.{key} missing: {exec}"
+        );
+    }
+    assert_eq!(exec["status"], 7);
+    let store = serde_json::to_value(UserDataStore::from(&report)).unwrap();
+    for key in [
+        "added",
+        "modified",
+        "deleted",
+        "deleteFailed",
+        "updatedIdMap",
+        "message",
+    ] {
+        assert!(
+            store.get(key).is_some(),
+            "UserDataStore.{key} missing: {store}"
+        );
+    }
+    assert_eq!(store["added"].as_array().unwrap().len(), people().len());
+}
