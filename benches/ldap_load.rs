@@ -25,29 +25,22 @@ use std::time::{Duration, Instant};
 
 use datasync::destination::{LdapDirectory, ServerKind};
 use datasync::transform::TransformContext;
-use datasync::{Destination, LdifDirectory, NoHooks, Plan, Report, RunOptions, job, source};
+use datasync::{Destination, LdifDirectory, NoHooks, Plan, Report, RunOptions, source};
 use serde_json::{Value, json};
 use support::slapd::{ADMIN_DN, ADMIN_PASSWORD, Slapd};
 
 fn users_job() -> Plan {
-    let text = std::fs::read_to_string("fixtures/jobs/excel-to-ad.json").expect("fixture job");
-    let text = text.replace("DC=groupid,DC=lab", "OU=groupid,DC=lab");
+    let text = support::main_job()
+        .to_string()
+        .replace("DC=groupid,DC=lab", "OU=groupid,DC=lab");
     let mut job: Value = serde_json::from_str(&text).expect("fixture JSON");
-    job["objectsOption"]
-        .as_array_mut()
-        .expect("array")
-        .truncate(1);
+    support::users_only(&mut job);
     job["objectsOption"][0]["isDelete"] = json!(false);
     job["fieldsMap"]
         .as_array_mut()
         .expect("array")
-        .retain(|f| f["objectType"] == 1 && f["destinationField"] != "password");
-    job["syncQuery"]
-        .as_array_mut()
-        .expect("array")
-        .retain(|q| q["objectType"] == 1);
-    let wire = job::from_json(&job.to_string(), "bench").expect("job loads");
-    job::compile(&wire, &TransformContext::default()).expect("job compiles")
+        .retain(|f| f["destinationField"] != "password");
+    support::compile(&job, &TransformContext::default())
 }
 
 fn run(plan: &Plan, workbook: &Path, directory: &dyn Destination) -> Report {

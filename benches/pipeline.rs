@@ -14,30 +14,17 @@ use std::path::Path;
 use calamine::{Reader, open_workbook_auto};
 use criterion::{Criterion, criterion_group, criterion_main};
 use datasync::transform::TransformContext;
-use datasync::{LdifDirectory, NoHooks, Plan, RunOptions, job, source};
-use serde_json::{Value, json};
+use datasync::{LdifDirectory, NoHooks, Plan, RunOptions, source};
+use serde_json::json;
 
 const ROWS: usize = 100_000;
 
 /// The main fixture job, users only (the generated workbook has no groups), no deletes.
 fn users_job() -> Plan {
-    let text = std::fs::read_to_string("fixtures/jobs/excel-to-ad.json").expect("fixture job");
-    let mut job: Value = serde_json::from_str(&text).expect("fixture JSON");
-    job["objectsOption"]
-        .as_array_mut()
-        .expect("array")
-        .truncate(1);
+    let mut job = support::main_job();
+    support::users_only(&mut job);
     job["objectsOption"][0]["isDelete"] = json!(false);
-    job["fieldsMap"]
-        .as_array_mut()
-        .expect("array")
-        .retain(|f| f["objectType"] == 1);
-    job["syncQuery"]
-        .as_array_mut()
-        .expect("array")
-        .retain(|q| q["objectType"] == 1);
-    let wire = job::from_json(&job.to_string(), "bench").expect("job loads");
-    job::compile(&wire, &TransformContext::default()).expect("job compiles")
+    support::compile(&job, &TransformContext::default())
 }
 
 fn run(plan: &Plan, workbook: &Path, directory: &LdifDirectory) -> datasync::Report {

@@ -14,16 +14,11 @@ use datasync::report::Counts;
 use datasync::transform::TransformContext;
 use datasync::{
     Destination, DestinationError, LdifDirectory, NoHooks, Plan, Report, RunOptions, RunStatus,
-    Secret, dn, job, source,
+    Secret, dn, source,
 };
 use serde_json::Value;
 use support::slapd::{ADMIN_DN, ADMIN_PASSWORD, SUFFIX, Slapd};
-use support::{Person, groups, people, write_workbook};
-
-fn main_job() -> Value {
-    let text = std::fs::read_to_string("fixtures/jobs/excel-to-ad.json").unwrap();
-    serde_json::from_str(&text).unwrap()
-}
+use support::{Person, TempWorkbook, groups, main_job, people, users_only};
 
 /// The main job with its destination moved under `dc=lab`, the suffix the test server holds.
 fn lab_job(job: &Value) -> Value {
@@ -34,8 +29,7 @@ fn lab_job(job: &Value) -> Value {
 }
 
 fn plan(job: &Value) -> Plan {
-    let wire = job::from_json(&job.to_string(), "test").unwrap();
-    job::compile(&wire, &TransformContext::default()).unwrap_or_else(|e| panic!("{e}"))
+    support::compile(job, &TransformContext::default())
 }
 
 fn run(plan: &Plan, workbook: &Path, dir: &dyn Destination, threads: usize) -> Report {
@@ -92,24 +86,20 @@ fn counts(r: &Report) -> Counts {
     r.counts.clone()
 }
 
-struct Workbook {
-    dir: tempfile::TempDir,
-}
+/// A workbook for the test server. OpenLDAP's core schema defines `mail` as IA5String
+/// (RFC 4524, ASCII only) where AD takes Unicode, so non-ASCII mail addresses are spelled in
+/// ASCII here; every other value keeps its Unicode (`userPrincipalName` is ours and takes it).
+struct Workbook(TempWorkbook);
 
 impl Workbook {
     fn new(people: &[Person]) -> Workbook {
-        let w = Workbook {
-            dir: tempfile::tempdir().unwrap(),
-        };
+        let w = Workbook(TempWorkbook::new(&[]));
         w.write(people);
         w
     }
     fn path(&self) -> std::path::PathBuf {
-        self.dir.path().join("people.xlsx")
+        self.0.path()
     }
-    /// Writes the workbook. OpenLDAP's core schema defines `mail` as IA5String (RFC 4524, ASCII
-    /// only) where AD takes Unicode, so non-ASCII mail addresses are spelled in ASCII here; every
-    /// other value keeps its Unicode (`userPrincipalName` is ours and takes it).
     fn write(&self, people: &[Person]) {
         let ascii: Vec<Person> = people
             .iter()
@@ -118,7 +108,7 @@ impl Workbook {
                 ..p.clone()
             })
             .collect();
-        write_workbook(&self.path(), &ascii, &groups());
+        self.0.write(&ascii, &groups());
     }
 }
 
@@ -262,17 +252,6 @@ fn conformance_deprovisioning_disables_and_moves_the_same_way() {
         .unwrap();
     assert_eq!(uac & 2, 2, "the account is disabled");
     same_step("settled", &plan, &book, &staff, &embedded, &ldap);
-}
-
-/// Keeps only the user object type of a job.
-fn users_only(job: &mut Value) {
-    job["objectsOption"].as_array_mut().unwrap().truncate(1);
-    for list in ["fieldsMap", "syncQuery"] {
-        job[list]
-            .as_array_mut()
-            .unwrap()
-            .retain(|e| e["objectType"] == 1);
-    }
 }
 
 /// A field map entry copying `source` to `destination`.
@@ -489,14 +468,28 @@ fn results_do_not_depend_on_the_number_of_workers() {
     assert_eq!(snapshot(&a, SUFFIX), snapshot(&b, SUFFIX));
 }
 
-/// Kills slapd after a number of creates, from inside the run.
-struct KillAfter {
-    server: std::sync::Arc<std::sync::Mutex<Slapd>>,
+type SharedServer = std::sync::Arc<std::sync::Mutex<Slapd>>;
+
+/// Does something to slapd once a number of creates are done, from inside the run.
+struct AfterCreates {
+    server: SharedServer,
     after: usize,
     added: std::sync::atomic::AtomicUsize,
+    fault: fn(&SharedServer),
 }
 
-impl datasync::Hooks for KillAfter {
+impl AfterCreates {
+    fn new(server: &SharedServer, after: usize, fault: fn(&SharedServer)) -> AfterCreates {
+        AfterCreates {
+            server: server.clone(),
+            after,
+            added: Default::default(),
+            fault,
+        }
+    }
+}
+
+impl datasync::Hooks for AfterCreates {
     fn row_added(
         &self,
         _: &datasync::HookContext,
@@ -504,10 +497,25 @@ impl datasync::Hooks for KillAfter {
     ) -> datasync::hooks::HookResult {
         let n = self.added.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
         if n == self.after {
-            self.server.lock().unwrap().kill();
+            (self.fault)(&self.server);
         }
         Ok(())
     }
+}
+
+/// Kills slapd at once, as a crash would.
+fn crash(server: &SharedServer) {
+    server.lock().unwrap().kill();
+}
+
+/// Stops slapd and starts it again 300 ms later, on another thread.
+fn brief_outage(server: &SharedServer) {
+    server.lock().unwrap().stop();
+    let server = server.clone();
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        server.lock().unwrap().launch();
+    });
 }
 
 #[test]
@@ -521,11 +529,7 @@ fn a_server_killed_mid_run_ends_the_run_and_a_rerun_converges() {
     let staff = support::generated_people(1500);
     let book = Workbook::new(&staff);
     let dir = LdapDirectory::connect(config, ServerKind::ActiveDirectory).unwrap();
-    let hooks = KillAfter {
-        server: server.clone(),
-        after: 300,
-        added: Default::default(),
-    };
+    let hooks = AfterCreates::new(&server, 300, crash);
     let mut src = source::open(&book.path()).unwrap();
     let options = RunOptions {
         threads: 4,
@@ -562,32 +566,6 @@ fn a_server_killed_mid_run_ends_the_run_and_a_rerun_converges() {
     assert_eq!(settled.counts.unchanged, settled.counts.read);
 }
 
-/// Stops slapd after some creates and starts it again a little later, on another thread.
-struct BriefOutage {
-    server: std::sync::Arc<std::sync::Mutex<Slapd>>,
-    after: usize,
-    added: std::sync::atomic::AtomicUsize,
-}
-
-impl datasync::Hooks for BriefOutage {
-    fn row_added(
-        &self,
-        _: &datasync::HookContext,
-        _: &datasync::hooks::RowWrite,
-    ) -> datasync::hooks::HookResult {
-        let n = self.added.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-        if n == self.after {
-            self.server.lock().unwrap().stop();
-            let server = self.server.clone();
-            std::thread::spawn(move || {
-                std::thread::sleep(Duration::from_millis(300));
-                server.lock().unwrap().launch();
-            });
-        }
-        Ok(())
-    }
-}
-
 #[test]
 fn a_brief_outage_is_bridged_by_retries() {
     let server = std::sync::Arc::new(std::sync::Mutex::new(Slapd::start()));
@@ -602,11 +580,7 @@ fn a_brief_outage_is_bridged_by_retries() {
     let plan = plan(&lab_job(&main_job()));
     let staff = support::generated_people(300);
     let book = Workbook::new(&staff);
-    let hooks = BriefOutage {
-        server: server.clone(),
-        after: 50,
-        added: Default::default(),
-    };
+    let hooks = AfterCreates::new(&server, 50, brief_outage);
     let mut src = source::open(&book.path()).unwrap();
     let report = datasync::run(&plan, src.as_mut(), &dir, &hooks, &RunOptions::default()).unwrap();
     assert_eq!(report.counts.failed, 0, "{:?}", report.failed.first());

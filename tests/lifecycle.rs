@@ -4,7 +4,6 @@
 
 mod support;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -20,52 +19,23 @@ use datasync::query::Filter;
 use datasync::transform::TransformContext;
 use datasync::{
     Destination, DestinationError, Entry, Hooks, LdifDirectory, NoHooks, Plan, RunStatus, Secret,
-    job,
 };
 use serde_json::Value;
-use support::{Person, groups, people, write_workbook};
+use support::{TempWorkbook, groups, main_job, people, users_only};
 
 fn users_job() -> Value {
-    let text = std::fs::read_to_string("fixtures/jobs/excel-to-ad.json").unwrap();
-    let mut job: Value = serde_json::from_str(&text).unwrap();
-    job["objectsOption"].as_array_mut().unwrap().truncate(1);
-    for list in ["fieldsMap", "syncQuery"] {
-        job[list]
-            .as_array_mut()
-            .unwrap()
-            .retain(|e| e["objectType"] == 1);
-    }
+    let mut job = main_job();
+    users_only(&mut job);
     job
 }
 
 fn plan(job: &Value) -> Plan {
-    let wire = job::from_json(&job.to_string(), "test").unwrap();
-    job::compile(&wire, &TransformContext::default()).unwrap_or_else(|e| panic!("{e}"))
-}
-
-struct Book {
-    dir: tempfile::TempDir,
-}
-
-impl Book {
-    fn new(people: &[Person]) -> Book {
-        let b = Book {
-            dir: tempfile::tempdir().unwrap(),
-        };
-        b.write(people);
-        b
-    }
-    fn path(&self) -> PathBuf {
-        self.dir.path().join("people.xlsx")
-    }
-    fn write(&self, people: &[Person]) {
-        write_workbook(&self.path(), people, &groups());
-    }
+    support::compile(job, &TransformContext::default())
 }
 
 fn job_for(
     plan: Plan,
-    book: &Book,
+    book: &TempWorkbook,
     destination: Arc<dyn Destination>,
     hooks: Arc<dyn Hooks + Send + Sync>,
     settings: JobSettings,
@@ -128,7 +98,7 @@ fn user_count(dir: &LdifDirectory) -> usize {
 
 #[test]
 fn a_run_goes_from_running_with_progress_to_finished() {
-    let book = Book::new(&people());
+    let book = TempWorkbook::new(&people());
     let (hooks, arrived, go) = gate();
     let dir = Arc::new(LdifDirectory::in_memory());
     let runner = Runner::new();
@@ -171,7 +141,7 @@ fn a_run_goes_from_running_with_progress_to_finished() {
 
 #[test]
 fn cancel_stops_taking_rows_and_leaves_the_destination_consistent() {
-    let book = Book::new(&people());
+    let book = TempWorkbook::new(&people());
     let (hooks, arrived, go) = gate();
     let dir = Arc::new(LdifDirectory::in_memory());
     let runner = Runner::new();
@@ -242,7 +212,7 @@ impl Hooks for Ticking {
 
 #[test]
 fn a_run_longer_than_its_session_timeout_is_aborted() {
-    let book = Book::new(&people());
+    let book = TempWorkbook::new(&people());
     let clock = ManualClock::at("2026-11-22T09:00:00Z");
     let runner = Runner::with(Arc::new(clock.clone()), None);
     let dir = Arc::new(LdifDirectory::in_memory());
@@ -321,7 +291,7 @@ impl Destination for Flaky {
 
 #[test]
 fn transient_failures_are_retried_with_backoff_and_each_attempt_is_recorded() {
-    let book = Book::new(&people());
+    let book = TempWorkbook::new(&people());
     let clock = ManualClock::at("2026-11-22T09:00:00Z");
     let runner = Runner::with(Arc::new(clock.clone()), None);
     let flaky = Arc::new(Flaky {
@@ -380,7 +350,7 @@ fn transient_failures_are_retried_with_backoff_and_each_attempt_is_recorded() {
     // Row failures do not retry the run.
     let mut broken = people();
     broken[1].id = broken[0].id;
-    let book = Book::new(&broken);
+    let book = TempWorkbook::new(&broken);
     let settings = JobSettings {
         max_retries: 3,
         ..Default::default()
@@ -401,7 +371,7 @@ fn transient_failures_are_retried_with_backoff_and_each_attempt_is_recorded() {
 
 #[test]
 fn a_job_that_is_not_concurrent_is_refused_while_it_runs() {
-    let book = Book::new(&people());
+    let book = TempWorkbook::new(&people());
     let (hooks, arrived, go) = gate();
     let dir = Arc::new(LdifDirectory::in_memory());
     let runner = Runner::new();
@@ -449,7 +419,7 @@ fn a_job_that_is_not_concurrent_is_refused_while_it_runs() {
 #[test]
 fn delta_runs_take_only_rows_changed_since_the_last_success_and_never_delete() {
     let mut staff = people();
-    let book = Book::new(&staff);
+    let book = TempWorkbook::new(&staff);
     let mut job_json = users_job();
     job_json["syncQuery"][0]["timeStampField"] = "Hired".into();
     job_json["syncQuery"][0]["updateAll"] = false.into();
@@ -493,7 +463,7 @@ fn delta_runs_take_only_rows_changed_since_the_last_success_and_never_delete() {
     newcomer.hired = (latest.0 + 1, 1, 15);
     staff.pop();
     staff.push(newcomer);
-    book.write(&staff);
+    book.write(&staff, &groups());
     let delta = run();
     assert_eq!(delta.counts.read, 1);
     assert_eq!(delta.counts.added, 1);
@@ -503,7 +473,7 @@ fn delta_runs_take_only_rows_changed_since_the_last_success_and_never_delete() {
 
 #[test]
 fn records_serialise_in_the_reference_shapes() {
-    let book = Book::new(&people());
+    let book = TempWorkbook::new(&people());
     let runner = Runner::new();
     let id = runner
         .submit(job_for(

@@ -3,7 +3,7 @@
 mod support;
 
 use std::ops::ControlFlow;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -17,55 +17,16 @@ use datasync::{
     source,
 };
 use serde_json::{Value, json};
-use support::{Person, groups, people, write_workbook};
+use support::{Person, TempWorkbook, groups, main_job, people, users_only};
 
 const USERS: &str = "OU=API,DC=groupid,DC=lab";
-
-struct Fixture {
-    dir: tempfile::TempDir,
-}
-
-impl Fixture {
-    fn new(people: &[Person]) -> Fixture {
-        let f = Fixture {
-            dir: tempfile::tempdir().unwrap(),
-        };
-        f.write(people, &groups());
-        f
-    }
-
-    fn workbook(&self) -> PathBuf {
-        self.dir.path().join("people.xlsx")
-    }
-
-    fn write(&self, people: &[Person], groups: &[support::Group]) {
-        write_workbook(&self.workbook(), people, groups);
-    }
-}
-
-fn main_job() -> Value {
-    serde_json::from_str(&std::fs::read_to_string("fixtures/jobs/excel-to-ad.json").unwrap())
-        .unwrap()
-}
-
-/// Keeps only the user object type of a job.
-fn users_only(job: &mut Value) {
-    job["objectsOption"].as_array_mut().unwrap().truncate(1);
-    for list in ["fieldsMap", "syncQuery"] {
-        job[list]
-            .as_array_mut()
-            .unwrap()
-            .retain(|e| e["objectType"] == 1);
-    }
-}
 
 fn plan(job: &Value) -> Plan {
     plan_with(job, &TransformContext::default())
 }
 
 fn plan_with(job: &Value, context: &TransformContext) -> Plan {
-    let wire = job::from_json(&job.to_string(), "test").unwrap();
-    job::compile(&wire, context).unwrap_or_else(|e| panic!("{e}"))
+    support::compile(job, context)
 }
 
 fn run_with(
@@ -96,11 +57,11 @@ fn set_setting(job: &mut Value, key: &str, value: &str) {
 
 /// The workbook of `people`, `job` compiled, and a directory after one run of it: where most
 /// tests start before they change the source.
-fn synced(job: &Value, people: &[Person]) -> (Fixture, Plan, LdifDirectory) {
-    let fx = Fixture::new(people);
+fn synced(job: &Value, people: &[Person]) -> (TempWorkbook, Plan, LdifDirectory) {
+    let fx = TempWorkbook::new(people);
     let plan = plan(job);
     let dir = LdifDirectory::in_memory();
-    run(&plan, &fx.workbook(), &dir);
+    run(&plan, &fx.path(), &dir);
     (fx, plan, dir)
 }
 
@@ -117,10 +78,10 @@ fn without_hashes(dir: &LdifDirectory) -> Vec<Entry> {
 
 #[test]
 fn first_run_creates_second_run_changes_nothing() {
-    let fx = Fixture::new(&people());
+    let fx = TempWorkbook::new(&people());
     let plan = plan(&main_job());
     let dir = LdifDirectory::in_memory();
-    let first = run(&plan, &fx.workbook(), &dir);
+    let first = run(&plan, &fx.path(), &dir);
     assert_eq!(first.status, RunStatus::FinishedSuccess, "{first:#?}");
     assert_eq!(first.counts.read, 12);
     assert_eq!(first.counts.added, 12);
@@ -167,7 +128,7 @@ fn first_run_creates_second_run_changes_nothing() {
     let pw = ann.first("userPassword").unwrap();
     assert!(pw.starts_with("{SSHA512}") && !pw.contains("webdir123R"));
 
-    let second = run(&plan, &fx.workbook(), &dir);
+    let second = run(&plan, &fx.path(), &dir);
     assert_eq!(second.status, RunStatus::FinishedSuccess);
     assert_eq!(second.counts.unchanged, 12, "{second:#?}");
     assert_eq!(
@@ -178,9 +139,9 @@ fn first_run_creates_second_run_changes_nothing() {
 
 #[test]
 fn the_directory_matches_the_expected_ldif() {
-    let fx = Fixture::new(&people());
+    let fx = TempWorkbook::new(&people());
     let dir = LdifDirectory::in_memory();
-    run(&plan(&main_job()), &fx.workbook(), &dir);
+    run(&plan(&main_job()), &fx.path(), &dir);
     let got = datasync::destination::ldif::write(&without_hashes(&dir));
     let path = "fixtures/expected/excel-to-ad.ldif";
     if std::env::var_os("DATASYNC_BLESS").is_some() {
@@ -202,7 +163,7 @@ fn an_edited_row_updates_only_what_changed() {
     let mut gs = groups();
     gs[0].description = "All of Sales".into();
     fx.write(&ps, &gs);
-    let report = run(&plan, &fx.workbook(), &dir);
+    let report = run(&plan, &fx.path(), &dir);
     assert_eq!(report.counts.updated, 2, "{report:#?}");
     assert_eq!(report.counts.unchanged, 10);
     assert_eq!(
@@ -228,7 +189,7 @@ fn a_new_name_renames_the_object() {
     let (fx, plan, dir) = synced(&main_job(), &ps);
     ps[1].last = "Stone-Smith".into();
     fx.write(&ps, &groups());
-    let report = run(&plan, &fx.workbook(), &dir);
+    let report = run(&plan, &fx.path(), &dir);
     assert_eq!(
         report.counts.updated, 2,
         "Bob, and José whose manager he is: {report:#?}"
@@ -253,7 +214,7 @@ fn a_new_name_renames_the_object() {
         user(&dir, "José Núñez").first("manager"),
         Some("CN=Bob Stone-Smith,OU=API,DC=groupid,DC=lab")
     );
-    let again = run(&plan, &fx.workbook(), &dir);
+    let again = run(&plan, &fx.path(), &dir);
     assert_eq!(again.counts.unchanged, 12, "{again:#?}");
 }
 
@@ -264,7 +225,7 @@ fn removed_rows_are_deleted_for_each_object_type() {
     let mut gs = groups();
     gs.remove(1);
     fx.write(&ps[..7], &gs);
-    let report = run(&plan, &fx.workbook(), &dir);
+    let report = run(&plan, &fx.path(), &dir);
     assert_eq!(report.status, RunStatus::FinishedSuccess, "{report:#?}");
     assert_eq!(
         report.deleted,
@@ -275,7 +236,7 @@ fn removed_rows_are_deleted_for_each_object_type() {
     );
     assert_eq!(report.counts.deleted, 2);
     assert!(dir.get("CN=Frank #Hash,OU=API,DC=groupid,DC=lab").is_none());
-    let again = run(&plan, &fx.workbook(), &dir);
+    let again = run(&plan, &fx.path(), &dir);
     assert_eq!(again.counts.deleted, 0);
     assert_eq!(again.counts.unchanged, 10);
 }
@@ -296,7 +257,7 @@ fn objects_outside_the_scope_or_query_are_never_touched() {
     let mut keyless = Entry::new(format!("CN=Service,{USERS}"));
     keyless.set("objectClass", vec!["user".into()]);
     dir.add(keyless.clone(), None).unwrap();
-    let report = run(&plan, &fx.workbook(), &dir);
+    let report = run(&plan, &fx.path(), &dir);
     assert_eq!(report.counts.deleted, 0, "{report:#?}");
     assert!(dir.get(&computer.dn).is_some() && dir.get(&outside.dn).is_some());
     assert!(dir.get(&keyless.dn).is_some());
@@ -310,7 +271,7 @@ fn deletes_over_the_threshold_are_withheld_all_or_nothing() {
     set_setting(&mut job, "Destination.DeleteThreshold", "2");
     let (fx, plan, dir) = synced(&job, &ps);
     fx.write(&ps[..5], &groups());
-    let report = run(&plan, &fx.workbook(), &dir);
+    let report = run(&plan, &fx.path(), &dir);
     assert_eq!(report.status, RunStatus::FinishedFail);
     assert_eq!(report.counts.deleted, 0);
     assert_eq!(dir.entries().len(), 3 + 1 + 8 + 4, "nothing deleted");
@@ -327,10 +288,10 @@ fn deletes_over_the_threshold_are_withheld_all_or_nothing() {
 
     let mut job = main_job();
     set_setting(&mut job, "Destination.DeleteThreshold", "25%");
-    let report = run(&crate::plan(&job), &fx.workbook(), &dir);
+    let report = run(&crate::plan(&job), &fx.path(), &dir);
     assert_eq!(report.counts.deleted, 0, "3 of 8 is over 25%");
     set_setting(&mut job, "Destination.DeleteThreshold", "40%");
-    let report = run(&crate::plan(&job), &fx.workbook(), &dir);
+    let report = run(&crate::plan(&job), &fx.path(), &dir);
     assert_eq!(report.counts.deleted, 3, "3 of 8 is under 40%");
 }
 
@@ -343,7 +304,7 @@ fn has_detail(report: &Report, needle: &str) -> bool {
 fn an_empty_source_never_deletes() {
     let (fx, plan, dir) = synced(&main_job(), &people());
     fx.write(&[], &groups());
-    let report = run(&plan, &fx.workbook(), &dir);
+    let report = run(&plan, &fx.path(), &dir);
     assert_eq!(report.counts.deleted, 0);
     assert_eq!(report.status, RunStatus::FinishedFail);
     assert!(has_detail(&report, "empty source never deletes"));
@@ -371,13 +332,7 @@ fn a_row_failing_before_its_key_withholds_deletes() {
             Ok(ControlFlow::Continue(()))
         }
     }
-    let report = run_with(
-        &plan,
-        &fx.workbook(),
-        &dir,
-        &EmptyKey,
-        &RunOptions::default(),
-    );
+    let report = run_with(&plan, &fx.path(), &dir, &EmptyKey, &RunOptions::default());
     assert_eq!(report.counts.failed, 1);
     assert_eq!(report.failed[0].row, 4);
     assert!(
@@ -403,7 +358,7 @@ fn deprovisioning_disables_and_moves_once() {
     );
     let (fx, plan, dir) = synced(&job, &ps);
     fx.write(&ps[..7], &groups());
-    let report = run(&plan, &fx.workbook(), &dir);
+    let report = run(&plan, &fx.path(), &dir);
     assert_eq!(
         report.deleted,
         ["CN=Frank #Hash,OU=Leavers,DC=groupid,DC=lab"],
@@ -413,7 +368,7 @@ fn deprovisioning_disables_and_moves_once() {
         .get("CN=Frank #Hash,OU=Leavers,DC=groupid,DC=lab")
         .unwrap();
     assert_eq!(frank.first("userAccountControl"), Some("514"));
-    let again = run(&plan, &fx.workbook(), &dir);
+    let again = run(&plan, &fx.path(), &dir);
     assert_eq!(again.counts.deleted, 0);
 
     // without a deprovision container, the object stays where it is, disabled, and is left
@@ -423,23 +378,23 @@ fn deprovisioning_disables_and_moves_once() {
     let plan = crate::plan(&job);
     let dir = LdifDirectory::in_memory();
     fx.write(&ps, &groups());
-    run(&plan, &fx.workbook(), &dir);
+    run(&plan, &fx.path(), &dir);
     fx.write(&ps[..7], &groups());
-    assert_eq!(run(&plan, &fx.workbook(), &dir).counts.deleted, 1);
+    assert_eq!(run(&plan, &fx.path(), &dir).counts.deleted, 1);
     assert_eq!(
         user(&dir, "Frank #Hash").first("userAccountControl"),
         Some("514")
     );
-    assert_eq!(run(&plan, &fx.workbook(), &dir).counts.deleted, 0);
+    assert_eq!(run(&plan, &fx.path(), &dir).counts.deleted, 0);
 }
 
 #[test]
 fn duplicate_keys_fail_both_rows_naming_each_other() {
     let mut ps = people();
     ps[4].id = 1002; // same employee id as Bob
-    let fx = Fixture::new(&ps);
+    let fx = TempWorkbook::new(&ps);
     let dir = LdifDirectory::in_memory();
-    let report = run(&plan(&main_job()), &fx.workbook(), &dir);
+    let report = run(&plan(&main_job()), &fx.path(), &dir);
     assert_eq!(report.counts.failed, 2);
     let msgs: Vec<(u64, &str)> = report
         .failed
@@ -462,10 +417,10 @@ fn duplicate_keys_fail_both_rows_naming_each_other() {
 
 #[test]
 fn keys_match_case_insensitively() {
-    let fx = Fixture::new(&people());
+    let fx = TempWorkbook::new(&people());
     let dir = LdifDirectory::in_memory();
     let plan = plan(&main_job());
-    run(&plan, &fx.workbook(), &dir);
+    run(&plan, &fx.path(), &dir);
     // the group key is the sAMAccountName; change its case in the directory
     let dn = "CN=Sales Team,OU=Groups,OU=API,DC=groupid,DC=lab";
     dir.modify(
@@ -476,7 +431,7 @@ fn keys_match_case_insensitively() {
         )],
     )
     .unwrap();
-    let report = run(&plan, &fx.workbook(), &dir);
+    let report = run(&plan, &fx.path(), &dir);
     assert_eq!(report.counts.added, 0, "{report:#?}");
     assert_eq!(report.counts.unchanged, 12);
 
@@ -484,14 +439,14 @@ fn keys_match_case_insensitively() {
     let mut gs = groups();
     gs[1].name = "SALES TEAM".into();
     fx.write(&people(), &gs);
-    let report = run(&plan, &fx.workbook(), &dir);
+    let report = run(&plan, &fx.path(), &dir);
     assert_eq!(report.counts.failed, 2, "{report:#?}");
 }
 
 #[test]
 fn results_do_not_depend_on_the_number_of_threads() {
     let ps = support::generated_people(600);
-    let fx = Fixture::new(&ps);
+    let fx = TempWorkbook::new(&ps);
     let plan = plan(&main_job());
     let mut outcomes = Vec::new();
     for threads in [1, 4] {
@@ -500,7 +455,7 @@ fn results_do_not_depend_on_the_number_of_threads() {
             threads,
             ..Default::default()
         };
-        let mut r = run_with(&plan, &fx.workbook(), &dir, &NoHooks, &options);
+        let mut r = run_with(&plan, &fx.path(), &dir, &NoHooks, &options);
         assert_eq!(r.counts.added, 604);
         (r.start_time, r.stop_time, r.duration) = (String::new(), String::new(), 0);
         for d in &mut r.details {
@@ -515,7 +470,7 @@ fn results_do_not_depend_on_the_number_of_threads() {
 #[test]
 fn a_dry_run_reports_everything_and_writes_nothing() {
     let tmp = tempfile::tempdir().unwrap();
-    let fx = Fixture::new(&people());
+    let fx = TempWorkbook::new(&people());
     let plan = plan(&main_job());
     let path = tmp.path().join("dir.ldif");
     let dry_run = RunOptions {
@@ -524,13 +479,13 @@ fn a_dry_run_reports_everything_and_writes_nothing() {
     };
     let dry = {
         let dir = LdifDirectory::open(&path).unwrap();
-        run_with(&plan, &fx.workbook(), &dir, &NoHooks, &dry_run)
+        run_with(&plan, &fx.path(), &dir, &NoHooks, &dry_run)
     };
     assert!(dry.dry_run);
     assert!(!path.exists(), "a dry run creates no file");
     let real = {
         let dir = LdifDirectory::open(&path).unwrap();
-        run(&plan, &fx.workbook(), &dir)
+        run(&plan, &fx.path(), &dir)
     };
     assert_eq!(dry.counts, real.counts);
     assert_eq!(dry.added, real.added);
@@ -539,7 +494,7 @@ fn a_dry_run_reports_everything_and_writes_nothing() {
     let mut ps = people();
     ps[0].title = "Chair".into();
     fx.write(&ps[1..], &groups());
-    let dry = run_with(&plan, &fx.workbook(), &dir, &NoHooks, &dry_run);
+    let dry = run_with(&plan, &fx.path(), &dir, &NoHooks, &dry_run);
     assert_eq!(dry.counts.deleted, 1);
     assert_eq!(std::fs::read(&path).unwrap(), bytes);
     assert_eq!(dir.entries().len(), 16, "nothing changed in memory either");
@@ -555,15 +510,15 @@ fn a_csv_source_gives_the_same_directory() {
     let plan = plan(&job);
     let from_csv = LdifDirectory::in_memory();
     run(&plan, &csv, &from_csv);
-    let fx = Fixture::new(&people());
+    let fx = TempWorkbook::new(&people());
     let from_xlsx = LdifDirectory::in_memory();
-    run(&plan, &fx.workbook(), &from_xlsx);
+    run(&plan, &fx.path(), &from_xlsx);
     assert_eq!(without_hashes(&from_csv), without_hashes(&from_xlsx));
 }
 
 #[test]
 fn a_where_query_selects_rows_and_keeps_sheet_row_numbers() {
-    let fx = Fixture::new(&people());
+    let fx = TempWorkbook::new(&people());
     let mut job = main_job();
     job["syncQuery"][0]["query"] = json!(
         "SELECT * FROM [TTSheet1$] WHERE Department IN ('Sales', 'R&D') AND NOT Manager IS NULL ORDER BY EmployeeID DESC"
@@ -583,7 +538,7 @@ fn a_where_query_selects_rows_and_keeps_sheet_row_numbers() {
     let dir = LdifDirectory::in_memory();
     let report = run_with(
         &plan,
-        &fx.workbook(),
+        &fx.path(),
         &dir,
         &rows,
         &RunOptions {
@@ -692,11 +647,11 @@ impl Hooks for Recorder {
 
 #[test]
 fn hooks_change_cancel_and_fail_single_rows() {
-    let fx = Fixture::new(&people());
+    let fx = TempWorkbook::new(&people());
     let plan = plan(&main_job());
     let dir = LdifDirectory::in_memory();
     let hooks = Recorder::default();
-    let report = run_with(&plan, &fx.workbook(), &dir, &hooks, &RunOptions::default());
+    let report = run_with(&plan, &fx.path(), &dir, &hooks, &RunOptions::default());
     assert_eq!(report.status, RunStatus::FinishedFail);
     let failed: Vec<(u64, &str)> = report
         .failed
@@ -741,7 +696,7 @@ fn hooks_change_cancel_and_fail_single_rows() {
 
 #[test]
 fn generated_passwords_are_unique_hashed_and_delivered() {
-    let fx = Fixture::new(&people());
+    let fx = TempWorkbook::new(&people());
     let mut job = main_job();
     job["fieldsMap"][12]["options"] = json!(
         "{\"passwordLength\":12,\"includeUppercaseAlphabets\":true,\"includeLowercaseAlphabets\":true,\"includeDigits\":true,\"includeSpecialSymbols\":true,\"specialSymbols\":\"%^&*(\",\"excludeSimilarSymbols\":true,\"managerNotification\":true,\"passwordType\":1}"
@@ -749,7 +704,7 @@ fn generated_passwords_are_unique_hashed_and_delivered() {
     let plan = plan(&job);
     let dir = LdifDirectory::in_memory();
     let hooks = Passwords::default();
-    run_with(&plan, &fx.workbook(), &dir, &hooks, &RunOptions::default());
+    run_with(&plan, &fx.path(), &dir, &hooks, &RunOptions::default());
     let passwords = hooks.0.into_inner().unwrap();
     assert_eq!(passwords.len(), 8);
     let distinct: std::collections::HashSet<_> = passwords.iter().map(|p| p.1.clone()).collect();
@@ -772,7 +727,7 @@ fn generated_passwords_are_unique_hashed_and_delivered() {
     }
     // a re-run generates no new passwords
     let hooks = Passwords::default();
-    let again = run_with(&plan, &fx.workbook(), &dir, &hooks, &RunOptions::default());
+    let again = run_with(&plan, &fx.path(), &dir, &hooks, &RunOptions::default());
     assert_eq!(again.counts.unchanged, 12);
     assert!(hooks.0.into_inner().unwrap().is_empty());
 }
@@ -794,18 +749,18 @@ impl Hooks for Passwords {
 
 #[test]
 fn a_static_password_that_is_not_create_only_is_reset_when_it_differs() {
-    let fx = Fixture::new(&people());
+    let fx = TempWorkbook::new(&people());
     let mut job = main_job();
     job["fieldsMap"][12]["forCreateOnly"] = json!(false);
     let dir = LdifDirectory::in_memory();
-    run(&plan(&job), &fx.workbook(), &dir);
+    run(&plan(&job), &fx.path(), &dir);
     assert_eq!(
-        run(&plan(&job), &fx.workbook(), &dir).counts.unchanged,
+        run(&plan(&job), &fx.path(), &dir).counts.unchanged,
         12,
         "same password: no change"
     );
     job["fieldsMap"][12]["transform"] = json!("Static:value=N3w-Secret");
-    let report = run(&plan(&job), &fx.workbook(), &dir);
+    let report = run(&plan(&job), &fx.path(), &dir);
     assert_eq!(report.counts.updated, 8, "{report:#?}");
     assert!(!report.to_json().contains("N3w-Secret"));
 }
@@ -818,9 +773,9 @@ fn a_startup_hook_error_stops_the_job_before_anything_is_written() {
             Err("maintenance window".into())
         }
     }
-    let fx = Fixture::new(&people());
+    let fx = TempWorkbook::new(&people());
     let dir = LdifDirectory::in_memory();
-    let mut src = source::open(&fx.workbook()).unwrap();
+    let mut src = source::open(&fx.path()).unwrap();
     let e = datasync::run(
         &plan(&main_job()),
         src.as_mut(),
@@ -851,7 +806,7 @@ fn deleting_hooks_can_keep_an_object() {
     let ps = people();
     let (fx, plan, dir) = synced(&main_job(), &ps);
     fx.write(&ps[..6], &groups());
-    let report = run_with(&plan, &fx.workbook(), &dir, &Keep, &RunOptions::default());
+    let report = run_with(&plan, &fx.path(), &dir, &Keep, &RunOptions::default());
     assert_eq!(
         report.deleted,
         ["CN=Eve Adams\\2bCo,OU=API,DC=groupid,DC=lab"]
@@ -861,7 +816,7 @@ fn deleting_hooks_can_keep_an_object() {
 
 #[test]
 fn containers_come_from_a_source_field_and_missing_ones_follow_the_strategy() {
-    let fx = Fixture::new(&people());
+    let fx = TempWorkbook::new(&people());
     let mut job = main_job();
     users_only(&mut job);
     job["objectsOption"][0]["containerOption"] = json!("2");
@@ -870,17 +825,17 @@ fn containers_come_from_a_source_field_and_missing_ones_follow_the_strategy() {
         "SELECT *, 'OU=' || Department || ',OU=API,DC=groupid,DC=lab' AS Container FROM [TTSheet1$]"
     );
     let dir = LdifDirectory::in_memory();
-    let report = run(&plan(&job), &fx.workbook(), &dir);
+    let report = run(&plan(&job), &fx.path(), &dir);
     assert_eq!(report.counts.added, 8, "{report:#?}");
     assert!(
         dir.get("CN=Zoë Müller,OU=R&D,OU=API,DC=groupid,DC=lab")
             .is_some()
     );
-    assert_eq!(run(&plan(&job), &fx.workbook(), &dir).counts.unchanged, 8);
+    assert_eq!(run(&plan(&job), &fx.path(), &dir).counts.unchanged, 8);
 
     job["objectsOption"][0]["createObjectContainerStrategy"] = json!(0);
     let dir = LdifDirectory::in_memory();
-    let report = run(&plan(&job), &fx.workbook(), &dir);
+    let report = run(&plan(&job), &fx.path(), &dir);
     assert_eq!(report.counts.failed, 8);
     assert!(
         report.failed[0]
@@ -892,7 +847,7 @@ fn containers_come_from_a_source_field_and_missing_ones_follow_the_strategy() {
 
 #[test]
 fn scripts_registered_by_the_host_run_as_transforms() {
-    let fx = Fixture::new(&people());
+    let fx = TempWorkbook::new(&people());
     let mut job = main_job();
     job["fieldsMap"][11]["transform"] = json!("Script:name=initials");
     let mut context = TransformContext::default();
@@ -909,7 +864,7 @@ fn scripts_registered_by_the_host_run_as_transforms() {
         )))
     });
     let dir = LdifDirectory::in_memory();
-    let report = run(&plan_with(&job, &context), &fx.workbook(), &dir);
+    let report = run(&plan_with(&job, &context), &fx.path(), &dir);
     assert_eq!(user(&dir, "Ann Lee").first("description"), Some("AL"));
     assert_eq!(report.failed.len(), 1);
     assert_eq!(
@@ -921,7 +876,7 @@ fn scripts_registered_by_the_host_run_as_transforms() {
 
 #[test]
 fn a_container_script_places_each_new_object() {
-    let fx = Fixture::new(&people());
+    let fx = TempWorkbook::new(&people());
     let mut job = main_job();
     users_only(&mut job);
     job["objectsOption"][0]["containerOption"] = json!("3");
@@ -937,13 +892,13 @@ fn a_container_script_places_each_new_object() {
     });
     let plan = plan_with(&job, &context);
     let dir = LdifDirectory::in_memory();
-    let report = run(&plan, &fx.workbook(), &dir);
+    let report = run(&plan, &fx.path(), &dir);
     assert_eq!(report.counts.added, 8, "{report:#?}");
     assert!(
         dir.get("CN=Bob Stone,OU=Sales,OU=API,DC=groupid,DC=lab")
             .is_some()
     );
-    assert_eq!(run(&plan, &fx.workbook(), &dir).counts.unchanged, 8);
+    assert_eq!(run(&plan, &fx.path(), &dir).counts.unchanged, 8);
 
     // an unregistered container script is a load error, not a run-time surprise
     let wire = job::from_json(&job.to_string(), "t").unwrap();
@@ -959,7 +914,7 @@ fn a_container_script_places_each_new_object() {
 fn settings_can_be_scoped_to_one_object_type() {
     // Groups live outside the users' container: their own Destination.Container setting
     // (objectType 4) gives them their own scope.
-    let fx = Fixture::new(&people());
+    let fx = TempWorkbook::new(&people());
     let mut job = main_job();
     job["objectsOption"][1]["containerOptionValue"] = json!("OU=Groups,DC=groupid,DC=lab");
     job["settings"].as_array_mut().unwrap().push(json!({
@@ -970,7 +925,7 @@ fn settings_can_be_scoped_to_one_object_type() {
     assert_eq!(plan.objects[0].scope_base, USERS);
     assert_eq!(plan.objects[1].scope_base, "OU=Groups,DC=groupid,DC=lab");
     let dir = LdifDirectory::in_memory();
-    assert_eq!(run(&plan, &fx.workbook(), &dir).counts.added, 12);
+    assert_eq!(run(&plan, &fx.path(), &dir).counts.added, 12);
     assert!(
         dir.get("CN=Sales Team,OU=Groups,DC=groupid,DC=lab")
             .is_some()
@@ -978,7 +933,7 @@ fn settings_can_be_scoped_to_one_object_type() {
     let mut gs = groups();
     gs.pop();
     fx.write(&people(), &gs);
-    let report = run(&plan, &fx.workbook(), &dir);
+    let report = run(&plan, &fx.path(), &dir);
     assert_eq!(
         report.deleted,
         ["CN=Finance Team,OU=Groups,DC=groupid,DC=lab"],

@@ -176,7 +176,9 @@ pub(crate) fn entry_from(result: SearchEntry, attributes: &[String]) -> Entry {
     entry
 }
 
-/// Runs a paged search on `conn` and collects its entries.
+/// Runs a paged search on `conn` and collects its entries in tree order (parents before
+/// children, then by name), as the embedded directory lists them: the same order on every run,
+/// whatever order the server keeps.
 pub(crate) fn paged_search(
     conn: &mut LdapConn,
     page_size: i32,
@@ -194,10 +196,15 @@ pub(crate) fn paged_search(
     let mut stream = conn.streaming_search_with(paging, base, scope, filter, asked)?;
     let mut entries = Vec::new();
     while let Some(raw) = stream.next()? {
-        entries.push(SearchEntry::construct(raw));
+        let entry = SearchEntry::construct(raw);
+        let key = Dn::parse(&entry.dn)
+            .map(|d| super::embedded::key(&d))
+            .unwrap_or_else(|_| entry.dn.to_lowercase());
+        entries.push((key, entry));
     }
     stream.result().success()?;
-    Ok(entries)
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(entries.into_iter().map(|(_, e)| e).collect())
 }
 
 impl Destination for LdapDirectory {
@@ -214,18 +221,10 @@ impl Destination for LdapDirectory {
             .pool
             .run(|conn, _| paged_search(conn, page, base, ldap_scope(scope), &filter, attributes))
             .map_err(|f| destination_error(f, "search", base))?;
-        let mut entries: Vec<(String, Entry)> = found
+        Ok(found
             .into_iter()
-            .map(|e| {
-                let key = Dn::parse(&e.dn)
-                    .map(|d| super::embedded::key(&d))
-                    .unwrap_or_else(|_| e.dn.to_lowercase());
-                (key, entry_from(e, attributes))
-            })
-            .collect();
-        // Tree order, as the embedded directory returns entries: parents before children.
-        entries.sort_by(|a, b| a.0.cmp(&b.0));
-        Ok(entries.into_iter().map(|(_, e)| e).collect())
+            .map(|e| entry_from(e, attributes))
+            .collect())
     }
 
     fn exists(&self, dn: &str) -> Result<bool, DestinationError> {

