@@ -18,6 +18,7 @@ use std::sync::Mutex;
 
 use crate::Secret;
 use crate::job::ObjectType;
+use crate::lifecycle::NotifyWhen;
 use crate::report::{Report, RowFailure};
 use crate::source::Columns;
 
@@ -280,6 +281,24 @@ pub trait Hooks: Sync {
     fn shutdown(&self, ctx: &HookContext, report: &Report) -> HookResult {
         Ok(())
     }
+
+    /// A run the [lifecycle](crate::lifecycle) finished, when the job's notification rules
+    /// (`IsNotificationEnabled`, `Notification.When`) say to tell someone: send the mail
+    /// here. Called once per run, after its last attempt, on the runner's thread.
+    fn notify(&self, notification: &Notification<'_>) {}
+}
+
+/// A finished run to announce, and which of the job's rules chose it.
+#[derive(Debug)]
+pub struct Notification<'a> {
+    /// The job.
+    pub job: &'a str,
+    /// The run's id in its runner.
+    pub run: u64,
+    /// The rules that matched, in the job's order.
+    pub reasons: &'a [NotifyWhen],
+    /// The run's report (it holds no passwords).
+    pub report: &'a Report,
 }
 
 /// Hooks that do nothing.

@@ -16,9 +16,9 @@ use datasync::lifecycle::{
     StateStore, TaskStatus, UserDataStore,
 };
 use datasync::query::Filter;
-use datasync::transform::TransformContext;
 use datasync::{
-    Destination, DestinationError, Entry, Hooks, LdifDirectory, NoHooks, Plan, RunStatus, Secret,
+    DataSyncJob, Destination, DestinationError, Entry, Hooks, LdifDirectory, NoHooks, RunStatus,
+    Secret,
 };
 use serde_json::Value;
 use support::{TempWorkbook, groups, main_job, people, users_only};
@@ -29,25 +29,27 @@ fn users_job() -> Value {
     job
 }
 
-fn plan(job: &Value) -> Plan {
-    support::compile(job, &TransformContext::default())
+fn wire(job: &Value) -> DataSyncJob {
+    datasync::job::from_json(&job.to_string(), "test").unwrap()
 }
 
 fn job_for(
-    plan: Plan,
+    definition: DataSyncJob,
     book: &TempWorkbook,
     destination: Arc<dyn Destination>,
     hooks: Arc<dyn Hooks + Send + Sync>,
     settings: JobSettings,
 ) -> Arc<Job> {
     let path = book.path();
-    Arc::new(Job {
-        plan,
-        source: Box::new(move || datasync::source::open(&path)),
+    let mut job = Job::new(
+        definition,
+        Box::new(move || datasync::source::open(&path)),
         destination,
-        hooks,
-        settings,
-    })
+    )
+    .unwrap()
+    .with_hooks(hooks);
+    job.settings = settings;
+    Arc::new(job)
 }
 
 /// Holds each create just before its write until the test lets it go, and says which row
@@ -104,7 +106,7 @@ fn a_run_goes_from_running_with_progress_to_finished() {
     let runner = Runner::new();
     let id = runner
         .submit(job_for(
-            plan(&users_job()),
+            wire(&users_job()),
             &book,
             dir.clone(),
             hooks,
@@ -149,7 +151,7 @@ fn cancel_stops_taking_rows_and_leaves_the_destination_consistent() {
     job_json["objectsOption"][0]["isDelete"] = true.into();
     let id = runner
         .submit(job_for(
-            plan(&job_json),
+            wire(&job_json),
             &book,
             dir.clone(),
             hooks,
@@ -180,7 +182,7 @@ fn cancel_stops_taking_rows_and_leaves_the_destination_consistent() {
     // Running it again completes the job: nothing duplicated.
     let again = runner
         .submit(job_for(
-            plan(&users_job()),
+            wire(&users_job()),
             &book,
             dir.clone(),
             Arc::new(NoHooks),
@@ -227,7 +229,7 @@ fn a_run_longer_than_its_session_timeout_is_aborted() {
     };
     let id = runner
         .submit(job_for(
-            plan(&users_job()),
+            wire(&users_job()),
             &book,
             dir.clone(),
             hooks,
@@ -305,7 +307,7 @@ fn transient_failures_are_retried_with_backoff_and_each_attempt_is_recorded() {
     };
     let id = runner
         .submit(job_for(
-            plan(&users_job()),
+            wire(&users_job()),
             &book,
             flaky.clone(),
             Arc::new(NoHooks),
@@ -337,7 +339,7 @@ fn transient_failures_are_retried_with_backoff_and_each_attempt_is_recorded() {
     });
     let id = runner
         .submit(job_for(
-            plan(&users_job()),
+            wire(&users_job()),
             &book,
             flaky,
             Arc::new(NoHooks),
@@ -358,7 +360,7 @@ fn transient_failures_are_retried_with_backoff_and_each_attempt_is_recorded() {
     let dir = Arc::new(LdifDirectory::in_memory());
     let id = runner
         .submit(job_for(
-            plan(&users_job()),
+            wire(&users_job()),
             &book,
             dir,
             Arc::new(NoHooks),
@@ -377,7 +379,7 @@ fn a_job_that_is_not_concurrent_is_refused_while_it_runs() {
     let runner = Runner::new();
     let first = runner
         .submit(job_for(
-            plan(&users_job()),
+            wire(&users_job()),
             &book,
             dir.clone(),
             hooks,
@@ -386,7 +388,7 @@ fn a_job_that_is_not_concurrent_is_refused_while_it_runs() {
         .unwrap();
     arrived.recv().unwrap();
     let second = runner.submit(job_for(
-        plan(&users_job()),
+        wire(&users_job()),
         &book,
         dir.clone(),
         Arc::new(NoHooks),
@@ -406,7 +408,7 @@ fn a_job_that_is_not_concurrent_is_refused_while_it_runs() {
     // Finished: it may run again.
     let third = runner
         .submit(job_for(
-            plan(&users_job()),
+            wire(&users_job()),
             &book,
             dir,
             Arc::new(NoHooks),
@@ -433,7 +435,7 @@ fn delta_runs_take_only_rows_changed_since_the_last_success_and_never_delete() {
     let run = || {
         let id = runner
             .submit(job_for(
-                plan(&job_json),
+                wire(&job_json),
                 &book,
                 dir.clone(),
                 Arc::new(NoHooks),
@@ -477,7 +479,7 @@ fn records_serialise_in_the_reference_shapes() {
     let runner = Runner::new();
     let id = runner
         .submit(job_for(
-            plan(&users_job()),
+            wire(&users_job()),
             &book,
             Arc::new(LdifDirectory::in_memory()),
             Arc::new(NoHooks),

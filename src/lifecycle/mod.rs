@@ -1,24 +1,32 @@
-//! The job lifecycle a host service links in: submit a job and get an id at once, poll its
-//! status (queued, running with progress, finished with its report: the library's "202 in
-//! progress" and "200 done"), wait for it, cancel it. Around each run: a time-out
-//! (`taskSessionTimeout`), retries of runs that fail for a transient reason (each attempt
-//! keeps its own [`ExecutionResult`]), refusal of a second run of a job that must not run
-//! twice (`concurrent` false), and delta runs whose watermark lives in a [`StateStore`].
+//! The job lifecycle a host service links in.
+//!
+//! - [`Runner`]: submit a job and get an id at once; poll its status (queued, running with
+//!   progress, finished with its report: the library's "202 in progress" and "200 done");
+//!   wait; cancel. Around each run: a time-out (`taskSessionTimeout`), retries of runs that
+//!   fail for a transient reason (each attempt keeps its own [`ExecutionResult`]), refusal of
+//!   a second run of a job that must not run twice (`concurrent` false), typed
+//!   [parameters](JobParameter) checked before anything runs, delta runs whose watermark
+//!   lives in a [`StateStore`], notifications through [`Hooks::notify`], and a run history
+//!   per job, newest first.
+//! - [`Scheduler`]: cron [`Schedule`]s in a time zone, driven by the host's ticks or by a
+//!   thread; a fire that finds the job still running is recorded as `Skipped`.
+//! - [`Collection`]: jobs run one after another in `runOrder`; a failed job's `onFailure`
+//!   decides whether the rest run.
+//! - Records in the reference shapes: Qlik's [`TaskRecord`] and [`ExecutionResult`], OIG's
+//!   [`JobDetails`] and [`HistoryEntry`], Oracle's [`UserDataStore`].
 //!
 //! ```
 //! use std::sync::Arc;
-//! use datasync::lifecycle::{Job, JobSettings, Runner, RunState};
-//! use datasync::{job, LdifDirectory, NoHooks};
+//! use datasync::lifecycle::{Job, Runner, RunState};
+//! use datasync::{job, LdifDirectory};
 //!
-//! let wire = job::load("fixtures/jobs/excel-to-ad.json".as_ref()).unwrap();
-//! let plan = job::compile(&wire, &Default::default()).unwrap();
-//! let job = Job {
-//!     plan,
-//!     source: Box::new(|| datasync::source::open("fixtures/sources/people.xlsx".as_ref())),
-//!     destination: Arc::new(LdifDirectory::in_memory()),
-//!     hooks: Arc::new(NoHooks),
-//!     settings: JobSettings::default(),
-//! };
+//! let definition = job::load("fixtures/jobs/excel-to-ad.json".as_ref()).unwrap();
+//! let job = Job::new(
+//!     definition,
+//!     Box::new(|| datasync::source::open("fixtures/sources/people.xlsx".as_ref())),
+//!     Arc::new(LdifDirectory::in_memory()),
+//! )
+//! .unwrap();
 //! let runner = Runner::new();
 //! let id = runner.submit(Arc::new(job)).unwrap();
 //! let report = runner.wait(id).unwrap();
@@ -27,79 +35,37 @@
 //! ```
 
 mod clock;
+mod collection;
+mod job;
+mod parameters;
 mod records;
+mod schedule;
+mod scheduler;
 mod state;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use records::{ExecutionResult, Operational, TaskRecord, TaskStatus, UserDataStore};
+pub use collection::{Collection, CollectionReport, CollectionStep, StepOutcome};
+pub use job::{Job, JobSettings, NotifyWhen, OnFailure, OpenSource};
+pub use parameters::{JobParameter, ParameterError, ParameterType, Parameters, resolve_parameters};
+pub use records::{
+    ExecutionResult, HistoryEntry, HistoryPage, HistoryStatus, JobDetails, JobState, Operational,
+    TaskRecord, TaskStatus, UserDataStore,
+};
+pub use schedule::{Schedule, ScheduleError};
+pub use scheduler::{Fired, Scheduler};
 pub use state::{FileStateStore, MemoryStateStore, StateStore, Watermarks};
 
 use crate::engine::{RunControl, StopReason};
+use crate::hooks::Notification;
+use crate::job::JobErrors;
 use crate::report::{DetailType, Report, RunStatus};
-use crate::source::{Source, SourceError};
-use crate::{Destination, Error, Hooks, Plan, RunOptions};
-
-/// Opens the job's source afresh for each attempt.
-pub type OpenSource = Box<dyn Fn() -> Result<Box<dyn Source + Send>, SourceError> + Send + Sync>;
-
-/// A job the runner can run: its plan and where it reads and writes.
-pub struct Job {
-    /// The compiled job.
-    pub plan: Plan,
-    /// Opens the source (called once per attempt: a retry reads it again).
-    pub source: OpenSource,
-    /// The destination.
-    pub destination: Arc<dyn Destination>,
-    /// The host's hooks.
-    pub hooks: Arc<dyn Hooks + Send + Sync>,
-    /// Retries, time-out, concurrency.
-    pub settings: JobSettings,
-}
-
-impl std::fmt::Debug for Job {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Job")
-            .field("name", &self.plan.name)
-            .field("settings", &self.settings)
-            .finish_non_exhaustive()
-    }
-}
-
-/// How the runner treats a job.
-#[derive(Debug, Clone, PartialEq)]
-pub struct JobSettings {
-    /// Runs that fail as a whole for a transient reason are tried again this many times
-    /// (Qlik's `maxRetries`, OIG's `retryCount`). Row failures never retry a run.
-    pub max_retries: u32,
-    /// The wait before the first retry; it doubles for each next one, up to 5 minutes.
-    pub retry_wait: Duration,
-    /// Minutes a run may take before it is stopped like a cancel (`taskSessionTimeout`;
-    /// `None` or 0: no limit).
-    pub task_session_timeout: Option<u32>,
-    /// False: a run of this job is refused while another runs (`concurrent`).
-    pub concurrent: bool,
-    /// Worker threads (0: the engine decides).
-    pub threads: usize,
-    /// Values for hooks and `Static` `%NAME%` (the job's parameters, already validated).
-    pub parameters: BTreeMap<String, String>,
-}
-
-impl Default for JobSettings {
-    fn default() -> Self {
-        JobSettings {
-            max_retries: 0,
-            retry_wait: Duration::from_secs(30),
-            task_session_timeout: None,
-            concurrent: false,
-            threads: 0,
-            parameters: BTreeMap::new(),
-        }
-    }
-}
+use crate::{Error, Plan, RunOptions};
 
 /// A submitted run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -109,6 +75,17 @@ impl std::fmt::Display for RunId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}", self.0)
     }
+}
+
+/// Who started a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum Trigger {
+    /// The host (run now).
+    Manual,
+    /// A schedule's fire time.
+    Schedule,
+    /// A job collection.
+    Collection,
 }
 
 /// Where a run is.
@@ -129,7 +106,7 @@ pub enum RunState {
     Finished(Box<Report>),
 }
 
-/// Why the runner refused a request.
+/// Why the runner refused a request. Nothing ran and nothing was written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LifecycleError {
     /// The job does not run concurrently and a run of it is under way.
@@ -140,6 +117,17 @@ pub enum LifecycleError {
         /// The run under way.
         running: RunId,
     },
+    /// Parameter values that are missing or of the wrong type (OIG's 400).
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Parameters(Vec<ParameterError>),
+    /// The job file is not a job that can run.
+    #[error("job \"{job}\":\n{errors}")]
+    Job {
+        /// The job.
+        job: String,
+        /// Every mistake.
+        errors: JobErrors,
+    },
     /// The delta state could not be read.
     #[error("job \"{job}\": cannot read its delta state: {message}")]
     State {
@@ -148,28 +136,48 @@ pub enum LifecycleError {
         /// Why.
         message: String,
     },
+    /// No job of that name is known (to a scheduler).
+    #[error("no job named \"{0}\"")]
+    UnknownJob(String),
+    /// Two jobs with one name (a scheduler tells jobs by name).
+    #[error("a job named \"{0}\" is already scheduled")]
+    DuplicateJob(String),
 }
 
 struct RunRecord {
     job: String,
+    trigger: Trigger,
     control: RunControl,
     attempt: u32,
     started: bool,
+    queued_at: DateTime<Utc>,
+    started_at: Option<DateTime<Utc>>,
     report: Option<Report>,
     executions: Vec<ExecutionResult>,
+}
+
+/// One line of a job's history: a run, or a scheduled fire that was skipped.
+enum HistoryItem {
+    Run(RunId),
+    Skipped(Box<(HistoryEntry, ExecutionResult)>),
 }
 
 #[derive(Default)]
 struct Registry {
     next: u64,
     runs: HashMap<RunId, RunRecord>,
-    /// Job name → its run under way.
+    /// Job name → its run under way (the latest one, for concurrent jobs).
     active: HashMap<String, RunId>,
+    /// Runs under way, of all jobs.
+    running: usize,
+    /// Job name → its history, oldest first.
+    history: HashMap<String, VecDeque<HistoryItem>>,
 }
 
 struct Inner {
     clock: Arc<dyn Clock>,
     store: Option<Arc<dyn StateStore>>,
+    history_limit: usize,
     registry: Mutex<Registry>,
     changed: Condvar,
 }
@@ -192,6 +200,9 @@ impl Default for Runner {
     }
 }
 
+/// Runs a job keeps in its history (and by id) before the oldest are forgotten.
+pub const DEFAULT_HISTORY_LIMIT: usize = 500;
+
 impl Runner {
     /// A runner on the system clock, without delta state.
     pub fn new() -> Runner {
@@ -200,22 +211,59 @@ impl Runner {
 
     /// A runner on `clock`, keeping delta watermarks in `store`.
     pub fn with(clock: Arc<dyn Clock>, store: Option<Arc<dyn StateStore>>) -> Runner {
+        Runner::with_history_limit(clock, store, DEFAULT_HISTORY_LIMIT)
+    }
+
+    /// A runner that keeps the last `limit` runs of each job (at least 1): a host that runs
+    /// for months does not grow without end.
+    pub fn with_history_limit(
+        clock: Arc<dyn Clock>,
+        store: Option<Arc<dyn StateStore>>,
+        limit: usize,
+    ) -> Runner {
         Runner(Arc::new(Inner {
             clock,
             store,
+            history_limit: limit.max(1),
             registry: Mutex::new(Registry::default()),
             changed: Condvar::new(),
         }))
+    }
+
+    /// The runner's clock.
+    pub fn clock(&self) -> Arc<dyn Clock> {
+        self.0.clock.clone()
     }
 
     fn lock(&self) -> MutexGuard<'_, Registry> {
         self.0.registry.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Starts `job` on a background thread and returns its id at once. Refused when the job
-    /// does not run concurrently and a run of it is under way.
+    /// Starts `job` with its parameters' default values; see [`submit_with`](Self::submit_with).
     pub fn submit(&self, job: Arc<Job>) -> Result<RunId, LifecycleError> {
-        let name = job.plan.name.clone();
+        self.submit_with(job, &BTreeMap::new())
+    }
+
+    /// Checks `parameters` against the job's declared ones, compiles the job with them, and
+    /// starts it on a background thread; returns its id at once. Refused, with nothing run,
+    /// when a parameter is missing or mistyped, or when the job does not run concurrently
+    /// and a run of it is under way.
+    pub fn submit_with(
+        &self,
+        job: Arc<Job>,
+        parameters: &BTreeMap<String, String>,
+    ) -> Result<RunId, LifecycleError> {
+        self.start(job, parameters, Trigger::Manual)
+    }
+
+    pub(crate) fn start(
+        &self,
+        job: Arc<Job>,
+        parameters: &BTreeMap<String, String>,
+        trigger: Trigger,
+    ) -> Result<RunId, LifecycleError> {
+        let name = job.name();
+        let (plan, values) = job.plan(parameters)?;
         let watermarks = match &self.0.store {
             Some(store) => store.load(&name).map_err(|e| LifecycleError::State {
                 job: name.clone(),
@@ -223,44 +271,122 @@ impl Runner {
             })?,
             None => Watermarks::new(),
         };
+        let now = self.0.clock.now();
         let id = {
             let mut reg = self.lock();
-            if !job.settings.concurrent
-                && let Some(running) = reg.active.get(&name)
-            {
-                return Err(LifecycleError::AlreadyRunning {
-                    job: name,
-                    running: *running,
-                });
-            }
             reg.next += 1;
             let id = RunId(reg.next);
+            if !job.settings.concurrent
+                && let Some(running) = reg.active.get(&name).copied()
+            {
+                let refused = LifecycleError::AlreadyRunning {
+                    job: name.clone(),
+                    running,
+                };
+                if trigger == Trigger::Schedule {
+                    self.record_skip(&mut reg, &name, id, now, &refused);
+                    drop(reg);
+                    self.0.changed.notify_all();
+                }
+                return Err(refused);
+            }
             reg.runs.insert(
                 id,
                 RunRecord {
                     job: name.clone(),
+                    trigger,
                     control: RunControl::default(),
                     attempt: 0,
                     started: false,
+                    queued_at: now,
+                    started_at: None,
                     report: None,
                     executions: Vec::new(),
                 },
             );
-            reg.active.insert(name, id);
+            reg.active.insert(name.clone(), id);
+            reg.running += 1;
+            self.push_history(&mut reg, &name, HistoryItem::Run(id));
             id
         };
         let runner = self.clone();
-        std::thread::Builder::new()
+        let run = Prepared {
+            job,
+            plan,
+            parameters: values,
+            watermarks,
+        };
+        let spawned = std::thread::Builder::new()
             .name(format!("datasync-run-{id}"))
-            .spawn(move || runner.execute(id, &job, watermarks))
-            .map_err(|e| LifecycleError::State {
-                job: String::new(),
-                message: format!("cannot start a thread: {e}"),
-            })?;
+            .spawn(move || runner.execute(id, run));
+        if let Err(e) = spawned {
+            let mut report = Report::new(&name, false);
+            report.status = RunStatus::Error;
+            report.detail(DetailType::Error, format!("cannot start a thread: {e}"));
+            self.finish(id, report, Vec::new());
+        }
         Ok(id)
     }
 
-    /// Where run `id` is; `None` for an unknown id.
+    /// A scheduled fire that found the job running: a finished record with Qlik's `Skipped`.
+    fn record_skip(
+        &self,
+        reg: &mut Registry,
+        job: &str,
+        id: RunId,
+        at: DateTime<Utc>,
+        why: &LifecycleError,
+    ) {
+        let message = why.to_string();
+        let entry = HistoryEntry {
+            run_id: None,
+            trigger: Trigger::Schedule,
+            start_time: at.to_rfc3339(),
+            end_time: Some(at.to_rfc3339()),
+            status: HistoryStatus::Skipped,
+            task_status: TaskStatus::Skipped,
+            error_message: Some(message.clone()),
+        };
+        let exec = ExecutionResult {
+            id: format!("{id}.0"),
+            executing_node_name: crate::report::node_name(),
+            status: TaskStatus::Skipped,
+            start_time: at.to_rfc3339(),
+            stop_time: at.to_rfc3339(),
+            duration: 0,
+            details: vec![crate::report::Detail {
+                details_type: 1,
+                message,
+                detail_created_date: at.to_rfc3339(),
+            }],
+            script_log_available: false,
+            script_log_location: String::new(),
+            script_log_size: 0,
+        };
+        self.push_history(reg, job, HistoryItem::Skipped(Box::new((entry, exec))));
+    }
+
+    fn push_history(&self, reg: &mut Registry, job: &str, item: HistoryItem) {
+        let limit = self.0.history_limit;
+        let history = reg.history.entry(job.to_string()).or_default();
+        history.push_back(item);
+        let mut forget = Vec::new();
+        while history.len() > limit {
+            // The oldest entry goes; a run still under way is kept (it is never the oldest
+            // unless a concurrent job has outlived `limit` newer runs).
+            match history.front() {
+                Some(HistoryItem::Run(id)) if reg.active.values().any(|a| a == id) => break,
+                Some(HistoryItem::Run(id)) => forget.push(*id),
+                _ => {}
+            }
+            history.pop_front();
+        }
+        for id in forget {
+            reg.runs.remove(&id);
+        }
+    }
+
+    /// Where run `id` is; `None` for an unknown (or long forgotten) id.
     pub fn status(&self, id: RunId) -> Option<RunState> {
         let reg = self.lock();
         let run = reg.runs.get(&id)?;
@@ -293,6 +419,14 @@ impl Runner {
         }
     }
 
+    /// Blocks until no run of any job is under way.
+    pub fn wait_idle(&self) {
+        let mut reg = self.lock();
+        while reg.running > 0 {
+            reg = self.0.changed.wait(reg).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
     /// Asks run `id` to stop: no new rows, rows in flight finish, no deletes, status
     /// `Aborted`. False when the run is unknown or already finished.
     pub fn cancel(&self, id: RunId) -> bool {
@@ -320,6 +454,63 @@ impl Runner {
         self.lock().active.get(job).copied()
     }
 
+    /// OIG's job state: `RUNNING` while a run is under way, `INTERRUPTED` when the last run
+    /// was cancelled or timed out, else `STOPPED`.
+    pub fn job_state(&self, job: &str) -> JobState {
+        let reg = self.lock();
+        if reg.active.contains_key(job) {
+            return JobState::Running;
+        }
+        let last_run = reg.history.get(job).and_then(|h| {
+            h.iter().rev().find_map(|item| match item {
+                HistoryItem::Run(id) => reg.runs.get(id),
+                HistoryItem::Skipped(..) => None,
+            })
+        });
+        match last_run.and_then(|r| r.report.as_ref()) {
+            Some(r) if r.status == RunStatus::Aborted => JobState::Interrupted,
+            _ => JobState::Stopped,
+        }
+    }
+
+    /// The last attempt of the job's latest run or skipped fire (Qlik's
+    /// `operational.lastExecutionResult`).
+    pub fn last_execution(&self, job: &str) -> Option<ExecutionResult> {
+        let reg = self.lock();
+        reg.history
+            .get(job)?
+            .iter()
+            .rev()
+            .find_map(|item| match item {
+                HistoryItem::Run(id) => reg.runs.get(id)?.executions.last().cloned(),
+                HistoryItem::Skipped(skip) => Some(skip.1.clone()),
+            })
+    }
+
+    /// Page `page` (0 first) of `job`'s runs, newest first, `page_size` a page.
+    pub fn history(&self, job: &str, page: usize, page_size: usize) -> HistoryPage {
+        let reg = self.lock();
+        let items = reg.history.get(job);
+        let total = items.map_or(0, VecDeque::len);
+        let entries = items
+            .into_iter()
+            .flat_map(|h| h.iter().rev())
+            .skip(page.saturating_mul(page_size))
+            .take(page_size)
+            .filter_map(|item| match item {
+                HistoryItem::Run(id) => reg.runs.get(id).map(|r| history_entry(*id, r)),
+                HistoryItem::Skipped(skip) => Some(skip.0.clone()),
+            })
+            .collect();
+        HistoryPage {
+            job_name: job.to_string(),
+            page,
+            page_size,
+            total,
+            items: entries,
+        }
+    }
+
     fn update(&self, id: RunId, f: impl FnOnce(&mut RunRecord)) {
         let mut reg = self.lock();
         if let Some(run) = reg.runs.get_mut(&id) {
@@ -329,43 +520,68 @@ impl Runner {
         self.0.changed.notify_all();
     }
 
-    fn execute(&self, id: RunId, job: &Job, watermarks: Watermarks) {
+    fn execute(&self, id: RunId, run: Prepared) {
+        let Prepared {
+            job,
+            plan,
+            parameters,
+            watermarks,
+        } = run;
         let clock = &self.0.clock;
         let settings = &job.settings;
         let mut wait = settings.retry_wait;
         let mut attempt = 0;
+        let mut control;
         let report = loop {
             attempt += 1;
-            let control = match job.settings.task_session_timeout.filter(|m| *m > 0) {
+            control = match job.settings.task_session_timeout.filter(|m| *m > 0) {
                 Some(minutes) => RunControl::with_deadline(
                     clock.clone(),
                     clock.now() + chrono::Duration::minutes(i64::from(minutes)),
                 ),
                 None => RunControl::default(),
             };
+            let started = clock.now();
             // A cancel that came while queued or between attempts carries over.
             let cancelled = {
-                let reg = self.lock();
-                reg.runs
-                    .get(&id)
-                    .is_some_and(|r| r.control.stop_reason() == Some(StopReason::Cancelled))
+                let mut reg = self.lock();
+                let run = reg.runs.get_mut(&id);
+                let cancelled = run
+                    .as_ref()
+                    .is_some_and(|r| r.control.stop_reason() == Some(StopReason::Cancelled));
+                if cancelled {
+                    control.cancel();
+                }
+                if let Some(r) = run {
+                    r.attempt = attempt;
+                    r.started = true;
+                    r.started_at.get_or_insert(started);
+                    r.control = control.clone();
+                }
+                cancelled
             };
-            if cancelled {
-                control.cancel();
-            }
-            self.update(id, |r| {
-                r.attempt = attempt;
-                r.started = true;
-                r.control = control.clone();
-            });
-            let started = clock.now();
-            let result = self.attempt(job, &control, &watermarks);
+            self.0.changed.notify_all();
+            let result = if cancelled {
+                Err(None)
+            } else {
+                self.attempt(&job, &plan, &parameters, &control, &watermarks)
+                    .map_err(Some)
+            };
             let stopped = clock.now();
             let mut report = match result {
                 Ok(report) => report,
-                Err(e) => {
+                Err(None) => {
+                    let mut r = Report::new(&plan.name, false);
+                    r.status = RunStatus::Aborted;
+                    r.detail(
+                        DetailType::Warning,
+                        "the run was cancelled before it started: nothing was read or written",
+                    );
+                    r
+                }
+                Err(Some(e)) => {
                     let transient = e.is_transient();
-                    let mut r = Report::from_error(&job.plan.name, false, &e);
+                    let r = Report::from_error(&plan.name, false, &e);
                     if transient && attempt <= settings.max_retries {
                         let exec = execution(id, attempt, TaskStatus::Retry, &r, started, stopped);
                         self.update(id, |run| run.executions.push(exec));
@@ -373,28 +589,17 @@ impl Runner {
                         wait = (wait * 2).min(Duration::from_secs(300));
                         continue;
                     }
-                    r.start_time = started.to_rfc3339();
                     r
                 }
             };
             report.start_time = started.to_rfc3339();
             report.stop_time = stopped.to_rfc3339();
+            report.duration = (stopped - started).num_milliseconds().max(0) as u64;
             break report;
         };
-        let started = chrono::DateTime::parse_from_rfc3339(&report.start_time)
-            .map(|t| t.with_timezone(&chrono::Utc))
-            .unwrap_or_else(|_| clock.now());
-        let exec = execution(
-            id,
-            attempt,
-            report.status.into(),
-            &report,
-            started,
-            clock.now(),
-        );
+        let mut report = report;
         // A successful delta run moves the watermark on; any other keeps the old one, so
         // the rows it missed are taken again next time.
-        let mut report = report;
         if report.status == RunStatus::FinishedSuccess
             && !report.watermarks.is_empty()
             && let Some(store) = &self.0.store
@@ -404,7 +609,7 @@ impl Runner {
                 .iter()
                 .filter_map(|(k, v)| k.parse().ok().map(|k| (k, v.clone())))
                 .collect();
-            if let Err(e) = store.save(&job.plan.name, &marks) {
+            if let Err(e) = store.save(&plan.name, &marks) {
                 report.detail(
                     DetailType::Error,
                     format!("the delta watermark could not be saved: {e}"),
@@ -412,14 +617,44 @@ impl Runner {
                 report.status = RunStatus::FinishedFail;
             }
         }
+        let started = chrono::DateTime::parse_from_rfc3339(&report.start_time)
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap_or_else(|_| clock.now());
+        let stopped = chrono::DateTime::parse_from_rfc3339(&report.stop_time)
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap_or_else(|_| clock.now());
+        let exec = execution(id, attempt, report.status.into(), &report, started, stopped);
+        let timed_out = control.stop_reason() == Some(StopReason::TimedOut);
+        let reasons = notification_reasons(&settings.notify, &report, timed_out);
+        if !reasons.is_empty() {
+            let job_name = job.name();
+            let notification = Notification {
+                job: &job_name,
+                run: id.0,
+                reasons: &reasons,
+                report: &report,
+            };
+            // A notifier that panics must not leave the run unfinished.
+            let notified = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                job.hooks.notify(&notification)
+            }));
+            if notified.is_err() {
+                report.detail(DetailType::Warning, "the notification hook panicked");
+            }
+        }
+        self.finish(id, report, vec![exec]);
+    }
+
+    fn finish(&self, id: RunId, report: Report, executions: Vec<ExecutionResult>) {
         let mut reg = self.lock();
         if let Some(run) = reg.runs.get_mut(&id) {
-            run.executions.push(exec);
+            run.executions.extend(executions);
             run.report = Some(report);
             let job_name = run.job.clone();
             if reg.active.get(&job_name) == Some(&id) {
                 reg.active.remove(&job_name);
             }
+            reg.running = reg.running.saturating_sub(1);
         }
         drop(reg);
         self.0.changed.notify_all();
@@ -429,6 +664,8 @@ impl Runner {
     fn attempt(
         &self,
         job: &Job,
+        plan: &Plan,
+        parameters: &BTreeMap<String, String>,
         control: &RunControl,
         watermarks: &Watermarks,
     ) -> Result<Report, Error> {
@@ -436,19 +673,19 @@ impl Runner {
             threads: job.settings.threads,
             dry_run: false,
             control: Some(control.clone()),
-            parameters: job.settings.parameters.clone(),
+            parameters: parameters.clone(),
             watermarks: watermarks.clone(),
         };
         (job.source)()
             .map_err(|source| Error::Source {
-                job: job.plan.name.clone(),
-                object_type: job.plan.objects.first().map_or(1, |o| o.object_type.code()),
+                job: plan.name.clone(),
+                object_type: plan.objects.first().map_or(1, |o| o.object_type.code()),
                 field: None,
                 source,
             })
             .and_then(|mut source| {
                 crate::run(
-                    &job.plan,
+                    plan,
                     source.as_mut(),
                     job.destination.as_ref(),
                     job.hooks.as_ref(),
@@ -458,13 +695,92 @@ impl Runner {
     }
 }
 
+/// What a run needs that was settled at submit time.
+struct Prepared {
+    job: Arc<Job>,
+    plan: Plan,
+    parameters: BTreeMap<String, String>,
+    watermarks: Watermarks,
+}
+
+fn history_entry(id: RunId, run: &RunRecord) -> HistoryEntry {
+    let (status, task_status, error) = match &run.report {
+        None if run.started => (HistoryStatus::Running, TaskStatus::Started, None),
+        None => (HistoryStatus::Running, TaskStatus::Queued, None),
+        Some(r) => {
+            let error = r
+                .details
+                .iter()
+                .find(|d| d.details_type == 0)
+                .map(|d| d.message.clone())
+                .or_else(|| {
+                    r.failed.first().map(|f| {
+                        let field = f
+                            .field
+                            .as_deref()
+                            .map(|x| format!(" {x}"))
+                            .unwrap_or_default();
+                        format!("row {}{field}: {}", f.row, f.message)
+                    })
+                });
+            let status = match r.status {
+                RunStatus::FinishedSuccess => HistoryStatus::Stopped,
+                RunStatus::Aborted => HistoryStatus::Interrupted,
+                RunStatus::FinishedFail | RunStatus::Error => HistoryStatus::Failed,
+            };
+            let error = match r.status {
+                RunStatus::Aborted => r
+                    .details
+                    .iter()
+                    .find(|d| d.details_type == 1)
+                    .map(|d| d.message.clone()),
+                _ => error,
+            };
+            (status, r.status.into(), error)
+        }
+    };
+    HistoryEntry {
+        run_id: Some(id.0),
+        trigger: run.trigger,
+        start_time: run.started_at.unwrap_or(run.queued_at).to_rfc3339(),
+        end_time: run.report.as_ref().map(|r| r.stop_time.clone()),
+        status,
+        task_status,
+        error_message: error,
+    }
+}
+
+/// The job's rules that `report` meets.
+fn notification_reasons(rules: &[NotifyWhen], report: &Report, timed_out: bool) -> Vec<NotifyWhen> {
+    rules
+        .iter()
+        .copied()
+        .filter(|rule| match rule {
+            NotifyWhen::Always => true,
+            NotifyWhen::RecordsUpdated => {
+                let updated = report.added.len() + report.modified.len() + report.deleted.len();
+                !report.dry_run && updated > 0
+            }
+            NotifyWhen::Errors => {
+                !report.failed.is_empty()
+                    || !report.delete_failed.is_empty()
+                    || report.details.iter().any(|d| d.details_type == 0)
+            }
+            NotifyWhen::JobFailed => {
+                matches!(report.status, RunStatus::FinishedFail | RunStatus::Error)
+                    || (report.status == RunStatus::Aborted && timed_out)
+            }
+        })
+        .collect()
+}
+
 fn execution(
     id: RunId,
     attempt: u32,
     status: TaskStatus,
     report: &Report,
-    started: chrono::DateTime<chrono::Utc>,
-    stopped: chrono::DateTime<chrono::Utc>,
+    started: DateTime<Utc>,
+    stopped: DateTime<Utc>,
 ) -> ExecutionResult {
     ExecutionResult {
         id: format!("{id}.{attempt}"),

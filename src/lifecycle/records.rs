@@ -142,3 +142,99 @@ impl From<&Report> for UserDataStore {
         }
     }
 }
+
+/// OIG's job state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum JobState {
+    /// Not running.
+    Stopped,
+    /// A run is under way.
+    Running,
+    /// The last run was stopped before it finished (cancelled or timed out).
+    Interrupted,
+}
+
+/// How a run in a job's history ended (OIG's history statuses; `SKIPPED` is Qlik's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum HistoryStatus {
+    /// Under way (or queued).
+    Running,
+    /// Finished normally.
+    Stopped,
+    /// Cancelled or timed out.
+    Interrupted,
+    /// Finished with failed rows, or could not run.
+    Failed,
+    /// A scheduled fire that found the job still running.
+    Skipped,
+}
+
+/// One run in a job's history.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryEntry {
+    /// The run's id (none for a skipped fire).
+    pub run_id: Option<u64>,
+    /// Who started it.
+    pub trigger: super::Trigger,
+    /// ISO 8601: when it started (or was queued, or was skipped).
+    pub start_time: String,
+    /// ISO 8601; none while it runs.
+    pub end_time: Option<String>,
+    /// How it ended.
+    pub status: HistoryStatus,
+    /// Qlik's status number for the same run.
+    #[serde(serialize_with = "status_code")]
+    pub task_status: TaskStatus,
+    /// The first error (or, for an interrupted run, why it stopped).
+    pub error_message: Option<String>,
+}
+
+/// A page of a job's history, newest first.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryPage {
+    /// The job.
+    pub job_name: String,
+    /// This page (0 first).
+    pub page: usize,
+    /// Entries a page.
+    pub page_size: usize,
+    /// Entries in all.
+    pub total: usize,
+    /// This page's entries.
+    pub items: Vec<HistoryEntry>,
+}
+
+/// A job as OIG's scheduler describes it (`JobDetails`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobDetails {
+    /// The job's name.
+    pub job_name: String,
+    /// The kind of task: always `DataSync`.
+    pub task_name: String,
+    /// Retries of a run that fails for a transient reason.
+    pub retry_count: u32,
+    /// The declared parameters with their defaults.
+    pub parameters: super::Parameters,
+    /// Whether two runs may overlap.
+    pub concurrent: bool,
+    /// `Cron` with a schedule, else `None`.
+    pub job_schedule_type: String,
+    /// The cron expression (OIG names a preset here; we give the expression itself).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cron_schedule_type: Option<String>,
+    /// The schedule's IANA time zone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+    /// Whether the schedule starts it.
+    pub is_enabled: bool,
+    /// ISO 8601: when the schedule next starts it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_fire_time: Option<String>,
+    /// `STOPPED`, `RUNNING` or `INTERRUPTED`.
+    pub status: JobState,
+}

@@ -1,0 +1,351 @@
+//! A job as the lifecycle holds it: the job file, where it reads and writes, and how it is
+//! run (retries, time-out, concurrency, schedule, collection order, notifications,
+//! parameters). [`JobSettings::from_definition`] reads what the job file says about these.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::job::{self, DataSyncJob, JobError, JobErrors, wire};
+use crate::source::{Source, SourceError};
+use crate::transform::TransformContext;
+use crate::{Destination, Hooks, NoHooks, Plan};
+
+use super::LifecycleError;
+use super::parameters::{Parameters, resolve_parameters};
+use super::schedule::Schedule;
+
+/// Opens the job's source afresh for each attempt.
+pub type OpenSource = Box<dyn Fn() -> Result<Box<dyn Source + Send>, SourceError> + Send + Sync>;
+
+/// A job the runner can run: the job file, where it reads and writes, and how it runs.
+///
+/// The plan is compiled for each run, so the run's parameter values reach `Static`'s
+/// `%NAME%` variables.
+pub struct Job {
+    /// The job file, as loaded.
+    pub definition: DataSyncJob,
+    /// `%NAME%` values and script functions every run of the job has (a run's parameters
+    /// are added to them).
+    pub context: TransformContext,
+    /// Opens the source (called once per attempt: a retry reads it again).
+    pub source: OpenSource,
+    /// The destination.
+    pub destination: Arc<dyn Destination>,
+    /// The host's hooks (row events and notifications).
+    pub hooks: Arc<dyn Hooks + Send + Sync>,
+    /// Retries, time-out, concurrency, schedule, parameters.
+    pub settings: JobSettings,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job")
+            .field("name", &self.name())
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Job {
+    /// A job from its file, with the settings the file gives
+    /// ([`JobSettings::from_definition`]) and no hooks. The job is compiled once here (with
+    /// its parameters' defaults) so that a broken job is refused now, not at its first run.
+    pub fn new(
+        definition: DataSyncJob,
+        source: OpenSource,
+        destination: Arc<dyn Destination>,
+    ) -> Result<Job, LifecycleError> {
+        let name = job::job_name(&definition);
+        let settings =
+            JobSettings::from_definition(&definition).map_err(|errors| LifecycleError::Job {
+                job: name.clone(),
+                errors,
+            })?;
+        let job = Job {
+            definition,
+            context: TransformContext::default(),
+            source,
+            destination,
+            hooks: Arc::new(NoHooks),
+            settings,
+        };
+        job.check()?;
+        Ok(job)
+    }
+
+    /// The same job with `hooks`.
+    pub fn with_hooks(mut self, hooks: Arc<dyn Hooks + Send + Sync>) -> Job {
+        self.hooks = hooks;
+        self
+    }
+
+    /// The same job compiled against `context` (script functions, fixed variables).
+    pub fn with_context(mut self, context: TransformContext) -> Result<Job, LifecycleError> {
+        self.context = context;
+        self.check()?;
+        Ok(self)
+    }
+
+    /// `jobInfo.name`.
+    pub fn name(&self) -> String {
+        job::job_name(&self.definition)
+    }
+
+    /// Checks `values` against the declared parameters and compiles the plan a run with them
+    /// runs. Returns the plan and the checked values (for the hook context).
+    pub fn plan(
+        &self,
+        values: &BTreeMap<String, String>,
+    ) -> Result<(Plan, BTreeMap<String, String>), LifecycleError> {
+        let name = self.name();
+        let values = resolve_parameters(&name, &self.settings.parameters, values)
+            .map_err(LifecycleError::Parameters)?;
+        let mut context = self.context.clone();
+        context
+            .variables
+            .extend(values.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let plan = job::compile(&self.definition, &context)
+            .map_err(|errors| LifecycleError::Job { job: name, errors })?;
+        Ok((plan, values))
+    }
+
+    /// Compiles with every declared parameter set to its default, or to a stand-in when it
+    /// has none (its value is only known at submit time).
+    fn check(&self) -> Result<(), LifecycleError> {
+        let mut context = self.context.clone();
+        for (name, p) in &self.settings.parameters {
+            let value = match &p.value {
+                Some(serde_json::Value::String(s)) => s.clone(),
+                Some(v) if !v.is_null() => v.to_string(),
+                _ => format!("<{name}>"),
+            };
+            context.variables.entry(name.clone()).or_insert(value);
+        }
+        job::compile(&self.definition, &context).map_err(|errors| LifecycleError::Job {
+            job: self.name(),
+            errors,
+        })?;
+        Ok(())
+    }
+}
+
+/// What a collection does after one of its jobs fails (`jobInfo.onFailure`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnFailure {
+    /// Stop: the rest of the collection does not run.
+    #[default]
+    Abort,
+    /// Run the next job.
+    Continue,
+}
+
+/// When a finished run sends a notification (the product's four choices).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum NotifyWhen {
+    /// After every run.
+    Always,
+    /// When objects were created, changed or deleted.
+    RecordsUpdated,
+    /// When a row or a delete failed, or the run reported an error.
+    Errors,
+    /// When the run failed or ran out of time (not when it was cancelled).
+    JobFailed,
+}
+
+impl NotifyWhen {
+    /// Reads `Always`, `RecordsUpdated`, `Errors`, `JobFailed` (any case; the words of the
+    /// product's dialog, `records are updated`, `errors occur`, `job fails`, also do).
+    pub fn parse(text: &str) -> Option<NotifyWhen> {
+        let t: String = text
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .collect::<String>()
+            .to_ascii_lowercase();
+        match t.as_str() {
+            "always" => Some(NotifyWhen::Always),
+            "recordsupdated" | "whenrecordsareupdated" | "recordsareupdated" | "updated" => {
+                Some(NotifyWhen::RecordsUpdated)
+            }
+            "errors" | "error" | "erroroccurs" | "errorsoccur" | "whenoneormoreerrorsoccur" => {
+                Some(NotifyWhen::Errors)
+            }
+            "jobfailed" | "jobfails" | "whenthejobfails" | "failed" => Some(NotifyWhen::JobFailed),
+            _ => None,
+        }
+    }
+}
+
+/// How the runner treats a job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobSettings {
+    /// Runs that fail as a whole for a transient reason are tried again this many times
+    /// (Qlik's `maxRetries`, OIG's `retryCount`). Row failures never retry a run.
+    pub max_retries: u32,
+    /// The wait before the first retry; it doubles for each next one, up to 5 minutes.
+    pub retry_wait: Duration,
+    /// Minutes a run may take before it is stopped like a cancel (`taskSessionTimeout`;
+    /// `None` or 0: no limit).
+    pub task_session_timeout: Option<u32>,
+    /// False: a run of this job is refused while another runs (`concurrent`).
+    pub concurrent: bool,
+    /// Worker threads (0: the engine decides).
+    pub threads: usize,
+    /// The declared parameters, with their defaults.
+    pub parameters: Parameters,
+    /// When a [`Scheduler`](super::Scheduler) starts the job.
+    pub schedule: Option<Schedule>,
+    /// Whether the schedule starts it (`jobInfo.enabled`).
+    pub enabled: bool,
+    /// In a collection: what happens after this job fails (`jobInfo.onFailure`).
+    pub on_failure: OnFailure,
+    /// In a collection: the job's place (`jobInfo.runOrder`, lowest first).
+    pub run_order: i64,
+    /// When the hooks' [`notify`](crate::Hooks::notify) is called; empty: never.
+    pub notify: Vec<NotifyWhen>,
+}
+
+impl Default for JobSettings {
+    fn default() -> Self {
+        JobSettings {
+            max_retries: 0,
+            retry_wait: Duration::from_secs(30),
+            task_session_timeout: None,
+            concurrent: false,
+            threads: 0,
+            parameters: Parameters::new(),
+            schedule: None,
+            enabled: true,
+            on_failure: OnFailure::Abort,
+            run_order: 0,
+            notify: Vec::new(),
+        }
+    }
+}
+
+/// The job-wide value of a `settings` key (case-insensitive), if set and not blank.
+fn setting<'a>(settings: &'a [wire::Setting], key: &str) -> Option<&'a str> {
+    settings
+        .iter()
+        .filter(|s| s.object_type.get().is_none())
+        .find(|s| s.key.text().eq_ignore_ascii_case(key))
+        .map(|s| s.value.text().trim())
+        .filter(|v| !v.is_empty())
+}
+
+impl JobSettings {
+    /// What the job file says about how it runs. From `jobInfo`: `schedule` (a cron
+    /// expression; empty: none), `enabled`, `isEnable` (false: the schedule never starts
+    /// it), `onFailure`, `runOrder`. From `settings`: the product's `IsNotificationEnabled`,
+    /// and ours, in the same key/value style: `Schedule.TimeZone` (IANA name, default UTC),
+    /// `Notification.When` (comma-separated [`NotifyWhen`] names; `Always` when
+    /// notifications are enabled without it), `Job.MaxRetries`, `Job.TaskSessionTimeout`
+    /// (minutes), `Job.Concurrent`. The top-level `parameters` object declares the job's
+    /// [parameters](super::JobParameter). All mistakes are returned together.
+    pub fn from_definition(definition: &DataSyncJob) -> Result<JobSettings, JobErrors> {
+        let mut errors = Vec::new();
+        let mut err = |location: &str, message: String| {
+            errors.push(JobError {
+                location: location.to_string(),
+                message,
+            })
+        };
+        let mut s = JobSettings::default();
+        let empty = Vec::new();
+        let list = definition.settings.get().unwrap_or(&empty);
+        let info = definition.job_info.get();
+
+        if let Some(info) = info {
+            let expression = info.schedule.text().trim();
+            let zone = setting(list, "Schedule.TimeZone").unwrap_or("UTC");
+            if !expression.is_empty() {
+                match Schedule::new(expression, zone) {
+                    Ok(schedule) => s.schedule = Some(schedule),
+                    Err(e) => err("jobInfo.schedule", e.to_string()),
+                }
+            }
+            s.enabled = info.enabled.get().copied().unwrap_or(s.schedule.is_some())
+                && info.is_enable.get().copied().unwrap_or(true);
+            match info.on_failure.text().trim().to_ascii_lowercase().as_str() {
+                "" | "abort" => s.on_failure = OnFailure::Abort,
+                "continue" => s.on_failure = OnFailure::Continue,
+                other => err(
+                    "jobInfo.onFailure",
+                    format!("\"{other}\" is neither Abort nor Continue"),
+                ),
+            }
+            s.run_order = info.run_order.get().copied().unwrap_or(0);
+        }
+
+        let bool_setting = |key: &str| setting(list, key).map(|v| (v, parse_bool(v)));
+        if let Some((_, Some(true))) = bool_setting("IsNotificationEnabled") {
+            s.notify = vec![NotifyWhen::Always];
+            if let Some(rules) = setting(list, "Notification.When") {
+                s.notify.clear();
+                for rule in rules.split(',').map(str::trim).filter(|r| !r.is_empty()) {
+                    match NotifyWhen::parse(rule) {
+                        Some(r) if !s.notify.contains(&r) => s.notify.push(r),
+                        Some(_) => {}
+                        None => err(
+                            "settings[Notification.When]",
+                            format!(
+                                "\"{rule}\" is not one of Always, RecordsUpdated, Errors, JobFailed"
+                            ),
+                        ),
+                    }
+                }
+            }
+        }
+        if let Some(v) = setting(list, "Job.MaxRetries") {
+            match v.parse() {
+                Ok(n) => s.max_retries = n,
+                Err(_) => err(
+                    "settings[Job.MaxRetries]",
+                    format!("\"{v}\" is not a count"),
+                ),
+            }
+        }
+        if let Some(v) = setting(list, "Job.TaskSessionTimeout") {
+            match v.parse() {
+                Ok(n) => s.task_session_timeout = Some(n).filter(|n| *n > 0),
+                Err(_) => err(
+                    "settings[Job.TaskSessionTimeout]",
+                    format!("\"{v}\" is not a number of minutes"),
+                ),
+            }
+        }
+        match bool_setting("Job.Concurrent") {
+            Some((_, Some(b))) => s.concurrent = b,
+            Some((v, None)) => err(
+                "settings[Job.Concurrent]",
+                format!("\"{v}\" is not True or False"),
+            ),
+            None => {}
+        }
+        if let Some((v, None)) = bool_setting("IsNotificationEnabled") {
+            err(
+                "settings[IsNotificationEnabled]",
+                format!("\"{v}\" is not True or False"),
+            );
+        }
+        if let Some(p) = definition.extra.get("parameters") {
+            match serde_json::from_value::<Parameters>(p.clone()) {
+                Ok(p) => s.parameters = p,
+                Err(e) => err("parameters", e.to_string()),
+            }
+        }
+        if errors.is_empty() {
+            Ok(s)
+        } else {
+            Err(JobErrors(errors))
+        }
+    }
+}
+
+fn parse_bool(v: &str) -> Option<bool> {
+    match v.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Some(true),
+        "false" | "0" | "no" => Some(false),
+        _ => None,
+    }
+}

@@ -1,0 +1,298 @@
+//! Starts jobs when their cron schedules say. The host drives it: call
+//! [`tick`](Scheduler::tick) from its own timer, or give a thread to
+//! [`run`](Scheduler::run). Time comes from the runner's [`Clock`](super::Clock), so tests move
+//! a manual clock instead of waiting.
+//!
+//! A fire time missed while nothing ticked (the host was down, or busy) starts the job once
+//! at the next tick, not once per missed fire. A fire that finds a non-concurrent job still
+//! running is recorded in its history as `SKIPPED` (Qlik's status 9) and not queued.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::{Job, JobDetails, LifecycleError, Operational, RunId, Runner, TaskRecord, Trigger};
+
+struct Entry {
+    job: Arc<Job>,
+    enabled: bool,
+    next: Option<DateTime<Utc>>,
+}
+
+/// What a tick did for one due job.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fired {
+    /// The job started.
+    Started {
+        /// The job.
+        job: String,
+        /// Its run.
+        run: RunId,
+    },
+    /// The job was still running; the fire is recorded as skipped.
+    Skipped {
+        /// The job.
+        job: String,
+        /// The run under way.
+        running: RunId,
+    },
+    /// The job could not start (its state could not be read, a default parameter no
+    /// longer checks, ...).
+    Refused {
+        /// The job.
+        job: String,
+        /// Why.
+        error: LifecycleError,
+    },
+}
+
+/// Jobs on cron schedules, started through a [`Runner`].
+///
+/// ```
+/// use std::sync::Arc;
+/// use datasync::lifecycle::{Fired, Job, ManualClock, Runner, Schedule, Scheduler};
+/// use datasync::{job, LdifDirectory};
+///
+/// let clock = ManualClock::at("2026-05-31T23:59:00Z");
+/// let runner = Runner::with(Arc::new(clock.clone()), None);
+/// let mut job = Job::new(
+///     job::load("fixtures/jobs/excel-to-ad.json".as_ref()).unwrap(),
+///     Box::new(|| datasync::source::open("fixtures/sources/people.xlsx".as_ref())),
+///     Arc::new(LdifDirectory::in_memory()),
+/// )
+/// .unwrap();
+/// job.settings.schedule = Some(Schedule::new("0 0 1 * *", "UTC").unwrap());
+/// job.settings.enabled = true;
+/// let scheduler = Scheduler::new(runner.clone());
+/// scheduler.add(Arc::new(job)).unwrap();
+/// assert!(scheduler.tick().is_empty());
+/// clock.advance(std::time::Duration::from_secs(60));
+/// let fired = scheduler.tick();
+/// assert!(matches!(&fired[..], [Fired::Started { .. }]));
+/// runner.wait_idle();
+/// ```
+pub struct Scheduler {
+    runner: Runner,
+    entries: Mutex<BTreeMap<String, Entry>>,
+}
+
+impl std::fmt::Debug for Scheduler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scheduler")
+            .field("jobs", &self.lock().keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Scheduler {
+    /// A scheduler that starts jobs on `runner` and reads the time from its clock.
+    pub fn new(runner: Runner) -> Scheduler {
+        Scheduler {
+            runner,
+            entries: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Entry>> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        self.runner.clock().now()
+    }
+
+    /// The runner the scheduler starts jobs on.
+    pub fn runner(&self) -> &Runner {
+        &self.runner
+    }
+
+    /// Adds a job; its schedule and `enabled` come from its settings. Names must differ.
+    pub fn add(&self, job: Arc<Job>) -> Result<(), LifecycleError> {
+        let name = job.name();
+        let now = self.now();
+        let mut entries = self.lock();
+        if entries.contains_key(&name) {
+            return Err(LifecycleError::DuplicateJob(name));
+        }
+        let next = job
+            .settings
+            .schedule
+            .as_ref()
+            .and_then(|s| s.next_after(now));
+        entries.insert(
+            name,
+            Entry {
+                enabled: job.settings.enabled,
+                job,
+                next,
+            },
+        );
+        Ok(())
+    }
+
+    /// The names of the jobs, sorted.
+    pub fn jobs(&self) -> Vec<String> {
+        self.lock().keys().cloned().collect()
+    }
+
+    /// Lets the schedule start the job again, from the next fire time after now (fires
+    /// missed while it was disabled are not made up). False for an unknown job.
+    pub fn enable(&self, job: &str) -> bool {
+        let now = self.now();
+        let mut entries = self.lock();
+        let Some(e) = entries.get_mut(job) else {
+            return false;
+        };
+        e.enabled = true;
+        e.next = e
+            .job
+            .settings
+            .schedule
+            .as_ref()
+            .and_then(|s| s.next_after(now));
+        true
+    }
+
+    /// Stops the schedule starting the job (a run under way goes on). False for an unknown
+    /// job.
+    pub fn disable(&self, job: &str) -> bool {
+        match self.lock().get_mut(job) {
+            Some(e) => {
+                e.enabled = false;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Starts the job now, whatever its schedule (OIG's "run now").
+    pub fn run_now(&self, job: &str) -> Result<RunId, LifecycleError> {
+        let job = self.job(job)?;
+        self.runner.submit(job)
+    }
+
+    /// Cancels the job's run under way (OIG's "stop"); its state becomes `INTERRUPTED`.
+    /// False when it is not running.
+    pub fn stop(&self, job: &str) -> bool {
+        self.runner
+            .running(job)
+            .is_some_and(|id| self.runner.cancel(id))
+    }
+
+    fn job(&self, name: &str) -> Result<Arc<Job>, LifecycleError> {
+        self.lock()
+            .get(name)
+            .map(|e| e.job.clone())
+            .ok_or_else(|| LifecycleError::UnknownJob(name.to_string()))
+    }
+
+    /// When the schedule next starts the job (`None`: no schedule, disabled, or never again).
+    pub fn next_execution(&self, job: &str) -> Option<DateTime<Utc>> {
+        self.lock()
+            .get(job)
+            .filter(|e| e.enabled)
+            .and_then(|e| e.next)
+    }
+
+    /// The earliest next fire time of all enabled jobs.
+    pub fn next_due(&self) -> Option<DateTime<Utc>> {
+        self.lock()
+            .values()
+            .filter(|e| e.enabled)
+            .filter_map(|e| e.next)
+            .min()
+    }
+
+    /// Starts every enabled job whose fire time has come, and moves each one's fire time on
+    /// past now. Returns what happened to each, in name order.
+    pub fn tick(&self) -> Vec<Fired> {
+        let now = self.now();
+        let due: Vec<(String, Arc<Job>)> = {
+            let mut entries = self.lock();
+            entries
+                .iter_mut()
+                .filter(|(_, e)| e.enabled && e.next.is_some_and(|t| t <= now))
+                .map(|(name, e)| {
+                    e.next = e
+                        .job
+                        .settings
+                        .schedule
+                        .as_ref()
+                        .and_then(|s| s.next_after(now));
+                    (name.clone(), e.job.clone())
+                })
+                .collect()
+        };
+        due.into_iter()
+            .map(
+                |(name, job)| match self.runner.start(job, &BTreeMap::new(), Trigger::Schedule) {
+                    Ok(run) => Fired::Started { job: name, run },
+                    Err(LifecycleError::AlreadyRunning { running, .. }) => {
+                        Fired::Skipped { job: name, running }
+                    }
+                    Err(error) => Fired::Refused { job: name, error },
+                },
+            )
+            .collect()
+    }
+
+    /// Ticks until `stop` is set, sleeping on the runner's clock until the next fire time (at
+    /// most a second at a time, so that `stop` is seen). Then waits for the runs under way to
+    /// finish, and returns every fire.
+    pub fn run(&self, stop: &AtomicBool, mut on_fire: impl FnMut(&Fired)) {
+        let clock = self.runner.clock();
+        while !stop.load(Ordering::SeqCst) {
+            for fired in self.tick() {
+                on_fire(&fired);
+            }
+            let now = clock.now();
+            let wait = self
+                .next_due()
+                .map(|t| (t - now).to_std().unwrap_or(Duration::ZERO))
+                .unwrap_or(Duration::from_secs(1))
+                .clamp(Duration::from_millis(10), Duration::from_secs(1));
+            clock.sleep(wait);
+        }
+        self.runner.wait_idle();
+    }
+
+    /// The job in OIG's shape, with its state and next fire time.
+    pub fn job_details(&self, name: &str) -> Option<JobDetails> {
+        let job = self.job(name).ok()?;
+        let next = self.next_execution(name);
+        let enabled = self.lock().get(name).is_some_and(|e| e.enabled);
+        let s = &job.settings;
+        Some(JobDetails {
+            job_name: name.to_string(),
+            task_name: "DataSync".into(),
+            retry_count: s.max_retries,
+            parameters: s.parameters.clone(),
+            concurrent: s.concurrent,
+            job_schedule_type: if s.schedule.is_some() { "Cron" } else { "None" }.into(),
+            cron_schedule_type: s.schedule.as_ref().map(|c| c.expression().to_string()),
+            time_zone: s.schedule.as_ref().map(|c| c.time_zone().to_string()),
+            is_enabled: enabled,
+            next_fire_time: next.map(|t| t.to_rfc3339()),
+            status: self.runner.job_state(name),
+        })
+    }
+
+    /// The job as Qlik's task record: its last execution and next one.
+    pub fn task_record(&self, name: &str) -> Option<TaskRecord> {
+        let job = self.job(name).ok()?;
+        let enabled = self.lock().get(name).is_some_and(|e| e.enabled);
+        Some(TaskRecord {
+            name: name.to_string(),
+            enabled,
+            max_retries: job.settings.max_retries,
+            task_session_timeout: job.settings.task_session_timeout.unwrap_or(0),
+            operational: Operational {
+                last_execution_result: self.runner.last_execution(name),
+                next_execution: self.next_execution(name).map(|t| t.to_rfc3339()),
+            },
+        })
+    }
+}
