@@ -473,18 +473,22 @@ impl Runner {
         }
     }
 
-    /// The last attempt of the job's latest run or skipped fire (Qlik's
+    /// The last attempt of the job's run or skipped fire that ended last (Qlik's
     /// `operational.lastExecutionResult`).
     pub fn last_execution(&self, job: &str) -> Option<ExecutionResult> {
         let reg = self.lock();
+        // The one that ended last: a fire skipped while a run went on is older than the
+        // run's end. (All times are UTC RFC 3339 from one clock, so text order is time order.)
         reg.history
             .get(job)?
             .iter()
-            .rev()
-            .find_map(|item| match item {
-                HistoryItem::Run(id) => reg.runs.get(id)?.executions.last().cloned(),
-                HistoryItem::Skipped(skip) => Some(skip.1.clone()),
+            .filter_map(|item| match item {
+                HistoryItem::Run(id) => reg.runs.get(id)?.executions.last().map(|e| (e, 1)),
+                HistoryItem::Skipped(skip) => Some((&skip.1, 0)),
             })
+            // On a tie the run wins: it cannot have ended before a fire it made skip.
+            .max_by(|(a, a_run), (b, b_run)| (&a.stop_time, a_run).cmp(&(&b.stop_time, b_run)))
+            .map(|(e, _)| e.clone())
     }
 
     /// Page `page` (0 first) of `job`'s runs, newest first, `page_size` a page.
