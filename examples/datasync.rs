@@ -5,27 +5,43 @@
 //!                       [--bind-dn DN] [--source-bind-dn DN] [--ca-file PEM]
 //!                       [--insecure-skip-tls-verify] [--server-kind ad|ldap] [--dry-run]
 //!                       [--report FILE] [--password-out FILE] [--threads N] [--var NAME=VALUE]…
+//!                       [--timeout MINUTES] [--retries N] [--retry-wait SECONDS] [--state FILE]
+//! datasync schedule JOB.json… [--destination …] [--state FILE] [connection options as for run]
 //! datasync validate JOB.json
 //! ```
 //! Bind passwords come from the environment: `DATASYNC_BIND_PASSWORD` (destination) and
 //! `DATASYNC_SOURCE_BIND_PASSWORD` (LDAP source).
 //!
+//! `run` goes through the library's lifecycle runner, as a host service would: `--var` values
+//! are checked against the job's declared parameters, `--timeout` and `--retries` set
+//! `taskSessionTimeout` and `maxRetries`, `--state` keeps delta watermarks, and Ctrl-C
+//! cancels the run (rows in flight finish, nothing is deleted). `schedule` starts each job on
+//! its `jobInfo.schedule` cron expression (time zone: the `Schedule.TimeZone` setting) until
+//! Ctrl-C, then waits for the running jobs to finish.
+//!
 //! Exit codes: 0 success, 1 finished with failures (or aborted), 2 could not run.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use datasync::destination::{LdapDirectory, ServerKind};
 use datasync::hooks::{HookContext, HookResult, PasswordSet, RowDone};
 use datasync::ldap::{LdapConfig, Security, TlsVerify};
+use datasync::lifecycle::{
+    FileStateStore, Fired, Job, LifecycleError, OpenSource, Runner, Scheduler, StateStore,
+    SystemClock,
+};
 use datasync::report::RowFailure;
 use datasync::source::{LdapSource, Source};
 use datasync::transform::TransformContext;
-use datasync::{Destination, Error, Hooks, LdifDirectory, Report, RunOptions, Secret, job, source};
+use datasync::{Destination, Error, Hooks, LdifDirectory, Report, Secret, job, source};
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Parser)]
@@ -39,6 +55,8 @@ struct Cli {
 enum Command {
     /// Run a job.
     Run(Box<RunArgs>),
+    /// Run jobs on their cron schedules until Ctrl-C.
+    Schedule(Box<ScheduleArgs>),
     /// Check a job and list every mistake.
     Validate {
         /// The job JSON.
@@ -55,6 +73,46 @@ struct RunArgs {
     /// or an LDAP URL with the search base as its path (ldaps://host/OU=Staff,DC=example,DC=com).
     #[arg(long)]
     source: Option<String>,
+    #[command(flatten)]
+    target: Target,
+    /// Compute the plan and the report; write nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Write the run report (JSON) here, also when the job cannot run.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Write the passwords set in this run here (CSV dn,password; mode 0600).
+    #[arg(long)]
+    password_out: Option<PathBuf>,
+    /// A job parameter or %NAME% variable for Static transforms, NAME=VALUE (repeatable);
+    /// checked against the job's declared parameters.
+    #[arg(long = "var", value_name = "NAME=VALUE")]
+    vars: Vec<String>,
+    /// Stop the run after this many minutes, like a cancel (taskSessionTimeout).
+    #[arg(long, value_name = "MINUTES")]
+    timeout: Option<u32>,
+    /// Try a run that fails for a transient reason (server unreachable, connection lost)
+    /// this many more times (maxRetries).
+    #[arg(long)]
+    retries: Option<u32>,
+    /// Seconds before the first retry; each next wait doubles.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    retry_wait: u64,
+}
+
+/// `datasync schedule`'s arguments.
+#[derive(clap::Args)]
+struct ScheduleArgs {
+    /// The job files; each runs on its jobInfo.schedule.
+    #[arg(required = true)]
+    jobs: Vec<PathBuf>,
+    #[command(flatten)]
+    target: Target,
+}
+
+/// Where jobs write, and how they connect; shared by `run` and `schedule`.
+#[derive(clap::Args)]
+struct Target {
     /// Where to write: ldif:PATH (the embedded directory) or an LDAP server
     /// (ldap://host[:port], ldaps://host[:port], ldap://host?starttls).
     #[arg(long, default_value = "ldif:directory.ldif")]
@@ -76,21 +134,12 @@ struct RunArgs {
     /// The destination server's kind (default: from the job's Destination.ProviderName).
     #[arg(long, value_parser = ["ad", "ldap"])]
     server_kind: Option<String>,
-    /// Compute the plan and the report; write nothing.
-    #[arg(long)]
-    dry_run: bool,
-    /// Write the run report (JSON) here, also when the job cannot run.
-    #[arg(long)]
-    report: Option<PathBuf>,
-    /// Write the passwords set in this run here (CSV dn,password; mode 0600).
-    #[arg(long)]
-    password_out: Option<PathBuf>,
     /// Worker threads (default: one per core; for an LDAP destination, one per connection).
     #[arg(long, default_value_t = 0)]
     threads: usize,
-    /// A %NAME% variable for Static transforms, NAME=VALUE (repeatable).
-    #[arg(long = "var", value_name = "NAME=VALUE")]
-    vars: Vec<String>,
+    /// Keep delta-run watermarks (timeStampField, updateAll false) in this JSON file.
+    #[arg(long)]
+    state: Option<PathBuf>,
 }
 
 /// The CLI's hooks: a progress bar on a terminal, and password collection for --password-out.
@@ -127,6 +176,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Validate { job } => validate(&job),
+        Command::Schedule(args) => schedule(&args),
         Command::Run(args) => {
             let name = job::load(&args.job)
                 .map(|j| job::job_name(&j))
@@ -137,51 +187,45 @@ fn main() -> ExitCode {
                         .unwrap_or_default()
                 });
             let dry_run = args.dry_run;
-            let result = run(&args);
-            let (report_value, code) = match result {
-                Ok(r) => {
-                    let code = r.status.exit_code();
-                    (r, code)
-                }
-                Err(message) => {
-                    eprintln!("error: {message}");
-                    let r = match &message {
-                        CliError::Run(e) => Report::from_error(&name, dry_run, e),
-                        CliError::Usage(m) => {
-                            let mut r = Report::new(&name, dry_run);
-                            r.status = datasync::RunStatus::Error;
-                            r.detail(datasync::report::DetailType::Error, m.clone());
-                            r
-                        }
-                    };
-                    (r, 2)
-                }
+            let report = match run(&args) {
+                Ok(r) => r,
+                Err(e) => e.report(&name, dry_run),
             };
-            if report_value.status != datasync::RunStatus::Error {
-                eprintln!("{}", report_value.summary());
-                for f in &report_value.failed {
-                    eprintln!(
-                        "  row {}{}: {}",
-                        f.row,
-                        f.key
-                            .as_ref()
-                            .map(|k| format!(" ({k})"))
-                            .unwrap_or_default(),
-                        f.message
-                    );
-                }
-                for d in &report_value.details {
-                    eprintln!("  {}", d.message);
-                }
-            }
+            print_report(&report);
             if let Some(path) = &args.report
-                && let Err(e) = std::fs::write(path, report_value.to_json())
+                && let Err(e) = std::fs::write(path, report.to_json())
             {
                 eprintln!("error: cannot write the report to {}: {e}", path.display());
                 return ExitCode::from(2);
             }
-            ExitCode::from(code as u8)
+            ExitCode::from(report.status.exit_code() as u8)
         }
+    }
+}
+
+/// The report on stderr: errors for a run that could not run, else the summary, the failed
+/// rows and the messages.
+fn print_report(report: &Report) {
+    if report.status == datasync::RunStatus::Error {
+        for d in &report.details {
+            eprintln!("error: {}", d.message);
+        }
+        return;
+    }
+    eprintln!("{}", report.summary());
+    for f in &report.failed {
+        eprintln!(
+            "  row {}{}: {}",
+            f.row,
+            f.key
+                .as_ref()
+                .map(|k| format!(" ({k})"))
+                .unwrap_or_default(),
+            f.message
+        );
+    }
+    for d in &report.details {
+        eprintln!("  {}", d.message);
     }
 }
 
@@ -218,6 +262,21 @@ enum CliError {
     Usage(String),
 }
 
+impl CliError {
+    /// The report of a run that could not start.
+    fn report(&self, job: &str, dry_run: bool) -> Report {
+        match self {
+            CliError::Run(e) => Report::from_error(job, dry_run, e),
+            CliError::Usage(m) => {
+                let mut r = Report::new(job, dry_run);
+                r.status = datasync::RunStatus::Error;
+                r.detail(datasync::report::DetailType::Error, m.clone());
+                r
+            }
+        }
+    }
+}
+
 impl std::fmt::Display for CliError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -233,82 +292,178 @@ impl From<Error> for CliError {
     }
 }
 
-fn run(args: &RunArgs) -> Result<Report, CliError> {
-    let job_path = args.job.as_path();
+impl From<LifecycleError> for CliError {
+    fn from(e: LifecycleError) -> Self {
+        match e {
+            LifecycleError::Job { job, errors } => CliError::Run(Error::Invalid { job, errors }),
+            other => CliError::Usage(other.to_string()),
+        }
+    }
+}
+
+/// A job file made into a lifecycle job: its source opener (the file it names, or `source`),
+/// the shared destination, and the settings the file gives.
+fn load_job(
+    job_path: &Path,
+    source: Option<&str>,
+    target: &Target,
+    destination: Arc<dyn Destination>,
+    hooks: Arc<dyn Hooks + Send + Sync>,
+) -> Result<Job, CliError> {
     let wire = job::load(job_path).map_err(Error::from)?;
-    let mut context = TransformContext::default();
+    let name = job::job_name(&wire);
+    let source_file = job::compile(&wire, &TransformContext::default())
+        .ok()
+        .and_then(|p| p.source_file)
+        .or_else(|| {
+            wire.settings.get().and_then(|list| {
+                list.iter()
+                    .find(|s| s.key.text().eq_ignore_ascii_case("Source.File"))
+                    .map(|s| s.value.text().to_string())
+                    .filter(|v| !v.trim().is_empty())
+            })
+        });
+    let open: OpenSource = match source {
+        Some(url) if is_ldap_url(url) => {
+            let config = ldap_config(
+                target,
+                url,
+                target.source_bind_dn.as_deref(),
+                "DATASYNC_SOURCE_BIND_PASSWORD",
+            )?;
+            Box::new(move || {
+                LdapSource::connect(config.clone()).map(|s| Box::new(s) as Box<dyn Source + Send>)
+            })
+        }
+        Some(path) => {
+            let path = PathBuf::from(path);
+            Box::new(move || source::open(&path))
+        }
+        None => match source_file {
+            Some(f) => {
+                let path = job_path.parent().unwrap_or(Path::new(".")).join(f);
+                Box::new(move || source::open(&path))
+            }
+            None => {
+                return Err(CliError::Usage(format!(
+                    "job \"{name}\" has no Source.File setting: pass --source FILE or --source ldap://…"
+                )));
+            }
+        },
+    };
+    let mut job = Job::new(wire, open, destination)?.with_hooks(hooks);
+    job.settings.threads = target.threads;
+    Ok(job)
+}
+
+/// The destination `target` names; `provider` is the job's Destination.ProviderName.
+fn open_destination(
+    target: &Target,
+    job: &str,
+    provider: Option<&str>,
+) -> Result<Arc<dyn Destination>, CliError> {
+    let destination_error = |source| Error::Destination {
+        job: job.to_string(),
+        source,
+    };
+    if is_ldap_url(&target.destination) {
+        let config = ldap_config(
+            target,
+            &target.destination,
+            target.bind_dn.as_deref(),
+            "DATASYNC_BIND_PASSWORD",
+        )?;
+        let kind = match target.server_kind.as_deref() {
+            Some("ad") => ServerKind::ActiveDirectory,
+            Some(_) => ServerKind::Ldap,
+            None => ServerKind::from_provider_name(provider),
+        };
+        Ok(Arc::new(
+            LdapDirectory::connect(config, kind).map_err(destination_error)?,
+        ))
+    } else if let Some(ldif_path) = target.destination.strip_prefix("ldif:") {
+        Ok(Arc::new(
+            LdifDirectory::open(ldif_path).map_err(destination_error)?,
+        ))
+    } else {
+        Err(CliError::Usage(format!(
+            "--destination {}: expected ldif:PATH or an ldap:// or ldaps:// URL",
+            target.destination
+        )))
+    }
+}
+
+/// The job's Destination.ProviderName and name, read without compiling.
+fn provider_of(job_path: &Path) -> (String, Option<String>) {
+    match job::load(job_path) {
+        Ok(wire) => {
+            let provider = wire.settings.get().and_then(|list| {
+                list.iter()
+                    .find(|s| {
+                        s.key
+                            .text()
+                            .eq_ignore_ascii_case("Destination.ProviderName")
+                    })
+                    .map(|s| s.value.text().to_string())
+            });
+            (job::job_name(&wire), provider)
+        }
+        Err(_) => (String::new(), None),
+    }
+}
+
+fn runner_for(target: &Target) -> Runner {
+    let store = target
+        .state
+        .as_ref()
+        .map(|p| Arc::new(FileStateStore::new(p)) as Arc<dyn StateStore>);
+    Runner::with(Arc::new(SystemClock), store)
+}
+
+fn run(args: &RunArgs) -> Result<Report, CliError> {
+    let mut given = BTreeMap::new();
     for v in &args.vars {
         let (name, value) = v
             .split_once('=')
             .ok_or_else(|| CliError::Usage(format!("--var {v}: expected NAME=VALUE")))?;
-        context
-            .variables
-            .insert(name.to_string(), value.to_string());
+        given.insert(name.to_string(), value.to_string());
     }
-    let plan = job::compile(&wire, &context).map_err(|errors| Error::Invalid {
-        job: job::job_name(&wire),
-        errors,
-    })?;
-    let source_error = |source| Error::Source {
-        job: plan.name.clone(),
-        object_type: plan.objects.first().map_or(1, |o| o.object_type.code()),
-        field: None,
-        source,
-    };
-    let mut source: Box<dyn Source + Send> = match &args.source {
-        Some(url) if is_ldap_url(url) => {
-            let config = ldap_config(
-                args,
-                url,
-                args.source_bind_dn.as_deref(),
-                "DATASYNC_SOURCE_BIND_PASSWORD",
-            )?;
-            Box::new(LdapSource::connect(config).map_err(source_error)?)
+    // The job is checked (and its source named) before the destination is opened: a broken
+    // job touches nothing.
+    let (name, provider) = provider_of(&args.job);
+    let checked = load_job(
+        &args.job,
+        args.source.as_deref(),
+        &args.target,
+        Arc::new(LdifDirectory::in_memory()),
+        Arc::new(datasync::NoHooks),
+    )?;
+    checked.plan(&given)?;
+    drop(checked);
+    // A server that cannot be reached at the start is a transient failure like any other:
+    // --retries tries the connection again, with the same doubling waits as a run.
+    let mut wait = Duration::from_secs(args.retry_wait);
+    let mut attempt = 0;
+    let destination = loop {
+        attempt += 1;
+        match open_destination(&args.target, &name, provider.as_deref()) {
+            Err(CliError::Run(Error::Destination { source, .. }))
+                if source.is_transient() && attempt <= args.retries.unwrap_or(0) =>
+            {
+                eprintln!(
+                    "attempt {attempt}: {source}; retrying in {} s",
+                    wait.as_secs()
+                );
+                std::thread::sleep(wait);
+                wait = (wait * 2).min(Duration::from_secs(300));
+            }
+            other => break other?,
         }
-        Some(path) => source::open(Path::new(path)).map_err(source_error)?,
-        None => match &plan.source_file {
-            Some(f) => {
-                let path = job_path.parent().unwrap_or(Path::new(".")).join(f);
-                source::open(&path).map_err(source_error)?
-            }
-            None => {
-                return Err(CliError::Usage(
-                    "the job has no Source.File setting: pass --source FILE or --source ldap://…"
-                        .into(),
-                ));
-            }
-        },
     };
-    let destination_error = |source| Error::Destination {
-        job: plan.name.clone(),
-        source,
-    };
-    let directory: Box<dyn Destination> = if is_ldap_url(&args.destination) {
-        let config = ldap_config(
-            args,
-            &args.destination,
-            args.bind_dn.as_deref(),
-            "DATASYNC_BIND_PASSWORD",
-        )?;
-        let kind = match args.server_kind.as_deref() {
-            Some("ad") => ServerKind::ActiveDirectory,
-            Some(_) => ServerKind::Ldap,
-            None => ServerKind::from_provider_name(plan.destination_provider.as_deref()),
-        };
-        Box::new(LdapDirectory::connect(config, kind).map_err(destination_error)?)
-    } else if let Some(ldif_path) = args.destination.strip_prefix("ldif:") {
-        Box::new(LdifDirectory::open(ldif_path).map_err(destination_error)?)
-    } else {
-        return Err(CliError::Usage(format!(
-            "--destination {}: expected ldif:PATH or an ldap:// or ldaps:// URL",
-            args.destination
-        )));
-    };
-    let (dry_run, threads) = (args.dry_run, args.threads);
-    let password_out = args.password_out.as_deref();
+    let dry_run = args.dry_run;
     // Open the password file before anything is written: passwords that cannot be delivered
     // must not be set.
-    let password_file = match password_out {
+    let password_file = match args.password_out.as_deref() {
         Some(p) if !dry_run => Some((
             p,
             open_private(p)
@@ -322,28 +477,53 @@ fn run(args: &RunArgs) -> Result<Report, CliError> {
             ProgressStyle::with_template("{spinner} {pos} rows {elapsed}")
                 .unwrap_or_else(|_| ProgressStyle::default_spinner()),
         );
-        bar.enable_steady_tick(std::time::Duration::from_millis(200));
+        bar.enable_steady_tick(Duration::from_millis(200));
         bar
     });
-    let hooks = CliHooks {
+    let hooks = Arc::new(CliHooks {
         progress,
         passwords: password_file.as_ref().map(|_| Mutex::new(Vec::new())),
-    };
-    let options = RunOptions {
-        threads,
-        dry_run,
-        ..Default::default()
-    };
-    let report = datasync::run(&plan, source.as_mut(), directory.as_ref(), &hooks, &options)?;
+    });
+    let mut job = load_job(
+        &args.job,
+        args.source.as_deref(),
+        &args.target,
+        destination,
+        hooks.clone(),
+    )?;
+    job.settings.dry_run = dry_run;
+    if let Some(minutes) = args.timeout {
+        job.settings.task_session_timeout = Some(minutes);
+    }
+    if let Some(n) = args.retries {
+        job.settings.max_retries = n;
+    }
+    job.settings.retry_wait = Duration::from_secs(args.retry_wait);
+    let runner = runner_for(&args.target);
+    let id = runner.submit_with(Arc::new(job), &given)?;
+    // Ctrl-C cancels: rows in flight finish, nothing is deleted, the report says Aborted.
+    let cancel = runner.clone();
+    let _ = ctrlc::set_handler(move || {
+        eprintln!("cancelling: rows in flight finish, no new rows start");
+        cancel.cancel(id);
+    });
+    let report = runner
+        .wait(id)
+        .ok_or_else(|| CliError::Usage(format!("run {id} was lost")))?;
     if let Some(p) = &hooks.progress {
         p.finish_and_clear();
     }
-    if let (Some((path, mut file)), Some(list)) = (password_file, hooks.passwords) {
-        let list = list.into_inner().unwrap_or_else(|p| p.into_inner());
+    for attempt in runner.executions(id).iter().rev().skip(1).rev() {
+        for d in &attempt.details {
+            eprintln!("attempt {} failed, retried: {}", attempt.id, d.message);
+        }
+    }
+    if let (Some((path, mut file)), Some(list)) = (password_file, hooks.passwords.as_ref()) {
+        let list = list.lock().unwrap_or_else(|p| p.into_inner());
         let mut w = csv::Writer::from_writer(Vec::new());
         let mut text = Ok(());
         text = text.and(w.write_record(["dn", "password"]));
-        for (dn, secret) in &list {
+        for (dn, secret) in list.iter() {
             text = text.and(w.write_record([dn.as_str(), secret.expose()]));
         }
         let bytes = text
@@ -356,6 +536,81 @@ fn run(args: &RunArgs) -> Result<Report, CliError> {
     Ok(report)
 }
 
+fn schedule(args: &ScheduleArgs) -> ExitCode {
+    match schedule_jobs(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn schedule_jobs(args: &ScheduleArgs) -> Result<(), CliError> {
+    let first = args
+        .jobs
+        .first()
+        .map(|p| provider_of(p))
+        .unwrap_or_default();
+    let destination = open_destination(&args.target, &first.0, first.1.as_deref())?;
+    let runner = runner_for(&args.target);
+    let scheduler = Scheduler::new(runner.clone());
+    let hooks: Arc<dyn Hooks + Send + Sync> = Arc::new(datasync::NoHooks);
+    for path in &args.jobs {
+        let job = load_job(path, None, &args.target, destination.clone(), hooks.clone())?;
+        let name = job.name();
+        if job.settings.schedule.is_none() {
+            return Err(CliError::Usage(format!(
+                "{}: job \"{name}\" has no schedule (jobInfo.schedule, a cron expression)",
+                path.display()
+            )));
+        }
+        scheduler.add(Arc::new(job))?;
+        match scheduler.job_details(&name) {
+            Some(d) if d.is_enabled => eprintln!(
+                "{name}: \"{}\" in {}, next at {}",
+                d.cron_schedule_type.unwrap_or_default(),
+                d.time_zone.unwrap_or_default(),
+                d.next_fire_time.unwrap_or_else(|| "never".into())
+            ),
+            _ => eprintln!("{name}: disabled (jobInfo.enabled is false); it will not start"),
+        }
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || {
+        eprintln!("stopping: no new runs; waiting for the running jobs to finish");
+        flag.store(true, Ordering::SeqCst);
+    })
+    .map_err(|e| CliError::Usage(format!("cannot catch Ctrl-C: {e}")))?;
+    let mut reporters = Vec::new();
+    scheduler.run(&stop, |fired| match fired {
+        Fired::Started { job, run } => {
+            eprintln!("{job}: run {run} started");
+            let runner = runner.clone();
+            let job = job.clone();
+            let run = *run;
+            reporters.push(std::thread::spawn(move || {
+                if let Some(report) = runner.wait(run) {
+                    eprintln!("{job}: run {run}: {}", report.summary());
+                    for d in report.details.iter().filter(|d| d.details_type == 0) {
+                        eprintln!("{job}: run {run}: {}", d.message);
+                    }
+                }
+            }));
+        }
+        Fired::Skipped { job, running } => {
+            eprintln!("{job}: skipped, run {running} is still running")
+        }
+        Fired::Refused { job, error } => eprintln!("{job}: not started: {error}"),
+    });
+    for reporter in reporters {
+        let _ = reporter.join();
+    }
+    eprintln!("stopped");
+    Ok(())
+}
+
 fn is_ldap_url(text: &str) -> bool {
     let lower = text.to_ascii_lowercase();
     lower.starts_with("ldap://") || lower.starts_with("ldaps://")
@@ -364,7 +619,7 @@ fn is_ldap_url(text: &str) -> bool {
 /// The connection settings for `url`: bind DN from the command line, its password from the
 /// environment variable `password_var` (never an argument: arguments show in `ps`).
 fn ldap_config(
-    args: &RunArgs,
+    args: &Target,
     url: &str,
     bind_dn: Option<&str>,
     password_var: &str,

@@ -349,3 +349,123 @@ fn a_dry_run_writes_no_file() {
     assert_eq!(r["dryRun"], true);
     assert_eq!(r["counts"]["added"], 12);
 }
+
+#[test]
+fn parameters_state_and_retries_on_the_command_line() {
+    let c = Case::new();
+    // Declared parameters are checked before anything is written.
+    let job = c.job(|j| {
+        for f in j["fieldsMap"].as_array_mut().unwrap() {
+            if f["destinationField"] == "description" && f["objectType"] == 1 {
+                f["transform"] = json!("Static:value=Synchronised for %Company%");
+            }
+        }
+        j["parameters"] = json!({"Company": {"dataType": "String", "required": true}});
+    });
+    let out = c.run(&["run", job.to_str().unwrap(), "--var", "Colour=red"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("parameter \"Company\": a value is required"),
+        "{}",
+        text(&out)
+    );
+    assert!(text(&out).contains("parameter \"Colour\": the job has no such parameter"));
+    assert!(!c.path("directory.ldif").exists(), "a refused run wrote");
+    let out = c.run(&["run", job.to_str().unwrap(), "--var", "Company=Acme"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let ldif = std::fs::read_to_string(c.path("directory.ldif")).unwrap();
+    assert_eq!(
+        ldif.matches("description: Synchronised for Acme").count(),
+        support::people().len()
+    );
+
+    // --state keeps the delta watermark: the second run reads no unchanged user.
+    let c = Case::new();
+    let job = c.job(|j| {
+        j["syncQuery"][0]["timeStampField"] = json!("Hired");
+        j["syncQuery"][0]["updateAll"] = json!(false);
+    });
+    let args = [
+        "run",
+        job.to_str().unwrap(),
+        "--state",
+        "state.json",
+        "--report",
+        "r.json",
+    ];
+    let out = c.run(&args);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let state: Value = report(&c.path("state.json"));
+    assert!(state.to_string().contains("ExcelToAD"), "{state}");
+    let out = c.run(&args);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let r = report(&c.path("r.json"));
+    assert_eq!(r["counts"]["read"], support::groups().len(), "{r}");
+
+    // --retries: an unreachable server is tried again, then the run fails with the reason.
+    let out = c.run(&[
+        "run",
+        job.to_str().unwrap(),
+        "--destination",
+        "ldap://127.0.0.1:1",
+        "--retries",
+        "1",
+        "--retry-wait",
+        "0",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let t = text(&out);
+    assert_eq!(t.matches("retrying in 0 s").count(), 1, "{t}");
+    assert!(
+        t.contains("error: job \"ExcelToAD\": destination: ldap://127.0.0.1:1 is unavailable"),
+        "{t}"
+    );
+}
+
+#[test]
+fn schedule_runs_jobs_on_their_cron_until_ctrl_c() {
+    let c = Case::new();
+    // No schedule: refused, with the reason.
+    let plain = c.job(|_| {});
+    let out = c.run(&["schedule", plain.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("has no schedule"), "{}", text(&out));
+
+    // Every second (croner's optional seconds field).
+    let job = c.job(|j| {
+        j["jobInfo"]["schedule"] = json!("* * * * * *");
+        j["jobInfo"]["enabled"] = json!(true);
+    });
+    let child = Command::new(binary())
+        .args(["schedule", job.to_str().unwrap()])
+        .current_dir(c.path(""))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ldif = c.path("directory.ldif");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let synced = |t: String| t.matches("description: Synchronised by datasync").count();
+    while std::fs::read_to_string(&ldif).map_or(0, synced) != support::people().len() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the scheduled job did not run within a minute"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let interrupted = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(interrupted.success());
+    let out = child.wait_with_output().unwrap();
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(
+        t.contains("ExcelToAD: \"* * * * * *\" in UTC, next at"),
+        "{t}"
+    );
+    assert!(t.contains("ExcelToAD: run 1 started"), "{t}");
+    assert!(t.contains("added 12"), "{t}");
+    assert!(t.ends_with("stopped\n"), "{t}");
+}

@@ -191,6 +191,8 @@ pub struct JobSettings {
     pub concurrent: bool,
     /// Worker threads (0: the engine decides).
     pub threads: usize,
+    /// Compute the changes and the report, write nothing (no delta watermark is kept either).
+    pub dry_run: bool,
     /// The declared parameters, with their defaults.
     pub parameters: Parameters,
     /// When a [`Scheduler`](super::Scheduler) starts the job.
@@ -213,6 +215,7 @@ impl Default for JobSettings {
             task_session_timeout: None,
             concurrent: false,
             threads: 0,
+            dry_run: false,
             parameters: Parameters::new(),
             schedule: None,
             enabled: true,

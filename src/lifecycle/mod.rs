@@ -6,7 +6,7 @@
 //!   fail for a transient reason (each attempt keeps its own [`ExecutionResult`]), refusal of
 //!   a second run of a job that must not run twice (`concurrent` false), typed
 //!   [parameters](JobParameter) checked before anything runs, delta runs whose watermark
-//!   lives in a [`StateStore`], notifications through [`Hooks::notify`], and a run history
+//!   lives in a [`StateStore`], notifications through [`Hooks::notify`](crate::Hooks::notify), and a run history
 //!   per job, newest first.
 //! - [`Scheduler`]: cron [`Schedule`]s in a time zone, driven by the host's ticks or by a
 //!   thread; a fire that finds the job still running is recorded as `Skipped`.
@@ -575,7 +575,7 @@ impl Runner {
             let mut report = match result {
                 Ok(report) => report,
                 Err(None) => {
-                    let mut r = Report::new(&plan.name, false);
+                    let mut r = Report::new(&plan.name, settings.dry_run);
                     r.status = RunStatus::Aborted;
                     r.detail(
                         DetailType::Warning,
@@ -585,7 +585,7 @@ impl Runner {
                 }
                 Err(Some(e)) => {
                     let transient = e.is_transient();
-                    let r = Report::from_error(&plan.name, false, &e);
+                    let r = Report::from_error(&plan.name, settings.dry_run, &e);
                     if transient && attempt <= settings.max_retries {
                         let exec = execution(id, attempt, TaskStatus::Retry, &r, started, stopped);
                         self.update(id, |run| run.executions.push(exec));
@@ -605,6 +605,7 @@ impl Runner {
         // A successful delta run moves the watermark on; any other keeps the old one, so
         // the rows it missed are taken again next time.
         if report.status == RunStatus::FinishedSuccess
+            && !report.dry_run
             && !report.watermarks.is_empty()
             && let Some(store) = &self.0.store
         {
@@ -675,7 +676,7 @@ impl Runner {
     ) -> Result<Report, Error> {
         let options = RunOptions {
             threads: job.settings.threads,
-            dry_run: false,
+            dry_run: job.settings.dry_run,
             control: Some(control.clone()),
             parameters: parameters.clone(),
             watermarks: watermarks.clone(),
