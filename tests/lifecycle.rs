@@ -521,3 +521,56 @@ fn records_serialise_in_the_reference_shapes() {
     }
     assert_eq!(store["added"].as_array().unwrap().len(), people().len());
 }
+
+/// Holds the first row in `row_starting` (the prepare step) and counts the rows prepared.
+struct PrepareGate {
+    started: AtomicUsize,
+    arrived: Sender<()>,
+    go: Receiver<()>,
+}
+
+impl Hooks for PrepareGate {
+    fn row_starting(
+        &self,
+        _: &HookContext,
+        _: &mut datasync::hooks::RowStart<'_>,
+    ) -> HookResult<std::ops::ControlFlow<()>> {
+        if self.started.fetch_add(1, Ordering::SeqCst) == 0 {
+            let _ = self.arrived.send(());
+            let _ = self.go.recv();
+        }
+        Ok(std::ops::ControlFlow::Continue(()))
+    }
+}
+
+#[test]
+fn a_cancel_while_rows_are_prepared_stops_preparing_and_writes_nothing() {
+    let book = TempWorkbook::new(&people());
+    let (arrived_tx, arrived) = bounded(1);
+    let (go, go_rx) = bounded(1);
+    let hooks = Arc::new(PrepareGate {
+        started: AtomicUsize::new(0),
+        arrived: arrived_tx,
+        go: go_rx,
+    });
+    let dir = Arc::new(LdifDirectory::in_memory());
+    let runner = Runner::new();
+    let id = runner
+        .submit(job_for(
+            wire(&users_job()),
+            &book,
+            dir.clone(),
+            hooks.clone(),
+            single_threaded(),
+        ))
+        .unwrap();
+    arrived.recv().unwrap();
+    assert!(runner.cancel(id));
+    go.send(()).unwrap();
+    let report = runner.wait(id).unwrap();
+    assert_eq!(report.status, RunStatus::Aborted);
+    // Only the held row was prepared; none was written.
+    assert_eq!(hooks.started.load(Ordering::SeqCst), 1);
+    assert_eq!(report.counts.skipped, people().len());
+    assert_eq!(user_count(&dir), 0);
+}

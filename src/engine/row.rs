@@ -136,6 +136,15 @@ pub(super) fn prepare(shared: &Shared<'_>, tr: &TypeRun<'_>, row: SourceRow) -> 
         entry: None,
         resolve_values: Vec::new(),
     };
+    // A stopped run prepares no more rows: on a large source, preparing is most of the time
+    // a cancel or a time-out should save. The row stays skipped, and apply skips it too.
+    if shared
+        .control
+        .and_then(super::RunControl::stop_reason)
+        .is_some()
+    {
+        return out;
+    }
     let SourceRow {
         number: _,
         mut values,

@@ -240,8 +240,9 @@ impl Scheduler {
     }
 
     /// Ticks until `stop` is set, sleeping on the runner's clock until the next fire time (at
-    /// most a second at a time, so that `stop` is seen). Then waits for the runs under way to
-    /// finish, and returns every fire.
+    /// most a second at a time, so that `stop` is seen), telling `on_fire` what each fire did.
+    /// Once `stop` is set, starts nothing more and returns when the runs under way have
+    /// finished.
     pub fn run(&self, stop: &AtomicBool, mut on_fire: impl FnMut(&Fired)) {
         let clock = self.runner.clock();
         while !stop.load(Ordering::SeqCst) {
