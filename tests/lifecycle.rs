@@ -21,7 +21,7 @@ use datasync::{
     Secret,
 };
 use serde_json::Value;
-use support::{TempWorkbook, groups, main_job, people, users_only};
+use support::{TempWorkbook, gate, groups, main_job, people, users_only};
 
 fn users_job() -> Value {
     let mut job = main_job();
@@ -50,38 +50,6 @@ fn job_for(
     .with_hooks(hooks);
     job.settings = settings;
     Arc::new(job)
-}
-
-/// Holds each create just before its write until the test lets it go, and says which row
-/// arrived. (Writes are where a run spends its time, and what a cancel stops.)
-struct Gate {
-    arrived: Sender<u64>,
-    go: Receiver<()>,
-}
-
-impl Hooks for Gate {
-    fn row_adding(
-        &self,
-        _: &HookContext,
-        row: &mut RowWrite,
-    ) -> HookResult<std::ops::ControlFlow<()>> {
-        let _ = self.arrived.send(row.row);
-        let _ = self.go.recv();
-        Ok(std::ops::ControlFlow::Continue(()))
-    }
-}
-
-fn gate() -> (Arc<Gate>, Receiver<u64>, Sender<()>) {
-    let (arrived_tx, arrived_rx) = bounded(100);
-    let (go_tx, go_rx) = bounded(100);
-    (
-        Arc::new(Gate {
-            arrived: arrived_tx,
-            go: go_rx,
-        }),
-        arrived_rx,
-        go_tx,
-    )
 }
 
 fn single_threaded() -> JobSettings {

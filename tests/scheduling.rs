@@ -8,9 +8,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, Sender, bounded};
 use datasync::destination::Scope;
-use datasync::hooks::{HookContext, HookResult, Notification, RowWrite};
+use datasync::hooks::{HookContext, HookResult, Notification};
 use datasync::lifecycle::{
     Collection, Fired, HistoryStatus, Job, JobSettings, JobState, LifecycleError, ManualClock,
     NotifyWhen, OnFailure, Runner, Schedule, Scheduler, StepOutcome, TaskStatus,
@@ -18,7 +17,7 @@ use datasync::lifecycle::{
 use datasync::query::Filter;
 use datasync::{DataSyncJob, Destination, Hooks, LdifDirectory, NoHooks, RunStatus};
 use serde_json::{Value, json};
-use support::{TempWorkbook, main_job, people, users_only};
+use support::{TempWorkbook, gate, main_job, people, users_only};
 
 fn users_job(name: &str) -> Value {
     let mut job = main_job();
@@ -63,37 +62,6 @@ fn at(s: &str) -> chrono::DateTime<chrono::Utc> {
     chrono::DateTime::parse_from_rfc3339(s)
         .unwrap()
         .with_timezone(&chrono::Utc)
-}
-
-/// Holds each create until the test lets it go.
-struct Gate {
-    arrived: Sender<u64>,
-    go: Receiver<()>,
-}
-
-impl Hooks for Gate {
-    fn row_adding(
-        &self,
-        _: &HookContext,
-        row: &mut RowWrite,
-    ) -> HookResult<std::ops::ControlFlow<()>> {
-        let _ = self.arrived.send(row.row);
-        let _ = self.go.recv();
-        Ok(std::ops::ControlFlow::Continue(()))
-    }
-}
-
-fn gate() -> (Arc<Gate>, Receiver<u64>, Sender<()>) {
-    let (arrived_tx, arrived_rx) = bounded(1000);
-    let (go_tx, go_rx) = bounded(1000);
-    (
-        Arc::new(Gate {
-            arrived: arrived_tx,
-            go: go_rx,
-        }),
-        arrived_rx,
-        go_tx,
-    )
 }
 
 /// The parameters a run's hooks saw at startup, and its notifications.

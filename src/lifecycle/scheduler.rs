@@ -22,6 +22,14 @@ struct Entry {
     next: Option<DateTime<Utc>>,
 }
 
+/// The job's first fire time after `now`, if it has a schedule.
+fn next_fire(job: &Job, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    job.settings
+        .schedule
+        .as_ref()
+        .and_then(|s| s.next_after(now))
+}
+
 /// What a tick did for one due job.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Fired {
@@ -117,11 +125,7 @@ impl Scheduler {
         if entries.contains_key(&name) {
             return Err(LifecycleError::DuplicateJob(name));
         }
-        let next = job
-            .settings
-            .schedule
-            .as_ref()
-            .and_then(|s| s.next_after(now));
+        let next = next_fire(&job, now);
         entries.insert(
             name,
             Entry {
@@ -147,12 +151,7 @@ impl Scheduler {
             return false;
         };
         e.enabled = true;
-        e.next = e
-            .job
-            .settings
-            .schedule
-            .as_ref()
-            .and_then(|s| s.next_after(now));
+        e.next = next_fire(&e.job, now);
         true
     }
 
@@ -216,12 +215,7 @@ impl Scheduler {
                 .iter_mut()
                 .filter(|(_, e)| e.enabled && e.next.is_some_and(|t| t <= now))
                 .map(|(name, e)| {
-                    e.next = e
-                        .job
-                        .settings
-                        .schedule
-                        .as_ref()
-                        .and_then(|s| s.next_after(now));
+                    e.next = next_fire(&e.job, now);
                     (name.clone(), e.job.clone())
                 })
                 .collect()

@@ -392,3 +392,40 @@ impl TempWorkbook {
         write_workbook(&self.path(), people, groups);
     }
 }
+
+/// Holds each create (`row_adding`) until the test lets it go, and says which row arrived:
+/// writes are where a run spends its time, and what a cancel stops.
+pub struct Gate {
+    arrived: crossbeam_channel::Sender<u64>,
+    go: crossbeam_channel::Receiver<()>,
+}
+
+impl datasync::Hooks for Gate {
+    fn row_adding(
+        &self,
+        _: &datasync::HookContext,
+        row: &mut datasync::hooks::RowWrite,
+    ) -> datasync::hooks::HookResult<std::ops::ControlFlow<()>> {
+        let _ = self.arrived.send(row.row);
+        let _ = self.go.recv();
+        Ok(std::ops::ControlFlow::Continue(()))
+    }
+}
+
+/// A gate, the rows that arrive at it, and the sender that lets one row go per message.
+pub fn gate() -> (
+    std::sync::Arc<Gate>,
+    crossbeam_channel::Receiver<u64>,
+    crossbeam_channel::Sender<()>,
+) {
+    let (arrived_tx, arrived_rx) = crossbeam_channel::bounded(1000);
+    let (go_tx, go_rx) = crossbeam_channel::bounded(1000);
+    (
+        std::sync::Arc::new(Gate {
+            arrived: arrived_tx,
+            go: go_rx,
+        }),
+        arrived_rx,
+        go_tx,
+    )
+}
