@@ -11,8 +11,9 @@ use std::time::Duration;
 use datasync::destination::Scope;
 use datasync::hooks::{HookContext, HookResult, Notification};
 use datasync::lifecycle::{
-    Collection, Fired, HistoryStatus, Job, JobSettings, JobState, LifecycleError, ManualClock,
-    NotifyWhen, OnFailure, Runner, Schedule, Scheduler, StepOutcome, TaskStatus,
+    Collection, FULL_REPORTS_KEPT, Fired, HistoryStatus, Job, JobSettings, JobState,
+    LifecycleError, ManualClock, NotifyWhen, OnFailure, RunState, Runner, Schedule, Scheduler,
+    StepOutcome, TaskStatus,
 };
 use datasync::query::Filter;
 use datasync::{DataSyncJob, Destination, Hooks, LdifDirectory, NoHooks, RunStatus};
@@ -430,6 +431,32 @@ fn history_is_paged_newest_first_and_bounded() {
     assert!(runner.status(ids[0]).is_none());
     assert!(runner.status(ids[2]).is_some());
     assert!(runner.history("Nobody", 0, 10).items.is_empty());
+
+    // Only the newest reports keep their lists of DNs; older ones keep their counts.
+    let runner = Runner::new();
+    let ids: Vec<_> = (0..FULL_REPORTS_KEPT + 2)
+        .map(|_| {
+            let fresh: Arc<dyn Destination> = Arc::new(LdifDirectory::in_memory());
+            let job = job_on(&users_job("Slim"), &book, fresh, Arc::new(NoHooks));
+            let id = runner.submit(Arc::new(job)).unwrap();
+            runner.wait(id).unwrap();
+            id
+        })
+        .collect();
+    let report = |id| match runner.status(id) {
+        Some(RunState::Finished(r)) => r,
+        other => panic!("{other:?}"),
+    };
+    for (i, id) in ids.iter().enumerate() {
+        let r = report(*id);
+        assert_eq!(r.counts.added, people().len());
+        let kept = i >= 2;
+        assert_eq!(
+            r.added.len(),
+            if kept { people().len() } else { 0 },
+            "run {i}"
+        );
+    }
 }
 
 fn collection_job(name: &str, order: i64, on_failure: &str) -> Value {

@@ -203,6 +203,21 @@ impl Default for Runner {
 /// Runs a job keeps in its history (and by id) before the oldest are forgotten.
 pub const DEFAULT_HISTORY_LIMIT: usize = 500;
 
+/// The newest runs of a job whose reports keep their lists of DNs and failed rows; older
+/// reports keep counts, status, times and messages.
+pub const FULL_REPORTS_KEPT: usize = 20;
+
+/// Drops a report's per-object lists, keeping what its history line and counts need.
+fn slim(report: &mut Report) {
+    report.added = Vec::new();
+    report.modified = Vec::new();
+    report.deleted = Vec::new();
+    report.delete_failed = Vec::new();
+    report.updated_id_map = serde_json::Map::new();
+    report.failed.truncate(1);
+    report.failed.shrink_to_fit();
+}
+
 impl Runner {
     /// A runner on the system clock, without delta state.
     pub fn new() -> Runner {
@@ -383,6 +398,24 @@ impl Runner {
         }
         for id in forget {
             reg.runs.remove(&id);
+        }
+        // Reports of older runs lose their per-object lists (a 100,000-row run names every
+        // DN it wrote); counts, status, times and messages stay.
+        let older: Vec<RunId> = reg
+            .history
+            .get(job)
+            .into_iter()
+            .flat_map(|h| h.iter().rev())
+            .filter_map(|item| match item {
+                HistoryItem::Run(id) => Some(*id),
+                HistoryItem::Skipped(_) => None,
+            })
+            .skip(FULL_REPORTS_KEPT)
+            .collect();
+        for id in older {
+            if let Some(report) = reg.runs.get_mut(&id).and_then(|r| r.report.as_mut()) {
+                slim(report);
+            }
         }
     }
 
