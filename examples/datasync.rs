@@ -455,7 +455,7 @@ fn run(args: &RunArgs) -> Result<Report, CliError> {
                     wait.as_secs()
                 );
                 std::thread::sleep(wait);
-                wait = (wait * 2).min(Duration::from_secs(300));
+                wait = wait.saturating_mul(2).min(Duration::from_secs(300));
             }
             other => break other?,
         }

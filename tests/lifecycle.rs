@@ -542,3 +542,68 @@ fn a_cancel_while_rows_are_prepared_stops_preparing_and_writes_nothing() {
     assert_eq!(report.counts.skipped, people().len());
     assert_eq!(user_count(&dir), 0);
 }
+
+/// A clock whose `sleep` (the backoff between attempts) tells the test and waits for it.
+struct HeldClock {
+    now: ManualClock,
+    sleeping: Sender<Duration>,
+    wake: Receiver<()>,
+}
+
+impl Clock for HeldClock {
+    fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.now.now()
+    }
+    fn sleep(&self, duration: Duration) {
+        let _ = self.sleeping.send(duration);
+        let _ = self.wake.recv();
+        self.now.advance(duration);
+    }
+}
+
+#[test]
+fn a_cancel_during_the_backoff_ends_the_run_without_another_attempt() {
+    let book = TempWorkbook::new(&people());
+    let (sleeping_tx, sleeping) = bounded(100);
+    let (wake, wake_rx) = bounded(100);
+    let clock = Arc::new(HeldClock {
+        now: ManualClock::at("2026-11-22T09:00:00Z"),
+        sleeping: sleeping_tx,
+        wake: wake_rx,
+    });
+    let runner = Runner::with(clock, None);
+    let down = Arc::new(Flaky {
+        inner: LdifDirectory::in_memory(),
+        failures: AtomicUsize::new(usize::MAX),
+    });
+    let settings = JobSettings {
+        max_retries: 5,
+        retry_wait: Duration::from_secs(600),
+        ..Default::default()
+    };
+    let id = runner
+        .submit(job_for(
+            wire(&users_job()),
+            &book,
+            down,
+            Arc::new(NoHooks),
+            settings,
+        ))
+        .unwrap();
+    // The first attempt failed; the backoff sleeps a second at a time.
+    assert_eq!(sleeping.recv().unwrap(), Duration::from_secs(1));
+    assert!(runner.cancel(id));
+    wake.send(()).unwrap();
+    let report = runner.wait(id).unwrap();
+    assert_eq!(report.status, RunStatus::Aborted);
+    assert!(
+        report.details[0]
+            .message
+            .contains("while it waited to retry"),
+        "{:?}",
+        report.details
+    );
+    let statuses: Vec<TaskStatus> = runner.executions(id).iter().map(|e| e.status).collect();
+    assert_eq!(statuses, [TaskStatus::Retry, TaskStatus::Aborted]);
+    assert!(sleeping.try_recv().is_err(), "it slept on after the cancel");
+}

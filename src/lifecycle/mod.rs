@@ -612,7 +612,11 @@ impl Runner {
                     r.status = RunStatus::Aborted;
                     r.detail(
                         DetailType::Warning,
-                        "the run was cancelled before it started: nothing was read or written",
+                        if attempt == 1 {
+                            "the run was cancelled before it started: nothing was read or written"
+                        } else {
+                            "the run was cancelled while it waited to retry: no further attempt was made"
+                        },
                     );
                     r
                 }
@@ -622,8 +626,19 @@ impl Runner {
                     if transient && attempt <= settings.max_retries {
                         let exec = execution(id, attempt, TaskStatus::Retry, &r, started, stopped);
                         self.update(id, |run| run.executions.push(exec));
-                        clock.sleep(wait);
-                        wait = (wait * 2).min(Duration::from_secs(300));
+                        // Waited in steps, so that a cancel does not wait out the backoff.
+                        let until = chrono::Duration::from_std(wait)
+                            .ok()
+                            .and_then(|w| clock.now().checked_add_signed(w))
+                            .unwrap_or(DateTime::<Utc>::MAX_UTC);
+                        while control.stop_reason() != Some(StopReason::Cancelled) {
+                            let left = (until - clock.now()).to_std().unwrap_or(Duration::ZERO);
+                            if left.is_zero() {
+                                break;
+                            }
+                            clock.sleep(left.min(Duration::from_secs(1)));
+                        }
+                        wait = wait.saturating_mul(2).min(Duration::from_secs(300));
                         continue;
                     }
                     r
