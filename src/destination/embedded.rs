@@ -85,10 +85,8 @@ fn parse_key(dn: &str) -> Result<(Dn, String), DestinationError> {
 
 /// A parent that need not exist as an entry: the root, or a naming context made only of
 /// `DC=` components (a suffix a server would hold, absent from a partial export).
-fn parent_may_be_absent(parent: &Dn) -> bool {
-    parent
-        .rdns
-        .iter()
+fn rdns_may_be_absent(rdns: &[Vec<crate::dn::Ava>]) -> bool {
+    rdns.iter()
         .all(|rdn| rdn.iter().all(|ava| ava.attr.eq_ignore_ascii_case("dc")))
 }
 
@@ -198,22 +196,28 @@ impl LdifDirectory {
         self.path.as_deref()
     }
 
+    /// Checks that the parent of `dn` (whose tree key is `k`) exists. The parent's key is the
+    /// child's up to its last separator, so no second DN is built for each new entry.
     fn check_parent(
         tree: &BTreeMap<String, Entry>,
         dn: &Dn,
+        k: &str,
         original: &str,
     ) -> Result<(), DestinationError> {
-        match dn.parent() {
-            Some(parent) if !parent.rdns.is_empty() && !parent_may_be_absent(&parent) => {
-                if tree.contains_key(&key(&parent)) {
-                    Ok(())
-                } else {
-                    Err(DestinationError::NoSuchObject {
-                        dn: format!("{parent} (the parent of {original})"),
-                    })
-                }
-            }
-            _ => Ok(()),
+        let parent = dn.rdns.get(1..).unwrap_or(&[]);
+        if parent.is_empty() || rdns_may_be_absent(parent) {
+            return Ok(());
+        }
+        let parent_key = k.rfind(SEP).map_or("", |i| &k[..i]);
+        if tree.contains_key(parent_key) {
+            Ok(())
+        } else {
+            let parent = Dn {
+                rdns: parent.to_vec(),
+            };
+            Err(DestinationError::NoSuchObject {
+                dn: format!("{parent} (the parent of {original})"),
+            })
         }
     }
 }
@@ -333,7 +337,7 @@ impl Destination for LdifDirectory {
         if tree.contains_key(&k) {
             return Err(DestinationError::AlreadyExists { dn: stored.dn });
         }
-        Self::check_parent(&tree, &dn, &stored.dn)?;
+        Self::check_parent(&tree, &dn, &k, &stored.dn)?;
         tree.insert(k, stored);
         self.dirty.store(true, Ordering::Release);
         Ok(())
@@ -398,7 +402,7 @@ impl Destination for LdifDirectory {
                 dn: new_dn.to_string(),
             });
         }
-        Self::check_parent(&tree, &new, new_dn)?;
+        Self::check_parent(&tree, &new, &new_key, new_dn)?;
         if new.is_within(&old) {
             return Err(DestinationError::Rejected {
                 message: format!("cannot move {dn} below itself"),
@@ -527,6 +531,39 @@ mod tests {
 
     fn all() -> Filter {
         Filter::Present("objectClass".into())
+    }
+
+    #[test]
+    fn an_entry_needs_its_parent_unless_the_parent_is_a_naming_context() {
+        let d = LdifDirectory::in_memory();
+        let ou = "OU=Staff,DC=example,DC=com";
+        let ann = "CN=Ann\\, Jr+UID=7,OU=Staff,DC=example,DC=com";
+        match d.add(entry(ann, &[("objectClass", "user")]), None) {
+            Err(DestinationError::NoSuchObject { dn }) => {
+                assert_eq!(dn, format!("{ou} (the parent of {ann})"))
+            }
+            other => panic!("{other:?}"),
+        }
+        // Directly under DC= components: the suffix may be absent from a partial tree.
+        d.add(entry(ou, &[("objectClass", "organizationalUnit")]), None)
+            .unwrap();
+        // The parent, spelled in another case, is found.
+        d.add(
+            entry(
+                "CN=Bob,ou=STAFF,dc=Example,dc=com",
+                &[("objectClass", "user")],
+            ),
+            None,
+        )
+        .unwrap();
+        d.add(entry(ann, &[("objectClass", "user")]), None).unwrap();
+        assert!(matches!(
+            d.rename(
+                "CN=Bob,ou=STAFF,dc=Example,dc=com",
+                "CN=Bob,OU=Gone,DC=example,DC=com"
+            ),
+            Err(DestinationError::NoSuchObject { .. })
+        ));
     }
 
     #[test]

@@ -376,7 +376,10 @@ fn plan_create(
             }
         }
     };
-    if let Err(e) = Dn::parse(&container) {
+    // A fixed container was checked when the job was compiled; a row's own is checked here.
+    if !matches!(op.container, ContainerRule::Fixed(_))
+        && let Err(e) = Dn::parse(&container)
+    {
         return failed(None, format!("container: {e}"));
     }
     let Some(rdn) = op.rdn_field.map(|i| &op.fields[i]) else {

@@ -63,28 +63,33 @@ impl TableSource for ExcelSource {
                 available: sheets,
             });
         };
-        let range = self
-            .workbook
-            .worksheet_range(&sheet)
-            .map_err(|e| SourceError::Workbook {
-                path: self.path.clone(),
-                message: format!("sheet \"{sheet}\": {e}"),
-            })?;
+        let mut range =
+            self.workbook
+                .worksheet_range(&sheet)
+                .map_err(|e| SourceError::Workbook {
+                    path: self.path.clone(),
+                    message: format!("sheet \"{sheet}\": {e}"),
+                })?;
         let (first_row, _) = range.start().unwrap_or((0, 0));
-        let mut rows = range.rows();
-        let Some(header) = rows.next() else {
+        let height = range.height();
+        if height == 0 {
             return Ok(RowSet::default());
-        };
+        }
         let columns = header_names(
             &sheet,
-            header.iter().map(|c| cell(c).ok().flatten()).collect(),
+            range[0]
+                .iter_mut()
+                .map(|c| take_cell(c).ok().flatten())
+                .collect(),
         )?;
-        let mut out = Vec::with_capacity(range.height().saturating_sub(1));
-        for (i, cells) in rows.enumerate() {
+        let mut out = Vec::with_capacity(height - 1);
+        for i in 1..height {
+            // The range is ours: its strings move into the rows instead of being copied.
+            let cells = &mut range[i];
             let mut values = Vec::with_capacity(cells.len());
             let mut cell_errors = Vec::new();
-            for (col, c) in cells.iter().enumerate() {
-                match cell(c) {
+            for (col, c) in cells.iter_mut().enumerate() {
+                match take_cell(c) {
                     Ok(v) => values.push(v),
                     Err(e) => {
                         cell_errors.push((col, e));
@@ -97,12 +102,22 @@ impl TableSource for ExcelSource {
             }
             out.push(SourceRow {
                 // Excel numbers rows from 1; the header is at `first_row`, data after it.
-                number: u64::from(first_row) + i as u64 + 2,
+                number: u64::from(first_row) + i as u64 + 1,
                 values,
                 cell_errors,
             });
         }
         Ok(RowSet { columns, rows: out })
+    }
+}
+
+/// A cell as a user sees it in Excel, taken out of the range (text is moved, not copied);
+/// `Err` for an error cell (`#N/A`, `#DIV/0!`, …).
+fn take_cell(data: &mut Data) -> Result<Option<String>, String> {
+    match std::mem::take(data) {
+        Data::String(s) if s.is_empty() => Ok(None),
+        Data::String(s) => Ok(Some(s)),
+        other => cell(&other),
     }
 }
 
