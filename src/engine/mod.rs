@@ -626,22 +626,28 @@ fn apply_type(
         )
     });
     // New DNs are `CN=<escaped cn>,<container>`: normalise each container once and the RDN
-    // by lower-casing, instead of parsing every DN.
+    // by lower-casing, instead of parsing every DN. The keys are made on the pool; only the
+    // grouping is sequential.
     let mut containers: HashMap<&str, String> = HashMap::new();
+    for p in &prepared {
+        if let row::Planned::Create { container, .. } = &p.planned {
+            containers
+                .entry(container.as_str())
+                .or_insert_with(|| crate::dn::normalize(container).unwrap_or_default());
+        }
+    }
+    let dn_keys: Vec<Option<String>> = par_map(pool, &prepared, |p| match &p.planned {
+        row::Planned::Create { dn, container, .. } => {
+            let norm = containers.get(container.as_str()).map_or("", String::as_str);
+            let rdn = dn
+                .get(..dn.len().saturating_sub(container.len()))
+                .unwrap_or(dn);
+            Some(format!("{}{norm}", rdn.to_lowercase()))
+        }
+        other => other.new_dn().and_then(|dn| crate::dn::normalize(dn).ok()),
+    });
     let mut by_dn: HashMap<String, Vec<usize>> = HashMap::new();
-    for (i, p) in prepared.iter().enumerate() {
-        let key = match &p.planned {
-            row::Planned::Create { dn, container, .. } => {
-                let norm = containers
-                    .entry(container.as_str())
-                    .or_insert_with(|| crate::dn::normalize(container).unwrap_or_default());
-                let rdn = dn
-                    .get(..dn.len().saturating_sub(container.len()))
-                    .unwrap_or(dn);
-                Some(format!("{}{norm}", rdn.to_lowercase()))
-            }
-            other => other.new_dn().and_then(|dn| crate::dn::normalize(dn).ok()),
-        };
+    for (i, key) in dn_keys.into_iter().enumerate() {
         if let Some(key) = key {
             by_dn.entry(key).or_default().push(i);
         }
@@ -660,8 +666,11 @@ fn apply_type(
     // 2b. `Resolve` fields, now that every row's DN is known (rows failed above are left out)
     if prepared.iter().any(|p| !p.deferred.is_empty()) {
         let planned = row::planned_dns(tr, &prepared);
-        for p in prepared.iter_mut() {
-            row::resolve_deferred(tr, &planned, p);
+        // Each row resolves against the same map and changes only itself: order-free.
+        let resolve = |p: &mut row::Prepared| row::resolve_deferred(tr, &planned, p);
+        match pool {
+            Some(pool) => pool.install(|| prepared.par_iter_mut().for_each(resolve)),
+            None => prepared.iter_mut().for_each(resolve),
         }
     }
 
