@@ -638,7 +638,9 @@ fn apply_type(
     }
     let dn_keys: Vec<Option<String>> = par_map(pool, &prepared, |p| match &p.planned {
         row::Planned::Create { dn, container, .. } => {
-            let norm = containers.get(container.as_str()).map_or("", String::as_str);
+            let norm = containers
+                .get(container.as_str())
+                .map_or("", String::as_str);
             let rdn = dn
                 .get(..dn.len().saturating_sub(container.len()))
                 .unwrap_or(dn);
