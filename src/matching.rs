@@ -2,6 +2,8 @@
 //! compares), the key index built from one destination scan, the value comparison that decides
 //! whether an attribute changed, and the index behind the `Resolve` transform.
 
+use std::sync::Arc;
+
 use foldhash::{HashMap, HashMapExt};
 
 use crate::destination::{Destination, DestinationError, Entry, Scope};
@@ -33,15 +35,16 @@ pub fn normalize_key<S: AsRef<str>>(parts: &[S]) -> String {
 /// The destination objects in scope, indexed by key.
 #[derive(Debug, Default)]
 pub struct KeyIndex {
-    entries: Vec<Entry>,
+    entries: Vec<Arc<Entry>>,
     by_key: HashMap<String, Vec<usize>>,
     keyless: usize,
 }
 
 impl KeyIndex {
     /// Indexes `entries` by the first value of each key attribute. Entries missing a key
-    /// attribute are kept (they are in scope) but match no row.
-    pub fn build(entries: Vec<Entry>, key_attributes: &[&str]) -> KeyIndex {
+    /// attribute are kept (they are in scope) but match no row. The entries may be shared
+    /// with the directory ([`Destination::search_shared`](crate::Destination::search_shared)).
+    pub fn build(entries: Vec<Arc<Entry>>, key_attributes: &[&str]) -> KeyIndex {
         let mut by_key: HashMap<String, Vec<usize>> = HashMap::with_capacity(entries.len());
         let mut keyless = 0;
         for (i, e) in entries.iter().enumerate() {
@@ -72,7 +75,7 @@ impl KeyIndex {
     }
 
     /// All entries in scope, in scan order.
-    pub fn entries(&self) -> &[Entry] {
+    pub fn entries(&self) -> &[Arc<Entry>] {
         &self.entries
     }
 
@@ -209,7 +212,7 @@ mod tests {
         let mut a = Entry::new("CN=a,DC=lab");
         a.set("sAMAccountName", vec!["Ann_Lee".into()]);
         let b = Entry::new("CN=b,DC=lab");
-        let index = KeyIndex::build(vec![a, b], &["samaccountname"]);
+        let index = KeyIndex::build(vec![Arc::new(a), Arc::new(b)], &["samaccountname"]);
         assert_eq!(index.find(&normalize_key(&["ANN_LEE"])), &[0]);
         assert_eq!(index.keyless(), 1);
     }

@@ -11,7 +11,7 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -41,7 +41,9 @@ pub struct LdifDirectory {
     path: Option<PathBuf>,
     // Held for the directory's lifetime; the OS releases the lock when the file closes.
     _lock: Option<File>,
-    tree: RwLock<BTreeMap<String, Entry>>,
+    /// Entries are shared (`Arc`) so that a run's scan takes them without copying; a change
+    /// replaces the entry, never edits one a scan may hold.
+    tree: RwLock<BTreeMap<String, Arc<Entry>>>,
     dirty: AtomicBool,
 }
 
@@ -140,7 +142,7 @@ impl LdifDirectory {
                     },
                 });
             }
-            tree.insert(k, entry);
+            tree.insert(k, Arc::new(entry));
         }
         Ok(LdifDirectory {
             path: Some(path),
@@ -157,7 +159,7 @@ impl LdifDirectory {
             let mut tree = dir.write();
             for entry in entries {
                 let (_, k) = parse_key(&entry.dn)?;
-                if tree.insert(k, entry.clone()).is_some() {
+                if tree.insert(k, Arc::new(entry.clone())).is_some() {
                     return Err(DestinationError::AlreadyExists { dn: entry.dn });
                 }
             }
@@ -167,28 +169,28 @@ impl LdifDirectory {
 
     // A poisoned lock means a thread panicked mid-change; the map itself is still whole (every
     // change is a single insert/remove), so carry on with it.
-    fn read(&self) -> RwLockReadGuard<'_, BTreeMap<String, Entry>> {
+    fn read(&self) -> RwLockReadGuard<'_, BTreeMap<String, Arc<Entry>>> {
         self.tree.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn write(&self) -> RwLockWriteGuard<'_, BTreeMap<String, Entry>> {
+    fn write(&self) -> RwLockWriteGuard<'_, BTreeMap<String, Arc<Entry>>> {
         self.tree.write().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Every entry, parents before children.
     pub fn entries(&self) -> Vec<Entry> {
-        self.read().values().cloned().collect()
+        self.read().values().map(|e| Entry::clone(e)).collect()
     }
 
     /// The entry at `dn`, if any.
     pub fn get(&self, dn: &str) -> Option<Entry> {
         let (_, k) = parse_key(dn).ok()?;
-        self.read().get(&k).cloned()
+        self.read().get(&k).map(|e| Entry::clone(e))
     }
 
     /// The directory as LDIF, parents before children (what `commit` writes).
     pub fn to_ldif(&self) -> String {
-        ldif::write(self.read().values())
+        ldif::write(self.read().values().map(|e| &**e))
     }
 
     /// The file this directory is kept in, if any.
@@ -196,10 +198,53 @@ impl LdifDirectory {
         self.path.as_deref()
     }
 
+    /// Hands `take` every entry at or below `base` (per `scope`) that matches `filter`, in
+    /// tree order, under one read lock.
+    fn select(
+        &self,
+        base: &str,
+        scope: Scope,
+        filter: &Filter,
+        mut take: impl FnMut(&Arc<Entry>),
+    ) -> Result<(), DestinationError> {
+        let (_, base_key) = parse_key(base)?;
+        let tree = self.read();
+        // Depth below the base, counted on the tree key: no DN parsing per entry.
+        let base_depth = if base_key.is_empty() {
+            0
+        } else {
+            base_key.matches(SEP).count() + 1
+        };
+        let mut found = false;
+        for (key, entry) in in_subtree(&tree, &base_key) {
+            found = true;
+            let in_scope = match scope {
+                Scope::Subtree => true,
+                _ => {
+                    let depth = if key.is_empty() {
+                        0
+                    } else {
+                        key.matches(SEP).count() + 1
+                    };
+                    depth == base_depth + usize::from(scope == Scope::OneLevel)
+                }
+            };
+            if in_scope && filter.matches(entry) {
+                take(entry);
+            }
+        }
+        if !found && !base_key.is_empty() {
+            return Err(DestinationError::NoSuchObject {
+                dn: base.to_string(),
+            });
+        }
+        Ok(())
+    }
+
     /// Checks that the parent of `dn` (whose tree key is `k`) exists. The parent's key is the
     /// child's up to its last separator, so no second DN is built for each new entry.
     fn check_parent(
-        tree: &BTreeMap<String, Entry>,
+        tree: &BTreeMap<String, Arc<Entry>>,
         dn: &Dn,
         k: &str,
         original: &str,
@@ -271,9 +316,9 @@ fn project(entry: &Entry, attributes: &[String]) -> Entry {
 }
 
 fn in_subtree<'a>(
-    tree: &'a BTreeMap<String, Entry>,
+    tree: &'a BTreeMap<String, Arc<Entry>>,
     base: &'a str,
-) -> impl Iterator<Item = (&'a String, &'a Entry)> + 'a {
+) -> impl Iterator<Item = (&'a String, &'a Arc<Entry>)> + 'a {
     let prefix = format!("{base}{SEP}");
     tree.range(base.to_string()..)
         .take_while(move |(k, _)| base.is_empty() || *k == base || k.starts_with(&prefix))
@@ -287,38 +332,20 @@ impl Destination for LdifDirectory {
         filter: &Filter,
         attributes: &[String],
     ) -> Result<Vec<Entry>, DestinationError> {
-        let (_, base_key) = parse_key(base)?;
-        let tree = self.read();
-        // Depth below the base, counted on the tree key: no DN parsing per entry.
-        let base_depth = if base_key.is_empty() {
-            0
-        } else {
-            base_key.matches(SEP).count() + 1
-        };
-        let mut found = false;
         let mut out = Vec::new();
-        for (key, entry) in in_subtree(&tree, &base_key) {
-            found = true;
-            let in_scope = match scope {
-                Scope::Subtree => true,
-                _ => {
-                    let depth = if key.is_empty() {
-                        0
-                    } else {
-                        key.matches(SEP).count() + 1
-                    };
-                    depth == base_depth + usize::from(scope == Scope::OneLevel)
-                }
-            };
-            if in_scope && filter.matches(entry) {
-                out.push(project(entry, attributes));
-            }
-        }
-        if !found && !base_key.is_empty() {
-            return Err(DestinationError::NoSuchObject {
-                dn: base.to_string(),
-            });
-        }
+        self.select(base, scope, filter, |e| out.push(project(e, attributes)))?;
+        Ok(out)
+    }
+
+    fn search_shared(
+        &self,
+        base: &str,
+        scope: Scope,
+        filter: &Filter,
+        _attributes: &[String],
+    ) -> Result<Vec<Arc<Entry>>, DestinationError> {
+        let mut out = Vec::new();
+        self.select(base, scope, filter, |e| out.push(Arc::clone(e)))?;
         Ok(out)
     }
 
@@ -338,7 +365,7 @@ impl Destination for LdifDirectory {
             return Err(DestinationError::AlreadyExists { dn: stored.dn });
         }
         Self::check_parent(&tree, &dn, &k, &stored.dn)?;
-        tree.insert(k, stored);
+        tree.insert(k, Arc::new(stored));
         self.dirty.store(true, Ordering::Release);
         Ok(())
     }
@@ -357,7 +384,7 @@ impl Destination for LdifDirectory {
         let current = tree
             .get(&k)
             .ok_or_else(|| DestinationError::NoSuchObject { dn: dn.to_string() })?;
-        let mut updated = current.clone();
+        let mut updated = Entry::clone(current);
         for (change, hash) in changes.iter().zip(hashed) {
             match change {
                 Modification::Replace(attr, values) => {
@@ -382,7 +409,7 @@ impl Destination for LdifDirectory {
                 }
             }
         }
-        tree.insert(k, updated);
+        tree.insert(k, Arc::new(updated));
         self.dirty.store(true, Ordering::Release);
         Ok(())
     }
@@ -412,9 +439,10 @@ impl Destination for LdifDirectory {
             .map(|(k, _)| k.clone())
             .collect();
         for k in moved {
-            let Some(mut entry) = tree.remove(&k) else {
+            let Some(entry) = tree.remove(&k) else {
                 continue;
             };
+            let mut entry = Arc::unwrap_or_clone(entry);
             let entry_dn = Dn::parse(&entry.dn)?;
             let own = entry_dn.rdns.len() - old.rdns.len();
             let renamed = Dn {
@@ -446,7 +474,7 @@ impl Destination for LdifDirectory {
                 };
                 entry.dn = format!("{head},{new_dn}");
             }
-            tree.insert(key(&renamed), entry);
+            tree.insert(key(&renamed), Arc::new(entry));
         }
         self.dirty.store(true, Ordering::Release);
         Ok(())
@@ -531,6 +559,50 @@ mod tests {
 
     fn all() -> Filter {
         Filter::Present("objectClass".into())
+    }
+
+    #[test]
+    fn a_shared_scan_lends_entries_and_a_later_change_does_not_reach_them() {
+        let d = LdifDirectory::in_memory();
+        d.add(
+            entry("OU=S,DC=lab", &[("objectClass", "organizationalUnit")]),
+            None,
+        )
+        .unwrap();
+        d.add(
+            entry(
+                "CN=Ann,OU=S,DC=lab",
+                &[("objectClass", "user"), ("title", "Clerk")],
+            ),
+            None,
+        )
+        .unwrap();
+        let users = Filter::Equal("objectClass".into(), "user".into());
+        let first = d
+            .search_shared("OU=S,DC=lab", Scope::Subtree, &users, &["cn".into()])
+            .unwrap();
+        let again = d
+            .search_shared("OU=S,DC=lab", Scope::Subtree, &users, &[])
+            .unwrap();
+        assert_eq!(first.len(), 1);
+        assert!(Arc::ptr_eq(&first[0], &again[0]), "copied, not shared");
+        // Everything is there, not only what was asked for (the contract allows more).
+        assert_eq!(first[0].first("title"), Some("Clerk"));
+        d.modify(
+            "CN=Ann,OU=S,DC=lab",
+            &[Modification::Replace("title".into(), vec!["Chair".into()])],
+        )
+        .unwrap();
+        assert_eq!(first[0].first("title"), Some("Clerk"));
+        let after = d
+            .search_shared("OU=S,DC=lab", Scope::Subtree, &users, &[])
+            .unwrap();
+        assert_eq!(after[0].first("title"), Some("Chair"));
+        // A copying search projects.
+        let copied = d
+            .search("OU=S,DC=lab", Scope::Subtree, &users, &["cn".into()])
+            .unwrap();
+        assert_eq!(copied[0].first("title"), None);
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod ldap;
 pub mod ldif;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 pub use embedded::LdifDirectory;
 pub use entry::{Attribute, Entry};
@@ -141,6 +142,24 @@ pub trait Destination: Send + Sync {
         filter: &Filter,
         attributes: &[String],
     ) -> Result<Vec<Entry>, DestinationError>;
+
+    /// [`search`](Self::search) for a caller that only reads what it gets: the entries may be
+    /// shared with the directory instead of copied (the embedded directory hands out its own,
+    /// with all their attributes), which spares a run's scan one copy of every object in
+    /// scope. The default wraps `search`'s entries.
+    fn search_shared(
+        &self,
+        base: &str,
+        scope: Scope,
+        filter: &Filter,
+        attributes: &[String],
+    ) -> Result<Vec<Arc<Entry>>, DestinationError> {
+        Ok(self
+            .search(base, scope, filter, attributes)?
+            .into_iter()
+            .map(Arc::new)
+            .collect())
+    }
 
     /// True when an entry with this DN exists.
     fn exists(&self, dn: &str) -> Result<bool, DestinationError>;

@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 
 use rayon::prelude::*;
 
-use crate::destination::{Destination, DestinationError, Entry, Scope};
+use crate::destination::{Destination, DestinationError, Scope};
 use crate::dn::Dn;
 use crate::hooks::{HookContext, HookResult, Hooks, QueryEvent};
 use crate::job::{ContainerRule, ObjectPlan, Plan};
@@ -523,7 +523,7 @@ fn scan(
     } else {
         Scope::OneLevel
     };
-    let entries: Vec<Entry> = match destination.search(&op.scope_base, scope, filter, &attributes) {
+    let entries = match destination.search_shared(&op.scope_base, scope, filter, &attributes) {
         Ok(e) => e,
         // The container does not exist yet: nothing is in scope (it is created with the
         // first object, per the container strategy).
