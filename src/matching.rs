@@ -163,7 +163,7 @@ impl ResolveIndex {
             if by_attribute.contains_key(&key) {
                 continue;
             }
-            let entries = match destination.search(
+            let entries = match destination.search_shared(
                 base,
                 Scope::Subtree,
                 &Filter::Present(attr.clone()),
@@ -174,7 +174,7 @@ impl ResolveIndex {
                 Err(e) => return Err(e),
             };
             let mut map: HashMap<String, Vec<String>> = HashMap::new();
-            for e in entries {
+            for e in &entries {
                 for v in e.get(attr) {
                     map.entry(v.to_lowercase()).or_default().push(e.dn.clone());
                 }
