@@ -34,9 +34,13 @@ impl Entry {
     }
 
     fn position(&self, name: &str) -> Option<usize> {
-        self.attrs
-            .iter()
-            .position(|a| a.name.eq_ignore_ascii_case(name))
+        // Names are nearly always spelled as they were written: try that first (a memcmp),
+        // then ignore case.
+        self.attrs.iter().position(|a| a.name == name).or_else(|| {
+            self.attrs
+                .iter()
+                .position(|a| a.name.eq_ignore_ascii_case(name))
+        })
     }
 
     /// The values of `name` (empty when the entry has none).

@@ -469,6 +469,20 @@ fn plan_update(
         }
         if Some(attr.as_str()) == rdn_attr {
             // The naming attribute changes by renaming the object, never by a modify.
+            // Fast path: the DN starts with the RDN this run would write (no DN parse).
+            if let Some(new) = values.first() {
+                let rdn = dn::child("CN", new, "");
+                let (name, value) = rdn.split_at(3); // "CN=" and the escaped value
+                let same = entry
+                    .dn
+                    .get(..3)
+                    .is_some_and(|t| t.eq_ignore_ascii_case(name))
+                    && entry.dn.get(3..rdn.len()) == Some(value)
+                    && entry.dn.as_bytes().get(rdn.len()) == Some(&b',');
+                if same {
+                    continue;
+                }
+            }
             let current = Dn::parse(&entry.dn).ok();
             let current_value = current
                 .as_ref()
