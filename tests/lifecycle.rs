@@ -72,15 +72,7 @@ fn a_run_goes_from_running_with_progress_to_finished() {
     let (hooks, arrived, go) = gate();
     let dir = Arc::new(LdifDirectory::in_memory());
     let runner = Runner::new();
-    let id = runner
-        .submit(job_for(
-            wire(&users_job()),
-            &book,
-            dir.clone(),
-            hooks,
-            single_threaded(),
-        ))
-        .unwrap();
+    let id = submit_users(&runner, &book, dir.clone(), hooks, single_threaded());
     // The first row is held: the run is running, its total known, nothing done yet.
     arrived.recv().unwrap();
     assert_eq!(
@@ -148,15 +140,13 @@ fn cancel_stops_taking_rows_and_leaves_the_destination_consistent() {
     assert_eq!(runner.executions(id)[0].status, TaskStatus::Aborted);
 
     // Running it again completes the job: nothing duplicated.
-    let again = runner
-        .submit(job_for(
-            wire(&users_job()),
-            &book,
-            dir.clone(),
-            Arc::new(NoHooks),
-            single_threaded(),
-        ))
-        .unwrap();
+    let again = submit_users(
+        &runner,
+        &book,
+        dir.clone(),
+        Arc::new(NoHooks),
+        single_threaded(),
+    );
     let report = runner.wait(again).unwrap();
     assert_eq!(report.counts.added, people().len() - 4);
     assert_eq!(report.counts.unchanged, 4);
@@ -195,15 +185,7 @@ fn a_run_longer_than_its_session_timeout_is_aborted() {
         task_session_timeout: Some(10),
         ..single_threaded()
     };
-    let id = runner
-        .submit(job_for(
-            wire(&users_job()),
-            &book,
-            dir.clone(),
-            hooks,
-            settings,
-        ))
-        .unwrap();
+    let id = submit_users(&runner, &book, dir.clone(), hooks, settings);
     let report = runner.wait(id).unwrap();
     assert_eq!(report.status, RunStatus::Aborted);
     // Rows 1-3 started at 0, 4 and 8 minutes; the 4th would start at 12.
@@ -264,24 +246,19 @@ fn transient_failures_are_retried_with_backoff_and_each_attempt_is_recorded() {
     let book = TempWorkbook::new(&people());
     let clock = ManualClock::at("2026-11-22T09:00:00Z");
     let runner = Runner::with(Arc::new(clock.clone()), None);
-    let flaky = Arc::new(Flaky {
-        inner: LdifDirectory::in_memory(),
-        failures: AtomicUsize::new(2),
-    });
+    let flaky = Flaky::failing(2);
     let settings = JobSettings {
         max_retries: 3,
         retry_wait: Duration::from_secs(10),
         ..Default::default()
     };
-    let id = runner
-        .submit(job_for(
-            wire(&users_job()),
-            &book,
-            flaky.clone(),
-            Arc::new(NoHooks),
-            settings.clone(),
-        ))
-        .unwrap();
+    let id = submit_users(
+        &runner,
+        &book,
+        flaky.clone(),
+        Arc::new(NoHooks),
+        settings.clone(),
+    );
     let report = runner.wait(id).unwrap();
     assert_eq!(report.status, RunStatus::FinishedSuccess);
     let attempts = runner.executions(id);
@@ -301,19 +278,8 @@ fn transient_failures_are_retried_with_backoff_and_each_attempt_is_recorded() {
     assert_eq!(json["status"], 10);
 
     // More failures than retries: the last attempt's error is the run's result.
-    let flaky = Arc::new(Flaky {
-        inner: LdifDirectory::in_memory(),
-        failures: AtomicUsize::new(10),
-    });
-    let id = runner
-        .submit(job_for(
-            wire(&users_job()),
-            &book,
-            flaky,
-            Arc::new(NoHooks),
-            settings,
-        ))
-        .unwrap();
+    let flaky = Flaky::failing(10);
+    let id = submit_users(&runner, &book, flaky, Arc::new(NoHooks), settings);
     assert_eq!(runner.wait(id).unwrap().status, RunStatus::Error);
     assert_eq!(runner.executions(id).len(), 4);
 
@@ -326,15 +292,7 @@ fn transient_failures_are_retried_with_backoff_and_each_attempt_is_recorded() {
         ..Default::default()
     };
     let dir = Arc::new(LdifDirectory::in_memory());
-    let id = runner
-        .submit(job_for(
-            wire(&users_job()),
-            &book,
-            dir,
-            Arc::new(NoHooks),
-            settings,
-        ))
-        .unwrap();
+    let id = submit_users(&runner, &book, dir, Arc::new(NoHooks), settings);
     assert_eq!(runner.wait(id).unwrap().status, RunStatus::FinishedFail);
     assert_eq!(runner.executions(id).len(), 1);
 }
@@ -345,15 +303,7 @@ fn a_job_that_is_not_concurrent_is_refused_while_it_runs() {
     let (hooks, arrived, go) = gate();
     let dir = Arc::new(LdifDirectory::in_memory());
     let runner = Runner::new();
-    let first = runner
-        .submit(job_for(
-            wire(&users_job()),
-            &book,
-            dir.clone(),
-            hooks,
-            single_threaded(),
-        ))
-        .unwrap();
+    let first = submit_users(&runner, &book, dir.clone(), hooks, single_threaded());
     arrived.recv().unwrap();
     let second = runner.submit(job_for(
         wire(&users_job()),
@@ -374,15 +324,7 @@ fn a_job_that_is_not_concurrent_is_refused_while_it_runs() {
     }
     runner.wait(first).unwrap();
     // Finished: it may run again.
-    let third = runner
-        .submit(job_for(
-            wire(&users_job()),
-            &book,
-            dir,
-            Arc::new(NoHooks),
-            single_threaded(),
-        ))
-        .unwrap();
+    let third = submit_users(&runner, &book, dir, Arc::new(NoHooks), single_threaded());
     assert_eq!(runner.wait(third).unwrap().counts.unchanged, people().len());
 }
 
@@ -445,15 +387,13 @@ fn delta_runs_take_only_rows_changed_since_the_last_success_and_never_delete() {
 fn records_serialise_in_the_reference_shapes() {
     let book = TempWorkbook::new(&people());
     let runner = Runner::new();
-    let id = runner
-        .submit(job_for(
-            wire(&users_job()),
-            &book,
-            Arc::new(LdifDirectory::in_memory()),
-            Arc::new(NoHooks),
-            JobSettings::default(),
-        ))
-        .unwrap();
+    let id = submit_users(
+        &runner,
+        &book,
+        Arc::new(LdifDirectory::in_memory()),
+        Arc::new(NoHooks),
+        JobSettings::default(),
+    );
     let report = runner.wait(id).unwrap();
     let exec = serde_json::to_value(&runner.executions(id)[0]).unwrap();
     for key in [
@@ -490,6 +430,35 @@ fn records_serialise_in_the_reference_shapes() {
     assert_eq!(store["added"].as_array().unwrap().len(), people().len());
 }
 
+/// Submits the users-only main job on `book`; the id of its run.
+fn submit_users(
+    runner: &Runner,
+    book: &TempWorkbook,
+    destination: Arc<dyn Destination>,
+    hooks: Arc<dyn Hooks + Send + Sync>,
+    settings: JobSettings,
+) -> datasync::lifecycle::RunId {
+    runner
+        .submit(job_for(
+            wire(&users_job()),
+            book,
+            destination,
+            hooks,
+            settings,
+        ))
+        .unwrap()
+}
+
+impl Flaky {
+    /// A directory whose first `failures` searches fail as if the server were down.
+    fn failing(failures: usize) -> Arc<Flaky> {
+        Arc::new(Flaky {
+            inner: LdifDirectory::in_memory(),
+            failures: AtomicUsize::new(failures),
+        })
+    }
+}
+
 /// Holds the first row in `row_starting` (the prepare step) and counts the rows prepared.
 struct PrepareGate {
     started: AtomicUsize,
@@ -523,15 +492,13 @@ fn a_cancel_while_rows_are_prepared_stops_preparing_and_writes_nothing() {
     });
     let dir = Arc::new(LdifDirectory::in_memory());
     let runner = Runner::new();
-    let id = runner
-        .submit(job_for(
-            wire(&users_job()),
-            &book,
-            dir.clone(),
-            hooks.clone(),
-            single_threaded(),
-        ))
-        .unwrap();
+    let id = submit_users(
+        &runner,
+        &book,
+        dir.clone(),
+        hooks.clone(),
+        single_threaded(),
+    );
     arrived.recv().unwrap();
     assert!(runner.cancel(id));
     go.send(()).unwrap();
@@ -572,24 +539,13 @@ fn a_cancel_during_the_backoff_ends_the_run_without_another_attempt() {
         wake: wake_rx,
     });
     let runner = Runner::with(clock, None);
-    let down = Arc::new(Flaky {
-        inner: LdifDirectory::in_memory(),
-        failures: AtomicUsize::new(usize::MAX),
-    });
+    let down = Flaky::failing(usize::MAX);
     let settings = JobSettings {
         max_retries: 5,
         retry_wait: Duration::from_secs(600),
         ..Default::default()
     };
-    let id = runner
-        .submit(job_for(
-            wire(&users_job()),
-            &book,
-            down,
-            Arc::new(NoHooks),
-            settings,
-        ))
-        .unwrap();
+    let id = submit_users(&runner, &book, down, Arc::new(NoHooks), settings);
     // The first attempt failed; the backoff sleeps a second at a time.
     assert_eq!(sleeping.recv().unwrap(), Duration::from_secs(1));
     assert!(runner.cancel(id));
