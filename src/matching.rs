@@ -43,7 +43,7 @@ pub struct KeyIndex {
 impl KeyIndex {
     /// Indexes `entries` by the first value of each key attribute. Entries missing a key
     /// attribute are kept (they are in scope) but match no row. The entries may be shared
-    /// with the directory ([`Destination::search_shared`](crate::Destination::search_shared)).
+    /// with the directory ([`Destination::search_shared`]).
     pub fn build(entries: Vec<Arc<Entry>>, key_attributes: &[&str]) -> KeyIndex {
         let mut by_key: HashMap<String, Vec<usize>> = HashMap::with_capacity(entries.len());
         let mut keyless = 0;
