@@ -17,7 +17,9 @@
 //! `taskSessionTimeout` and `maxRetries`, `--state` keeps delta watermarks, and Ctrl-C
 //! cancels the run (rows in flight finish, nothing is deleted). `schedule` starts each job on
 //! its `jobInfo.schedule` cron expression (time zone: the `Schedule.TimeZone` setting) until
-//! Ctrl-C, then waits for the running jobs to finish.
+//! Ctrl-C, then waits for the running jobs to finish. Job files that share a
+//! `jobInfo.collectionId` run as one collection, in `runOrder`, on the one schedule their files
+//! give.
 //!
 //! Exit codes: 0 success, 1 finished with failures (or aborted), 2 could not run.
 
@@ -35,8 +37,8 @@ use datasync::destination::{LdapDirectory, ServerKind};
 use datasync::hooks::{HookContext, HookResult, PasswordSet, RowDone};
 use datasync::ldap::{LdapConfig, Security, TlsVerify};
 use datasync::lifecycle::{
-    FileStateStore, Fired, Job, LifecycleError, OpenSource, Runner, Scheduler, StateStore,
-    SystemClock,
+    Collection, FileStateStore, Fired, Job, LifecycleError, OpenSource, Runner, Scheduler,
+    StateStore, StepOutcome, SystemClock,
 };
 use datasync::report::RowFailure;
 use datasync::source::{LdapSource, Source};
@@ -554,10 +556,24 @@ fn schedule_jobs(args: &ScheduleArgs) -> Result<(), CliError> {
         .unwrap_or_default();
     let destination = open_destination(&args.target, &first.0, first.1.as_deref())?;
     let runner = runner_for(&args.target);
-    let scheduler = Scheduler::new(runner.clone());
+    let scheduler = Arc::new(Scheduler::new(runner.clone()));
     let hooks: Arc<dyn Hooks + Send + Sync> = Arc::new(datasync::NoHooks);
+    // Jobs that share a jobInfo.collectionId run as one collection, in runOrder, on the
+    // schedule their files give; the others run alone.
+    let mut collections: BTreeMap<String, Vec<Arc<Job>>> = BTreeMap::new();
     for path in &args.jobs {
         let job = load_job(path, None, &args.target, destination.clone(), hooks.clone())?;
+        let collection = job
+            .definition
+            .job_info
+            .get()
+            .and_then(|i| i.collection_id.get())
+            .filter(|v| !v.is_null())
+            .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string));
+        if let Some(id) = collection {
+            collections.entry(id).or_default().push(Arc::new(job));
+            continue;
+        }
         let name = job.name();
         if job.settings.schedule.is_none() {
             return Err(CliError::Usage(format!(
@@ -576,6 +592,31 @@ fn schedule_jobs(args: &ScheduleArgs) -> Result<(), CliError> {
             _ => eprintln!("{name}: disabled (jobInfo.enabled is false); it will not start"),
         }
     }
+    for (id, mut jobs) in collections {
+        jobs.sort_by_key(|j| j.settings.run_order);
+        let name = format!("collection {id}");
+        let mut schedules = jobs.iter().filter_map(|j| j.settings.schedule.clone());
+        let Some(schedule) = schedules.next() else {
+            return Err(CliError::Usage(format!(
+                "{name}: none of its jobs has a schedule (jobInfo.schedule)"
+            )));
+        };
+        if schedules.any(|s| s != schedule) {
+            return Err(CliError::Usage(format!(
+                "{name}: its jobs give different schedules; a collection runs on one"
+            )));
+        }
+        let order: Vec<String> = jobs.iter().map(|j| j.name()).collect();
+        let next = schedule.next_after(runner.clock().now());
+        eprintln!(
+            "{name} ({}): \"{}\" in {}, next at {}",
+            order.join(", "),
+            schedule.expression(),
+            schedule.time_zone(),
+            next.map_or_else(|| "never".into(), |t| t.to_rfc3339())
+        );
+        scheduler.add_collection(Arc::new(Collection { name, jobs }), schedule)?;
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     ctrlc::set_handler(move || {
@@ -584,6 +625,7 @@ fn schedule_jobs(args: &ScheduleArgs) -> Result<(), CliError> {
     })
     .map_err(|e| CliError::Usage(format!("cannot catch Ctrl-C: {e}")))?;
     let mut reporters = Vec::new();
+    let watched = scheduler.clone();
     scheduler.run(&stop, |fired| match fired {
         Fired::Started { job, run } => {
             eprintln!("{job}: run {run} started");
@@ -592,10 +634,7 @@ fn schedule_jobs(args: &ScheduleArgs) -> Result<(), CliError> {
             let run = *run;
             reporters.push(std::thread::spawn(move || {
                 if let Some(report) = runner.wait(run) {
-                    eprintln!("{job}: run {run}: {}", report.summary());
-                    for d in report.details.iter().filter(|d| d.details_type == 0) {
-                        eprintln!("{job}: run {run}: {}", d.message);
-                    }
+                    print_run(&job, run.0, &report);
                 }
             }));
         }
@@ -603,12 +642,51 @@ fn schedule_jobs(args: &ScheduleArgs) -> Result<(), CliError> {
             eprintln!("{job}: skipped, run {running} is still running")
         }
         Fired::Refused { job, error } => eprintln!("{job}: not started: {error}"),
+        Fired::CollectionStarted { collection } => {
+            eprintln!("{collection}: started");
+            let scheduler = watched.clone();
+            let collection = collection.clone();
+            reporters.push(std::thread::spawn(move || {
+                let Some(report) = scheduler.wait_collection(&collection) else {
+                    return;
+                };
+                for step in &report.steps {
+                    match &step.outcome {
+                        StepOutcome::Finished { run, report } => {
+                            print_run(&step.job_name, *run, report)
+                        }
+                        StepOutcome::Refused { error } => {
+                            eprintln!("{}: not started: {error}", step.job_name)
+                        }
+                        StepOutcome::NotRun => eprintln!("{}: not run", step.job_name),
+                    }
+                }
+                match (&report.aborted_by, report.stopped) {
+                    (Some(job), _) => {
+                        eprintln!("{collection}: {job} failed and its onFailure is Abort")
+                    }
+                    (None, true) => eprintln!("{collection}: stopped"),
+                    (None, false) => eprintln!("{collection}: finished"),
+                }
+            }));
+        }
+        Fired::CollectionSkipped { collection } => {
+            eprintln!("{collection}: skipped, it is still running")
+        }
     });
     for reporter in reporters {
         let _ = reporter.join();
     }
     eprintln!("stopped");
     Ok(())
+}
+
+/// One finished run, as `schedule` prints it.
+fn print_run(job: &str, run: u64, report: &Report) {
+    eprintln!("{job}: run {run}: {}", report.summary());
+    for d in report.details.iter().filter(|d| d.details_type == 0) {
+        eprintln!("{job}: run {run}: {}", d.message);
+    }
 }
 
 fn is_ldap_url(text: &str) -> bool {

@@ -45,6 +45,11 @@ impl Case {
 
     /// Writes the main job (with `edit` applied) next to the workbook.
     fn job(&self, edit: impl FnOnce(&mut Value)) -> PathBuf {
+        self.job_named("job.json", edit)
+    }
+
+    /// [`job`](Self::job), in a file of its own.
+    fn job_named(&self, file: &str, edit: impl FnOnce(&mut Value)) -> PathBuf {
         let mut job: Value = serde_json::from_str(
             &std::fs::read_to_string("fixtures/jobs/excel-to-ad.json").unwrap(),
         )
@@ -55,7 +60,7 @@ impl Case {
             }
         }
         edit(&mut job);
-        let path = self.path("job.json");
+        let path = self.path(file);
         std::fs::write(&path, job.to_string()).unwrap();
         path
     }
@@ -468,4 +473,80 @@ fn schedule_runs_jobs_on_their_cron_until_ctrl_c() {
     assert!(t.contains("ExcelToAD: run 1 started"), "{t}");
     assert!(t.contains("added 12"), "{t}");
     assert!(t.ends_with("stopped\n"), "{t}");
+}
+
+#[test]
+fn schedule_runs_jobs_of_one_collection_in_run_order() {
+    let c = Case::new();
+    let users = c.job_named("users.json", |j| {
+        support::users_only(j);
+        j["jobInfo"]["name"] = json!("Users");
+        j["jobInfo"]["collectionId"] = json!(7);
+        j["jobInfo"]["runOrder"] = json!(1);
+        j["jobInfo"]["schedule"] = json!("* * * * * *");
+        j["jobInfo"]["enabled"] = json!(true);
+    });
+    // Listed first, runs second; it has no schedule of its own: the collection's is used.
+    let groups = c.job_named("groups.json", |j| {
+        support::groups_only(j);
+        j["jobInfo"]["name"] = json!("Groups");
+        j["jobInfo"]["collectionId"] = json!(7);
+        j["jobInfo"]["runOrder"] = json!(2);
+    });
+    let child = Command::new(binary())
+        .args([
+            "schedule",
+            groups.to_str().unwrap(),
+            users.to_str().unwrap(),
+        ])
+        .current_dir(c.path(""))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ldif = c.path("directory.ldif");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let both = |t: &str| {
+        t.matches("objectClass: user").count() == support::people().len()
+            && t.matches("objectClass: group").count() == support::groups().len()
+    };
+    while !std::fs::read_to_string(&ldif).is_ok_and(|t| both(&t)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the collection did not run within a minute"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let interrupted = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(interrupted.success());
+    let out = child.wait_with_output().unwrap();
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(
+        t.contains("collection 7 (Users, Groups): \"* * * * * *\" in UTC"),
+        "{t}"
+    );
+    assert!(t.contains("collection 7: started"), "{t}");
+    let users_done = t.find("Users: run").expect("Users ran");
+    let groups_done = t.find("Groups: run").expect("Groups ran");
+    assert!(users_done < groups_done, "{t}");
+    assert!(t.contains("collection 7: finished"), "{t}");
+
+    // Two schedules in one collection: refused.
+    let other = c.job_named("groups.json", |j| {
+        support::groups_only(j);
+        j["jobInfo"]["name"] = json!("Groups");
+        j["jobInfo"]["collectionId"] = json!(7);
+        j["jobInfo"]["schedule"] = json!("0 3 * * *");
+    });
+    let out = c.run(&["schedule", users.to_str().unwrap(), other.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out).contains("collection 7: its jobs give different schedules"),
+        "{}",
+        text(&out)
+    );
 }

@@ -5,6 +5,7 @@
 mod support;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -754,4 +755,117 @@ fn records_match_the_reference_samples() {
     assert_eq!(history["items"][0]["status"], "STOPPED");
     assert_eq!(history["items"][0]["trigger"], "Manual");
     assert_eq!(history["total"], 1);
+}
+
+#[test]
+fn a_scheduled_collection_runs_its_jobs_in_order_and_skips_a_fire_while_it_runs() {
+    let book = TempWorkbook::new(&people());
+    let clock = ManualClock::at("2026-11-22T02:59:00Z");
+    let runner = Runner::with(Arc::new(clock.clone()), None);
+    let scheduler = Scheduler::new(runner.clone());
+    let (gate_hooks, arrived, go) = gate();
+    let first_dir = Arc::new(LdifDirectory::in_memory());
+    let second_dir = Arc::new(LdifDirectory::in_memory());
+    let mut first = job_on(
+        &collection_job("First", 1, "Abort"),
+        &book,
+        first_dir.clone(),
+        gate_hooks.clone(),
+    );
+    first.settings.threads = 1;
+    let second = job_on(
+        &collection_job("Second", 2, "Abort"),
+        &book,
+        second_dir.clone(),
+        Arc::new(NoHooks),
+    );
+    let nightly = Arc::new(Collection {
+        name: "Nightly".into(),
+        jobs: vec![Arc::new(second), Arc::new(first)],
+    });
+    scheduler
+        .add_collection(nightly, Schedule::new("*/30 * * * *", "UTC").unwrap())
+        .unwrap();
+    assert_eq!(
+        scheduler.next_execution("Nightly"),
+        Some(at("2026-11-22T03:00:00Z"))
+    );
+    assert!(
+        scheduler.job_details("Nightly").is_none(),
+        "a collection is not a job"
+    );
+
+    clock.advance(Duration::from_secs(60));
+    assert_eq!(
+        scheduler.tick(),
+        [Fired::CollectionStarted {
+            collection: "Nightly".into()
+        }]
+    );
+    // First runs first; it holds its first row while the next fire comes.
+    arrived.recv().unwrap();
+    assert_eq!(runner.job_state("First"), JobState::Running);
+    assert!(runner.running("Second").is_none());
+    clock.advance(Duration::from_secs(30 * 60));
+    assert_eq!(
+        scheduler.tick(),
+        [Fired::CollectionSkipped {
+            collection: "Nightly".into()
+        }]
+    );
+    assert!(
+        !scheduler.run_collection_now("Nightly").unwrap(),
+        "started twice"
+    );
+    for _ in 0..people().len() {
+        go.send(()).unwrap();
+    }
+    let report = scheduler.wait_collection("Nightly").unwrap();
+    let order: Vec<&str> = report.steps.iter().map(|s| s.job_name.as_str()).collect();
+    assert_eq!(order, ["First", "Second"]);
+    assert!(report.steps.iter().all(|s| s.succeeded()), "{report:?}");
+    assert!(!report.stopped);
+    assert_eq!(users(&first_dir).len(), people().len());
+    assert_eq!(users(&second_dir).len(), people().len());
+    assert_eq!(scheduler.last_collection_report("Nightly"), Some(report));
+
+    // Told to stop mid-collection (as a scheduler shutting down tells it): the job under
+    // way finishes, the rest do not run.
+    let runs_before = runner.history("Second", 0, 10).total;
+    while arrived.try_recv().is_ok() {} // the first run's rows
+    let stop = AtomicBool::new(false);
+    let nightly = Collection {
+        name: "Again".into(),
+        jobs: vec![
+            Arc::new(job_on(
+                &collection_job("Second", 2, "Abort"),
+                &book,
+                second_dir.clone(),
+                Arc::new(NoHooks),
+            )),
+            {
+                let mut j = job_on(
+                    &collection_job("First", 1, "Abort"),
+                    &book,
+                    Arc::new(LdifDirectory::in_memory()),
+                    gate_hooks.clone(),
+                );
+                j.settings.threads = 1;
+                Arc::new(j)
+            },
+        ],
+    };
+    let report = std::thread::scope(|s| {
+        let running = s.spawn(|| runner.run_collection_until(&nightly, &stop));
+        arrived.recv().unwrap();
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        for _ in 0..people().len() {
+            go.send(()).unwrap();
+        }
+        running.join().unwrap()
+    });
+    assert!(report.stopped, "{report:?}");
+    assert!(report.steps[0].succeeded());
+    assert_eq!(report.steps[1].outcome, StepOutcome::NotRun);
+    assert_eq!(runner.history("Second", 0, 10).total, runs_before);
 }

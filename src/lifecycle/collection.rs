@@ -3,6 +3,7 @@
 //! leaves the rest of the collection unrun, `Continue` goes on with the next job.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::Serialize;
 
@@ -34,7 +35,7 @@ pub enum StepOutcome {
         /// Why.
         error: String,
     },
-    /// An earlier job failed with `onFailure` `Abort`.
+    /// An earlier job failed with `onFailure` `Abort`, or the collection was stopped.
     NotRun,
 }
 
@@ -68,6 +69,8 @@ pub struct CollectionReport {
     pub steps: Vec<CollectionStep>,
     /// The job whose failure stopped the collection, if one did.
     pub aborted_by: Option<String>,
+    /// True when the collection was told to stop before its last job started.
+    pub stopped: bool,
 }
 
 impl Runner {
@@ -75,6 +78,18 @@ impl Runner {
     /// parameters' defaults, and blocks until the last has finished. Each run is an ordinary
     /// run of the runner: its status, cancel and history work as for any other.
     pub fn run_collection(&self, collection: &Collection) -> CollectionReport {
+        self.run_collection_until(collection, &AtomicBool::new(false))
+    }
+
+    /// [`run_collection`](Self::run_collection) that starts no further job once `stop` is
+    /// set (the job under way finishes; the rest are `NotRun`). A scheduler that is shut down
+    /// uses it.
+    pub fn run_collection_until(
+        &self,
+        collection: &Collection,
+        stop: &AtomicBool,
+    ) -> CollectionReport {
+        let mut stopped = false;
         let mut jobs: Vec<&Arc<Job>> = collection.jobs.iter().collect();
         jobs.sort_by_key(|j| j.settings.run_order);
         let mut steps = Vec::with_capacity(jobs.len());
@@ -82,7 +97,10 @@ impl Runner {
         for job in jobs {
             let job_name = job.name();
             let run_order = job.settings.run_order;
-            if aborted_by.is_some() {
+            if aborted_by.is_none() && !stopped && stop.load(Ordering::SeqCst) {
+                stopped = true;
+            }
+            if aborted_by.is_some() || stopped {
                 steps.push(CollectionStep {
                     job_name,
                     run_order,
@@ -108,6 +126,7 @@ impl Runner {
             name: collection.name.clone(),
             steps,
             aborted_by,
+            stopped,
         }
     }
 

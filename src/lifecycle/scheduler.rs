@@ -6,28 +6,67 @@
 //! A fire time missed while nothing ticked (the host was down, or busy) starts the job once
 //! at the next tick, not once per missed fire. A fire that finds a non-concurrent job still
 //! running is recorded in its history as `SKIPPED` (Qlik's status 9) and not queued.
+//!
+//! A [`Collection`] can be scheduled too ([`add_collection`](Scheduler::add_collection)): each
+//! fire runs its jobs in `runOrder` on a thread of its own; a fire that finds the collection
+//! still running is skipped.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::{Job, JobDetails, LifecycleError, Operational, RunId, Runner, TaskRecord, Trigger};
+use super::{
+    Collection, CollectionReport, Job, JobDetails, LifecycleError, Operational, RunId, Runner,
+    Schedule, TaskRecord, Trigger,
+};
+
+/// What a schedule starts.
+enum Target {
+    Job(Arc<Job>),
+    Collection(Arc<Collection>, Box<Schedule>),
+}
 
 struct Entry {
-    job: Arc<Job>,
+    target: Target,
     enabled: bool,
     next: Option<DateTime<Utc>>,
 }
 
-/// The job's first fire time after `now`, if it has a schedule.
-fn next_fire(job: &Job, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    job.settings
-        .schedule
-        .as_ref()
-        .and_then(|s| s.next_after(now))
+impl Entry {
+    /// The first fire time after `now`, if there is a schedule.
+    fn next_after(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        match &self.target {
+            Target::Job(job) => job.settings.schedule.as_ref()?.next_after(now),
+            Target::Collection(_, schedule) => schedule.next_after(now),
+        }
+    }
+}
+
+/// Collections on their way, and the last report of each.
+#[derive(Default)]
+struct CollectionRuns {
+    /// Names of the collections running now.
+    active: HashSet<String>,
+    /// Their threads, joined when the scheduler stops.
+    threads: Vec<JoinHandle<()>>,
+    last: HashMap<String, CollectionReport>,
+}
+
+/// The collections' state, and a signal each time one finishes.
+#[derive(Default)]
+struct Collections {
+    runs: Mutex<CollectionRuns>,
+    finished: Condvar,
+}
+
+impl Collections {
+    fn lock(&self) -> MutexGuard<'_, CollectionRuns> {
+        self.runs.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// What a tick did for one due job.
@@ -54,6 +93,16 @@ pub enum Fired {
         job: String,
         /// Why.
         error: LifecycleError,
+    },
+    /// A scheduled collection started its jobs, one after another, on a thread.
+    CollectionStarted {
+        /// The collection.
+        collection: String,
+    },
+    /// A scheduled collection was still running; this fire is skipped.
+    CollectionSkipped {
+        /// The collection.
+        collection: String,
     },
 }
 
@@ -85,6 +134,9 @@ pub enum Fired {
 pub struct Scheduler {
     runner: Runner,
     entries: Mutex<BTreeMap<String, Entry>>,
+    collections: Arc<Collections>,
+    /// Set when [`run`](Scheduler::run) is told to stop: collections start no further job.
+    stopping: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Scheduler {
@@ -101,6 +153,8 @@ impl Scheduler {
         Scheduler {
             runner,
             entries: Mutex::new(BTreeMap::new()),
+            collections: Arc::new(Collections::default()),
+            stopping: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -120,30 +174,48 @@ impl Scheduler {
     /// Adds a job; its schedule and `enabled` come from its settings. Names must differ.
     pub fn add(&self, job: Arc<Job>) -> Result<(), LifecycleError> {
         let name = job.name();
+        let enabled = job.settings.enabled;
+        self.insert(name, Target::Job(job), enabled)
+    }
+
+    /// Adds a collection that `schedule` starts (enabled). Its name must differ from every
+    /// job's and collection's.
+    pub fn add_collection(
+        &self,
+        collection: Arc<Collection>,
+        schedule: Schedule,
+    ) -> Result<(), LifecycleError> {
+        let name = collection.name.clone();
+        self.insert(
+            name,
+            Target::Collection(collection, Box::new(schedule)),
+            true,
+        )
+    }
+
+    fn insert(&self, name: String, target: Target, enabled: bool) -> Result<(), LifecycleError> {
         let now = self.now();
         let mut entries = self.lock();
         if entries.contains_key(&name) {
             return Err(LifecycleError::DuplicateJob(name));
         }
-        let next = next_fire(&job, now);
-        entries.insert(
-            name,
-            Entry {
-                enabled: job.settings.enabled,
-                job,
-                next,
-            },
-        );
+        let mut entry = Entry {
+            target,
+            enabled,
+            next: None,
+        };
+        entry.next = entry.next_after(now);
+        entries.insert(name, entry);
         Ok(())
     }
 
-    /// The names of the jobs, sorted.
+    /// The names of the jobs and collections, sorted.
     pub fn jobs(&self) -> Vec<String> {
         self.lock().keys().cloned().collect()
     }
 
-    /// Lets the schedule start the job again, from the next fire time after now (fires
-    /// missed while it was disabled are not made up). False for an unknown job.
+    /// Lets the schedule start the job (or collection) again, from the next fire time after
+    /// now (fires missed while it was disabled are not made up). False for an unknown name.
     pub fn enable(&self, job: &str) -> bool {
         let now = self.now();
         let mut entries = self.lock();
@@ -151,12 +223,12 @@ impl Scheduler {
             return false;
         };
         e.enabled = true;
-        e.next = next_fire(&e.job, now);
+        e.next = e.next_after(now);
         true
     }
 
-    /// Stops the schedule starting the job (a run under way goes on). False for an unknown
-    /// job.
+    /// Stops the schedule starting the job or collection (a run under way goes on). False
+    /// for an unknown name.
     pub fn disable(&self, job: &str) -> bool {
         match self.lock().get_mut(job) {
             Some(e) => {
@@ -173,18 +245,103 @@ impl Scheduler {
         self.runner.submit(job)
     }
 
-    /// Cancels the job's run under way (OIG's "stop"); its state becomes `INTERRUPTED`.
-    /// False when it is not running.
+    /// Starts the collection now, whatever its schedule; `false` when it is already running.
+    pub fn run_collection_now(&self, collection: &str) -> Result<bool, LifecycleError> {
+        let target = self
+            .lock()
+            .get(collection)
+            .and_then(|e| match &e.target {
+                Target::Collection(c, _) => Some(c.clone()),
+                Target::Job(_) => None,
+            })
+            .ok_or_else(|| LifecycleError::UnknownJob(collection.to_string()))?;
+        Ok(self.start_collection(target))
+    }
+
+    /// Runs `collection` on a thread of its own unless it is running already.
+    fn start_collection(&self, collection: Arc<Collection>) -> bool {
+        let mut runs = self.collections.lock();
+        let name = collection.name.clone();
+        if !runs.active.insert(name.clone()) {
+            return false;
+        }
+        runs.threads.retain(|t| !t.is_finished());
+        let runner = self.runner.clone();
+        let shared = self.collections.clone();
+        let stopping = self.stopping.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("datasync-collection-{name}"))
+            .spawn(move || {
+                let report = runner.run_collection_until(&collection, &stopping);
+                let mut runs = shared.lock();
+                runs.active.remove(&collection.name);
+                runs.last.insert(collection.name.clone(), report);
+                drop(runs);
+                shared.finished.notify_all();
+            });
+        match spawned {
+            Ok(handle) => {
+                runs.threads.push(handle);
+                true
+            }
+            Err(_) => {
+                runs.active.remove(&name);
+                false
+            }
+        }
+    }
+
+    /// The report of the collection's last finished run.
+    pub fn last_collection_report(&self, collection: &str) -> Option<CollectionReport> {
+        self.collections.lock().last.get(collection).cloned()
+    }
+
+    /// Blocks while the collection runs, then gives its last report (`None` when it has never
+    /// finished a run).
+    pub fn wait_collection(&self, collection: &str) -> Option<CollectionReport> {
+        let mut runs = self.collections.lock();
+        while runs.active.contains(collection) {
+            runs = self
+                .collections
+                .finished
+                .wait(runs)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+        runs.last.get(collection).cloned()
+    }
+
+    /// Blocks until no scheduled collection is running.
+    pub fn wait_collections(&self) {
+        let threads: Vec<JoinHandle<()>> = std::mem::take(&mut self.collections.lock().threads);
+        for thread in threads {
+            let _ = thread.join();
+        }
+    }
+
+    /// Cancels the job's run under way (OIG's "stop"); its state becomes `INTERRUPTED`. For
+    /// a collection, cancels the run of whichever of its jobs is under way. False when
+    /// nothing was running.
     pub fn stop(&self, job: &str) -> bool {
-        self.runner
-            .running(job)
-            .is_some_and(|id| self.runner.cancel(id))
+        let names: Vec<String> = match self.lock().get(job).map(|e| &e.target) {
+            Some(Target::Collection(c, _)) => c.jobs.iter().map(|j| j.name()).collect(),
+            _ => vec![job.to_string()],
+        };
+        names.iter().fold(false, |stopped, name| {
+            let cancelled = self
+                .runner
+                .running(name)
+                .is_some_and(|id| self.runner.cancel(id));
+            stopped || cancelled
+        })
     }
 
     fn job(&self, name: &str) -> Result<Arc<Job>, LifecycleError> {
         self.lock()
             .get(name)
-            .map(|e| e.job.clone())
+            .and_then(|e| match &e.target {
+                Target::Job(job) => Some(job.clone()),
+                Target::Collection(..) => None,
+            })
             .ok_or_else(|| LifecycleError::UnknownJob(name.to_string()))
     }
 
@@ -208,35 +365,52 @@ impl Scheduler {
     /// Starts every enabled job whose fire time has come, and moves each one's fire time on
     /// past now. Returns what happened to each, in name order.
     pub fn tick(&self) -> Vec<Fired> {
+        enum Due {
+            Job(Arc<Job>),
+            Collection(Arc<Collection>),
+        }
         let now = self.now();
-        let due: Vec<(String, Arc<Job>)> = {
+        let due: Vec<(String, Due)> = {
             let mut entries = self.lock();
             entries
                 .iter_mut()
                 .filter(|(_, e)| e.enabled && e.next.is_some_and(|t| t <= now))
                 .map(|(name, e)| {
-                    e.next = next_fire(&e.job, now);
-                    (name.clone(), e.job.clone())
+                    e.next = e.next_after(now);
+                    let due = match &e.target {
+                        Target::Job(job) => Due::Job(job.clone()),
+                        Target::Collection(c, _) => Due::Collection(c.clone()),
+                    };
+                    (name.clone(), due)
                 })
                 .collect()
         };
         due.into_iter()
-            .map(
-                |(name, job)| match self.runner.start(job, &BTreeMap::new(), Trigger::Schedule) {
-                    Ok(run) => Fired::Started { job: name, run },
-                    Err(LifecycleError::AlreadyRunning { running, .. }) => {
-                        Fired::Skipped { job: name, running }
+            .map(|(name, due)| match due {
+                Due::Job(job) => {
+                    match self.runner.start(job, &BTreeMap::new(), Trigger::Schedule) {
+                        Ok(run) => Fired::Started { job: name, run },
+                        Err(LifecycleError::AlreadyRunning { running, .. }) => {
+                            Fired::Skipped { job: name, running }
+                        }
+                        Err(error) => Fired::Refused { job: name, error },
                     }
-                    Err(error) => Fired::Refused { job: name, error },
-                },
-            )
+                }
+                Due::Collection(collection) => {
+                    if self.start_collection(collection) {
+                        Fired::CollectionStarted { collection: name }
+                    } else {
+                        Fired::CollectionSkipped { collection: name }
+                    }
+                }
+            })
             .collect()
     }
 
     /// Ticks until `stop` is set, sleeping on the runner's clock until the next fire time (at
     /// most a second at a time, so that `stop` is seen), telling `on_fire` what each fire did.
-    /// Once `stop` is set, starts nothing more and returns when the runs under way have
-    /// finished.
+    /// Once `stop` is set, starts nothing more (a collection under way starts no further
+    /// job) and returns when the runs under way have finished.
     pub fn run(&self, stop: &AtomicBool, mut on_fire: impl FnMut(&Fired)) {
         let clock = self.runner.clock();
         while !stop.load(Ordering::SeqCst) {
@@ -251,7 +425,11 @@ impl Scheduler {
                 .clamp(Duration::from_millis(10), Duration::from_secs(1));
             clock.sleep(wait);
         }
+        self.stopping.store(true, Ordering::SeqCst);
+        self.wait_collections();
         self.runner.wait_idle();
+        // Ready to run again.
+        self.stopping.store(false, Ordering::SeqCst);
     }
 
     /// The job in OIG's shape, with its state and next fire time.

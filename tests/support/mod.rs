@@ -358,6 +358,18 @@ pub fn users_only(job: &mut serde_json::Value) {
     }
 }
 
+/// Keeps only the group object type (4) of a job.
+pub fn groups_only(job: &mut serde_json::Value) {
+    if let Some(options) = job["objectsOption"].as_array_mut() {
+        options.retain(|o| o["objectType"] == 4);
+    }
+    for list in ["fieldsMap", "syncQuery"] {
+        if let Some(entries) = job[list].as_array_mut() {
+            entries.retain(|e| e["objectType"] == 4);
+        }
+    }
+}
+
 /// Compiles a job, panicking with every mistake.
 pub fn compile(
     job: &serde_json::Value,
