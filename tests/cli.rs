@@ -65,6 +65,34 @@ impl Case {
         path
     }
 
+    /// Runs `datasync schedule JOBS…` until the directory file satisfies `done` (at most a
+    /// minute), then interrupts it as Ctrl-C would and returns what it printed.
+    fn schedule_until(&self, jobs: &[&Path], done: impl Fn(&str) -> bool) -> Output {
+        let child = Command::new(binary())
+            .arg("schedule")
+            .args(jobs)
+            .current_dir(self.dir.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let ldif = self.path("directory.ldif");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !std::fs::read_to_string(&ldif).is_ok_and(|t| done(&t)) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the schedule did not run within a minute"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let interrupted = Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(interrupted.success());
+        child.wait_with_output().unwrap()
+    }
+
     fn run(&self, args: &[&str]) -> Output {
         Command::new(binary())
             .args(args)
@@ -441,29 +469,8 @@ fn schedule_runs_jobs_on_their_cron_until_ctrl_c() {
         j["jobInfo"]["schedule"] = json!("* * * * * *");
         j["jobInfo"]["enabled"] = json!(true);
     });
-    let child = Command::new(binary())
-        .args(["schedule", job.to_str().unwrap()])
-        .current_dir(c.path(""))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let ldif = c.path("directory.ldif");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    let synced = |t: String| t.matches("description: Synchronised by datasync").count();
-    while std::fs::read_to_string(&ldif).map_or(0, synced) != support::people().len() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the scheduled job did not run within a minute"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    let interrupted = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(interrupted.success());
-    let out = child.wait_with_output().unwrap();
+    let synced = |t: &str| t.matches("description: Synchronised by datasync").count();
+    let out = c.schedule_until(&[&job], |t| synced(t) == support::people().len());
     let t = text(&out);
     assert_eq!(out.status.code(), Some(0), "{t}");
     assert!(
@@ -493,36 +500,11 @@ fn schedule_runs_jobs_of_one_collection_in_run_order() {
         j["jobInfo"]["collectionId"] = json!(7);
         j["jobInfo"]["runOrder"] = json!(2);
     });
-    let child = Command::new(binary())
-        .args([
-            "schedule",
-            groups.to_str().unwrap(),
-            users.to_str().unwrap(),
-        ])
-        .current_dir(c.path(""))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let ldif = c.path("directory.ldif");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let both = |t: &str| {
         t.matches("objectClass: user").count() == support::people().len()
             && t.matches("objectClass: group").count() == support::groups().len()
     };
-    while !std::fs::read_to_string(&ldif).is_ok_and(|t| both(&t)) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the collection did not run within a minute"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    let interrupted = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(interrupted.success());
-    let out = child.wait_with_output().unwrap();
+    let out = c.schedule_until(&[&groups, &users], both);
     let t = text(&out);
     assert_eq!(out.status.code(), Some(0), "{t}");
     assert!(
