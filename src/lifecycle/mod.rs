@@ -11,7 +11,7 @@
 //! - [`Scheduler`]: cron [`Schedule`]s in a time zone, driven by the host's ticks or by a
 //!   thread; a fire that finds the job still running is recorded as `Skipped`.
 //! - [`Collection`]: jobs run one after another in `runOrder`; a failed job's `onFailure`
-//!   decides whether the rest run.
+//!   decides whether the rest run. A scheduler can start a collection on a schedule too.
 //! - Records in the reference shapes: Qlik's [`TaskRecord`] and [`ExecutionResult`], OIG's
 //!   [`JobDetails`] and [`HistoryEntry`], Oracle's [`UserDataStore`].
 //!
