@@ -303,28 +303,19 @@ impl From<LifecycleError> for CliError {
     }
 }
 
-/// A job file made into a lifecycle job: its source opener (the file it names, or `source`),
-/// the shared destination, and the settings the file gives.
+/// A loaded job file made into a lifecycle job: its source opener (the file its
+/// `Source.File` names, relative to the job file, or `source`), the destination, and the
+/// settings the file gives.
 fn load_job(
+    wire: job::DataSyncJob,
     job_path: &Path,
     source: Option<&str>,
     target: &Target,
     destination: Arc<dyn Destination>,
     hooks: Arc<dyn Hooks + Send + Sync>,
 ) -> Result<Job, CliError> {
-    let wire = job::load(job_path).map_err(Error::from)?;
     let name = job::job_name(&wire);
-    let source_file = job::compile(&wire, &TransformContext::default())
-        .ok()
-        .and_then(|p| p.source_file)
-        .or_else(|| {
-            wire.settings.get().and_then(|list| {
-                list.iter()
-                    .find(|s| s.key.text().eq_ignore_ascii_case("Source.File"))
-                    .map(|s| s.value.text().to_string())
-                    .filter(|v| !v.trim().is_empty())
-            })
-        });
+    let source_file = job::setting(&wire, "Source.File").map(str::to_string);
     let open: OpenSource = match source {
         Some(url) if is_ldap_url(url) => {
             let config = ldap_config(
@@ -395,25 +386,6 @@ fn open_destination(
     }
 }
 
-/// The job's Destination.ProviderName and name, read without compiling.
-fn provider_of(job_path: &Path) -> (String, Option<String>) {
-    match job::load(job_path) {
-        Ok(wire) => {
-            let provider = wire.settings.get().and_then(|list| {
-                list.iter()
-                    .find(|s| {
-                        s.key
-                            .text()
-                            .eq_ignore_ascii_case("Destination.ProviderName")
-                    })
-                    .map(|s| s.value.text().to_string())
-            });
-            (job::job_name(&wire), provider)
-        }
-        Err(_) => (String::new(), None),
-    }
-}
-
 fn runner_for(target: &Target) -> Runner {
     let store = target
         .state
@@ -430,23 +402,25 @@ fn run(args: &RunArgs) -> Result<Report, CliError> {
             .ok_or_else(|| CliError::Usage(format!("--var {v}: expected NAME=VALUE")))?;
         given.insert(name.to_string(), value.to_string());
     }
-    // The job is checked (and its source named) before the destination is opened: a broken
-    // job touches nothing.
-    let (name, provider) = provider_of(&args.job);
-    let checked = load_job(
+    // The job is checked (its file, its parameters, its source named) before the destination
+    // is opened: a broken job touches nothing.
+    let wire = job::load(&args.job).map_err(Error::from)?;
+    let name = job::job_name(&wire);
+    let provider = job::setting(&wire, "Destination.ProviderName").map(str::to_string);
+    let mut job = load_job(
+        wire,
         &args.job,
         args.source.as_deref(),
         &args.target,
         Arc::new(LdifDirectory::in_memory()),
         Arc::new(datasync::NoHooks),
     )?;
-    checked.plan(&given)?;
-    drop(checked);
+    job.plan(&given)?;
     // A server that cannot be reached at the start is a transient failure like any other:
     // --retries tries the connection again, with the same doubling waits as a run.
     let mut wait = Duration::from_secs(args.retry_wait);
     let mut attempt = 0;
-    let destination = loop {
+    job.destination = loop {
         attempt += 1;
         match open_destination(&args.target, &name, provider.as_deref()) {
             Err(CliError::Run(Error::Destination { source, .. }))
@@ -486,13 +460,7 @@ fn run(args: &RunArgs) -> Result<Report, CliError> {
         progress,
         passwords: password_file.as_ref().map(|_| Mutex::new(Vec::new())),
     });
-    let mut job = load_job(
-        &args.job,
-        args.source.as_deref(),
-        &args.target,
-        destination,
-        hooks.clone(),
-    )?;
+    job.hooks = hooks.clone();
     job.settings.dry_run = dry_run;
     if let Some(minutes) = args.timeout {
         job.settings.task_session_timeout = Some(minutes);
@@ -549,20 +517,34 @@ fn schedule(args: &ScheduleArgs) -> ExitCode {
 }
 
 fn schedule_jobs(args: &ScheduleArgs) -> Result<(), CliError> {
-    let first = args
+    let wires = args
         .jobs
+        .iter()
+        .map(|path| Ok((path, job::load(path).map_err(Error::from)?)))
+        .collect::<Result<Vec<_>, CliError>>()?;
+    let (first, provider) = wires
         .first()
-        .map(|p| provider_of(p))
+        .map(|(_, w)| {
+            let provider = job::setting(w, "Destination.ProviderName").map(str::to_string);
+            (job::job_name(w), provider)
+        })
         .unwrap_or_default();
-    let destination = open_destination(&args.target, &first.0, first.1.as_deref())?;
+    let destination = open_destination(&args.target, &first, provider.as_deref())?;
     let runner = runner_for(&args.target);
     let scheduler = Arc::new(Scheduler::new(runner.clone()));
     let hooks: Arc<dyn Hooks + Send + Sync> = Arc::new(datasync::NoHooks);
     // Jobs that share a jobInfo.collectionId run as one collection, in runOrder, on the
     // schedule their files give; the others run alone.
     let mut collections: BTreeMap<String, Vec<Arc<Job>>> = BTreeMap::new();
-    for path in &args.jobs {
-        let job = load_job(path, None, &args.target, destination.clone(), hooks.clone())?;
+    for (path, wire) in wires {
+        let job = load_job(
+            wire,
+            path,
+            None,
+            &args.target,
+            destination.clone(),
+            hooks.clone(),
+        )?;
         let collection = job
             .definition
             .job_info

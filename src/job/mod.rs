@@ -284,6 +284,23 @@ pub fn job_name(job: &DataSyncJob) -> String {
         .unwrap_or_else(|| "DataSyncJob".into())
 }
 
+/// The job-wide value of a `settings` key (case-insensitive; not an object type's own),
+/// trimmed; `None` when absent or blank.
+///
+/// ```
+/// let job = datasync::job::load("fixtures/jobs/excel-to-ad.json".as_ref()).unwrap();
+/// assert_eq!(datasync::job::setting(&job, "destination.providername"), Some("Active Directory"));
+/// ```
+pub fn setting<'a>(job: &'a DataSyncJob, key: &str) -> Option<&'a str> {
+    job.settings
+        .get()?
+        .iter()
+        .filter(|s| s.object_type.get().is_none())
+        .find(|s| s.key.text().eq_ignore_ascii_case(key))
+        .map(|s| s.value.text().trim())
+        .filter(|v| !v.is_empty())
+}
+
 struct Settings<'a>(&'a [wire::Setting]);
 
 impl Settings<'_> {

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::job::{self, DataSyncJob, JobError, JobErrors, wire};
+use crate::job::{self, DataSyncJob, JobError, JobErrors};
 use crate::source::{Source, SourceError};
 use crate::transform::TransformContext;
 use crate::{Destination, Hooks, NoHooks, Plan};
@@ -226,16 +226,6 @@ impl Default for JobSettings {
     }
 }
 
-/// The job-wide value of a `settings` key (case-insensitive), if set and not blank.
-fn setting<'a>(settings: &'a [wire::Setting], key: &str) -> Option<&'a str> {
-    settings
-        .iter()
-        .filter(|s| s.object_type.get().is_none())
-        .find(|s| s.key.text().eq_ignore_ascii_case(key))
-        .map(|s| s.value.text().trim())
-        .filter(|v| !v.is_empty())
-}
-
 impl JobSettings {
     /// What the job file says about how it runs. From `jobInfo`: `schedule` (a cron
     /// expression; empty: none), `enabled`, `isEnable` (false: the schedule never starts
@@ -254,13 +244,12 @@ impl JobSettings {
             })
         };
         let mut s = JobSettings::default();
-        let empty = Vec::new();
-        let list = definition.settings.get().unwrap_or(&empty);
+        let setting = |key: &str| job::setting(definition, key);
         let info = definition.job_info.get();
 
         if let Some(info) = info {
             let expression = info.schedule.text().trim();
-            let zone = setting(list, "Schedule.TimeZone").unwrap_or("UTC");
+            let zone = setting("Schedule.TimeZone").unwrap_or("UTC");
             if !expression.is_empty() {
                 match Schedule::new(expression, zone) {
                     Ok(schedule) => s.schedule = Some(schedule),
@@ -280,10 +269,10 @@ impl JobSettings {
             s.run_order = info.run_order.get().copied().unwrap_or(0);
         }
 
-        let bool_setting = |key: &str| setting(list, key).map(|v| (v, parse_bool(v)));
+        let bool_setting = |key: &str| setting(key).map(|v| (v, parse_bool(v)));
         if let Some((_, Some(true))) = bool_setting("IsNotificationEnabled") {
             s.notify = vec![NotifyWhen::Always];
-            if let Some(rules) = setting(list, "Notification.When") {
+            if let Some(rules) = setting("Notification.When") {
                 s.notify.clear();
                 for rule in rules.split(',').map(str::trim).filter(|r| !r.is_empty()) {
                     match NotifyWhen::parse(rule) {
@@ -299,7 +288,7 @@ impl JobSettings {
                 }
             }
         }
-        if let Some(v) = setting(list, "Job.MaxRetries") {
+        if let Some(v) = setting("Job.MaxRetries") {
             match v.parse() {
                 Ok(n) => s.max_retries = n,
                 Err(_) => err(
@@ -308,7 +297,7 @@ impl JobSettings {
                 ),
             }
         }
-        if let Some(v) = setting(list, "Job.TaskSessionTimeout") {
+        if let Some(v) = setting("Job.TaskSessionTimeout") {
             match v.parse() {
                 Ok(n) => s.task_session_timeout = Some(n).filter(|n| *n > 0),
                 Err(_) => err(
