@@ -569,7 +569,7 @@ impl Runner {
         let mut wait = settings.retry_wait;
         let mut attempt = 0;
         let mut control;
-        let report = loop {
+        let (mut report, started, stopped) = loop {
             attempt += 1;
             control = match job.settings.task_session_timeout.filter(|m| *m > 0) {
                 Some(minutes) => RunControl::with_deadline(
@@ -647,9 +647,9 @@ impl Runner {
             report.start_time = started.to_rfc3339();
             report.stop_time = stopped.to_rfc3339();
             report.duration = (stopped - started).num_milliseconds().max(0) as u64;
-            break report;
+            break (report, started, stopped);
         };
-        let mut report = report;
+
         // A successful delta run moves the watermark on; any other keeps the old one, so
         // the rows it missed are taken again next time.
         if report.status == RunStatus::FinishedSuccess
@@ -670,12 +670,6 @@ impl Runner {
                 report.status = RunStatus::FinishedFail;
             }
         }
-        let started = chrono::DateTime::parse_from_rfc3339(&report.start_time)
-            .map(|t| t.with_timezone(&Utc))
-            .unwrap_or_else(|_| clock.now());
-        let stopped = chrono::DateTime::parse_from_rfc3339(&report.stop_time)
-            .map(|t| t.with_timezone(&Utc))
-            .unwrap_or_else(|_| clock.now());
         let exec = execution(id, attempt, report.status.into(), &report, started, stopped);
         let timed_out = control.stop_reason() == Some(StopReason::TimedOut);
         let reasons = notification_reasons(&settings.notify, &report, timed_out);
@@ -761,33 +755,30 @@ fn history_entry(id: RunId, run: &RunRecord) -> HistoryEntry {
         None if run.started => (HistoryStatus::Running, TaskStatus::Started, None),
         None => (HistoryStatus::Running, TaskStatus::Queued, None),
         Some(r) => {
-            let error = r
-                .details
-                .iter()
-                .find(|d| d.details_type == 0)
-                .map(|d| d.message.clone())
-                .or_else(|| {
-                    r.failed.first().map(|f| {
-                        let field = f
-                            .field
-                            .as_deref()
-                            .map(|x| format!(" {x}"))
-                            .unwrap_or_default();
-                        format!("row {}{field}: {}", f.row, f.message)
-                    })
-                });
-            let status = match r.status {
-                RunStatus::FinishedSuccess => HistoryStatus::Stopped,
-                RunStatus::Aborted => HistoryStatus::Interrupted,
-                RunStatus::FinishedFail | RunStatus::Error => HistoryStatus::Failed,
-            };
-            let error = match r.status {
-                RunStatus::Aborted => r
-                    .details
+            let first_detail = |kind: u8| {
+                r.details
                     .iter()
-                    .find(|d| d.details_type == 1)
-                    .map(|d| d.message.clone()),
-                _ => error,
+                    .find(|d| d.details_type == kind)
+                    .map(|d| d.message.clone())
+            };
+            let first_failed_row = || {
+                r.failed.first().map(|f| {
+                    let field = f
+                        .field
+                        .as_deref()
+                        .map(|x| format!(" {x}"))
+                        .unwrap_or_default();
+                    format!("row {}{field}: {}", f.row, f.message)
+                })
+            };
+            let (status, error) = match r.status {
+                RunStatus::FinishedSuccess => (HistoryStatus::Stopped, first_detail(0)),
+                // Why it stopped (cancelled, timed out) is its warning.
+                RunStatus::Aborted => (HistoryStatus::Interrupted, first_detail(1)),
+                RunStatus::FinishedFail | RunStatus::Error => (
+                    HistoryStatus::Failed,
+                    first_detail(0).or_else(first_failed_row),
+                ),
             };
             (status, r.status.into(), error)
         }
