@@ -25,6 +25,7 @@ use super::{
 };
 
 /// What a schedule starts.
+#[derive(Clone)]
 enum Target {
     Job(Arc<Job>),
     Collection(Arc<Collection>, Box<Schedule>),
@@ -365,29 +366,21 @@ impl Scheduler {
     /// Starts every enabled job whose fire time has come, and moves each one's fire time on
     /// past now. Returns what happened to each, in name order.
     pub fn tick(&self) -> Vec<Fired> {
-        enum Due {
-            Job(Arc<Job>),
-            Collection(Arc<Collection>),
-        }
         let now = self.now();
-        let due: Vec<(String, Due)> = {
+        let due: Vec<(String, Target)> = {
             let mut entries = self.lock();
             entries
                 .iter_mut()
                 .filter(|(_, e)| e.enabled && e.next.is_some_and(|t| t <= now))
                 .map(|(name, e)| {
                     e.next = e.next_after(now);
-                    let due = match &e.target {
-                        Target::Job(job) => Due::Job(job.clone()),
-                        Target::Collection(c, _) => Due::Collection(c.clone()),
-                    };
-                    (name.clone(), due)
+                    (name.clone(), e.target.clone())
                 })
                 .collect()
         };
         due.into_iter()
             .map(|(name, due)| match due {
-                Due::Job(job) => {
+                Target::Job(job) => {
                     match self.runner.start(job, &BTreeMap::new(), Trigger::Schedule) {
                         Ok(run) => Fired::Started { job: name, run },
                         Err(LifecycleError::AlreadyRunning { running, .. }) => {
@@ -396,7 +389,7 @@ impl Scheduler {
                         Err(error) => Fired::Refused { job: name, error },
                     }
                 }
-                Due::Collection(collection) => {
+                Target::Collection(collection, _) => {
                     if self.start_collection(collection) {
                         Fired::CollectionStarted { collection: name }
                     } else {
