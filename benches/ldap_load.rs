@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use datasync::destination::{LdapDirectory, ServerKind};
 use datasync::transform::TransformContext;
-use datasync::{Destination, LdifDirectory, NoHooks, Plan, Report, RunOptions, source};
+use datasync::{LdifDirectory, Plan};
 use serde_json::{Value, json};
 use support::slapd::{ADMIN_DN, ADMIN_PASSWORD, Slapd};
 
@@ -41,18 +41,6 @@ fn users_job() -> Plan {
         .expect("array")
         .retain(|f| f["destinationField"] != "password");
     support::compile(&job, &TransformContext::default())
-}
-
-fn run(plan: &Plan, workbook: &Path, directory: &dyn Destination) -> Report {
-    let mut src = source::open(workbook).expect("workbook opens");
-    datasync::run(
-        plan,
-        src.as_mut(),
-        directory,
-        &NoHooks,
-        &RunOptions::default(),
-    )
-    .expect("job runs")
 }
 
 /// This process's CPU time so far (user + system).
@@ -107,7 +95,7 @@ fn main() {
     let ldif = tmp.path().join("people.ldif");
     {
         let embedded = LdifDirectory::open(&ldif).expect("LDIF file");
-        let r = run(&plan, &workbook, &embedded);
+        let r = support::run_job(&plan, &workbook, &embedded, 0);
         assert_eq!(r.counts.added, users);
     }
     let text = std::fs::read_to_string(&ldif).expect("LDIF");
@@ -135,7 +123,7 @@ fn main() {
     let directory =
         LdapDirectory::connect(ours.config(&ours.url()), ServerKind::Ldap).expect("connect");
     let started = Instant::now();
-    let report = run(&plan, &workbook, &directory);
+    let report = support::run_job(&plan, &workbook, &directory, 0);
     let ours_time = started.elapsed();
     assert_eq!(report.counts.added, users, "{:?}", report.failed.first());
 
@@ -160,7 +148,7 @@ fn main() {
     // 4. The unchanged re-run, in our own CPU time.
     let cpu_before = cpu_time();
     let started = Instant::now();
-    let again = run(&plan, &workbook, &directory);
+    let again = support::run_job(&plan, &workbook, &directory, 0);
     let rerun_wall = started.elapsed();
     let rerun_cpu = cpu_time() - cpu_before;
     assert_eq!(again.counts.unchanged, users);

@@ -9,12 +9,10 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use std::path::Path;
-
 use calamine::{Reader, open_workbook_auto};
 use criterion::{Criterion, criterion_group, criterion_main};
 use datasync::transform::TransformContext;
-use datasync::{LdifDirectory, NoHooks, Plan, RunOptions, source};
+use datasync::{LdifDirectory, Plan};
 use serde_json::json;
 
 const ROWS: usize = 100_000;
@@ -25,18 +23,6 @@ fn users_job() -> Plan {
     support::users_only(&mut job);
     job["objectsOption"][0]["isDelete"] = json!(false);
     support::compile(&job, &TransformContext::default())
-}
-
-fn run(plan: &Plan, workbook: &Path, directory: &LdifDirectory) -> datasync::Report {
-    let mut src = source::open(workbook).expect("workbook opens");
-    datasync::run(
-        plan,
-        src.as_mut(),
-        directory,
-        &NoHooks,
-        &RunOptions::default(),
-    )
-    .expect("job runs")
 }
 
 fn bench(c: &mut Criterion) {
@@ -60,16 +46,16 @@ fn bench(c: &mut Criterion) {
     group.bench_function("pipeline_to_memory", |b| {
         b.iter_with_large_drop(|| {
             let directory = LdifDirectory::in_memory();
-            let report = run(&plan, &workbook, &directory);
+            let report = support::run_job(&plan, &workbook, &directory, 0);
             assert_eq!(report.counts.added, ROWS);
             directory
         })
     });
     let filled = LdifDirectory::in_memory();
-    run(&plan, &workbook, &filled);
+    support::run_job(&plan, &workbook, &filled, 0);
     group.bench_function("pipeline_unchanged", |b| {
         b.iter(|| {
-            let report = run(&plan, &workbook, &filled);
+            let report = support::run_job(&plan, &workbook, &filled, 0);
             assert_eq!(report.counts.unchanged, ROWS);
         })
     });

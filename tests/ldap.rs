@@ -4,7 +4,6 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::Duration;
 
 use datasync::destination::{LdapDirectory, Scope, ServerKind};
@@ -32,14 +31,7 @@ fn plan(job: &Value) -> Plan {
     support::compile(job, &TransformContext::default())
 }
 
-fn run(plan: &Plan, workbook: &Path, dir: &dyn Destination, threads: usize) -> Report {
-    let mut src = source::open(workbook).unwrap();
-    let options = RunOptions {
-        threads,
-        ..Default::default()
-    };
-    datasync::run(plan, src.as_mut(), dir, &NoHooks, &options).unwrap_or_else(|e| panic!("{e}"))
-}
+use support::run_job as run;
 
 fn connect(server: &Slapd, url: &str, kind: ServerKind) -> LdapDirectory {
     LdapDirectory::connect(server.config(url), kind).unwrap_or_else(|e| panic!("{e}"))

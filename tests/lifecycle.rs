@@ -21,16 +21,12 @@ use datasync::{
     Secret,
 };
 use serde_json::Value;
-use support::{TempWorkbook, gate, groups, main_job, people, users_only};
+use support::{TempWorkbook, gate, groups, main_job, people, users_only, wire};
 
 fn users_job() -> Value {
     let mut job = main_job();
     users_only(&mut job);
     job
-}
-
-fn wire(job: &Value) -> DataSyncJob {
-    datasync::job::from_json(&job.to_string(), "test").unwrap()
 }
 
 fn job_for(

@@ -17,7 +17,7 @@ use datasync::{
     source,
 };
 use serde_json::{Value, json};
-use support::{Person, TempWorkbook, groups, main_job, people, users_only};
+use support::{Person, TempWorkbook, groups, main_job, people, set_setting, users_only};
 
 const USERS: &str = "OU=API,DC=groupid,DC=lab";
 
@@ -41,18 +41,12 @@ fn run_with(
 }
 
 fn run(plan: &Plan, workbook: &Path, dir: &dyn Destination) -> Report {
-    run_with(plan, workbook, dir, &NoHooks, &RunOptions::default())
+    support::run_job(plan, workbook, dir, 0)
 }
 
 fn user(dir: &LdifDirectory, cn: &str) -> Entry {
     dir.get(&format!("CN={cn},{USERS}"))
         .unwrap_or_else(|| panic!("no user {cn}"))
-}
-
-fn set_setting(job: &mut Value, key: &str, value: &str) {
-    let settings = job["settings"].as_array_mut().unwrap();
-    settings.retain(|s| s["key"] != key);
-    settings.push(json!({"action": 0, "id": 0, "key": key, "value": value, "dataType": "System.String", "objectType": null}));
 }
 
 /// The workbook of `people`, `job` compiled, and a directory after one run of it: where most

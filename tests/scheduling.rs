@@ -17,25 +17,15 @@ use datasync::lifecycle::{
     StepOutcome, TaskStatus,
 };
 use datasync::query::Filter;
-use datasync::{DataSyncJob, Destination, Hooks, LdifDirectory, NoHooks, RunStatus};
+use datasync::{Destination, Hooks, LdifDirectory, NoHooks, RunStatus};
 use serde_json::{Value, json};
-use support::{TempWorkbook, gate, main_job, people, users_only};
+use support::{TempWorkbook, gate, main_job, people, set_setting, users_only, wire};
 
 fn users_job(name: &str) -> Value {
     let mut job = main_job();
     users_only(&mut job);
     job["jobInfo"]["name"] = name.into();
     job
-}
-
-fn wire(job: &Value) -> DataSyncJob {
-    datasync::job::from_json(&job.to_string(), "test").unwrap()
-}
-
-fn set_setting(job: &mut Value, key: &str, value: &str) {
-    let settings = job["settings"].as_array_mut().unwrap();
-    settings.retain(|s| s["key"] != key);
-    settings.push(json!({"action": 0, "id": 0, "key": key, "value": value, "dataType": "System.String", "objectType": null}));
 }
 
 fn job_on(

@@ -370,13 +370,42 @@ pub fn groups_only(job: &mut serde_json::Value) {
     }
 }
 
+/// Loads a job from its JSON, panicking with the mistake.
+pub fn wire(job: &serde_json::Value) -> datasync::DataSyncJob {
+    datasync::job::from_json(&job.to_string(), "test").unwrap_or_else(|e| panic!("{e}"))
+}
+
 /// Compiles a job, panicking with every mistake.
 pub fn compile(
     job: &serde_json::Value,
     context: &datasync::transform::TransformContext,
 ) -> datasync::Plan {
-    let wire = datasync::job::from_json(&job.to_string(), "test").unwrap_or_else(|e| panic!("{e}"));
-    datasync::job::compile(&wire, context).unwrap_or_else(|e| panic!("{e}"))
+    datasync::job::compile(&wire(job), context).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Sets a job-wide `settings` entry, replacing one with the same key.
+pub fn set_setting(job: &mut serde_json::Value, key: &str, value: &str) {
+    if let Some(settings) = job["settings"].as_array_mut() {
+        settings.retain(|s| s["key"] != key);
+        settings.push(serde_json::json!({"action": 0, "id": 0, "key": key, "value": value, "dataType": "System.String", "objectType": null}));
+    }
+}
+
+/// Runs `plan` on `workbook` into `dir` without hooks (`threads` 0: the engine decides),
+/// panicking if the job cannot run.
+pub fn run_job(
+    plan: &datasync::Plan,
+    workbook: &Path,
+    dir: &dyn datasync::Destination,
+    threads: usize,
+) -> datasync::Report {
+    let mut source = datasync::source::open(workbook).unwrap_or_else(|e| panic!("{e}"));
+    let options = datasync::RunOptions {
+        threads,
+        ..Default::default()
+    };
+    datasync::run(plan, source.as_mut(), dir, &datasync::NoHooks, &options)
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// A workbook in its own temp dir: people (and groups) written at will, read by the job.
