@@ -286,6 +286,14 @@ pub trait Hooks: Sync {
     /// (`IsNotificationEnabled`, `Notification.When`) say to tell someone: send the mail
     /// here. Called once per run, after its last attempt, on the runner's thread.
     fn notify(&self, notification: &Notification<'_>) {}
+
+    /// Whether [`row_added`](Hooks::row_added) reads the new object's attributes. The default
+    /// says yes. Saying no (as [`NoHooks`] does) lets the engine move the attributes into the
+    /// write instead of copying them, and `row_added` then sees the DN and key with an empty
+    /// attribute list. On a large create run the copy is a good part of the write step.
+    fn reads_added_attributes(&self) -> bool {
+        true
+    }
 }
 
 /// A finished run to announce, and which of the job's rules chose it.
@@ -305,4 +313,8 @@ pub struct Notification<'a> {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct NoHooks;
 
-impl Hooks for NoHooks {}
+impl Hooks for NoHooks {
+    fn reads_added_attributes(&self) -> bool {
+        false
+    }
+}

@@ -615,7 +615,10 @@ impl Hooks for Recorder {
         Ok(ControlFlow::Continue(()))
     }
     fn row_added(&self, _: &HookContext, w: &RowWrite) -> HookResult {
-        self.log(format!("added {}", w.dn));
+        // A hook that keeps the default `reads_added_attributes` sees what was written.
+        let info = w.attributes.iter().find(|(name, _)| name == "info");
+        let info = info.map_or(String::new(), |(_, v)| format!(" info={}", v.join("|")));
+        self.log(format!("added {}{info}", w.dn));
         Ok(())
     }
     fn row_failed(&self, _: &HookContext, f: &RowFailure) {
@@ -676,6 +679,12 @@ fn hooks_change_cancel_and_fail_single_rows() {
     assert_eq!(events[0], "startup");
     assert!(events.contains(&"destination query objectClass is exactly \"user\"".to_string()));
     assert!(events.contains(&"failed row 9".to_string()));
+    assert!(
+        events
+            .iter()
+            .any(|e| e.starts_with("added CN=Bob Stone,") && e.ends_with(" info=added by hook")),
+        "row_added sees the attributes written: {events:?}"
+    );
     assert_eq!(events.last().unwrap(), "shutdown 8");
     let passwords = hooks.passwords.into_inner().unwrap();
     assert_eq!(passwords.len(), 5);

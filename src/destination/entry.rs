@@ -33,6 +33,25 @@ impl Entry {
         }
     }
 
+    /// An entry with these attributes, moved in (no copy). A name given twice (a hook may
+    /// add one) merges its values; no values adds nothing.
+    pub fn from_attributes(dn: impl Into<String>, attributes: Vec<(String, Vec<String>)>) -> Entry {
+        let mut entry = Entry {
+            dn: dn.into(),
+            // Room for one more: a destination adding the password then does not regrow a
+            // full vector (a realloc per new object showed in profiles).
+            attrs: Vec::with_capacity(attributes.len() + 1),
+        };
+        for (name, values) in attributes {
+            if entry.position(&name).is_some() {
+                entry.add_values(&name, &values);
+            } else {
+                entry.set_owned(name, values);
+            }
+        }
+        entry
+    }
+
     fn position(&self, name: &str) -> Option<usize> {
         // Names are nearly always spelled as they were written: try that first (a memcmp),
         // then ignore case.
@@ -74,6 +93,17 @@ impl Entry {
                 values,
             }),
         }
+    }
+
+    /// [`Entry::set`] for a name not yet present, taking the name without a copy.
+    fn set_owned(&mut self, name: String, values: Vec<String>) {
+        if values.is_empty()
+            || name.eq_ignore_ascii_case("dn")
+            || name.eq_ignore_ascii_case("changetype")
+        {
+            return;
+        }
+        self.attrs.push(Attribute { name, values });
     }
 
     /// Adds values to `name`, skipping values it already has (compared case-insensitively).

@@ -24,6 +24,7 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use std::collections::BTreeMap;
+use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 
@@ -557,13 +558,13 @@ fn scan(
 }
 
 /// For every group of two or more rows, records a failure for each row, naming the others.
-fn fail_together<'g>(
+fn fail_together(
     prepared: &[row::Prepared],
-    groups: impl Iterator<Item = &'g Vec<usize>>,
+    groups: &[Vec<usize>],
     conflicts: &mut Vec<(usize, String)>,
     message: impl Fn(&row::Prepared, &str) -> String,
 ) {
-    for rows in groups.filter(|v| v.len() > 1) {
+    for rows in groups {
         for &i in rows {
             let others: Vec<String> = rows
                 .iter()
@@ -571,6 +572,65 @@ fn fail_together<'g>(
                 .map(|j| prepared[*j].row.to_string())
                 .collect();
             conflicts.push((i, message(&prepared[i], &others.join(", "))));
+        }
+    }
+}
+
+/// The hasher for grouping rows: fixed, so groups (and so reports) never depend on a seed.
+const HASH_STATE: foldhash::fast::FixedState = foldhash::fast::FixedState::with_seed(0x5eed);
+
+fn hash_str(s: &str) -> u64 {
+    HASH_STATE.hash_one(s)
+}
+
+/// The groups of two or more items that share a value, each in ascending order, given each
+/// item's hash; `same` tells true equals from hash collisions.
+fn shared_groups(
+    mut hashed: Vec<(u64, usize)>,
+    same: impl Fn(usize, usize) -> bool,
+) -> Vec<Vec<usize>> {
+    hashed.sort_unstable();
+    let mut groups = Vec::new();
+    for run in hashed
+        .chunk_by(|a, b| a.0 == b.0)
+        .filter(|run| run.len() > 1)
+    {
+        let mut rest: Vec<usize> = run.iter().map(|(_, i)| *i).collect();
+        while let Some(&first) = rest.first() {
+            let (group, others): (Vec<usize>, Vec<usize>) =
+                rest.iter().partition(|&&j| same(first, j));
+            if group.len() > 1 {
+                groups.push(group);
+            }
+            rest = others;
+        }
+    }
+    groups
+}
+
+/// The normal form of the DN a row creates or renames to, compared to find two rows aiming at
+/// one DN.
+struct NewDnKeys<'a> {
+    /// Each create's container and its normal form.
+    containers: &'a HashMap<&'a str, String>,
+}
+
+impl NewDnKeys<'_> {
+    /// A create's DN is its RDN (compared ignoring case) on a container whose normal form is
+    /// known: no DN parse per row. A rename's DN is parsed.
+    fn key(&self, planned: &row::Planned) -> Option<String> {
+        match planned {
+            row::Planned::Create { dn, container, .. } => {
+                let norm = self
+                    .containers
+                    .get(container.as_str())
+                    .map_or("", String::as_str);
+                let rdn = dn
+                    .get(..dn.len().saturating_sub(container.len()))
+                    .unwrap_or(dn);
+                Some(format!("{}{norm}", rdn.to_lowercase()))
+            }
+            other => other.new_dn().and_then(|dn| crate::dn::normalize(dn).ok()),
         }
     }
 }
@@ -609,25 +669,29 @@ fn apply_type(
     let mut prepared: Vec<row::Prepared> =
         par_map_owned(pool, rows, |r| row::prepare(shared, tr, r));
 
-    // 2. conflicts, sequentially, so the outcome does not depend on thread timing
-    let mut by_key: HashMap<&str, Vec<usize>> = HashMap::new();
-    for (i, p) in prepared.iter().enumerate() {
-        if let Some(k) = &p.norm_key
-            && !p.cancelled
-        {
-            by_key.entry(k.as_str()).or_default().push(i);
-        }
-    }
+    // 2. conflicts, so the outcome does not depend on thread timing. Rows are grouped by
+    // sorting hashes of their keys and new DNs rather than through maps of strings: on
+    // 100,000 rows those maps (a string and a list per row) were most of this step.
+    let key_hashes: Vec<(u64, usize)> = prepared
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| !p.cancelled)
+        .filter_map(|(i, p)| p.norm_key.as_deref().map(|k| (hash_str(k), i)))
+        .collect();
     let mut conflicts: Vec<(usize, String)> = Vec::new();
-    fail_together(&prepared, by_key.values(), &mut conflicts, |p, others| {
-        format!(
-            "duplicate key \"{}\": also on row {others}",
-            p.key.as_deref().unwrap_or("")
-        )
-    });
-    // New DNs are `CN=<escaped cn>,<container>`: normalise each container once and the RDN
-    // by lower-casing, instead of parsing every DN. The keys are made on the pool; only the
-    // grouping is sequential.
+    let same_key = |i: usize, j: usize| prepared[i].norm_key == prepared[j].norm_key;
+    fail_together(
+        &prepared,
+        &shared_groups(key_hashes, same_key),
+        &mut conflicts,
+        |p, others| {
+            format!(
+                "duplicate key \"{}\": also on row {others}",
+                p.key.as_deref().unwrap_or("")
+            )
+        },
+    );
+    // Each container's normal form, once (new DNs are `CN=<escaped cn>,<container>`).
     let mut containers: HashMap<&str, String> = HashMap::new();
     for p in &prepared {
         if let row::Planned::Create { container, .. } = &p.planned {
@@ -636,35 +700,33 @@ fn apply_type(
                 .or_insert_with(|| crate::dn::normalize(container).unwrap_or_default());
         }
     }
-    let dn_keys: Vec<Option<String>> = par_map(pool, &prepared, |p| match &p.planned {
-        row::Planned::Create { dn, container, .. } => {
-            let norm = containers
-                .get(container.as_str())
-                .map_or("", String::as_str);
-            let rdn = dn
-                .get(..dn.len().saturating_sub(container.len()))
-                .unwrap_or(dn);
-            Some(format!("{}{norm}", rdn.to_lowercase()))
-        }
-        other => other.new_dn().and_then(|dn| crate::dn::normalize(dn).ok()),
-    });
-    let mut by_dn: HashMap<String, Vec<usize>> = HashMap::new();
-    for (i, key) in dn_keys.into_iter().enumerate() {
-        if let Some(key) = key {
-            by_dn.entry(key).or_default().push(i);
-        }
-    }
-    fail_together(&prepared, by_dn.values(), &mut conflicts, |p, others| {
-        format!(
-            "{} would also be the DN of row {others}",
-            p.planned.new_dn().unwrap_or("")
-        )
-    });
+    let new_dns = NewDnKeys {
+        containers: &containers,
+    };
+    let dn_hashes: Vec<(u64, usize)> = par_map(pool, &prepared, |p| {
+        new_dns.key(&p.planned).map(|k| hash_str(&k))
+    })
+    .into_iter()
+    .enumerate()
+    .filter_map(|(i, h)| h.map(|h| (h, i)))
+    .collect();
+    let same_dn =
+        |i: usize, j: usize| new_dns.key(&prepared[i].planned) == new_dns.key(&prepared[j].planned);
+    fail_together(
+        &prepared,
+        &shared_groups(dn_hashes, same_dn),
+        &mut conflicts,
+        |p, others| {
+            format!(
+                "{} would also be the DN of row {others}",
+                p.planned.new_dn().unwrap_or("")
+            )
+        },
+    );
     conflicts.sort();
     for (i, message) in conflicts {
         prepared[i].fail(None, message);
     }
-
     // 2b. `Resolve` fields, now that every row's DN is known (rows failed above are left out)
     if prepared.iter().any(|p| !p.deferred.is_empty()) {
         let planned = row::planned_dns(tr, &prepared);

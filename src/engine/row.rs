@@ -436,19 +436,6 @@ fn plan_create(
     }
 }
 
-/// The entry to add. Attribute names are unique unless a hook added one twice; those merge.
-fn build_entry(dn: &str, attributes: &[(String, Vec<String>)]) -> Entry {
-    let mut entry = Entry::new(dn);
-    for (a, v) in attributes {
-        if entry.get(a).is_empty() {
-            entry.set(a, v.clone());
-        } else {
-            entry.add_values(a, v);
-        }
-    }
-    entry
-}
-
 fn plan_update(
     shared: &Shared<'_>,
     op: &ObjectPlan,
@@ -699,18 +686,22 @@ pub(super) fn ensure_container(
 /// Step 3: hooks and writes for one row.
 pub(super) fn apply(shared: &Shared<'_>, tr: &TypeRun<'_>, p: Prepared) -> RowResult {
     let op = tr.plan;
+    let Prepared {
+        row,
+        key,
+        norm_key,
+        planned,
+        ..
+    } = p;
     let mut result = RowResult {
-        row: p.row,
-        key: p.key.clone(),
-        norm_key: p.norm_key.clone(),
+        row,
+        key,
+        norm_key,
         outcome: RowOutcome::Skipped,
         failure: None,
         added: None,
         modified: None,
         renamed: None,
-    };
-    let fail = |result: &mut RowResult, field: Option<String>, message: String| {
-        result.failure = Some((field, message));
     };
     // A stopped run takes no new rows: this one is skipped, untouched.
     if shared
@@ -720,15 +711,14 @@ pub(super) fn apply(shared: &Shared<'_>, tr: &TypeRun<'_>, p: Prepared) -> RowRe
     {
         return result;
     }
-    let dn: Option<String> = match p.planned {
+    // The row's key travels in the hook events and comes back to the result: moved, not
+    // copied (this runs once per row).
+    let dn: Option<String> = match planned {
         Planned::Failed { field, message } => {
-            fail(&mut result, field, message);
+            result.failure = Some((field, message));
             None
         }
-        Planned::Skipped { dn } => {
-            result.outcome = RowOutcome::Skipped;
-            dn
-        }
+        Planned::Skipped { dn } => dn,
         Planned::Unchanged { dn } => {
             result.outcome = RowOutcome::Unchanged;
             Some(dn)
@@ -741,31 +731,29 @@ pub(super) fn apply(shared: &Shared<'_>, tr: &TypeRun<'_>, p: Prepared) -> RowRe
         } => {
             let mut write = RowWrite {
                 object_type: op.object_type,
-                row: p.row,
-                key: p.key.clone().unwrap_or_default(),
+                row,
+                key: result.key.take().unwrap_or_default(),
                 dn,
                 attributes,
             };
             match guard(|| shared.hooks.row_adding(shared.ctx, &mut write)) {
-                Err(m) => fail(&mut result, None, format!("row_adding: {m}")),
+                Err(m) => result.failure = Some((None, format!("row_adding: {m}"))),
                 Ok(ControlFlow::Break(())) => result.outcome = RowOutcome::Skipped,
                 Ok(ControlFlow::Continue(())) => {
-                    match create(shared, op, &container, &write, &password, p.row) {
-                        Err(m) => fail(&mut result, None, m),
+                    match create(shared, op, &container, &mut write, &password, row) {
+                        Err(m) => result.failure = Some((None, m)),
                         Ok(()) => {
                             result.outcome = RowOutcome::Added;
                             result.added = Some(write.dn.clone());
                             if let Err(m) = guard(|| shared.hooks.row_added(shared.ctx, &write)) {
-                                fail(
-                                    &mut result,
-                                    None,
-                                    format!("created, but row_added failed: {m}"),
-                                );
+                                let m = format!("created, but row_added failed: {m}");
+                                result.failure = Some((None, m));
                             }
                         }
                     }
                 }
             }
+            result.key = Some(write.key);
             Some(write.dn)
         }
         Planned::Update {
@@ -776,49 +764,41 @@ pub(super) fn apply(shared: &Shared<'_>, tr: &TypeRun<'_>, p: Prepared) -> RowRe
         } => {
             let mut write = RowWrite {
                 object_type: op.object_type,
-                row: p.row,
-                key: p.key.clone().unwrap_or_default(),
+                row,
+                key: result.key.take().unwrap_or_default(),
                 dn: rename_to.clone().unwrap_or_else(|| dn.clone()),
                 attributes: changes,
             };
             match guard(|| shared.hooks.row_changing(shared.ctx, &mut write)) {
-                Err(m) => fail(&mut result, None, format!("row_changing: {m}")),
+                Err(m) => result.failure = Some((None, format!("row_changing: {m}"))),
                 Ok(ControlFlow::Break(())) => result.outcome = RowOutcome::Skipped,
                 Ok(ControlFlow::Continue(())) => {
-                    match update(
-                        shared,
-                        &dn,
-                        &write,
-                        password.as_ref(),
-                        rename_to.as_deref(),
-                        p.row,
-                    ) {
-                        Err(m) => fail(&mut result, None, m),
+                    let pw = password.as_ref();
+                    match update(shared, &dn, &write, pw, rename_to.as_deref(), row) {
+                        Err(m) => result.failure = Some((None, m)),
                         Ok(renamed) => {
                             result.outcome = RowOutcome::Updated;
                             result.modified = Some(write.dn.clone());
                             if renamed {
-                                result.renamed = Some((dn.clone(), write.dn.clone()));
+                                result.renamed = Some((dn, write.dn.clone()));
                             }
                             if let Err(m) = guard(|| shared.hooks.row_changed(shared.ctx, &write)) {
-                                fail(
-                                    &mut result,
-                                    None,
-                                    format!("changed, but row_changed failed: {m}"),
-                                );
+                                let m = format!("changed, but row_changed failed: {m}");
+                                result.failure = Some((None, m));
                             }
                         }
                     }
                 }
             }
+            result.key = Some(write.key);
             Some(write.dn)
         }
     };
     if result.failure.is_none() {
         let done = RowDone {
             object_type: op.object_type,
-            row: p.row,
-            key: p.key.clone(),
+            row,
+            key: result.key.take(),
             dn,
             outcome: result.outcome,
         };
@@ -828,15 +808,16 @@ pub(super) fn apply(shared: &Shared<'_>, tr: &TypeRun<'_>, p: Prepared) -> RowRe
                 guard(|| shared.hooks.row_finished(shared.ctx, &done))
                     .map_err(|m| format!("row_finished: {m}"))
             });
+        result.key = done.key;
         if let Err(m) = finished {
-            fail(&mut result, None, m);
+            result.failure = Some((None, m));
         }
     }
     if let Some((field, message)) = &result.failure {
         let failure = RowFailure {
             object_type: op.object_type.code(),
-            row: p.row,
-            key: p.key.clone(),
+            row,
+            key: result.key.clone(),
             field: field.clone(),
             message: message.clone(),
         };
@@ -853,7 +834,7 @@ fn create(
     shared: &Shared<'_>,
     op: &ObjectPlan,
     container: &str,
-    write: &RowWrite,
+    write: &mut RowWrite,
     password: &Option<NewPassword>,
     row: u64,
 ) -> Result<(), String> {
@@ -861,7 +842,13 @@ fn create(
     if shared.dry_run {
         return Ok(());
     }
-    let entry = build_entry(&write.dn, &write.attributes);
+    // The attributes move into the entry unless `row_added` will read them.
+    let attributes = if shared.hooks.reads_added_attributes() {
+        write.attributes.clone()
+    } else {
+        std::mem::take(&mut write.attributes)
+    };
+    let entry = Entry::from_attributes(write.dn.clone(), attributes);
     let secret = match password {
         None => None,
         Some(NewPassword::Static(s)) => Some(s.clone()),
