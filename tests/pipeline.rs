@@ -944,3 +944,57 @@ fn settings_can_be_scoped_to_one_object_type() {
     );
     assert_eq!(report.counts.unchanged, 11);
 }
+
+/// Runs `plan` on `source` and returns the error it must end with.
+fn run_error(plan: &Plan, source: &Path, dir: &dyn Destination, hooks: &dyn Hooks) -> String {
+    let mut src = source::open(source).unwrap();
+    match datasync::run(plan, src.as_mut(), dir, hooks, &RunOptions::default()) {
+        Ok(report) => panic!("the run should fail, but reported {:?}", report.counts),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// Counts the rows the engine began, to show they were begun before the source failed.
+#[derive(Default)]
+struct Started(AtomicUsize);
+
+impl Hooks for Started {
+    fn row_starting(&self, _: &HookContext, _: &mut RowStart<'_>) -> HookResult<ControlFlow<()>> {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Ok(ControlFlow::Continue(()))
+    }
+}
+
+#[test]
+fn a_source_that_fails_after_rows_were_prepared_writes_nothing() {
+    // Rows are prepared while the source is read; a bad record thousands of lines in still
+    // stops the run before the first write, and is the error reported.
+    let tmp = tempfile::tempdir().unwrap();
+    let csv = tmp.path().join("people.csv");
+    let mut text = support::people_csv(&support::generated_people(3000));
+    text.push_str("1,too,few,fields\n");
+    std::fs::write(&csv, text).unwrap();
+    let mut job = main_job();
+    users_only(&mut job);
+    let dir = LdifDirectory::in_memory();
+    let hooks = Started::default();
+    let e = run_error(&plan(&job), &csv, &dir, &hooks);
+    assert!(e.contains("line 3002"), "{e}");
+    assert!(
+        hooks.0.load(Ordering::Relaxed) > 0,
+        "rows were prepared while the file was read"
+    );
+    assert!(dir.entries().is_empty(), "nothing written");
+
+    // The same bad record behind a field map that names a missing column: the source's own
+    // error still comes first (the preparing side reads on to the end after its problem).
+    job["fieldsMap"][2]["sourceField"] = json!("Surname");
+    let e = run_error(&plan(&job), &csv, &dir, &NoHooks);
+    assert!(e.contains("line 3002"), "{e}");
+    let mut good = csv.clone();
+    good.set_file_name("good.csv");
+    std::fs::write(&good, support::people_csv(&support::generated_people(3000))).unwrap();
+    let e = run_error(&plan(&job), &good, &dir, &NoHooks);
+    assert!(e.contains("column \"Surname\" is not in the source"), "{e}");
+    assert!(dir.entries().is_empty(), "nothing written");
+}

@@ -11,7 +11,7 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -115,23 +115,26 @@ struct ParentKey {
 /// Parents seen by [`LdifDirectory::add`], by DN as written. Bounded: a job whose every row
 /// names its own container only loses the shortcut.
 #[derive(Debug, Default)]
-struct ParentCache(Mutex<HashMap<String, Arc<ParentKey>>>);
+struct ParentCache(RwLock<HashMap<String, Arc<ParentKey>>>);
 
 impl ParentCache {
     const LIMIT: usize = 4096;
 
     /// `None` when `parent` is not a DN (the caller's full parse then says why).
     fn get(&self, parent: &str) -> Option<Arc<ParentKey>> {
-        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(found) = map.get(parent) {
+        // Rows share few parents: a read lock, so parallel adds do not queue on a hit.
+        let known = self.0.read().unwrap_or_else(|p| p.into_inner());
+        if let Some(found) = known.get(parent) {
             return Some(found.clone());
         }
+        drop(known);
         let parsed = Dn::parse(parent).ok()?;
         let found = Arc::new(ParentKey {
             key: key(&parsed),
             may_be_absent: rdns_may_be_absent(&parsed.rdns),
             display: parsed.to_string(),
         });
+        let mut map = self.0.write().unwrap_or_else(|p| p.into_inner());
         if map.len() >= Self::LIMIT {
             map.clear();
         }
@@ -449,10 +452,9 @@ impl Destination for LdifDirectory {
         if let Some(p) = password {
             stored.set("userPassword", vec![hash_password(p)]);
         }
+        // Everything but the map itself is done before the lock: parallel adds queue on it.
+        let stored = Arc::new(stored);
         let mut tree = self.write();
-        if tree.contains_key(&k) {
-            return Err(DestinationError::AlreadyExists { dn: stored.dn });
-        }
         if let Some(parent) = parent
             && !tree.contains_key(&parent.key)
         {
@@ -460,7 +462,16 @@ impl Destination for LdifDirectory {
                 dn: format!("{} (the parent of {})", parent.display, stored.dn),
             });
         }
-        tree.insert(k, Arc::new(stored));
+        match tree.entry(k) {
+            std::collections::btree_map::Entry::Occupied(_) => {
+                return Err(DestinationError::AlreadyExists {
+                    dn: stored.dn.clone(),
+                });
+            }
+            std::collections::btree_map::Entry::Vacant(slot) => {
+                slot.insert(stored);
+            }
+        }
         self.dirty.store(true, Ordering::Release);
         Ok(())
     }

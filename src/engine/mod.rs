@@ -1,13 +1,16 @@
 //! The engine: one run of a [`Plan`] from a [`Source`] into a [`Destination`], with [`Hooks`].
 //!
-//! A run has two halves. **Prepare** reads everything for every object type first: source
-//! queries, column binding, destination queries, one destination scan per type, the key index.
-//! Any problem there is an [`Error`] and nothing has been written. **Apply** then goes type by
-//! type:
+//! A run has two halves. **Read** goes type by type: source query and destination query
+//! (through their hooks), then the source is read on the calling thread while a second
+//! thread scans the destination (one scan per type, indexed by key), binds the field map to
+//! the columns, and computes each row as it arrives, on the worker pool (step 1 below: hooks,
+//! transforms, key, match, diff; no writes). Any problem in this half is an [`Error`] and
+//! nothing has been written. **Apply** then goes type by type:
 //!
-//! 1. rows are computed in parallel (hooks, transforms, key, match, diff), with no writes;
+//! 1. (done while reading);
 //! 2. sequentially, rows sharing a key, or two creates or renames aiming at one DN, all fail
-//!    naming each other, so no result depends on which thread came first;
+//!    naming each other, so no result depends on which thread came first; then `Resolve`
+//!    fields are filled in, now that every row's DN is known;
 //! 3. the writes are made in parallel, each row isolated from the others' failures;
 //! 4. deletes (or deprovisions) of objects in scope that no row matched, all or nothing
 //!    against the threshold.
@@ -18,7 +21,7 @@
 mod delete;
 mod row;
 
-use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
+use foldhash::{HashSet, HashSetExt};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Mutex;
 use std::time::Instant;
@@ -37,7 +40,7 @@ use crate::job::{ContainerRule, ObjectPlan, Plan};
 use crate::matching::{KeyIndex, ResolveIndex};
 use crate::query::{Filter, parse_destination_query};
 use crate::report::{DetailType, Report, RunStatus};
-use crate::source::{Columns, Source, SourceError, SourceRow};
+use crate::source::{Columns, RowSink, Source, SourceError, SourceRow};
 use crate::transform::Transform;
 use crate::{Error, report};
 
@@ -177,8 +180,12 @@ struct TypeRun<'p> {
     filter: Filter,
     index: KeyIndex,
     resolver: ResolveIndex,
-    /// The attributes `Resolve` fields look up.
-    resolve_attributes: Vec<String>,
+    /// The attributes `Resolve` fields look up, lower-cased (attribute names are ASCII), each
+    /// once: rows record their values of these (see
+    /// [`row::Prepared::resolve_values`]).
+    resolve_keys: Vec<String>,
+    /// A fixed container as the job writes it and its normal form.
+    fixed_container: Option<(String, String)>,
     /// A delta run: only rows changed since the watermark, and never deletes.
     delta: bool,
 }
@@ -257,23 +264,7 @@ pub fn run(
     }
     guard(|| hooks.startup(&ctx)).map_err(|m| hook_error("startup", m))?;
 
-    // Prepare: every read and every check, for every type, before the first write.
-    let mut prepared = Vec::with_capacity(plan.objects.len());
-    for op in &plan.objects {
-        let (tr, rows, watermark) =
-            prepare_type(plan, op, source, destination, hooks, &ctx, options)?;
-        if let Some(w) = watermark {
-            report
-                .watermarks
-                .insert(op.object_type.code().to_string(), w);
-        }
-        prepared.push((tr, rows));
-    }
     let control = options.control.as_ref();
-    if let Some(c) = control {
-        c.set_total(prepared.iter().map(|(tr, _)| tr.row_count).sum());
-    }
-
     let threads = if options.threads == 0 {
         destination
             .preferred_workers()
@@ -298,6 +289,22 @@ pub fn run(
         containers: Mutex::new(HashSet::new()),
         control,
     };
+
+    // Read and prepare every type before the first write: any problem there is an error
+    // and nothing has been written. Rows are prepared (step 1) while the source is read.
+    let mut prepared = Vec::with_capacity(plan.objects.len());
+    for op in &plan.objects {
+        let (tr, rows, watermark) = read_type(plan, op, source, &shared, options, pool.as_ref())?;
+        if let Some(w) = watermark {
+            report
+                .watermarks
+                .insert(op.object_type.code().to_string(), w);
+        }
+        prepared.push((tr, rows));
+    }
+    if let Some(c) = control {
+        c.set_total(prepared.iter().map(|(tr, _)| tr.row_count).sum());
+    }
 
     for (tr, rows) in prepared {
         let tr = &tr;
@@ -347,22 +354,68 @@ pub fn run(
     Ok(report)
 }
 
-fn prepare_type<'p>(
+/// Rows travel from the reading thread to the preparing one in batches this big: enough to
+/// make the channel's cost per row negligible, small enough to start preparing at once.
+const BATCH_ROWS: usize = 512;
+
+/// What the reading thread hands the preparing one.
+enum Batch {
+    Columns(Columns),
+    Rows(Vec<SourceRow>),
+}
+
+/// The engine's [`RowSink`]: batches of rows onto a channel. A closed channel (the preparing
+/// side gave up) stops the read.
+struct ChannelSink {
+    sender: crossbeam_channel::Sender<Batch>,
+    batch: Vec<SourceRow>,
+}
+
+impl ChannelSink {
+    fn send(&mut self, batch: Batch) -> std::ops::ControlFlow<()> {
+        match self.sender.send(batch) {
+            Ok(()) => std::ops::ControlFlow::Continue(()),
+            Err(_) => std::ops::ControlFlow::Break(()),
+        }
+    }
+
+    /// Sends what is left; dropping the sink then closes the channel.
+    fn flush(&mut self) {
+        if !self.batch.is_empty() {
+            let rows = std::mem::take(&mut self.batch);
+            let _ = self.send(Batch::Rows(rows));
+        }
+    }
+}
+
+impl RowSink for ChannelSink {
+    fn columns(&mut self, columns: &Columns) -> std::ops::ControlFlow<()> {
+        self.send(Batch::Columns(columns.clone()))
+    }
+
+    fn row(&mut self, row: SourceRow) -> std::ops::ControlFlow<()> {
+        self.batch.push(row);
+        if self.batch.len() < BATCH_ROWS {
+            return std::ops::ControlFlow::Continue(());
+        }
+        let rows = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_ROWS));
+        self.send(Batch::Rows(rows))
+    }
+}
+
+/// One type's read half: its queries (through the hooks), the source read, the destination
+/// scan and step 1 of every row. The source is read on this thread while a second one scans
+/// the destination and then prepares rows on the pool as they arrive, so on a large source
+/// most of the preparing is done by the time the last row is read.
+fn read_type<'p>(
     plan: &Plan,
     op: &'p ObjectPlan,
     source: &mut dyn Source,
-    destination: &dyn Destination,
-    hooks: &dyn Hooks,
-    ctx: &HookContext,
+    shared: &row::Shared<'_>,
     options: &RunOptions,
-) -> Result<(TypeRun<'p>, Vec<SourceRow>, Option<String>), Error> {
-    let code = op.object_type.code();
-    let source_error = |field: Option<String>, source: SourceError| Error::Source {
-        job: plan.name.clone(),
-        object_type: code,
-        field,
-        source,
-    };
+    pool: Option<&rayon::ThreadPool>,
+) -> Result<(TypeRun<'p>, Vec<row::Prepared>, Option<String>), Error> {
+    let (hooks, ctx) = (shared.hooks, shared.ctx);
     let mut query = op.source_query.clone();
     guard(|| {
         hooks.build_source_query(
@@ -398,55 +451,98 @@ fn prepare_type<'p>(
     } else {
         parse_destination_query(&destination_query).map_err(|source| Error::Query {
             job: plan.name.clone(),
-            object_type: code,
+            object_type: op.object_type.code(),
             source,
         })?
     };
 
-    // The source read and the destination scan do not depend on each other: the scan runs
-    // on a second thread while this one reads the source.
-    let (rows, scanned) = std::thread::scope(|scope| {
-        let scan = scope.spawn(|| scan(op, destination, &filter));
-        let rows = source.query(&query);
-        let scanned = scan.join().unwrap_or_else(|_| {
-            Err(DestinationError::Rejected {
-                message: "the destination scan panicked".into(),
+    let (sender, receiver) = crossbeam_channel::unbounded();
+    let (read, prepared) = std::thread::scope(|scope| {
+        let preparer =
+            scope.spawn(|| prepare_stream(plan, op, filter, shared, options, pool, receiver));
+        let mut sink = ChannelSink {
+            sender,
+            batch: Vec::with_capacity(BATCH_ROWS),
+        };
+        let read = source.query_into(&query, &mut sink);
+        sink.flush();
+        drop(sink);
+        let prepared = preparer.join().unwrap_or_else(|_| {
+            Err(Error::Destination {
+                job: plan.name.clone(),
+                source: DestinationError::Rejected {
+                    message: "preparing rows panicked".into(),
+                },
             })
         });
-        (rows, scanned)
+        (read, prepared)
     });
     // A source problem is reported first: it is the one a user fixes first.
-    let rows = rows.map_err(|e| source_error(None, e))?;
+    read.map_err(|source| Error::Source {
+        job: plan.name.clone(),
+        object_type: op.object_type.code(),
+        field: None,
+        source,
+    })?;
+    prepared
+}
+
+/// The preparing side of [`read_type`]: scans the destination, binds the field map to the
+/// columns the source sends first, then prepares each batch of rows on the pool, in order.
+/// After a problem it keeps taking batches (and drops them) so that the source is read to its
+/// end and its own errors, which come first, are found.
+fn prepare_stream<'p>(
+    plan: &Plan,
+    op: &'p ObjectPlan,
+    filter: Filter,
+    shared: &row::Shared<'_>,
+    options: &RunOptions,
+    pool: Option<&rayon::ThreadPool>,
+    batches: crossbeam_channel::Receiver<Batch>,
+) -> Result<(TypeRun<'p>, Vec<row::Prepared>, Option<String>), Error> {
+    let prepared = prepare_batches(plan, op, filter, shared, options, pool, &batches);
+    if prepared.is_err() {
+        for _ in batches.iter() {}
+    }
+    prepared
+}
+
+fn prepare_batches<'p>(
+    plan: &Plan,
+    op: &'p ObjectPlan,
+    filter: Filter,
+    shared: &row::Shared<'_>,
+    options: &RunOptions,
+    pool: Option<&rayon::ThreadPool>,
+    batches: &crossbeam_channel::Receiver<Batch>,
+) -> Result<(TypeRun<'p>, Vec<row::Prepared>, Option<String>), Error> {
+    let code = op.object_type.code();
+    let source_error = |field: Option<String>, source: SourceError| Error::Source {
+        job: plan.name.clone(),
+        object_type: code,
+        field,
+        source,
+    };
+    let scanned = scan(op, shared.destination, &filter);
+    // Without columns the source failed (reported by the reading side) or sent nothing.
+    let columns = match batches.recv() {
+        Ok(Batch::Columns(columns)) => columns,
+        _ => Columns::default(),
+    };
     // A delta run keeps the rows whose timestamp is past the last run's, and reports the
     // highest timestamp it saw as the next watermark.
-    let mut rows = rows;
-    let mut watermark = None;
-    let delta = match (&op.time_stamp_field, op.update_all) {
-        (Some(field), false) => {
-            let column = rows.columns.index(field).ok_or_else(|| {
-                source_error(
-                    Some("syncQuery.timeStampField".into()),
-                    SourceError::MissingColumn {
-                        column: field.clone(),
-                        available: rows.columns.names().to_vec(),
-                    },
-                )
-            })?;
-            let since = options.watermarks.get(&code);
-            let stamp = |r: &SourceRow| r.values.get(column).cloned().flatten();
-            watermark = rows
-                .rows
-                .iter()
-                .filter_map(stamp)
-                .max_by(|a, b| compare_stamps(a, b))
-                .or_else(|| since.cloned());
-            if let Some(since) = since {
-                rows.rows
-                    .retain(|r| stamp(r).is_some_and(|v| compare_stamps(&v, since).is_gt()));
-            }
-            true
-        }
-        _ => false,
+    let since = options.watermarks.get(&code);
+    let stamp_column = match (&op.time_stamp_field, op.update_all) {
+        (Some(field), false) => Some(columns.index(field).ok_or_else(|| {
+            source_error(
+                Some("syncQuery.timeStampField".into()),
+                SourceError::MissingColumn {
+                    column: field.clone(),
+                    available: columns.names().to_vec(),
+                },
+            )
+        })?),
+        _ => None,
     };
     let (index, resolver, resolve_attributes) = scanned.map_err(|source| Error::Destination {
         job: plan.name.clone(),
@@ -457,7 +553,7 @@ fn prepare_type<'p>(
             Some(field),
             SourceError::MissingColumn {
                 column,
-                available: rows.columns.names().to_vec(),
+                available: columns.names().to_vec(),
             },
         )
     };
@@ -465,34 +561,73 @@ fn prepare_type<'p>(
     for f in &op.fields {
         bound.push(
             f.transform
-                .bind(&rows.columns)
+                .bind(&columns)
                 .map_err(|column| missing(f.location(), column))?,
         );
     }
     let container_field =
         match &op.container {
-            ContainerRule::FromField(name) => Some(rows.columns.index(name).ok_or_else(|| {
+            ContainerRule::FromField(name) => Some(columns.index(name).ok_or_else(|| {
                 missing("objectsOption.containerOptionValue".into(), name.clone())
             })?),
             _ => None,
         };
-    let row_count = rows.rows.len();
-    Ok((
-        TypeRun {
-            plan: op,
-            columns: rows.columns,
-            row_count,
-            bound,
-            container_field,
-            filter,
-            index,
-            resolver,
-            resolve_attributes,
-            delta,
-        },
-        rows.rows,
-        watermark,
-    ))
+    let mut resolve_keys: Vec<String> = Vec::new();
+    for a in &resolve_attributes {
+        let a = a.to_ascii_lowercase();
+        if !resolve_keys.contains(&a) {
+            resolve_keys.push(a);
+        }
+    }
+    let fixed_container = match &op.container {
+        ContainerRule::Fixed(dn) => crate::dn::normalize(dn).ok().map(|n| (dn.clone(), n)),
+        _ => None,
+    };
+    let mut tr = TypeRun {
+        plan: op,
+        columns,
+        row_count: 0,
+        bound,
+        container_field,
+        filter,
+        index,
+        resolver,
+        resolve_keys,
+        fixed_container,
+        delta: stamp_column.is_some(),
+    };
+
+    let mut watermark: Option<String> = None;
+    let mut prepared: Vec<row::Prepared> = Vec::new();
+    for batch in batches.iter() {
+        let Batch::Rows(mut rows) = batch else {
+            continue;
+        };
+        if let Some(column) = stamp_column {
+            let stamp = |r: &SourceRow| r.values.get(column).cloned().flatten();
+            for s in rows.iter().filter_map(stamp) {
+                if watermark
+                    .as_deref()
+                    .is_none_or(|w| compare_stamps(&s, w).is_gt())
+                {
+                    watermark = Some(s);
+                }
+            }
+            if let Some(since) = since {
+                rows.retain(|r| stamp(r).is_some_and(|v| compare_stamps(&v, since).is_gt()));
+            }
+        }
+        let tr = &tr;
+        match pool {
+            Some(pool) => pool.install(|| {
+                prepared.par_extend(rows.into_par_iter().map(|r| row::prepare(shared, tr, r)))
+            }),
+            None => prepared.extend(rows.into_iter().map(|r| row::prepare(shared, tr, r))),
+        }
+    }
+    tr.row_count = prepared.len();
+    let watermark = watermark.or_else(|| since.cloned());
+    Ok((tr, prepared, watermark))
 }
 
 /// Orders two timestamps: as numbers when both are, else as text (ISO 8601 sorts as text).
@@ -579,7 +714,7 @@ fn fail_together(
 /// The hasher for grouping rows: fixed, so groups (and so reports) never depend on a seed.
 const HASH_STATE: foldhash::fast::FixedState = foldhash::fast::FixedState::with_seed(0x5eed);
 
-fn hash_str(s: &str) -> u64 {
+pub(super) fn hash_str(s: &str) -> u64 {
     HASH_STATE.hash_one(s)
 }
 
@@ -609,29 +744,26 @@ fn shared_groups(
 }
 
 /// The normal form of the DN a row creates or renames to, compared to find two rows aiming at
-/// one DN.
-struct NewDnKeys<'a> {
-    /// Each create's container and its normal form.
-    containers: &'a HashMap<&'a str, String>,
-}
-
-impl NewDnKeys<'_> {
-    /// A create's DN is its RDN (compared ignoring case) on a container whose normal form is
-    /// known: no DN parse per row. A rename's DN is parsed.
-    fn key(&self, planned: &row::Planned) -> Option<String> {
-        match planned {
-            row::Planned::Create { dn, container, .. } => {
-                let norm = self
-                    .containers
-                    .get(container.as_str())
-                    .map_or("", String::as_str);
-                let rdn = dn
-                    .get(..dn.len().saturating_sub(container.len()))
-                    .unwrap_or(dn);
-                Some(format!("{}{norm}", rdn.to_lowercase()))
-            }
-            other => other.new_dn().and_then(|dn| crate::dn::normalize(dn).ok()),
+/// one DN. A create's DN is its RDN (compared ignoring case) on its container, whose normal
+/// form is known when the container is the job's fixed one: no DN parse per row. A rename's
+/// DN is parsed.
+fn new_dn_key(tr: &TypeRun<'_>, planned: &row::Planned) -> Option<String> {
+    match planned {
+        row::Planned::Create { dn, container, .. } => {
+            let parsed;
+            let norm = match &tr.fixed_container {
+                Some((raw, norm)) if raw == container => norm.as_str(),
+                _ => {
+                    parsed = crate::dn::normalize(container).unwrap_or_default();
+                    parsed.as_str()
+                }
+            };
+            let rdn = dn
+                .get(..dn.len().saturating_sub(container.len()))
+                .unwrap_or(dn);
+            Some(format!("{}{norm}", rdn.to_lowercase()))
         }
+        other => other.new_dn().and_then(|dn| crate::dn::normalize(dn).ok()),
     }
 }
 
@@ -662,21 +794,20 @@ fn par_map<T: Sync, R: Send>(
 fn apply_type(
     shared: &row::Shared<'_>,
     tr: &TypeRun<'_>,
-    rows: Vec<SourceRow>,
+    mut prepared: Vec<row::Prepared>,
     pool: Option<&rayon::ThreadPool>,
 ) -> Vec<row::RowResult> {
-    // 1. compute, in parallel, with no writes
-    let mut prepared: Vec<row::Prepared> =
-        par_map_owned(pool, rows, |r| row::prepare(shared, tr, r));
+    // 1. (rows were computed, with no writes, while the source was read)
 
     // 2. conflicts, so the outcome does not depend on thread timing. Rows are grouped by
-    // sorting hashes of their keys and new DNs rather than through maps of strings: on
-    // 100,000 rows those maps (a string and a list per row) were most of this step.
+    // sorting the hashes of their keys and new DNs, made in step 1, rather than through maps
+    // of strings: on 100,000 rows those maps (a string and a list per row) were most of
+    // this step. Strings are compared only within a group, to tell collisions apart.
     let key_hashes: Vec<(u64, usize)> = prepared
         .iter()
         .enumerate()
         .filter(|(_, p)| !p.cancelled)
-        .filter_map(|(i, p)| p.norm_key.as_deref().map(|k| (hash_str(k), i)))
+        .filter_map(|(i, p)| p.hashes.key.map(|h| (h, i)))
         .collect();
     let mut conflicts: Vec<(usize, String)> = Vec::new();
     let same_key = |i: usize, j: usize| prepared[i].norm_key == prepared[j].norm_key;
@@ -691,27 +822,14 @@ fn apply_type(
             )
         },
     );
-    // Each container's normal form, once (new DNs are `CN=<escaped cn>,<container>`).
-    let mut containers: HashMap<&str, String> = HashMap::new();
-    for p in &prepared {
-        if let row::Planned::Create { container, .. } = &p.planned {
-            containers
-                .entry(container.as_str())
-                .or_insert_with(|| crate::dn::normalize(container).unwrap_or_default());
-        }
-    }
-    let new_dns = NewDnKeys {
-        containers: &containers,
+    let dn_hashes: Vec<(u64, usize)> = prepared
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| p.hashes.new_dn.map(|h| (h, i)))
+        .collect();
+    let same_dn = |i: usize, j: usize| {
+        new_dn_key(tr, &prepared[i].planned) == new_dn_key(tr, &prepared[j].planned)
     };
-    let dn_hashes: Vec<(u64, usize)> = par_map(pool, &prepared, |p| {
-        new_dns.key(&p.planned).map(|k| hash_str(&k))
-    })
-    .into_iter()
-    .enumerate()
-    .filter_map(|(i, h)| h.map(|h| (h, i)))
-    .collect();
-    let same_dn =
-        |i: usize, j: usize| new_dns.key(&prepared[i].planned) == new_dns.key(&prepared[j].planned);
     fail_together(
         &prepared,
         &shared_groups(dn_hashes, same_dn),

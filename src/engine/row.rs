@@ -85,14 +85,33 @@ pub(super) struct Prepared {
     /// A `row_starting` hook cancelled the row.
     pub cancelled: bool,
     pub planned: Planned,
-    /// `Resolve` fields, filled in once every row's DN is known (see [`resolve_deferred`]):
-    /// position in the field map and the source value.
-    pub deferred: Vec<(usize, Option<String>)>,
+    /// `Resolve` fields, filled in once every row's DN is known (see [`resolve_deferred`]).
+    pub deferred: Vec<Deferred>,
     /// The matched destination entry, by position in the key index.
     pub entry: Option<usize>,
-    /// This row's values of the attributes `Resolve` fields look up (lower-cased), so rows
-    /// of the same run can resolve to the object this row creates.
-    pub resolve_values: Vec<(String, String)>,
+    /// This row's values of the attributes `Resolve` fields look up (by position in
+    /// `TypeRun::resolve_keys`, lower-cased), so rows of the same run can resolve to the
+    /// object this row creates.
+    pub resolve_values: Vec<(usize, String)>,
+    /// Hashes for finding conflicts between rows, made here where rows are prepared in
+    /// parallel while the source is still read.
+    pub hashes: ConflictHashes,
+}
+
+/// A `Resolve` field waiting for every row's DN.
+pub(super) struct Deferred {
+    /// Position in the field map.
+    pub field: usize,
+    /// The source value, and the same lower-cased (what is looked up).
+    pub value: Option<(String, String)>,
+}
+
+/// Hashes of a row's normalised key and of the normal form of the DN it creates or renames
+/// to (see `new_dn_key`).
+#[derive(Default)]
+pub(super) struct ConflictHashes {
+    pub key: Option<u64>,
+    pub new_dn: Option<u64>,
 }
 
 impl Prepared {
@@ -135,6 +154,7 @@ pub(super) fn prepare(shared: &Shared<'_>, tr: &TypeRun<'_>, row: SourceRow) -> 
         deferred: Vec::new(),
         entry: None,
         resolve_values: Vec::new(),
+        hashes: ConflictHashes::default(),
     };
     // A stopped run prepares no more rows: on a large source, preparing is most of the time
     // a cancel or a time-out should save. The row stays skipped, and apply skips it too.
@@ -191,9 +211,13 @@ pub(super) fn prepare(shared: &Shared<'_>, tr: &TypeRun<'_>, row: SourceRow) -> 
                 }
                 // The object it names may be created by another row of this run: resolve
                 // once every row's DN is known.
-                None => out
-                    .deferred
-                    .push((fi, values.get(*field).cloned().flatten())),
+                None => out.deferred.push(Deferred {
+                    field: fi,
+                    value: values.get(*field).cloned().flatten().map(|v| {
+                        let lower = v.to_lowercase();
+                        (v, lower)
+                    }),
+                }),
             }
             continue;
         }
@@ -263,11 +287,12 @@ pub(super) fn prepare(shared: &Shared<'_>, tr: &TypeRun<'_>, row: SourceRow) -> 
         }
     }
     out.key = Some(parts.join(", "));
-    out.norm_key = Some(normalize_key(&parts));
-    for attr in &tr.resolve_attributes {
+    let norm_key = normalize_key(&parts);
+    out.hashes.key = Some(super::hash_str(&norm_key));
+    out.norm_key = Some(norm_key);
+    for (i, attr) in tr.resolve_keys.iter().enumerate() {
         if let Some(v) = value_of(attr).and_then(|v| v.first()) {
-            out.resolve_values
-                .push((attr.to_lowercase(), v.to_lowercase()));
+            out.resolve_values.push((i, v.to_lowercase()));
         }
     }
     if let Some((field, message)) = first_failure {
@@ -306,6 +331,7 @@ pub(super) fn prepare(shared: &Shared<'_>, tr: &TypeRun<'_>, row: SourceRow) -> 
             ),
         ),
     };
+    out.hashes.new_dn = super::new_dn_key(tr, &out.planned).map(|k| super::hash_str(&k));
     out
 }
 
@@ -513,37 +539,44 @@ fn plan_update(
     }
 }
 
+/// The DNs this run's objects will have, by `Resolve` key (position in
+/// `TypeRun::resolve_keys`) and lower-cased value.
+pub(super) type PlannedDns = Vec<HashMap<String, Vec<String>>>;
+
 /// The DN each row's object will have after this run, by the values `Resolve` looks up.
-pub(super) fn planned_dns(
-    tr: &TypeRun<'_>,
-    prepared: &[Prepared],
-) -> HashMap<(String, String), Vec<String>> {
+pub(super) fn planned_dns(tr: &TypeRun<'_>, prepared: &[Prepared]) -> PlannedDns {
     // Only the values some row looks up (managers are few; rows are many).
-    let wanted: HashSet<String> = prepared
+    let wanted: HashSet<&str> = prepared
         .iter()
-        .flat_map(|p| p.deferred.iter().filter_map(|(_, v)| v.as_ref()))
-        .map(|v| v.to_lowercase())
+        .flat_map(|p| p.deferred.iter().filter_map(|d| d.value.as_ref()))
+        .map(|(_, lower)| lower.as_str())
         .collect();
-    let mut out: HashMap<(String, String), Vec<String>> = HashMap::new();
+    let mut out: PlannedDns = vec![HashMap::new(); tr.resolve_keys.len()];
     for p in prepared {
-        if !p.resolve_values.iter().any(|(_, v)| wanted.contains(v)) {
+        if !p
+            .resolve_values
+            .iter()
+            .any(|(_, v)| wanted.contains(v.as_str()))
+        {
             continue;
         }
         let dn = match &p.planned {
-            Planned::Create { dn, .. } => dn.clone(),
+            Planned::Create { dn, .. } => dn,
             Planned::Update {
                 rename_to: Some(to),
                 ..
-            } => to.clone(),
+            } => to,
             _ => match p.entry {
-                Some(i) => tr.index.entry(i).dn.clone(),
+                Some(i) => &tr.index.entry(i).dn,
                 None => continue,
             },
         };
-        for key in &p.resolve_values {
-            let dns = out.entry(key.clone()).or_default();
-            if !dns.contains(&dn) {
-                dns.push(dn.clone());
+        for (key, value) in &p.resolve_values {
+            if let Some(by_value) = out.get_mut(*key) {
+                let dns = by_value.entry(value.clone()).or_default();
+                if !dns.contains(dn) {
+                    dns.push(dn.clone());
+                }
             }
         }
     }
@@ -552,23 +585,21 @@ pub(super) fn planned_dns(
 
 /// Fills in a row's `Resolve` fields: first against this run's objects (so a manager created
 /// by another row is found in the same run), then against the destination.
-pub(super) fn resolve_deferred(
-    tr: &TypeRun<'_>,
-    planned: &HashMap<(String, String), Vec<String>>,
-    p: &mut Prepared,
-) {
+pub(super) fn resolve_deferred(tr: &TypeRun<'_>, planned: &PlannedDns, p: &mut Prepared) {
     let op = tr.plan;
-    for (fi, value) in std::mem::take(&mut p.deferred) {
+    for Deferred { field: fi, value } in std::mem::take(&mut p.deferred) {
         let f = &op.fields[fi];
         let transform::Transform::Resolve { attribute, .. } = &f.transform else {
             continue;
         };
+        let by_value = tr
+            .resolve_keys
+            .iter()
+            .position(|k| k.eq_ignore_ascii_case(attribute))
+            .and_then(|i| planned.get(i));
         let resolved: Result<Option<String>, String> = match value {
             None => Ok(None),
-            Some(v) => match planned
-                .get(&(attribute.to_lowercase(), v.to_lowercase()))
-                .map(Vec::as_slice)
-            {
+            Some((v, lower)) => match by_value.and_then(|m| m.get(&lower)).map(Vec::as_slice) {
                 Some([dn]) => Ok(Some(dn.clone())),
                 Some(many) if many.len() > 1 => Err(format!(
                     "Resolve: {} objects have {attribute}={v}: {}",

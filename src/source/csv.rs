@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{RowSet, SourceError, SourceRow, TableSource, header_names};
+use super::{Columns, RowSet, RowSink, SourceError, SourceRow, TableSource, header_names};
 
 /// A CSV or TSV file: one table, which answers to any table name in the query (a job written
 /// for a workbook runs unchanged on the same data exported as CSV).
@@ -37,7 +37,13 @@ impl CsvSource {
 }
 
 impl TableSource for CsvSource {
-    fn table(&mut self, _name: &str) -> Result<RowSet, SourceError> {
+    fn table(&mut self, name: &str) -> Result<RowSet, SourceError> {
+        let mut answer = RowSet::default();
+        self.table_into(name, &mut answer)?;
+        Ok(answer)
+    }
+
+    fn table_into(&mut self, _name: &str, sink: &mut dyn RowSink) -> Result<(), SourceError> {
         let mut reader = csv::ReaderBuilder::new()
             .delimiter(self.delimiter)
             .has_headers(false)
@@ -50,7 +56,8 @@ impl TableSource for CsvSource {
         };
         let mut records = reader.records();
         let Some(header) = records.next() else {
-            return Ok(RowSet::default());
+            let _ = sink.columns(&Columns::default());
+            return Ok(());
         };
         let header = header.map_err(|e| err(1, e.to_string()))?;
         let table = self
@@ -59,7 +66,9 @@ impl TableSource for CsvSource {
             .map(|f| f.to_string_lossy().into_owned())
             .unwrap_or_default();
         let columns = header_names(&table, header.iter().map(|h| Some(h.to_string())).collect())?;
-        let mut rows = Vec::new();
+        if sink.columns(&columns).is_break() {
+            return Ok(());
+        }
         for record in records {
             let record = record.map_err(|e| {
                 let line = e.position().map(|p| p.line()).unwrap_or(0);
@@ -73,12 +82,15 @@ impl TableSource for CsvSource {
             if values.iter().all(Option::is_none) {
                 continue;
             }
-            rows.push(SourceRow {
+            let row = SourceRow {
                 number: line,
                 values,
                 cell_errors: Vec::new(),
-            });
+            };
+            if sink.row(row).is_break() {
+                break;
+            }
         }
-        Ok(RowSet { columns, rows })
+        Ok(())
     }
 }

@@ -12,6 +12,7 @@ mod ldap;
 pub mod sql;
 
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 pub use self::csv::CsvSource;
@@ -156,10 +157,64 @@ pub enum SourceError {
     },
 }
 
+/// Receives a query's answer as the source reads it: the columns once, then each row in
+/// order. The engine implements it to work on the first rows while the rest are still being
+/// read; the source drives and the sink says whether to go on (the shape of grep-searcher's
+/// `Sink`).
+///
+/// A [`RowSet`] is a sink that keeps everything:
+///
+/// ```
+/// use datasync::source::{RowSet, Source};
+/// let mut source = datasync::source::open("fixtures/sources/people.csv".as_ref()).unwrap();
+/// let mut answer = RowSet::default();
+/// source.query_into("SELECT * FROM [TTSheet1$]", &mut answer).unwrap();
+/// assert_eq!(answer.columns.index("employeeid"), Some(0));
+/// assert_eq!(answer, source.query("SELECT * FROM [TTSheet1$]").unwrap());
+/// ```
+pub trait RowSink {
+    /// The answer's columns, before any row (also when there are no rows). `Break` stops the
+    /// read; the source then returns `Ok`.
+    fn columns(&mut self, columns: &Columns) -> ControlFlow<()>;
+    /// The next row. `Break` stops the read; the source then returns `Ok`.
+    fn row(&mut self, row: SourceRow) -> ControlFlow<()>;
+}
+
+impl RowSink for RowSet {
+    fn columns(&mut self, columns: &Columns) -> ControlFlow<()> {
+        self.columns = columns.clone();
+        ControlFlow::Continue(())
+    }
+
+    fn row(&mut self, row: SourceRow) -> ControlFlow<()> {
+        self.rows.push(row);
+        ControlFlow::Continue(())
+    }
+}
+
+/// Hands a whole answer to a sink, stopping when it asks.
+pub fn feed(answer: RowSet, sink: &mut dyn RowSink) {
+    if sink.columns(&answer.columns).is_break() {
+        return;
+    }
+    for row in answer.rows {
+        if sink.row(row).is_break() {
+            return;
+        }
+    }
+}
+
 /// A table-like source: the rows of one named table (a sheet, a file), header first.
 pub trait TableSource {
     /// The table called `name` (`Sheet1$`, `[Sheet1$]` and `sheet1` name the same sheet).
     fn table(&mut self, name: &str) -> Result<RowSet, SourceError>;
+
+    /// The same table, row by row as it is read. The default reads the whole table first;
+    /// a source that can stream overrides it, and must give what [`table`](Self::table) gives.
+    fn table_into(&mut self, name: &str, sink: &mut dyn RowSink) -> Result<(), SourceError> {
+        feed(self.table(name)?, sink);
+        Ok(())
+    }
 }
 
 /// Where rows come from.
@@ -169,6 +224,13 @@ pub trait TableSource {
 pub trait Source {
     /// Runs the job's source query.
     fn query(&mut self, query: &str) -> Result<RowSet, SourceError>;
+
+    /// Runs the query, handing rows to `sink` as they are read. The default runs
+    /// [`query`](Self::query) and then hands its rows over; the answer is the same either way.
+    fn query_into(&mut self, query: &str, sink: &mut dyn RowSink) -> Result<(), SourceError> {
+        feed(self.query(query)?, sink);
+        Ok(())
+    }
 }
 
 impl<T: TableSource> Source for T {
@@ -176,6 +238,17 @@ impl<T: TableSource> Source for T {
         match sql::plain_select_star(query) {
             Some(table) => self.table(&table),
             None => sql::run(query, &mut |name: &str| self.table(name)),
+        }
+    }
+
+    fn query_into(&mut self, query: &str, sink: &mut dyn RowSink) -> Result<(), SourceError> {
+        match sql::plain_select_star(query) {
+            // Read straight through: the first rows are at work while the rest are read.
+            Some(table) => self.table_into(&table, sink),
+            None => {
+                feed(sql::run(query, &mut |name: &str| self.table(name))?, sink);
+                Ok(())
+            }
         }
     }
 }
