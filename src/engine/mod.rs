@@ -354,6 +354,10 @@ pub fn run(
     Ok(report)
 }
 
+/// A type after its read half: what it needs, its rows after step 1, and (for a delta run)
+/// the next watermark.
+type TypeRead<'p> = (TypeRun<'p>, Vec<row::Prepared>, Option<String>);
+
 /// Rows travel from the reading thread to the preparing one in batches this big: enough to
 /// make the channel's cost per row negligible, small enough to start preparing at once.
 const BATCH_ROWS: usize = 512;
@@ -414,7 +418,7 @@ fn read_type<'p>(
     shared: &row::Shared<'_>,
     options: &RunOptions,
     pool: Option<&rayon::ThreadPool>,
-) -> Result<(TypeRun<'p>, Vec<row::Prepared>, Option<String>), Error> {
+) -> Result<TypeRead<'p>, Error> {
     let (hooks, ctx) = (shared.hooks, shared.ctx);
     let mut query = op.source_query.clone();
     guard(|| {
@@ -458,8 +462,15 @@ fn read_type<'p>(
 
     let (sender, receiver) = crossbeam_channel::unbounded();
     let (read, prepared) = std::thread::scope(|scope| {
-        let preparer =
-            scope.spawn(|| prepare_stream(plan, op, filter, shared, options, pool, receiver));
+        let preparer = scope.spawn(|| {
+            let prepared = prepare_batches(plan, op, filter, shared, options, pool, &receiver);
+            // After a problem, take the rest and drop it: the source is then read to its end
+            // and its own errors, which are reported first, are found.
+            if prepared.is_err() {
+                for _ in receiver.iter() {}
+            }
+            prepared
+        });
         let mut sink = ChannelSink {
             sender,
             batch: Vec::with_capacity(BATCH_ROWS),
@@ -489,24 +500,6 @@ fn read_type<'p>(
 
 /// The preparing side of [`read_type`]: scans the destination, binds the field map to the
 /// columns the source sends first, then prepares each batch of rows on the pool, in order.
-/// After a problem it keeps taking batches (and drops them) so that the source is read to its
-/// end and its own errors, which come first, are found.
-fn prepare_stream<'p>(
-    plan: &Plan,
-    op: &'p ObjectPlan,
-    filter: Filter,
-    shared: &row::Shared<'_>,
-    options: &RunOptions,
-    pool: Option<&rayon::ThreadPool>,
-    batches: crossbeam_channel::Receiver<Batch>,
-) -> Result<(TypeRun<'p>, Vec<row::Prepared>, Option<String>), Error> {
-    let prepared = prepare_batches(plan, op, filter, shared, options, pool, &batches);
-    if prepared.is_err() {
-        for _ in batches.iter() {}
-    }
-    prepared
-}
-
 fn prepare_batches<'p>(
     plan: &Plan,
     op: &'p ObjectPlan,
@@ -515,7 +508,7 @@ fn prepare_batches<'p>(
     options: &RunOptions,
     pool: Option<&rayon::ThreadPool>,
     batches: &crossbeam_channel::Receiver<Batch>,
-) -> Result<(TypeRun<'p>, Vec<row::Prepared>, Option<String>), Error> {
+) -> Result<TypeRead<'p>, Error> {
     let code = op.object_type.code();
     let source_error = |field: Option<String>, source: SourceError| Error::Source {
         job: plan.name.clone(),

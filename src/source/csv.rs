@@ -38,9 +38,7 @@ impl CsvSource {
 
 impl TableSource for CsvSource {
     fn table(&mut self, name: &str) -> Result<RowSet, SourceError> {
-        let mut answer = RowSet::default();
-        self.table_into(name, &mut answer)?;
-        Ok(answer)
+        RowSet::collect(|sink| self.table_into(name, sink))
     }
 
     fn table_into(&mut self, _name: &str, sink: &mut dyn RowSink) -> Result<(), SourceError> {

@@ -286,9 +286,7 @@ fn cell_ref(value: &DataRef<'_>) -> Result<Option<String>, String> {
 
 impl TableSource for ExcelSource {
     fn table(&mut self, name: &str) -> Result<RowSet, SourceError> {
-        let mut answer = RowSet::default();
-        self.table_into(name, &mut answer)?;
-        Ok(answer)
+        RowSet::collect(|sink| self.table_into(name, sink))
     }
 
     fn table_into(&mut self, name: &str, sink: &mut dyn RowSink) -> Result<(), SourceError> {

@@ -192,6 +192,18 @@ impl RowSink for RowSet {
     }
 }
 
+impl RowSet {
+    /// The whole answer of a read that hands rows to a sink: how a streaming source answers
+    /// [`TableSource::table`] with what its `table_into` gives.
+    pub fn collect(
+        read: impl FnOnce(&mut dyn RowSink) -> Result<(), SourceError>,
+    ) -> Result<RowSet, SourceError> {
+        let mut answer = RowSet::default();
+        read(&mut answer)?;
+        Ok(answer)
+    }
+}
+
 /// Hands a whole answer to a sink, stopping when it asks.
 pub fn feed(answer: RowSet, sink: &mut dyn RowSink) {
     if sink.columns(&answer.columns).is_break() {
