@@ -597,17 +597,19 @@ fn prepare_batches<'p>(
             continue;
         };
         if let Some(column) = stamp_column {
-            let stamp = |r: &SourceRow| r.values.get(column).cloned().flatten();
-            for s in rows.iter().filter_map(stamp) {
+            fn stamp(r: &SourceRow, column: usize) -> Option<&str> {
+                r.values.get(column).and_then(Option::as_deref)
+            }
+            for s in rows.iter().filter_map(|r| stamp(r, column)) {
                 if watermark
                     .as_deref()
-                    .is_none_or(|w| compare_stamps(&s, w).is_gt())
+                    .is_none_or(|w| compare_stamps(s, w).is_gt())
                 {
-                    watermark = Some(s);
+                    watermark = Some(s.to_string());
                 }
             }
             if let Some(since) = since {
-                rows.retain(|r| stamp(r).is_some_and(|v| compare_stamps(&v, since).is_gt()));
+                rows.retain(|r| stamp(r, column).is_some_and(|v| compare_stamps(v, since).is_gt()));
             }
         }
         let tr = &tr;
