@@ -22,14 +22,27 @@ const KEY_SEP: char = '\u{1f}';
 /// assert_ne!(normalize_key(&["a", "bc"]), normalize_key(&["ab", "c"]));
 /// ```
 pub fn normalize_key<S: AsRef<str>>(parts: &[S]) -> String {
-    let mut out = String::new();
+    let len = parts.iter().map(|p| p.as_ref().len() + 1).sum();
+    let mut out = String::with_capacity(len);
     for (i, p) in parts.iter().enumerate() {
         if i > 0 {
             out.push(KEY_SEP);
         }
-        out.push_str(&p.as_ref().to_lowercase());
+        push_lowercase(&mut out, p.as_ref());
     }
     out
+}
+
+/// Appends `s` lower-cased as [`str::to_lowercase`] does, without its intermediate string
+/// when `s` is ASCII (a key is normalised for every source row and destination object).
+pub(crate) fn push_lowercase(out: &mut String, s: &str) {
+    if s.is_ascii() {
+        let start = out.len();
+        out.push_str(s);
+        out[start..].make_ascii_lowercase();
+    } else {
+        out.push_str(&s.to_lowercase());
+    }
 }
 
 /// The destination objects in scope, indexed by key.

@@ -998,3 +998,78 @@ fn a_source_that_fails_after_rows_were_prepared_writes_nothing() {
     assert!(e.contains("column \"Surname\" is not in the source"), "{e}");
     assert!(dir.entries().is_empty(), "nothing written");
 }
+
+#[test]
+fn an_add_that_fails_fails_its_row_only() {
+    // New objects are added in batches; one the directory refuses (its DN is taken by an
+    // object the job's query does not see) fails alone, its neighbours are added.
+    let ps = support::generated_people(2_000);
+    let fx = TempWorkbook::new(&ps);
+    let mut job = main_job();
+    users_only(&mut job);
+    let plan = plan(&job);
+    for threads in [1, 4] {
+        let dir = LdifDirectory::in_memory();
+        let mut ou = Entry::new(USERS);
+        ou.set("objectClass", vec!["organizationalUnit".into()]);
+        dir.add(ou, None).unwrap();
+        let taken = format!("CN=First700 Last700,{USERS}");
+        let mut contact = Entry::new(taken.clone());
+        contact.set("objectClass", vec!["contact".into()]);
+        dir.add(contact, None).unwrap();
+        let options = RunOptions {
+            threads,
+            ..Default::default()
+        };
+        let report = run_with(&plan, &fx.path(), &dir, &NoHooks, &options);
+        assert_eq!(report.counts.added, 1_999, "{threads} threads");
+        assert_eq!(report.counts.failed, 1);
+        let failure = &report.failed[0];
+        assert_eq!((failure.row, failure.key.as_deref()), (702, Some("100700")));
+        assert!(
+            failure.message.contains("already exists"),
+            "{}",
+            failure.message
+        );
+        assert_eq!(
+            dir.get(&taken).unwrap().first("objectClass"),
+            Some("contact")
+        );
+        assert!(dir.get(&format!("CN=First699 Last699,{USERS}")).is_some());
+        assert!(dir.get(&format!("CN=First701 Last701,{USERS}")).is_some());
+        assert!(!report.added.contains(&taken));
+    }
+}
+
+#[test]
+fn a_column_read_by_several_fields_reaches_each() {
+    // A plain copy moves its column's value into the new object only when nothing later
+    // reads that column; every field here must still see the value.
+    let fx = TempWorkbook::new(&people());
+    let mut job = main_job();
+    users_only(&mut job);
+    let field = |source: &str, destination: &str, transform: &str| {
+        let mut f = job["fieldsMap"][1].clone();
+        f["sourceField"] = json!(source);
+        f["destinationField"] = json!(destination);
+        f["transform"] = json!(transform);
+        f
+    };
+    let extra = [
+        field("", "displayName", "Upper:field=First"),
+        field("Department", "physicalDeliveryOfficeName", ""),
+        field("Department", "company", ""),
+    ];
+    for f in extra {
+        job["fieldsMap"].as_array_mut().unwrap().push(f);
+    }
+    let dir = LdifDirectory::in_memory();
+    let report = run(&plan(&job), &fx.path(), &dir);
+    assert_eq!(report.counts.failed, 0, "{report:#?}");
+    let ann = user(&dir, "Ann Lee");
+    assert_eq!(ann.first("givenName"), Some("Ann"));
+    assert_eq!(ann.first("displayName"), Some("ANN"));
+    let department = ann.first("department").expect("a department");
+    assert_eq!(ann.first("physicalDeliveryOfficeName"), Some(department));
+    assert_eq!(ann.first("company"), Some(department));
+}

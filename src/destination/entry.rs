@@ -42,8 +42,24 @@ impl Entry {
             // full vector (a realloc per new object showed in profiles).
             attrs: Vec::with_capacity(attributes.len() + 1),
         };
+        // Names seen so far, by a one-bit sketch of their length and first byte: a name whose
+        // bit is clear is new without comparing it to every name before it (an entry is built
+        // this way for every object a run creates).
+        let sketch = |name: &str| {
+            let first = name.bytes().next().unwrap_or(0).to_ascii_lowercase();
+            1u64 << ((name.len() * 7 + usize::from(first)) % 64)
+        };
+        let mut seen = 0u64;
         for (name, values) in attributes {
-            if entry.position(&name).is_some() {
+            let bit = sketch(&name);
+            let known = seen & bit != 0;
+            seen |= bit;
+            if known
+                && entry
+                    .attrs
+                    .iter()
+                    .any(|a| a.name.eq_ignore_ascii_case(&name))
+            {
                 entry.add_values(&name, &values);
             } else {
                 entry.set_owned(name, values);
@@ -134,5 +150,46 @@ pub fn eq_ignore_case(a: &str, b: &str) -> bool {
         a.eq_ignore_ascii_case(b)
     } else {
         a.to_lowercase() == b.to_lowercase()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn attributes_given_twice_merge_and_the_rest_keep_their_order() {
+        let e = Entry::from_attributes(
+            "CN=Ann,DC=lab",
+            vec![
+                ("mail".into(), values(&["a@lab"])),
+                ("sn".into(), values(&["Lee"])),
+                ("cn".into(), values(&["Ann"])),
+                ("MAIL".into(), values(&["A@LAB", "ann@lab"])),
+                ("description".into(), values(&[])),
+                ("dn".into(), values(&["CN=Other"])),
+                ("objectClass".into(), values(&["user"])),
+                ("Mail".into(), values(&["x@lab"])),
+            ],
+        );
+        let names: Vec<&str> = e.attributes().iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(names, ["mail", "sn", "cn", "objectClass"]);
+        assert_eq!(e.get("mail"), ["a@lab", "ann@lab", "x@lab"]);
+        assert_eq!(e.dn, "CN=Ann,DC=lab");
+    }
+
+    #[test]
+    fn many_distinct_names_are_all_kept() {
+        // More names than the sketch has bits: collisions only cost a comparison.
+        let attributes: Vec<(String, Vec<String>)> = (0..200)
+            .map(|i| (format!("attr{i}"), values(&["v"])))
+            .collect();
+        let e = Entry::from_attributes("CN=x", attributes);
+        assert_eq!(e.attributes().len(), 200);
+        assert_eq!(e.first("ATTR199"), Some("v"));
     }
 }

@@ -167,6 +167,17 @@ pub trait Destination: Send + Sync {
     /// Adds an entry; its parent must exist. `password`, if any, is set with it.
     fn add(&self, entry: Entry, password: Option<&Secret>) -> Result<(), DestinationError>;
 
+    /// Adds several entries, each as [`add`](Self::add) would, in order (an entry's parent may
+    /// come earlier in the same call); one result per entry. The engine hands a worker's new
+    /// objects over in such batches. The default adds them one by one; the embedded directory
+    /// takes its lock once per batch, so parallel workers do not queue on it for every object.
+    fn add_all(&self, entries: Vec<(Entry, Option<&Secret>)>) -> Vec<Result<(), DestinationError>> {
+        entries
+            .into_iter()
+            .map(|(entry, password)| self.add(entry, password))
+            .collect()
+    }
+
     /// Applies all `changes` to the entry at `dn`, or none of them.
     fn modify(&self, dn: &str, changes: &[Modification]) -> Result<(), DestinationError>;
 

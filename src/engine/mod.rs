@@ -23,7 +23,6 @@ mod row;
 
 use foldhash::{HashSet, HashSetExt};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Mutex;
 use std::time::Instant;
 
 use std::collections::BTreeMap;
@@ -41,7 +40,7 @@ use crate::matching::{KeyIndex, ResolveIndex};
 use crate::query::{Filter, parse_destination_query};
 use crate::report::{DetailType, Report, RunStatus};
 use crate::source::{Columns, RowSink, Source, SourceError, SourceRow};
-use crate::transform::Transform;
+use crate::transform::{PasswordRule, Transform};
 use crate::{Error, report};
 
 /// How to run.
@@ -188,6 +187,61 @@ struct TypeRun<'p> {
     fixed_container: Option<(String, String)>,
     /// A delta run: only rows changed since the watermark, and never deletes.
     delta: bool,
+    /// The value of a `Static` password field, computed once: it is the same for every row.
+    static_password: Option<crate::Secret>,
+    /// Per field: a plain copy that is its column's last reader, so the row's value moves
+    /// into the new object instead of being copied (see [`movable_fields`]).
+    movable: Vec<bool>,
+}
+
+/// Which fields may take their column's value out of the row rather than copy it: plain
+/// copies (no password, no delimiter) that no later field, container rule or script reads.
+/// On a large source this spares most of a row's copies, and the strings read on the
+/// reading thread are then kept, not freed on another.
+fn movable_fields(
+    op: &ObjectPlan,
+    bound: &[Transform<usize>],
+    container_field: Option<usize>,
+) -> Vec<bool> {
+    // A script sees the whole row: nothing before it may move.
+    let last_script = bound
+        .iter()
+        .rposition(|t| matches!(t, Transform::Script { .. }))
+        .or(matches!(op.container, ContainerRule::FromScript(_)).then_some(bound.len()));
+    let reads = |t: &Transform<usize>, column: usize| {
+        let mut found = false;
+        let _ = t.map_fields(|c| {
+            found |= *c == column;
+            Ok::<(), ()>(())
+        });
+        found
+    };
+    bound
+        .iter()
+        .enumerate()
+        .map(|(i, t)| match t {
+            Transform::Copy(column) => {
+                let f = &op.fields[i];
+                f.password.is_none()
+                    && f.delimiter.is_none()
+                    && last_script.is_none_or(|s| s < i)
+                    && container_field != Some(*column)
+                    && !bound[i + 1..].iter().any(|later| reads(later, *column))
+            }
+            _ => false,
+        })
+        .collect()
+}
+
+impl TypeRun<'_> {
+    /// A new object's container: its row's own, or the job's fixed one.
+    fn container<'a>(&'a self, own: &'a Option<String>) -> &'a str {
+        match (own, &self.plan.container) {
+            (Some(own), _) => own,
+            (None, ContainerRule::Fixed(dn)) => dn,
+            (None, _) => "",
+        }
+    }
 }
 
 /// Calls a hook, turning a panic into an error so one bad hook fails one row, not the run.
@@ -286,7 +340,7 @@ pub fn run(
         dry_run: options.dry_run,
         now: &now,
         today: &today,
-        containers: Mutex::new(HashSet::new()),
+        containers: std::sync::RwLock::new(HashSet::new()),
         control,
     };
 
@@ -357,6 +411,9 @@ pub fn run(
 /// A type after its read half: what it needs, its rows after step 1, and (for a delta run)
 /// the next watermark.
 type TypeRead<'p> = (TypeRun<'p>, Vec<row::Prepared>, Option<String>);
+
+/// The most consecutive rows step 3 hands a worker at once (see `apply_type`).
+const MAX_ADD_RUN: usize = 256;
 
 /// Rows travel from the reading thread to the preparing one in batches this big: enough to
 /// make the channel's cost per row negligible, small enough to start preparing at once.
@@ -576,6 +633,24 @@ fn prepare_batches<'p>(
         ContainerRule::Fixed(dn) => crate::dn::normalize(dn).ok().map(|n| (dn.clone(), n)),
         _ => None,
     };
+    let movable = movable_fields(op, &bound, container_field);
+    // A `Static` transform reads no column, so its value is the run's, not a row's.
+    let static_password = op
+        .fields
+        .iter()
+        .zip(&bound)
+        .find(|(f, b)| {
+            matches!(f.password, Some(PasswordRule::Static)) && matches!(b, Transform::Static(_))
+        })
+        .and_then(|(f, b)| {
+            let run = crate::transform::RunValues {
+                now: shared.now,
+                today: shared.today,
+                resolver: &resolver,
+            };
+            b.apply(&columns, &[], &f.attribute, &run).ok().flatten()
+        })
+        .map(crate::Secret::new);
     let mut tr = TypeRun {
         plan: op,
         columns,
@@ -588,6 +663,8 @@ fn prepare_batches<'p>(
         resolve_keys,
         fixed_container,
         delta: stamp_column.is_some(),
+        static_password,
+        movable,
     };
 
     let mut watermark: Option<String> = None;
@@ -743,8 +820,26 @@ fn shared_groups(
 /// form is known when the container is the job's fixed one: no DN parse per row. A rename's
 /// DN is parsed.
 fn new_dn_key(tr: &TypeRun<'_>, planned: &row::Planned) -> Option<String> {
+    let mut out = String::new();
+    push_new_dn_key(tr, planned, &mut out).then_some(out)
+}
+
+/// The hash of [`new_dn_key`], made in a reused buffer: every created row has one.
+fn new_dn_hash(tr: &TypeRun<'_>, planned: &row::Planned) -> Option<u64> {
+    thread_local! {
+        static BUFFER: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+    }
+    BUFFER.with_borrow_mut(|out| {
+        out.clear();
+        push_new_dn_key(tr, planned, out).then(|| hash_str(out))
+    })
+}
+
+/// Appends [`new_dn_key`]; `false` when the row creates or renames nothing.
+fn push_new_dn_key(tr: &TypeRun<'_>, planned: &row::Planned, out: &mut String) -> bool {
     match planned {
         row::Planned::Create { dn, container, .. } => {
+            let container = tr.container(container);
             let parsed;
             let norm = match &tr.fixed_container {
                 Some((raw, norm)) if raw == container => norm.as_str(),
@@ -756,13 +851,22 @@ fn new_dn_key(tr: &TypeRun<'_>, planned: &row::Planned) -> Option<String> {
             let rdn = dn
                 .get(..dn.len().saturating_sub(container.len()))
                 .unwrap_or(dn);
-            Some(format!("{}{norm}", rdn.to_lowercase()))
+            crate::matching::push_lowercase(out, rdn);
+            out.push_str(norm);
+            true
         }
-        other => other.new_dn().and_then(|dn| crate::dn::normalize(dn).ok()),
+        other => match other.new_dn().and_then(|dn| crate::dn::normalize(dn).ok()) {
+            Some(norm) => {
+                out.push_str(&norm);
+                true
+            }
+            None => false,
+        },
     }
 }
 
 /// Like [`par_map`], consuming the items.
+#[allow(dead_code)]
 fn par_map_owned<T: Send, R: Send>(
     pool: Option<&rayon::ThreadPool>,
     items: Vec<T>,
@@ -851,12 +955,27 @@ fn apply_type(
         }
     }
 
-    // 3. writes, in parallel, each row on its own (consumed, so each thread frees its own)
-    par_map_owned(pool, prepared, |p| {
-        let result = row::apply(shared, tr, p);
-        if let Some(c) = shared.control {
-            c.row_done();
+    // 3. writes, in parallel, each row on its own (consumed, so each thread frees its own).
+    // Rows go to workers in runs of consecutive rows whose new objects are added in one call:
+    // the embedded directory then takes its lock once per run instead of once per object,
+    // which had two workers queueing on it. Runs are short enough to keep every worker busy.
+    let workers = pool.map_or(1, rayon::ThreadPool::current_num_threads);
+    let run = (prepared.len() / (workers * 8)).clamp(1, MAX_ADD_RUN);
+    match pool {
+        Some(pool) => pool.install(|| {
+            prepared
+                .into_par_iter()
+                .chunks(run)
+                .flat_map_iter(|rows| row::apply_all(shared, tr, rows))
+                .collect()
+        }),
+        None => {
+            let mut results = Vec::with_capacity(prepared.len());
+            let mut rows = prepared.into_iter().peekable();
+            while rows.peek().is_some() {
+                results.extend(row::apply_all(shared, tr, rows.by_ref().take(run)));
+            }
+            results
         }
-        result
-    })
+    }
 }

@@ -2,7 +2,7 @@
 
 use foldhash::{HashMap, HashMapExt, HashSet};
 use std::ops::ControlFlow;
-use std::sync::Mutex;
+use std::sync::RwLock;
 
 use super::{TypeRun, guard};
 use crate::destination::{Destination, DestinationError, Entry, Modification};
@@ -23,23 +23,43 @@ pub(super) struct Shared<'a> {
     pub dry_run: bool,
     pub now: &'a str,
     pub today: &'a str,
-    /// Containers known to exist, so each is checked (or created) once per run.
-    pub containers: Mutex<HashSet<String>>,
+    /// Containers known to exist, so each is checked (or created) once per run. Every new
+    /// object looks its container up here: a read lock, so parallel rows do not queue.
+    pub containers: RwLock<HashSet<String>>,
     /// Cancellation and progress.
     pub control: Option<&'a super::RunControl>,
 }
 
-/// Where a new object's password comes from.
+/// Where a new object's password comes from. The job's own static password and policies are
+/// referred to, not copied into every row.
 pub(super) enum NewPassword {
+    /// A static password computed for this row (from a column, say).
     Static(Secret),
-    Generate(PasswordPolicy),
+    /// The job's `Static` password, the same for every row (`TypeRun::static_password`).
+    JobStatic,
+    /// Generated on create under the policy of the field at this position.
+    Generate(usize),
+}
+
+impl NewPassword {
+    /// The policy of a generated password.
+    fn policy<'p>(&self, op: &'p ObjectPlan) -> Option<&'p PasswordPolicy> {
+        match self {
+            NewPassword::Generate(field) => match op.fields.get(*field)?.password.as_ref()? {
+                PasswordRule::Generate(policy) => Some(policy),
+                PasswordRule::Static => None,
+            },
+            _ => None,
+        }
+    }
 }
 
 /// What a row will do.
 pub(super) enum Planned {
     Create {
         dn: String,
-        container: String,
+        /// The row's own container; `None` for the job's fixed one (not copied per row).
+        container: Option<String>,
         attributes: Vec<(String, Vec<String>)>,
         password: Option<NewPassword>,
     },
@@ -221,9 +241,21 @@ pub(super) fn prepare(shared: &Shared<'_>, tr: &TypeRun<'_>, row: SourceRow) -> 
             }
             continue;
         }
-        let result = match cell_error {
-            Some(e) => Err(e),
-            None => bound.apply(&tr.columns, &values, &f.attribute, &run),
+        // A `Static` password is the same for every row: computed once for the run.
+        if matches!(f.password, Some(PasswordRule::Static))
+            && matches!(bound, transform::Transform::Static(_))
+            && tr.static_password.is_some()
+        {
+            password = Some((NewPassword::JobStatic, f.create_only));
+            desired.push(Vec::new());
+            continue;
+        }
+        let result = match (cell_error, bound) {
+            (Some(e), _) => Err(e),
+            (None, transform::Transform::Copy(column)) if tr.movable[fi] => {
+                Ok(values.get_mut(*column).and_then(Option::take))
+            }
+            (None, _) => bound.apply(&tr.columns, &values, &f.attribute, &run),
         };
         let value = match result {
             Ok(v) => v,
@@ -242,10 +274,10 @@ pub(super) fn prepare(shared: &Shared<'_>, tr: &TypeRun<'_>, row: SourceRow) -> 
                 }
                 desired.push(Vec::new());
             }
-            Some(PasswordRule::Generate(policy)) => {
+            Some(PasswordRule::Generate(_)) => {
                 // Generated passwords are only ever set on create: regenerating one on every
                 // run would reset every user's password.
-                password = Some((NewPassword::Generate(policy.clone()), true));
+                password = Some((NewPassword::Generate(fi), true));
                 desired.push(Vec::new());
             }
             None => desired.push(match (value, &f.delimiter) {
@@ -268,11 +300,11 @@ pub(super) fn prepare(shared: &Shared<'_>, tr: &TypeRun<'_>, row: SourceRow) -> 
     };
 
     // The key.
-    let mut parts = Vec::with_capacity(op.key_fields.len());
+    let mut parts: Vec<&str> = Vec::with_capacity(op.key_fields.len());
     for &k in &op.key_fields {
         let f = &op.fields[k];
         match value_of(&f.attribute).and_then(|v| v.first()) {
-            Some(v) => parts.push(v.clone()),
+            Some(v) => parts.push(v),
             None => {
                 if first_failure.is_none() {
                     out.planned = failed(
@@ -286,8 +318,12 @@ pub(super) fn prepare(shared: &Shared<'_>, tr: &TypeRun<'_>, row: SourceRow) -> 
             }
         }
     }
-    out.key = Some(parts.join(", "));
+    out.key = Some(match parts.as_slice() {
+        [one] => one.to_string(),
+        many => many.join(", "),
+    });
     let norm_key = normalize_key(&parts);
+    drop(parts);
     out.hashes.key = Some(super::hash_str(&norm_key));
     out.norm_key = Some(norm_key);
     for (i, attr) in tr.resolve_keys.iter().enumerate() {
@@ -316,7 +352,7 @@ pub(super) fn prepare(shared: &Shared<'_>, tr: &TypeRun<'_>, row: SourceRow) -> 
                     dn: Some(entry.dn.clone()),
                 }
             } else {
-                plan_update(shared, op, entry, &desired, password)
+                plan_update(shared, tr, entry, &desired, password)
             }
         }
         many => failed(
@@ -331,7 +367,7 @@ pub(super) fn prepare(shared: &Shared<'_>, tr: &TypeRun<'_>, row: SourceRow) -> 
             ),
         ),
     };
-    out.hashes.new_dn = super::new_dn_key(tr, &out.planned).map(|k| super::hash_str(&k));
+    out.hashes.new_dn = super::new_dn_hash(tr, &out.planned);
     out
 }
 
@@ -365,8 +401,8 @@ fn plan_create(
     password: Option<NewPassword>,
 ) -> Planned {
     let op = tr.plan;
-    let container = match &op.container {
-        ContainerRule::Fixed(dn) => dn.clone(),
+    let own_container = match &op.container {
+        ContainerRule::Fixed(_) => None,
         ContainerRule::FromField(name) => {
             match tr
                 .container_field
@@ -374,7 +410,7 @@ fn plan_create(
                 .cloned()
                 .flatten()
             {
-                Some(dn) => dn,
+                Some(dn) => Some(dn),
                 None => {
                     return failed(
                         Some(format!("container field {name}")),
@@ -391,7 +427,7 @@ fn plan_create(
                 row: transform::RowView::new(&tr.columns, values),
             };
             match script.call(&input) {
-                Ok(Some(dn)) => dn,
+                Ok(Some(dn)) => Some(dn),
                 Ok(None) => {
                     return failed(
                         None,
@@ -403,8 +439,9 @@ fn plan_create(
         }
     };
     // A fixed container was checked when the job was compiled; a row's own is checked here.
-    if !matches!(op.container, ContainerRule::Fixed(_))
-        && let Err(e) = Dn::parse(&container)
+    let container = tr.container(&own_container);
+    if own_container.is_some()
+        && let Err(e) = Dn::parse(container)
     {
         return failed(None, format!("container: {e}"));
     }
@@ -417,7 +454,7 @@ fn plan_create(
             "cn is empty: a new object needs a name".into(),
         );
     };
-    let dn = dn::child("CN", cn, &container);
+    let dn = dn::child("CN", cn, container);
     let mut attributes: Vec<(String, Vec<String>)> = Vec::with_capacity(desired.len() + 1);
     if !op
         .fields
@@ -456,7 +493,7 @@ fn plan_create(
     }
     Planned::Create {
         dn,
-        container,
+        container: own_container,
         attributes,
         password,
     }
@@ -464,11 +501,12 @@ fn plan_create(
 
 fn plan_update(
     shared: &Shared<'_>,
-    op: &ObjectPlan,
+    tr: &TypeRun<'_>,
     entry: &Entry,
     desired: &[Vec<String>],
     password: Option<(NewPassword, bool)>,
 ) -> Planned {
+    let op = tr.plan;
     let rdn_attr = op.rdn_field.map(|i| op.fields[i].attribute.as_str());
     let mut changes = Vec::new();
     let mut rename_to = None;
@@ -519,7 +557,12 @@ fn plan_update(
         }
     }
     let mut new_password = None;
-    if let Some((NewPassword::Static(secret), false)) = password {
+    let secret = match password {
+        Some((NewPassword::Static(secret), false)) => Some(secret),
+        Some((NewPassword::JobStatic, false)) => tr.static_password.clone(),
+        _ => None,
+    };
+    if let Some(secret) = secret {
         // `None` (the destination cannot tell) leaves the password alone: setting it every run
         // would make no run ever "unchanged".
         if let Ok(Some(false)) = shared.destination.password_matches(&entry.dn, &secret) {
@@ -653,7 +696,12 @@ pub(super) fn ensure_container(
     // One thread creates a container while the others wait, so none sees it half made.
     // The set holds both the container as written (the fast check every row makes) and its
     // normal form (so `OU=a` and `ou=A` are one container).
-    let mut set = shared.containers.lock().unwrap_or_else(|p| p.into_inner());
+    let known = shared.containers.read().unwrap_or_else(|p| p.into_inner());
+    if known.contains(container) {
+        return Ok(());
+    }
+    drop(known);
+    let mut set = shared.containers.write().unwrap_or_else(|p| p.into_inner());
     if set.contains(container) {
         return Ok(());
     }
@@ -714,8 +762,103 @@ pub(super) fn ensure_container(
     Ok(())
 }
 
-/// Step 3: hooks and writes for one row.
-pub(super) fn apply(shared: &Shared<'_>, tr: &TypeRun<'_>, p: Prepared) -> RowResult {
+/// A new object waiting for its add: step 3 adds a worker's new objects in batches (see
+/// [`apply_all`]), then finishes their rows.
+pub(super) struct PendingAdd {
+    result: RowResult,
+    write: RowWrite,
+    /// What to add (`None` in a dry run).
+    entry: Option<Entry>,
+    password: Option<NewPassword>,
+    /// A password generated for this object.
+    generated: Option<Secret>,
+}
+
+impl PendingAdd {
+    /// The password the object gets: the job's static one (lent, not copied per row) or
+    /// the one generated for it.
+    fn secret<'a>(&'a self, tr: &'a TypeRun<'_>) -> Option<&'a Secret> {
+        secret(tr, &self.password, &self.generated)
+    }
+}
+
+/// The password a new object gets (see [`PendingAdd::secret`]).
+fn secret<'a>(
+    tr: &'a TypeRun<'_>,
+    password: &'a Option<NewPassword>,
+    generated: &'a Option<Secret>,
+) -> Option<&'a Secret> {
+    match (password, generated) {
+        (Some(NewPassword::Static(s)), _) => Some(s),
+        (Some(NewPassword::JobStatic), _) => tr.static_password.as_ref(),
+        (_, generated) => generated.as_ref(),
+    }
+}
+
+/// A row after the first half of step 3.
+pub(super) enum Begun {
+    Done(RowResult),
+    Adding(PendingAdd),
+}
+
+/// Step 3 for a run of consecutive rows, in order: each row's hooks and writes, with the new
+/// objects added in one [`Destination::add_all`] call between their `row_adding` and
+/// `row_added` events. Within a row, events keep their order; rows' events interleave.
+pub(super) fn apply_all(
+    shared: &Shared<'_>,
+    tr: &TypeRun<'_>,
+    rows: impl IntoIterator<Item = Prepared>,
+) -> Vec<RowResult> {
+    let mut begun: Vec<Begun> = rows.into_iter().map(|p| begin(shared, tr, p)).collect();
+    let entries: Vec<Entry> = begun
+        .iter_mut()
+        .filter_map(|b| match b {
+            Begun::Adding(pending) => pending.entry.take(),
+            Begun::Done(_) => None,
+        })
+        .collect();
+    let added = if entries.is_empty() {
+        Vec::new()
+    } else {
+        let secrets = begun.iter().filter_map(|b| match b {
+            Begun::Adding(pending) => Some(pending.secret(tr)),
+            Begun::Done(_) => None,
+        });
+        shared
+            .destination
+            .add_all(entries.into_iter().zip(secrets).collect())
+    };
+    let mut added = added.into_iter();
+    begun
+        .into_iter()
+        .map(|b| {
+            let result = match b {
+                Begun::Done(result) => result,
+                Begun::Adding(pending) => {
+                    let outcome = if shared.dry_run {
+                        Ok(())
+                    } else {
+                        // A destination that answers fewer adds than it was given fails the rest.
+                        added.next().unwrap_or_else(|| {
+                            Err(DestinationError::Rejected {
+                                message: "the destination gave no answer for this add".into(),
+                            })
+                        })
+                    };
+                    finish_add(shared, tr, pending, outcome)
+                }
+            };
+            if let Some(c) = shared.control {
+                c.row_done();
+            }
+            result
+        })
+        .collect()
+}
+
+/// Step 3, first half: hooks and writes for one row, except a new object's add, which is
+/// returned pending.
+fn begin(shared: &Shared<'_>, tr: &TypeRun<'_>, p: Prepared) -> Begun {
     let op = tr.plan;
     let Prepared {
         row,
@@ -740,7 +883,7 @@ pub(super) fn apply(shared: &Shared<'_>, tr: &TypeRun<'_>, p: Prepared) -> RowRe
         .and_then(super::RunControl::stop_reason)
         .is_some()
     {
-        return result;
+        return Begun::Done(result);
     }
     // The row's key travels in the hook events and comes back to the result: moved, not
     // copied (this runs once per row).
@@ -771,15 +914,17 @@ pub(super) fn apply(shared: &Shared<'_>, tr: &TypeRun<'_>, p: Prepared) -> RowRe
                 Err(m) => result.failure = Some((None, format!("row_adding: {m}"))),
                 Ok(ControlFlow::Break(())) => result.outcome = RowOutcome::Skipped,
                 Ok(ControlFlow::Continue(())) => {
-                    match create(shared, op, &container, &mut write, &password, row) {
+                    let container = tr.container(&container);
+                    match stage_create(shared, op, container, &mut write, password.as_ref()) {
                         Err(m) => result.failure = Some((None, m)),
-                        Ok(()) => {
-                            result.outcome = RowOutcome::Added;
-                            result.added = Some(write.dn.clone());
-                            if let Err(m) = guard(|| shared.hooks.row_added(shared.ctx, &write)) {
-                                let m = format!("created, but row_added failed: {m}");
-                                result.failure = Some((None, m));
-                            }
+                        Ok((entry, generated)) => {
+                            return Begun::Adding(PendingAdd {
+                                result,
+                                write,
+                                entry,
+                                password,
+                                generated,
+                            });
                         }
                     }
                 }
@@ -825,6 +970,59 @@ pub(super) fn apply(shared: &Shared<'_>, tr: &TypeRun<'_>, p: Prepared) -> RowRe
             Some(write.dn)
         }
     };
+    Begun::Done(finish(shared, tr.plan, result, dn))
+}
+
+/// Step 3, second half of a create: the add's outcome, the password's delivery and
+/// `row_added`.
+fn finish_add(
+    shared: &Shared<'_>,
+    tr: &TypeRun<'_>,
+    pending: PendingAdd,
+    added: Result<(), DestinationError>,
+) -> RowResult {
+    let PendingAdd {
+        mut result,
+        write,
+        password,
+        generated,
+        ..
+    } = pending;
+    let delivered = added.map_err(|e| e.to_string()).and_then(|()| {
+        match (&password, secret(tr, &password, &generated)) {
+            (Some(password), Some(secret)) if !shared.dry_run => {
+                let notify_manager = password
+                    .policy(tr.plan)
+                    .is_some_and(|p| p.manager_notification);
+                deliver_password(shared, &write.dn, write.row, secret, notify_manager)
+            }
+            _ => Ok(()),
+        }
+    });
+    match delivered {
+        Err(m) => result.failure = Some((None, m)),
+        Ok(()) => {
+            result.outcome = RowOutcome::Added;
+            result.added = Some(write.dn.clone());
+            if let Err(m) = guard(|| shared.hooks.row_added(shared.ctx, &write)) {
+                let m = format!("created, but row_added failed: {m}");
+                result.failure = Some((None, m));
+            }
+        }
+    }
+    result.key = Some(write.key);
+    finish(shared, tr.plan, result, Some(write.dn))
+}
+
+/// The end of every row: `row_finishing` and `row_finished` for a row that did not fail,
+/// `row_failed` for one that did.
+fn finish(
+    shared: &Shared<'_>,
+    op: &ObjectPlan,
+    mut result: RowResult,
+    dn: Option<String>,
+) -> RowResult {
+    let row = result.row;
     if result.failure.is_none() {
         let done = RowDone {
             object_type: op.object_type,
@@ -861,17 +1059,18 @@ pub(super) fn apply(shared: &Shared<'_>, tr: &TypeRun<'_>, p: Prepared) -> RowRe
     result
 }
 
-fn create(
+/// Everything a create needs before its add: the container, the entry (unless this is a
+/// dry run) and a generated password.
+fn stage_create(
     shared: &Shared<'_>,
     op: &ObjectPlan,
     container: &str,
     write: &mut RowWrite,
-    password: &Option<NewPassword>,
-    row: u64,
-) -> Result<(), String> {
+    password: Option<&NewPassword>,
+) -> Result<(Option<Entry>, Option<Secret>), String> {
     ensure_container(shared, container, op.create_containers)?;
     if shared.dry_run {
-        return Ok(());
+        return Ok((None, None));
     }
     // The attributes move into the entry unless `row_added` will read them.
     let attributes = if shared.hooks.reads_added_attributes() {
@@ -880,21 +1079,10 @@ fn create(
         std::mem::take(&mut write.attributes)
     };
     let entry = Entry::from_attributes(write.dn.clone(), attributes);
-    let secret = match password {
-        None => None,
-        Some(NewPassword::Static(s)) => Some(s.clone()),
-        Some(NewPassword::Generate(policy)) => Some(policy.generate(&mut rand::rng())),
-    };
-    shared
-        .destination
-        .add(entry, secret.as_ref())
-        .map_err(|e| e.to_string())?;
-    if let Some(secret) = &secret {
-        let notify_manager =
-            matches!(password, Some(NewPassword::Generate(p)) if p.manager_notification);
-        deliver_password(shared, &write.dn, row, secret, notify_manager)?;
-    }
-    Ok(())
+    let generated = password
+        .and_then(|p| p.policy(op))
+        .map(|policy| policy.generate(&mut rand::rng()));
+    Ok((Some(entry), generated))
 }
 
 fn deliver_password(

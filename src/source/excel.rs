@@ -327,11 +327,11 @@ fn cell(data: &Data) -> Result<Option<String>, String> {
                 Some(format_duration(dt.as_f64()))
             } else {
                 match dt.as_datetime() {
-                    Some(t) if dt.as_f64() < 1.0 => Some(t.format("%H:%M:%S").to_string()),
+                    Some(t) if dt.as_f64() < 1.0 => Some(iso_datetime(&t, false, true)),
                     Some(t) if t.time() == chrono::NaiveTime::MIN => {
-                        Some(t.format("%Y-%m-%d").to_string())
+                        Some(iso_datetime(&t, true, false))
                     }
-                    Some(t) => Some(t.format("%Y-%m-%dT%H:%M:%S").to_string()),
+                    Some(t) => Some(iso_datetime(&t, true, true)),
                     None => Some(format_number(dt.as_f64())),
                 }
             }
@@ -339,6 +339,48 @@ fn cell(data: &Data) -> Result<Option<String>, String> {
         Data::DateTimeIso(s) | Data::DurationIso(s) => Some(s.clone()),
         Data::Error(e) => return Err(format!("{e}")),
     })
+}
+
+/// `t` in ISO 8601: `YYYY-MM-DD`, `HH:MM:SS` or both joined by `T`. Written digit by digit:
+/// a date column is a tenth of a sheet's cells, and chrono's `format` parses its pattern on
+/// every call.
+fn iso_datetime(t: &chrono::NaiveDateTime, date: bool, time: bool) -> String {
+    use chrono::{Datelike, Timelike};
+    fn two(out: &mut String, n: u32) {
+        out.push(char::from(b'0' + (n / 10 % 10) as u8));
+        out.push(char::from(b'0' + (n % 10) as u8));
+    }
+    let mut out = String::with_capacity(19);
+    if date {
+        // Excel's calendar ends in 9999; chrono's `%Y` pads to four digits the same way.
+        let year = t.year();
+        if !(0..=9999).contains(&year) {
+            return t
+                .format(if time {
+                    "%Y-%m-%dT%H:%M:%S"
+                } else {
+                    "%Y-%m-%d"
+                })
+                .to_string();
+        }
+        two(&mut out, year as u32 / 100);
+        two(&mut out, year as u32 % 100);
+        out.push('-');
+        two(&mut out, t.month());
+        out.push('-');
+        two(&mut out, t.day());
+        if time {
+            out.push('T');
+        }
+    }
+    if time {
+        two(&mut out, t.hour());
+        out.push(':');
+        two(&mut out, t.minute());
+        out.push(':');
+        two(&mut out, t.second());
+    }
+    out
 }
 
 /// A duration in days as `[h]:mm:ss`, as Excel shows elapsed time.
@@ -369,6 +411,47 @@ mod tests {
         assert_eq!(cell(&Data::Empty).unwrap(), None);
         assert!(cell(&Data::Error(calamine::CellErrorType::NA)).is_err());
         assert_eq!(format_duration(1.5), "36:00:00");
+        let serial = |f: f64| {
+            let dt = calamine::ExcelDateTime::new(f, calamine::ExcelDateTimeType::DateTime, false);
+            cell(&Data::DateTime(dt)).unwrap().unwrap_or_default()
+        };
+        assert_eq!(serial(45447.0), "2024-06-04");
+        assert_eq!(serial(45447.5), "2024-06-04T12:00:00");
+        assert_eq!(serial(0.75), "18:00:00");
+        assert_eq!(serial(2.0), "1900-01-02");
+    }
+
+    #[test]
+    fn dates_are_written_as_chrono_writes_them() {
+        let cases = [
+            (1, 1, 1, 0, 0, 0),
+            (999, 12, 31, 23, 59, 59),
+            (2024, 2, 29, 9, 5, 7),
+        ];
+        for (y, mo, d, h, mi, se) in cases.into_iter().chain([(9999, 12, 31, 0, 0, 1)]) {
+            let t = chrono::NaiveDate::from_ymd_opt(y, mo, d)
+                .and_then(|d| d.and_hms_opt(h, mi, se))
+                .unwrap();
+            assert_eq!(
+                iso_datetime(&t, true, true),
+                t.format("%Y-%m-%dT%H:%M:%S").to_string()
+            );
+            assert_eq!(
+                iso_datetime(&t, true, false),
+                t.format("%Y-%m-%d").to_string()
+            );
+            assert_eq!(
+                iso_datetime(&t, false, true),
+                t.format("%H:%M:%S").to_string()
+            );
+        }
+        let far = chrono::NaiveDate::from_ymd_opt(10_000, 1, 2)
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .unwrap();
+        assert_eq!(
+            iso_datetime(&far, true, false),
+            far.format("%Y-%m-%d").to_string()
+        );
     }
 
     fn streamed_and_whole(path: &Path, sheet: &str) -> (RowSet, RowSet) {

@@ -314,7 +314,8 @@ fn header_names(table: &str, cells: Vec<Option<String>>) -> Result<Columns, Sour
 /// 1001 stays `1001`), others in their shortest exact form.
 pub fn format_number(f: f64) -> String {
     if f.fract() == 0.0 && f.abs() < 1e15 {
-        format!("{}", f as i64)
+        // An integer's `to_string` sizes its buffer once; `format!` grows it.
+        (f as i64).to_string()
     } else {
         format!("{f}")
     }

@@ -649,7 +649,15 @@ impl Transform<usize> {
         Ok(match self {
             Transform::Copy(i) => get(i).map(String::from),
             Transform::Join(parts) => {
-                let mut out = String::new();
+                // Sized once: a join runs for every row, and growing cost reallocations.
+                let len = parts
+                    .iter()
+                    .map(|part| match part {
+                        JoinPart::Field(i) => get(i).map_or(0, str::len),
+                        JoinPart::Text(t) => t.len(),
+                    })
+                    .sum();
+                let mut out = String::with_capacity(len);
                 for part in parts {
                     match part {
                         JoinPart::Field(i) => out.push_str(get(i).unwrap_or("")),
