@@ -17,6 +17,7 @@ use std::ops::ControlFlow;
 use std::sync::Mutex;
 
 use crate::Secret;
+use crate::destination::AttributeName;
 use crate::job::ObjectType;
 use crate::lifecycle::NotifyWhen;
 use crate::report::{Report, RowFailure};
@@ -145,7 +146,7 @@ pub struct RowWrite {
     /// For a create, every attribute of the new object; for a change, the attributes that
     /// change, with their new values (no values removes the attribute). A `*_ing` hook may edit
     /// this list. The password is not in it.
-    pub attributes: Vec<(String, Vec<String>)>,
+    pub attributes: Vec<(AttributeName, Vec<String>)>,
 }
 
 /// An object about to be (or just) deleted or deprovisioned.

@@ -1,10 +1,113 @@
 //! A directory entry: a DN and its attributes, with names compared case-insensitively as LDAP does.
 
+use std::borrow::Borrow;
+use std::fmt;
+use std::ops::Deref;
+
+use smol_str::SmolStr;
+
+/// An attribute's name, as written (`givenName`).
+///
+/// Every object a job writes carries the same dozen names, so a name is cheap to copy: one
+/// of up to 23 bytes (nearly every LDAP name) is held inline and copied without allocating,
+/// a longer one is shared. It reads as a `str` and converts from one.
+///
+/// ```
+/// use datasync::destination::AttributeName;
+/// let name = AttributeName::from("givenName");
+/// assert_eq!(name, "givenName");
+/// assert!(name.eq_ignore_ascii_case("GIVENNAME"));
+/// let copy = name.clone();
+/// assert_eq!(copy.as_str(), "givenName");
+/// ```
+#[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AttributeName(SmolStr);
+
+impl AttributeName {
+    /// The name as a string slice.
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+}
+
+impl Deref for AttributeName {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.0.as_str()
+    }
+}
+
+impl AsRef<str> for AttributeName {
+    fn as_ref(&self) -> &str {
+        self.0.as_str()
+    }
+}
+
+impl Borrow<str> for AttributeName {
+    fn borrow(&self) -> &str {
+        self.0.as_str()
+    }
+}
+
+impl From<&str> for AttributeName {
+    fn from(s: &str) -> Self {
+        AttributeName(SmolStr::new(s))
+    }
+}
+
+impl From<String> for AttributeName {
+    fn from(s: String) -> Self {
+        AttributeName(SmolStr::from(s))
+    }
+}
+
+impl From<&String> for AttributeName {
+    fn from(s: &String) -> Self {
+        AttributeName(SmolStr::new(s))
+    }
+}
+
+impl From<AttributeName> for String {
+    fn from(name: AttributeName) -> String {
+        name.0.to_string()
+    }
+}
+
+impl PartialEq<str> for AttributeName {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for AttributeName {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+impl PartialEq<String> for AttributeName {
+    fn eq(&self, other: &String) -> bool {
+        self.0 == other.as_str()
+    }
+}
+
+impl fmt::Debug for AttributeName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for AttributeName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One attribute of an entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attribute {
     /// The attribute name as first written (`givenName`); looked up case-insensitively.
-    pub name: String,
+    pub name: AttributeName,
     /// The values, in the order they were given.
     pub values: Vec<String>,
 }
@@ -35,7 +138,10 @@ impl Entry {
 
     /// An entry with these attributes, moved in (no copy). A name given twice (a hook may
     /// add one) merges its values; no values adds nothing.
-    pub fn from_attributes(dn: impl Into<String>, attributes: Vec<(String, Vec<String>)>) -> Entry {
+    pub fn from_attributes(
+        dn: impl Into<String>,
+        attributes: Vec<(AttributeName, Vec<String>)>,
+    ) -> Entry {
         let mut entry = Entry {
             dn: dn.into(),
             // Room for one more: a destination adding the password then does not regrow a
@@ -105,14 +211,14 @@ impl Entry {
             (Some(i), false) => self.attrs[i].values = values,
             (None, true) => {}
             (None, false) => self.attrs.push(Attribute {
-                name: name.to_string(),
+                name: name.into(),
                 values,
             }),
         }
     }
 
     /// [`Entry::set`] for a name not yet present, taking the name without a copy.
-    fn set_owned(&mut self, name: String, values: Vec<String>) {
+    fn set_owned(&mut self, name: AttributeName, values: Vec<String>) {
         if values.is_empty()
             || name.eq_ignore_ascii_case("dn")
             || name.eq_ignore_ascii_case("changetype")
@@ -185,8 +291,8 @@ mod tests {
     #[test]
     fn many_distinct_names_are_all_kept() {
         // More names than the sketch has bits: collisions only cost a comparison.
-        let attributes: Vec<(String, Vec<String>)> = (0..200)
-            .map(|i| (format!("attr{i}"), values(&["v"])))
+        let attributes: Vec<(AttributeName, Vec<String>)> = (0..200)
+            .map(|i| (format!("attr{i}").into(), values(&["v"])))
             .collect();
         let e = Entry::from_attributes("CN=x", attributes);
         assert_eq!(e.attributes().len(), 200);

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use embedded::LdifDirectory;
-pub use entry::{Attribute, Entry};
+pub use entry::{Attribute, AttributeName, Entry};
 pub use ldap::{LdapDirectory, ServerKind};
 
 use crate::Secret;
@@ -33,7 +33,7 @@ pub enum Scope {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Modification {
     /// Replace the values of an attribute; no values removes it.
-    Replace(String, Vec<String>),
+    Replace(AttributeName, Vec<String>),
     /// Set the password; the destination stores it in its own form (a salted hash in the
     /// embedded directory, `unicodePwd` in Active Directory).
     SetPassword(Secret),

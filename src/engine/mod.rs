@@ -722,7 +722,7 @@ fn scan(
         .fields
         .iter()
         .filter(|f| f.password.is_none())
-        .map(|f| f.attribute.clone())
+        .map(|f| f.attribute.to_string())
         .collect();
     attributes.extend(filter.attributes());
     attributes.extend(["objectClass".to_string(), "userAccountControl".to_string()]);

@@ -5,7 +5,7 @@ use std::ops::ControlFlow;
 use std::sync::RwLock;
 
 use super::{TypeRun, guard};
-use crate::destination::{Destination, DestinationError, Entry, Modification};
+use crate::destination::{AttributeName, Destination, DestinationError, Entry, Modification};
 use crate::dn::{self, Dn};
 use crate::hooks::{HookContext, Hooks, PasswordSet, RowDone, RowOutcome, RowStart, RowWrite};
 use crate::job::{ContainerRule, ObjectPlan};
@@ -60,12 +60,12 @@ pub(super) enum Planned {
         dn: String,
         /// The row's own container; `None` for the job's fixed one (not copied per row).
         container: Option<String>,
-        attributes: Vec<(String, Vec<String>)>,
+        attributes: Vec<(AttributeName, Vec<String>)>,
         password: Option<NewPassword>,
     },
     Update {
         dn: String,
-        changes: Vec<(String, Vec<String>)>,
+        changes: Vec<(AttributeName, Vec<String>)>,
         password: Option<Secret>,
         rename_to: Option<String>,
     },
@@ -455,7 +455,7 @@ fn plan_create(
         );
     };
     let dn = dn::child("CN", cn, container);
-    let mut attributes: Vec<(String, Vec<String>)> = Vec::with_capacity(desired.len() + 1);
+    let mut attributes: Vec<(AttributeName, Vec<String>)> = Vec::with_capacity(desired.len() + 1);
     if !op
         .fields
         .iter()

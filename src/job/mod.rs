@@ -181,7 +181,7 @@ pub struct FieldPlan {
     /// Its position in `fieldsMap` (for messages).
     pub map_index: usize,
     /// The destination attribute (`password` for the password).
-    pub attribute: String,
+    pub attribute: crate::destination::AttributeName,
     /// How the value is made.
     pub transform: Transform,
     /// Part of the matching key.
@@ -457,7 +457,7 @@ pub fn compile(job: &DataSyncJob, context: &TransformContext) -> Result<Plan, Jo
             }
             fields.push(FieldPlan {
                 map_index: fi,
-                attribute,
+                attribute: attribute.into(),
                 transform,
                 is_key,
                 // The product forces "new only" on for keys: a key never changes.
