@@ -230,11 +230,19 @@ pub fn normalize(dn: &str) -> Result<String, DnError> {
 /// assert_eq!(datasync::dn::child("CN", "Doe, Jane", "OU=API,DC=lab"), "CN=Doe\\2c Jane,OU=API,DC=lab");
 /// ```
 pub fn child(attr: &str, value: &str, parent: &str) -> String {
-    if parent.trim().is_empty() {
-        format!("{attr}={}", escape_value(value))
-    } else {
-        format!("{attr}={},{parent}", escape_value(value))
+    // Built in one string of the right size: every object a job creates is named here, and
+    // a value that needs no escape is not copied first.
+    let escaped = ldap3::dn_escape(value);
+    let parent = if parent.trim().is_empty() { "" } else { parent };
+    let mut dn = String::with_capacity(attr.len() + escaped.len() + parent.len() + 2);
+    dn.push_str(attr);
+    dn.push('=');
+    dn.push_str(&escaped);
+    if !parent.is_empty() {
+        dn.push(',');
+        dn.push_str(parent);
     }
+    dn
 }
 
 #[cfg(test)]
@@ -247,6 +255,21 @@ mod tests {
         let b = normalize("cn=ann lee,ou=api,dc=GROUPID,dc=lab").unwrap();
         assert_eq!(a, b);
         assert_eq!(a, "cn=ann lee,ou=api,dc=groupid,dc=lab");
+    }
+
+    #[test]
+    fn a_child_is_named_under_its_parent() {
+        assert_eq!(
+            child("CN", "Ann Lee", "OU=API,DC=lab"),
+            "CN=Ann Lee,OU=API,DC=lab"
+        );
+        // The root (no parent, or only blanks) has no comma to join on.
+        assert_eq!(child("CN", "Ann", ""), "CN=Ann");
+        assert_eq!(child("OU", "a=b", "  "), "OU=a\\3db");
+        assert_eq!(
+            Dn::parse(&child("CN", "#1 ", "DC=lab")).unwrap().rdns[0][0].value,
+            "#1 "
+        );
     }
 
     #[test]

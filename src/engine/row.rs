@@ -1,4 +1,4 @@
-//! One source row: computing what it needs ([`prepare`], no writes) and making it so ([`apply`]).
+//! One source row: computing what it needs ([`prepare`], no writes) and making it so ([`apply_all`]).
 
 use foldhash::{HashMap, HashMapExt, HashSet};
 use std::ops::ControlFlow;
@@ -163,7 +163,10 @@ fn failed(field: Option<String>, message: String) -> Planned {
 
 /// Step 1: hooks, transforms, key, match and diff. Reads the destination at most for a
 /// password check; writes nothing.
-pub(super) fn prepare(shared: &Shared<'_>, tr: &TypeRun<'_>, row: SourceRow) -> Prepared {
+///
+/// The row is borrowed, not consumed: the values it moves into the new object are taken out
+/// of it, and what is left is freed by the reading thread that made it (see `ChannelSink`).
+pub(super) fn prepare(shared: &Shared<'_>, tr: &TypeRun<'_>, row: &mut SourceRow) -> Prepared {
     let op = tr.plan;
     let mut out = Prepared {
         row: row.number,
@@ -187,7 +190,7 @@ pub(super) fn prepare(shared: &Shared<'_>, tr: &TypeRun<'_>, row: SourceRow) -> 
     }
     let SourceRow {
         number: _,
-        mut values,
+        values,
         cell_errors,
     } = row;
     match guard(|| {
@@ -197,7 +200,7 @@ pub(super) fn prepare(shared: &Shared<'_>, tr: &TypeRun<'_>, row: SourceRow) -> 
                 object_type: op.object_type,
                 row: out.row,
                 columns: &tr.columns,
-                values: &mut values,
+                values,
             },
         )
     }) {
@@ -222,7 +225,7 @@ pub(super) fn prepare(shared: &Shared<'_>, tr: &TypeRun<'_>, row: SourceRow) -> 
     let mut first_failure: Option<(String, String)> = None;
     for (fi, (f, bound)) in op.fields.iter().zip(&tr.bound).enumerate() {
         // Every field pushes exactly one entry, so `desired[i]` is field `i`'s values.
-        let cell_error = bound_cell_error(bound, &cell_errors, &tr.columns);
+        let cell_error = bound_cell_error(bound, cell_errors, &tr.columns);
         if let transform::Transform::Resolve { field, .. } = bound {
             desired.push(Vec::new());
             match cell_error {
@@ -255,7 +258,7 @@ pub(super) fn prepare(shared: &Shared<'_>, tr: &TypeRun<'_>, row: SourceRow) -> 
             (None, transform::Transform::Copy(column)) if tr.movable[fi] => {
                 Ok(values.get_mut(*column).and_then(Option::take))
             }
-            (None, _) => bound.apply(&tr.columns, &values, &f.attribute, &run),
+            (None, _) => bound.apply(&tr.columns, values, &f.attribute, &run),
         };
         let value = match result {
             Ok(v) => v,
@@ -343,7 +346,7 @@ pub(super) fn prepare(shared: &Shared<'_>, tr: &TypeRun<'_>, row: SourceRow) -> 
         .unwrap_or(&[]);
     out.planned = match matches {
         [] if out.cancelled || !op.create => Planned::Skipped { dn: None },
-        [] => plan_create(tr, out.row, &values, desired, password.map(|p| p.0)),
+        [] => plan_create(tr, out.row, values, desired, password.map(|p| p.0)),
         [one] => {
             out.entry = Some(*one);
             let entry = tr.index.entry(*one);
