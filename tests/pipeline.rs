@@ -1073,3 +1073,73 @@ fn a_column_read_by_several_fields_reaches_each() {
     assert_eq!(ann.first("physicalDeliveryOfficeName"), Some(department));
     assert_eq!(ann.first("company"), Some(department));
 }
+
+#[test]
+fn resolve_ignores_case_in_the_same_run_and_in_the_directory() {
+    // Ids with letters: a manager named in another case than the object has it is found
+    // among this run's new objects, and among the directory's when the source lacks it.
+    // Run with and without a later field reading the manager column, so the Resolve both
+    // takes the row's value and copies it.
+    let header = "EmployeeID,First,Last,Email,Department,Title,Phones,Manager\n";
+    let first = "ZZ-9,Zed,Nine,z@lab,R&D,Chief,555-9,\n\
+                 AB-1,Ann,Boss,a@lab,R&D,Head,555-1,zz-9\n\
+                 AB-2,Bob,Two,b@lab,R&D,Dev,555-2,aB-1\n\
+                 CD-4,Di,Four,d@lab,R&D,Dev,555-4,Ab-2\n";
+    let second = "AB-1,Ann,Boss,a@lab,R&D,Head,555-1,Zz-9\n\
+                  AB-2,Bob,Two,b@lab,R&D,Dev,555-2,ab-1\n";
+    let tmp = tempfile::tempdir().unwrap();
+    let csv = tmp.path().join("people.csv");
+    for copy_after in [false, true] {
+        let mut job = main_job();
+        users_only(&mut job);
+        job["objectsOption"][0]["isDelete"] = json!(false);
+        if copy_after {
+            let mut info = job["fieldsMap"][1].clone();
+            info["sourceField"] = json!("Manager");
+            info["destinationField"] = json!("info");
+            job["fieldsMap"].as_array_mut().unwrap().push(info);
+        }
+        let plan = plan(&job);
+        let dir = LdifDirectory::in_memory();
+        std::fs::write(&csv, format!("{header}{first}")).unwrap();
+        let report = run(&plan, &csv, &dir);
+        assert_eq!(report.counts.added, 4, "{report:#?}");
+        let manager = |cn: &str| user(&dir, cn).first("manager").map(str::to_string);
+        assert_eq!(
+            manager("Ann Boss").as_deref(),
+            Some("CN=Zed Nine,OU=API,DC=groupid,DC=lab")
+        );
+        assert_eq!(
+            manager("Bob Two").as_deref(),
+            Some("CN=Ann Boss,OU=API,DC=groupid,DC=lab")
+        );
+        assert_eq!(
+            manager("Di Four").as_deref(),
+            Some("CN=Bob Two,OU=API,DC=groupid,DC=lab")
+        );
+        if copy_after {
+            assert_eq!(user(&dir, "Bob Two").first("info"), Some("aB-1"));
+        }
+        // Zed is no longer in the source: Ann's manager is found in the directory, so
+        // nothing changes (the value differs from before only in case).
+        std::fs::write(&csv, format!("{header}{second}")).unwrap();
+        let report = run(&plan, &csv, &dir);
+        assert_eq!(report.counts.failed, 0, "{report:#?}");
+        assert_eq!(
+            manager("Ann Boss").as_deref(),
+            Some("CN=Zed Nine,OU=API,DC=groupid,DC=lab")
+        );
+        assert_eq!(
+            manager("Bob Two").as_deref(),
+            Some("CN=Ann Boss,OU=API,DC=groupid,DC=lab")
+        );
+        if copy_after {
+            assert_eq!(
+                report.counts.updated, 2,
+                "info takes the new spelling: {report:#?}"
+            );
+        } else {
+            assert_eq!(report.counts.unchanged, 2, "{report:#?}");
+        }
+    }
+}

@@ -180,8 +180,8 @@ struct TypeRun<'p> {
     index: KeyIndex,
     resolver: ResolveIndex,
     /// The attributes `Resolve` fields look up, lower-cased (attribute names are ASCII), each
-    /// once: rows record their values of these (see
-    /// [`row::Prepared::resolve_values`]).
+    /// once: what rows of this run will have of these is what `Resolve` finds them by (see
+    /// `row::planned_dns`).
     resolve_keys: Vec<String>,
     /// A fixed container as the job writes it and its normal form.
     fixed_container: Option<(String, String)>,
@@ -189,13 +189,15 @@ struct TypeRun<'p> {
     delta: bool,
     /// The value of a `Static` password field, computed once: it is the same for every row.
     static_password: Option<crate::Secret>,
-    /// Per field: a plain copy that is its column's last reader, so the row's value moves
-    /// into the new object instead of being copied (see [`movable_fields`]).
+    /// Per field: a plain copy or `Resolve` that is its column's last reader, so the row's
+    /// value moves into the new object (or the lookup) instead of being copied (see
+    /// [`movable_fields`]).
     movable: Vec<bool>,
 }
 
 /// Which fields may take their column's value out of the row rather than copy it: plain
-/// copies (no password, no delimiter) that no later field, container rule or script reads.
+/// copies and `Resolve` fields (no password, no delimiter) whose column no later field,
+/// container rule or script reads.
 /// On a large source this spares most of a row's copies, and the strings read on the
 /// reading thread are then kept, not freed on another.
 fn movable_fields(
@@ -220,7 +222,7 @@ fn movable_fields(
         .iter()
         .enumerate()
         .map(|(i, t)| match t {
-            Transform::Copy(column) => {
+            Transform::Copy(column) | Transform::Resolve { field: column, .. } => {
                 let f = &op.fields[i];
                 f.password.is_none()
                     && f.delimiter.is_none()

@@ -1,6 +1,7 @@
 //! One source row: computing what it needs ([`prepare`], no writes) and making it so ([`apply_all`]).
 
 use foldhash::{HashMap, HashMapExt, HashSet};
+use std::borrow::Cow;
 use std::ops::ControlFlow;
 use std::sync::RwLock;
 
@@ -109,10 +110,6 @@ pub(super) struct Prepared {
     pub deferred: Vec<Deferred>,
     /// The matched destination entry, by position in the key index.
     pub entry: Option<usize>,
-    /// This row's values of the attributes `Resolve` fields look up (by position in
-    /// `TypeRun::resolve_keys`, lower-cased), so rows of the same run can resolve to the
-    /// object this row creates.
-    pub resolve_values: Vec<(usize, String)>,
     /// Hashes for finding conflicts between rows, made here where rows are prepared in
     /// parallel while the source is still read.
     pub hashes: ConflictHashes,
@@ -122,8 +119,8 @@ pub(super) struct Prepared {
 pub(super) struct Deferred {
     /// Position in the field map.
     pub field: usize,
-    /// The source value, and the same lower-cased (what is looked up).
-    pub value: Option<(String, String)>,
+    /// The source value (looked up ignoring case, see [`lowercase`]).
+    pub value: Option<String>,
 }
 
 /// Hashes of a row's normalised key and of the normal form of the DN it creates or renames
@@ -176,7 +173,6 @@ pub(super) fn prepare(shared: &Shared<'_>, tr: &TypeRun<'_>, row: &mut SourceRow
         planned: Planned::Skipped { dn: None },
         deferred: Vec::new(),
         entry: None,
-        resolve_values: Vec::new(),
         hashes: ConflictHashes::default(),
     };
     // A stopped run prepares no more rows: on a large source, preparing is most of the time
@@ -236,10 +232,11 @@ pub(super) fn prepare(shared: &Shared<'_>, tr: &TypeRun<'_>, row: &mut SourceRow
                 // once every row's DN is known.
                 None => out.deferred.push(Deferred {
                     field: fi,
-                    value: values.get(*field).cloned().flatten().map(|v| {
-                        let lower = v.to_lowercase();
-                        (v, lower)
-                    }),
+                    value: if tr.movable[fi] {
+                        values.get_mut(*field).and_then(Option::take)
+                    } else {
+                        values.get(*field).cloned().flatten()
+                    },
                 }),
             }
             continue;
@@ -329,11 +326,6 @@ pub(super) fn prepare(shared: &Shared<'_>, tr: &TypeRun<'_>, row: &mut SourceRow
     drop(parts);
     out.hashes.key = Some(super::hash_str(&norm_key));
     out.norm_key = Some(norm_key);
-    for (i, attr) in tr.resolve_keys.iter().enumerate() {
-        if let Some(v) = value_of(attr).and_then(|v| v.first()) {
-            out.resolve_values.push((i, v.to_lowercase()));
-        }
-    }
     if let Some((field, message)) = first_failure {
         out.planned = failed(Some(field), message);
         return out;
@@ -589,23 +581,41 @@ fn plan_update(
 /// `TypeRun::resolve_keys`) and lower-cased value.
 pub(super) type PlannedDns = Vec<HashMap<String, Vec<String>>>;
 
+/// `s` lower-cased, borrowed when it already is (an id, most of what `Resolve` looks up).
+fn lowercase(s: &str) -> Cow<'_, str> {
+    if s.bytes().any(|b| !b.is_ascii() || b.is_ascii_uppercase()) {
+        Cow::Owned(s.to_lowercase())
+    } else {
+        Cow::Borrowed(s)
+    }
+}
+
+/// The first value of `attribute` that a row's object will have after this run: what the
+/// row creates or changes it to, else what the matched object has.
+fn value_after_run<'a>(tr: &'a TypeRun<'_>, p: &'a Prepared, attribute: &str) -> Option<&'a str> {
+    let written = |list: &'a [(AttributeName, Vec<String>)]| {
+        list.iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(attribute))
+            .map(|(_, values)| values.first().map(String::as_str))
+    };
+    let current = || p.entry.and_then(|i| tr.index.entry(i).first(attribute));
+    match &p.planned {
+        Planned::Create { attributes, .. } => written(attributes).flatten(),
+        Planned::Update { changes, .. } => written(changes).unwrap_or_else(current),
+        _ => current(),
+    }
+}
+
 /// The DN each row's object will have after this run, by the values `Resolve` looks up.
 pub(super) fn planned_dns(tr: &TypeRun<'_>, prepared: &[Prepared]) -> PlannedDns {
     // Only the values some row looks up (managers are few; rows are many).
-    let wanted: HashSet<&str> = prepared
+    let wanted: HashSet<Cow<'_, str>> = prepared
         .iter()
-        .flat_map(|p| p.deferred.iter().filter_map(|d| d.value.as_ref()))
-        .map(|(_, lower)| lower.as_str())
+        .flat_map(|p| p.deferred.iter().filter_map(|d| d.value.as_deref()))
+        .map(lowercase)
         .collect();
     let mut out: PlannedDns = vec![HashMap::new(); tr.resolve_keys.len()];
     for p in prepared {
-        if !p
-            .resolve_values
-            .iter()
-            .any(|(_, v)| wanted.contains(v.as_str()))
-        {
-            continue;
-        }
         let dn = match &p.planned {
             Planned::Create { dn, .. } => dn,
             Planned::Update {
@@ -617,12 +627,16 @@ pub(super) fn planned_dns(tr: &TypeRun<'_>, prepared: &[Prepared]) -> PlannedDns
                 None => continue,
             },
         };
-        for (key, value) in &p.resolve_values {
-            if let Some(by_value) = out.get_mut(*key) {
-                let dns = by_value.entry(value.clone()).or_default();
-                if !dns.contains(dn) {
-                    dns.push(dn.clone());
-                }
+        for (key, attribute) in tr.resolve_keys.iter().enumerate() {
+            let Some(value) = value_after_run(tr, p, attribute).map(lowercase) else {
+                continue;
+            };
+            if !wanted.contains(&value) {
+                continue;
+            }
+            let dns = out[key].entry(value.into_owned()).or_default();
+            if !dns.contains(dn) {
+                dns.push(dn.clone());
             }
         }
     }
@@ -645,7 +659,10 @@ pub(super) fn resolve_deferred(tr: &TypeRun<'_>, planned: &PlannedDns, p: &mut P
             .and_then(|i| planned.get(i));
         let resolved: Result<Option<String>, String> = match value {
             None => Ok(None),
-            Some((v, lower)) => match by_value.and_then(|m| m.get(&lower)).map(Vec::as_slice) {
+            Some(v) => match by_value
+                .and_then(|m| m.get(lowercase(&v).as_ref()))
+                .map(Vec::as_slice)
+            {
                 Some([dn]) => Ok(Some(dn.clone())),
                 Some(many) if many.len() > 1 => Err(format!(
                     "Resolve: {} objects have {attribute}={v}: {}",
