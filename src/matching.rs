@@ -33,6 +33,16 @@ pub fn normalize_key<S: AsRef<str>>(parts: &[S]) -> String {
     out
 }
 
+/// `s` lower-cased as [`str::to_lowercase`] does, borrowed when it already is (an id, most of
+/// what `Resolve` looks up).
+pub(crate) fn lowercase(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.bytes().any(|b| !b.is_ascii() || b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(s.to_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(s)
+    }
+}
+
 /// Appends `s` lower-cased as [`str::to_lowercase`] does, without its intermediate string
 /// when `s` is ASCII (a key is normalised for every source row and destination object).
 pub(crate) fn push_lowercase(out: &mut String, s: &str) {

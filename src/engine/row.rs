@@ -10,7 +10,7 @@ use crate::destination::{AttributeName, Destination, DestinationError, Entry, Mo
 use crate::dn::{self, Dn};
 use crate::hooks::{HookContext, Hooks, PasswordSet, RowDone, RowOutcome, RowStart, RowWrite};
 use crate::job::{ContainerRule, ObjectPlan};
-use crate::matching::{normalize_key, same_values};
+use crate::matching::{lowercase, normalize_key, same_values};
 use crate::report::{Report, RowFailure};
 use crate::source::SourceRow;
 use crate::transform::{PasswordPolicy, PasswordRule, RunValues, ScriptInput};
@@ -119,7 +119,7 @@ pub(super) struct Prepared {
 pub(super) struct Deferred {
     /// Position in the field map.
     pub field: usize,
-    /// The source value (looked up ignoring case, see [`lowercase`]).
+    /// The source value (looked up ignoring case, see `matching::lowercase`).
     pub value: Option<String>,
 }
 
@@ -580,15 +580,6 @@ fn plan_update(
 /// The DNs this run's objects will have, by `Resolve` key (position in
 /// `TypeRun::resolve_keys`) and lower-cased value.
 pub(super) type PlannedDns = Vec<HashMap<String, Vec<String>>>;
-
-/// `s` lower-cased, borrowed when it already is (an id, most of what `Resolve` looks up).
-fn lowercase(s: &str) -> Cow<'_, str> {
-    if s.bytes().any(|b| !b.is_ascii() || b.is_ascii_uppercase()) {
-        Cow::Owned(s.to_lowercase())
-    } else {
-        Cow::Borrowed(s)
-    }
-}
 
 /// The first value of `attribute` that a row's object will have after this run: what the
 /// row creates or changes it to, else what the matched object has.
