@@ -106,9 +106,9 @@ fn push_plain_rdn_segment(out: &mut String, rdn: &str) -> bool {
     if !(plain_attr && plain_value) {
         return false;
     }
-    out.extend(attr.chars().map(|c| c.to_ascii_lowercase()));
+    crate::matching::push_lowercase(out, attr);
     out.push('=');
-    out.extend(value.chars().map(|c| c.to_ascii_lowercase()));
+    crate::matching::push_lowercase(out, value);
     true
 }
 

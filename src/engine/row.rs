@@ -242,10 +242,7 @@ pub(super) fn prepare(shared: &Shared<'_>, tr: &TypeRun<'_>, row: &mut SourceRow
             continue;
         }
         // A `Static` password is the same for every row: computed once for the run.
-        if matches!(f.password, Some(PasswordRule::Static))
-            && matches!(bound, transform::Transform::Static(_))
-            && tr.static_password.is_some()
-        {
+        if tr.static_password.as_ref().is_some_and(|(i, _)| *i == fi) {
             password = Some((NewPassword::JobStatic, f.create_only));
             desired.push(Vec::new());
             continue;
@@ -554,7 +551,9 @@ fn plan_update(
     let mut new_password = None;
     let secret = match password {
         Some((NewPassword::Static(secret), false)) => Some(secret),
-        Some((NewPassword::JobStatic, false)) => tr.static_password.clone(),
+        Some((NewPassword::JobStatic, false)) => {
+            tr.static_password.as_ref().map(|(_, s)| s.clone())
+        }
         _ => None,
     };
     if let Some(secret) = secret {
@@ -785,15 +784,8 @@ pub(super) struct PendingAdd {
     generated: Option<Secret>,
 }
 
-impl PendingAdd {
-    /// The password the object gets: the job's static one (lent, not copied per row) or
-    /// the one generated for it.
-    fn secret<'a>(&'a self, tr: &'a TypeRun<'_>) -> Option<&'a Secret> {
-        secret(tr, &self.password, &self.generated)
-    }
-}
-
-/// The password a new object gets (see [`PendingAdd::secret`]).
+/// The password a new object gets: the job's static one (lent, not copied per row), the
+/// row's own, or the one generated for it.
 fn secret<'a>(
     tr: &'a TypeRun<'_>,
     password: &'a Option<NewPassword>,
@@ -801,7 +793,7 @@ fn secret<'a>(
 ) -> Option<&'a Secret> {
     match (password, generated) {
         (Some(NewPassword::Static(s)), _) => Some(s),
-        (Some(NewPassword::JobStatic), _) => tr.static_password.as_ref(),
+        (Some(NewPassword::JobStatic), _) => tr.static_password.as_ref().map(|(_, s)| s),
         (_, generated) => generated.as_ref(),
     }
 }
@@ -821,23 +813,22 @@ pub(super) fn apply_all(
     rows: impl IntoIterator<Item = Prepared>,
 ) -> Vec<RowResult> {
     let mut begun: Vec<Begun> = rows.into_iter().map(|p| begin(shared, tr, p)).collect();
-    let entries: Vec<Entry> = begun
+    // Each pending add with an entry (all of them, unless this is a dry run), with its password.
+    let entries: Vec<(Entry, Option<&Secret>)> = begun
         .iter_mut()
         .filter_map(|b| match b {
-            Begun::Adding(pending) => pending.entry.take(),
+            Begun::Adding(pending) => {
+                let entry = pending.entry.take()?;
+                let pending: &PendingAdd = pending;
+                Some((entry, secret(tr, &pending.password, &pending.generated)))
+            }
             Begun::Done(_) => None,
         })
         .collect();
     let added = if entries.is_empty() {
         Vec::new()
     } else {
-        let secrets = begun.iter().filter_map(|b| match b {
-            Begun::Adding(pending) => Some(pending.secret(tr)),
-            Begun::Done(_) => None,
-        });
-        shared
-            .destination
-            .add_all(entries.into_iter().zip(secrets).collect())
+        shared.destination.add_all(entries)
     };
     let mut added = added.into_iter();
     begun
