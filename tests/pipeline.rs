@@ -120,7 +120,7 @@ fn first_run_creates_second_run_changes_nothing() {
             .is_some()
     );
     let pw = ann.first("userPassword").unwrap();
-    assert!(pw.starts_with("{SSHA512}") && !pw.contains("webdir123R"));
+    assert!(pw.starts_with("{SSHA256}") && !pw.contains("webdir123R"));
 
     let second = run(&plan, &fx.path(), &dir);
     assert_eq!(second.status, RunStatus::FinishedSuccess);
