@@ -143,9 +143,10 @@ pub struct RowWrite {
     pub key: String,
     /// The object's DN (the new DN for a rename).
     pub dn: String,
-    /// For a create, every attribute of the new object; for a change, the attributes that
-    /// change, with their new values (no values removes the attribute). A `*_ing` hook may edit
-    /// this list. The password is not in it.
+    /// For a create, every attribute of the new object (none when the hooks say they do not
+    /// read them, see [`Hooks::reads_new_objects`]); for a change, the attributes that change,
+    /// with their new values (no values removes the attribute). A `*_ing` hook may edit this
+    /// list. The password is not in it.
     pub attributes: Vec<(AttributeName, Vec<String>)>,
 }
 
@@ -288,11 +289,17 @@ pub trait Hooks: Sync {
     /// here. Called once per run, after its last attempt, on the runner's thread.
     fn notify(&self, notification: &Notification<'_>) {}
 
-    /// Whether [`row_added`](Hooks::row_added) reads the new object's attributes. The default
-    /// says yes. Saying no (as [`NoHooks`] does) lets the engine move the attributes into the
-    /// write instead of copying them, and `row_added` then sees the DN and key with an empty
-    /// attribute list. On a large create run the copy is a good part of the write step.
-    fn reads_added_attributes(&self) -> bool {
+    /// Whether [`row_adding`](Hooks::row_adding) or [`row_added`](Hooks::row_added) look at
+    /// a new object's attributes. The default says yes.
+    ///
+    /// Saying no (as [`NoHooks`] does) lets the engine build each new object, and have the
+    /// destination hash its password, while the source is still being read rather than after
+    /// it, and move the object into the write instead of copying it: on a large create run
+    /// that is most of the write step. Both events then get the DN and key with an empty
+    /// attribute list. `row_adding` keeps its powers: it can cancel the create, change its DN,
+    /// or put attributes in the list, each of which then replaces that attribute of the new
+    /// object (an attribute with no values is removed).
+    fn reads_new_objects(&self) -> bool {
         true
     }
 }
@@ -315,7 +322,7 @@ pub struct Notification<'a> {
 pub struct NoHooks;
 
 impl Hooks for NoHooks {
-    fn reads_added_attributes(&self) -> bool {
+    fn reads_new_objects(&self) -> bool {
         false
     }
 }

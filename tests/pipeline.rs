@@ -615,7 +615,7 @@ impl Hooks for Recorder {
         Ok(ControlFlow::Continue(()))
     }
     fn row_added(&self, _: &HookContext, w: &RowWrite) -> HookResult {
-        // A hook that keeps the default `reads_added_attributes` sees what was written.
+        // A hook that keeps the default `reads_new_objects` sees what was written.
         let info = w.attributes.iter().find(|(name, _)| name == "info");
         let info = info.map_or(String::new(), |(_, v)| format!(" info={}", v.join("|")));
         self.log(format!("added {}{info}", w.dn));
@@ -695,6 +695,105 @@ fn hooks_change_cancel_and_fail_single_rows() {
     );
     // no password anywhere in the report
     assert!(!report.to_json().contains("webdir123R"));
+}
+
+/// Hooks that say they do not read new objects: they get empty attribute lists, and what
+/// `row_adding` does still shapes the object.
+#[derive(Default)]
+struct Blind {
+    listed: Mutex<Vec<usize>>,
+    passwords: Passwords,
+}
+
+impl Hooks for Blind {
+    fn reads_new_objects(&self) -> bool {
+        false
+    }
+    fn row_adding(&self, _: &HookContext, w: &mut RowWrite) -> HookResult<ControlFlow<()>> {
+        self.listed.lock().unwrap().push(w.attributes.len());
+        if w.dn.starts_with("CN=Bob") {
+            w.attributes
+                .push(("info".into(), vec!["added by hook".into()]));
+            w.attributes.push(("title".into(), vec![]));
+        }
+        if w.dn.starts_with("CN=José") {
+            w.dn = format!("CN=Jose Nunez,{USERS}");
+        }
+        if w.dn.starts_with("CN=Zoë") {
+            return Ok(ControlFlow::Break(()));
+        }
+        Ok(ControlFlow::Continue(()))
+    }
+    fn row_added(&self, _: &HookContext, w: &RowWrite) -> HookResult {
+        self.listed.lock().unwrap().push(w.attributes.len());
+        Ok(())
+    }
+    fn password_set(&self, ctx: &HookContext, e: &PasswordSet<'_>) -> HookResult {
+        self.passwords.password_set(ctx, e)
+    }
+}
+
+#[test]
+fn hooks_that_do_not_read_new_objects_still_shape_them() {
+    let fx = TempWorkbook::new(&people());
+    let mut job = main_job();
+    users_only(&mut job);
+    for generated in [false, true] {
+        if generated {
+            job["fieldsMap"][12]["options"] = json!(
+                "{\"passwordLength\":10,\"includeUppercaseAlphabets\":true,\"includeLowercaseAlphabets\":true,\"includeDigits\":true,\"includeSpecialSymbols\":false,\"specialSymbols\":\"\",\"excludeSimilarSymbols\":false,\"managerNotification\":false,\"passwordType\":1}"
+            );
+        }
+        let dir = LdifDirectory::in_memory();
+        let hooks = Blind::default();
+        let report = run_with(
+            &plan(&job),
+            &fx.path(),
+            &dir,
+            &hooks,
+            &RunOptions::default(),
+        );
+        assert_eq!((report.counts.added, report.counts.skipped), (7, 1));
+        let listed = hooks.listed.into_inner().unwrap();
+        assert_eq!(
+            listed.len(),
+            8 + 7,
+            "row_adding for 8 rows, row_added for 7"
+        );
+        assert!(listed.iter().all(|n| *n == 0), "empty lists: {listed:?}");
+
+        let bob = user(&dir, "Bob Stone");
+        assert_eq!(
+            bob.first("info"),
+            Some("added by hook"),
+            "added by the hook"
+        );
+        assert!(bob.get("title").is_empty(), "removed by the hook");
+        assert_eq!(bob.first("givenName"), Some("Bob"), "the rest is kept");
+        assert_eq!(
+            bob.first("manager"),
+            Some(format!("CN=Ann Lee,{USERS}").as_str())
+        );
+        assert!(dir.get(&format!("CN=José Núñez,{USERS}")).is_none());
+        assert_eq!(user(&dir, "Jose Nunez").first("sn"), Some("Núñez"));
+        assert!(dir.get(&format!("CN=Zoë Müller,{USERS}")).is_none());
+
+        let passwords = hooks.passwords.0.into_inner().unwrap();
+        assert_eq!(passwords.len(), 7, "delivered for every new user");
+        for (dn, password, _) in &passwords {
+            let stored = dir.get(dn).unwrap_or_else(|| panic!("no {dn}"));
+            let hash = stored.first("userPassword").unwrap();
+            assert!(hash.starts_with("{SSHA256}") && !hash.contains(password.as_str()));
+            assert!(
+                datasync::destination::embedded::verify_password(
+                    hash,
+                    &datasync::Secret::new(password.clone())
+                ),
+                "{dn}: the stored hash is of the delivered password"
+            );
+            assert_eq!(password == "webdir123R", !generated);
+        }
+    }
 }
 
 #[test]
@@ -1132,5 +1231,182 @@ fn resolve_ignores_case_in_the_same_run_and_in_the_directory() {
         } else {
             assert_eq!(report.counts.unchanged, 2, "{report:#?}");
         }
+    }
+}
+
+/// More people than one batch of prepared rows (512) holds, so that `Resolve` answers some
+/// rows while they are prepared, from earlier batches, and the rest once every row is known.
+/// Person `i` is `First{i} Last{i}`, managed by person `i / 10`.
+const MANY: usize = 1500;
+
+fn cn_of(i: usize) -> String {
+    format!("First{i} Last{i}")
+}
+
+/// A person who shares `of`'s employee id but nothing else.
+fn twin(of: usize) -> Person {
+    let mut p = support::generated_people(MANY + 1).pop().unwrap();
+    p.id = 100_000 + of as u32;
+    p
+}
+
+/// Runs the users of `job` over `people` (as CSV) into `dir`, on `threads` workers.
+fn run_people(job: &Value, people: &[Person], dir: &LdifDirectory, threads: usize) -> Report {
+    let tmp = tempfile::tempdir().unwrap();
+    let csv = tmp.path().join("people.csv");
+    std::fs::write(&csv, support::people_csv(people)).unwrap();
+    support::run_job(&plan(job), &csv, dir, threads)
+}
+
+fn users_job(key_by_mail: bool) -> Value {
+    let mut job = main_job();
+    users_only(&mut job);
+    job["objectsOption"][0]["isDelete"] = json!(false);
+    if key_by_mail {
+        // employeeID (what Resolve looks up) then need not be unique.
+        job["fieldsMap"][3]["isKey"] = json!(false);
+        job["fieldsMap"][6]["isKey"] = json!(true);
+    }
+    job
+}
+
+fn manager_of(dir: &LdifDirectory, i: usize) -> Option<String> {
+    user(dir, &cn_of(i)).first("manager").map(String::from)
+}
+
+fn failures(report: &Report) -> Vec<(u64, String)> {
+    report
+        .failed
+        .iter()
+        .map(|f| (f.row, f.message.clone()))
+        .collect()
+}
+
+#[test]
+fn resolve_answers_do_not_depend_on_where_the_manager_row_is() {
+    let people = support::generated_people(MANY);
+    let mut reversed = people.clone();
+    reversed.reverse();
+    let job = users_job(false);
+    let (in_order, backwards) = (LdifDirectory::in_memory(), LdifDirectory::in_memory());
+    // In order nearly every manager's row comes before its reports' (answered early); in
+    // reverse, after them (answered once every row is known).
+    for (dir, rows) in [(&in_order, &people), (&backwards, &reversed)] {
+        let report = run_people(&job, rows, dir, 0);
+        assert_eq!((report.counts.added, report.counts.failed), (MANY, 0));
+    }
+    for i in 0..MANY {
+        let expected = (i > 0).then(|| format!("CN={},{USERS}", cn_of(i / 10)));
+        assert_eq!(manager_of(&in_order, i), expected, "person {i}");
+        assert_eq!(manager_of(&backwards, i), expected, "person {i}, reversed");
+    }
+    // Answered early against objects that exist, the same managers change nothing.
+    let again = run_people(&job, &people, &backwards, 0);
+    assert_eq!(again.counts.unchanged, MANY, "{:?}", failures(&again));
+}
+
+#[test]
+fn an_early_resolve_answer_is_taken_back_when_its_value_turns_up_again() {
+    // Person 100 is in the first batch; persons 1000-1009, whom they manage, in the second,
+    // answered early; a second object with person 100's id arrives in the third.
+    let job = users_job(true);
+    let mut people = support::generated_people(MANY);
+    people.push(twin(100));
+    let ambiguous = |report: &Report| {
+        let expected: Vec<(u64, String)> = (1000..1010)
+            .map(|i| {
+                (
+                    i as u64 + 2,
+                    format!(
+                        "Resolve: 2 objects have employeeID=100100: CN={},{USERS}; CN={},{USERS}",
+                        cn_of(100),
+                        cn_of(MANY)
+                    ),
+                )
+            })
+            .collect();
+        assert_eq!(failures(report), expected);
+    };
+    let mut reports = Vec::new();
+    for threads in [1, 2] {
+        let dir = LdifDirectory::in_memory();
+        let report = run_people(&job, &people, &dir, threads);
+        ambiguous(&report);
+        assert_eq!(report.counts.added, MANY + 1 - 10);
+        assert_eq!(
+            manager_of(&dir, 1010),
+            Some(format!("CN={},{USERS}", cn_of(101)))
+        );
+        reports.push(datasync::destination::ldif::write(&without_hashes(&dir)));
+    }
+    assert_eq!(reports[0], reports[1], "one thread or two");
+
+    // Against existing objects: persons 1000-1009 move to person 101, answered early as a
+    // change, and a second object with person 101's id arrives later. The change is taken
+    // back and the rows fail, their objects keeping their manager, as do the rows of
+    // persons 1010-1019, whom person 101 already managed.
+    let dir = LdifDirectory::in_memory();
+    let people = support::generated_people(MANY);
+    run_people(&job, &people, &dir, 0);
+    let mut moved = people.clone();
+    for p in &mut moved[1000..1010] {
+        p.manager = Some(100_101);
+    }
+    moved.push(twin(101));
+    let report = run_people(&job, &moved, &dir, 0);
+    let rows: Vec<u64> = report.failed.iter().map(|f| f.row).collect();
+    assert_eq!(
+        rows,
+        (1002..1022).collect::<Vec<u64>>(),
+        "{:?}",
+        failures(&report)
+    );
+    assert!(
+        report.failed[0]
+            .message
+            .starts_with("Resolve: 2 objects have employeeID=100101")
+    );
+    assert_eq!((report.counts.updated, report.counts.added), (0, 1));
+    assert_eq!(
+        manager_of(&dir, 1000),
+        Some(format!("CN={},{USERS}", cn_of(100)))
+    );
+}
+
+#[test]
+fn an_early_resolve_answer_is_taken_back_when_its_object_is_not_created() {
+    // Person 100 and a later row both fail, for a shared key or a shared DN; persons
+    // 1000-1009 were answered early with person 100's object, which is not created: they get
+    // no manager.
+    let same_dn = {
+        let mut p = support::generated_people(MANY + 1).pop().unwrap();
+        (p.first, p.last) = ("First100".into(), "Last100".into());
+        p
+    };
+    for (later, message) in [
+        (twin(100), "duplicate key \"100100\""),
+        (
+            same_dn,
+            "CN=First100 Last100,OU=API,DC=groupid,DC=lab would also be",
+        ),
+    ] {
+        let mut people = support::generated_people(MANY);
+        people.push(later);
+        let dir = LdifDirectory::in_memory();
+        let report = run_people(&users_job(false), &people, &dir, 0);
+        let rows: Vec<u64> = report.failed.iter().map(|f| f.row).collect();
+        assert_eq!(rows, [102, MANY as u64 + 2], "{:?}", failures(&report));
+        assert!(
+            report.failed[0].message.starts_with(message),
+            "{:?}",
+            failures(&report)
+        );
+        for i in 1000..1010 {
+            assert_eq!(manager_of(&dir, i), None, "person {i}");
+        }
+        assert_eq!(
+            manager_of(&dir, 1010),
+            Some(format!("CN={},{USERS}", cn_of(101)))
+        );
     }
 }

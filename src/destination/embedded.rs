@@ -695,6 +695,13 @@ impl Destination for LdifDirectory {
         Ok(())
     }
 
+    fn stored_password(&self, password: &Secret) -> Option<super::Attribute> {
+        Some(super::Attribute {
+            name: "userPassword".into(),
+            values: vec![hash_password(password)],
+        })
+    }
+
     fn password_matches(
         &self,
         dn: &str,

@@ -138,16 +138,15 @@ impl Entry {
 
     /// An entry with these attributes, moved in (no copy). A name given twice (a hook may
     /// add one) merges its values; no values adds nothing.
+    ///
+    /// The entry keeps the vector's allocation, spare room included, when the names are
+    /// distinct and none is empty or reserved (nearly always): a caller that will add more
+    /// attributes can make room for them up front.
     pub fn from_attributes(
         dn: impl Into<String>,
         attributes: Vec<(AttributeName, Vec<String>)>,
     ) -> Entry {
-        let mut entry = Entry {
-            dn: dn.into(),
-            // Room for one more: a destination adding the password then does not regrow a
-            // full vector (a realloc per new object showed in profiles).
-            attrs: Vec::with_capacity(attributes.len() + 1),
-        };
+        let dn = dn.into();
         // Names seen so far, by a one-bit sketch of their length and first byte: a name whose
         // bit is clear is new without comparing it to every name before it (an entry is built
         // this way for every object a run creates).
@@ -156,16 +155,35 @@ impl Entry {
             1u64 << ((name.len() * 7 + usize::from(first)) % 64)
         };
         let mut seen = 0u64;
-        for (name, values) in attributes {
-            let bit = sketch(&name);
-            let known = seen & bit != 0;
-            seen |= bit;
-            if known
-                && entry
-                    .attrs
-                    .iter()
-                    .any(|a| a.name.eq_ignore_ascii_case(&name))
+        let mut distinct = true;
+        for (i, (name, values)) in attributes.iter().enumerate() {
+            let bit = sketch(name);
+            if values.is_empty()
+                || is_reserved(name)
+                || (seen & bit != 0
+                    && attributes[..i]
+                        .iter()
+                        .any(|(n, _)| n.eq_ignore_ascii_case(name)))
             {
+                distinct = false;
+                break;
+            }
+            seen |= bit;
+        }
+        if distinct {
+            // Same layout: collected in place, no new vector.
+            let attrs = attributes
+                .into_iter()
+                .map(|(name, values)| Attribute { name, values })
+                .collect();
+            return Entry { dn, attrs };
+        }
+        let mut entry = Entry {
+            dn,
+            attrs: Vec::with_capacity(attributes.capacity()),
+        };
+        for (name, values) in attributes {
+            if entry.position(&name).is_some() {
                 entry.add_values(&name, &values);
             } else {
                 entry.set_owned(name, values);
@@ -201,7 +219,7 @@ impl Entry {
     /// `dn` and `changetype` are not attributes (LDIF reserves them); setting them is ignored,
     /// so an entry always writes back as the same LDIF record.
     pub fn set(&mut self, name: &str, values: Vec<String>) {
-        if name.eq_ignore_ascii_case("dn") || name.eq_ignore_ascii_case("changetype") {
+        if is_reserved(name) {
             return;
         }
         match (self.position(name), values.is_empty()) {
@@ -219,13 +237,36 @@ impl Entry {
 
     /// [`Entry::set`] for a name not yet present, taking the name without a copy.
     fn set_owned(&mut self, name: AttributeName, values: Vec<String>) {
-        if values.is_empty()
-            || name.eq_ignore_ascii_case("dn")
-            || name.eq_ignore_ascii_case("changetype")
-        {
+        if values.is_empty() || is_reserved(&name) {
             return;
         }
         self.attrs.push(Attribute { name, values });
+    }
+
+    /// Adds `values` to `name` as [`Entry::add_values`] does, moving them in: a name the
+    /// entry does not have yet takes them whole.
+    pub fn add_owned(&mut self, name: AttributeName, values: Vec<String>) {
+        if self.position(&name).is_some() {
+            self.add_values(&name, &values);
+        } else {
+            self.set_owned(name, values);
+        }
+    }
+
+    /// [`Entry::add_owned`], with a name the entry does not have yet placed at `index` (at
+    /// the end when `index` is past it) rather than last.
+    pub fn add_owned_at(&mut self, index: usize, name: AttributeName, values: Vec<String>) {
+        if self.position(&name).is_some() || values.is_empty() || is_reserved(&name) {
+            self.add_owned(name, values);
+        } else {
+            let index = index.min(self.attrs.len());
+            self.attrs.insert(index, Attribute { name, values });
+        }
+    }
+
+    /// The attributes as name and values, in order, moved out (no copy).
+    pub fn into_attributes(self) -> Vec<(AttributeName, Vec<String>)> {
+        self.attrs.into_iter().map(|a| (a.name, a.values)).collect()
     }
 
     /// Adds values to `name`, skipping values it already has (compared case-insensitively).
@@ -248,6 +289,11 @@ impl Entry {
     pub fn attributes(&self) -> &[Attribute] {
         &self.attrs
     }
+}
+
+/// `dn` and `changetype` name parts of an LDIF record, never attributes.
+fn is_reserved(name: &str) -> bool {
+    name.eq_ignore_ascii_case("dn") || name.eq_ignore_ascii_case("changetype")
 }
 
 /// Case-insensitive comparison as directory matching rules do for most string attributes.

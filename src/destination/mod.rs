@@ -178,6 +178,16 @@ pub trait Destination: Send + Sync {
             .collect()
     }
 
+    /// How a new entry stores `password`, when the destination keeps passwords as an
+    /// attribute whose value it derives itself (the embedded directory keeps a salted hash in
+    /// `userPassword`): the engine then puts that attribute in the entry while rows are still
+    /// being read, so hashing is not left to the write step, and adds the entry with no
+    /// password. `None` (the default): the password is handed to [`add`](Self::add).
+    fn stored_password(&self, password: &Secret) -> Option<Attribute> {
+        let _ = password;
+        None
+    }
+
     /// Applies all `changes` to the entry at `dn`, or none of them.
     fn modify(&self, dn: &str, changes: &[Modification]) -> Result<(), DestinationError>;
 

@@ -19,6 +19,7 @@
 //! the same for one thread or many.
 
 mod delete;
+mod resolve;
 mod row;
 
 use foldhash::{HashSet, HashSetExt};
@@ -179,10 +180,8 @@ struct TypeRun<'p> {
     filter: Filter,
     index: KeyIndex,
     resolver: ResolveIndex,
-    /// The attributes `Resolve` fields look up, lower-cased (attribute names are ASCII), each
-    /// once: what rows of this run will have of these is what `Resolve` finds them by (see
-    /// `row::planned_dns`).
-    resolve_keys: Vec<String>,
+    /// What the `Resolve` fields look up.
+    resolve: resolve::ResolvePlan,
     /// A fixed container as the job writes it and its normal form.
     fixed_container: Option<(String, String)>,
     /// A delta run: only rows changed since the watermark, and never deletes.
@@ -345,28 +344,29 @@ pub fn run(
         today: &today,
         containers: std::sync::RwLock::new(HashSet::new()),
         control,
+        early_objects: !hooks.reads_new_objects(),
     };
 
     // Read and prepare every type before the first write: any problem there is an error
     // and nothing has been written. Rows are prepared (step 1) while the source is read.
     let mut prepared = Vec::with_capacity(plan.objects.len());
     for op in &plan.objects {
-        let (tr, rows, watermark) = read_type(plan, op, source, &shared, options, pool.as_ref())?;
-        if let Some(w) = watermark {
+        let read = read_type(plan, op, source, &shared, options, pool.as_ref())?;
+        if let Some(w) = &read.watermark {
             report
                 .watermarks
-                .insert(op.object_type.code().to_string(), w);
+                .insert(op.object_type.code().to_string(), w.clone());
         }
-        prepared.push((tr, rows));
+        prepared.push(read);
     }
     if let Some(c) = control {
-        c.set_total(prepared.iter().map(|(tr, _)| tr.row_count).sum());
+        c.set_total(prepared.iter().map(|read| read.run.row_count).sum());
     }
 
-    for (tr, rows) in prepared {
-        let tr = &tr;
+    for read in prepared {
+        let tr = &read.run;
         report.counts.read += tr.row_count;
-        let results = apply_type(&shared, tr, rows, pool.as_ref());
+        let results = apply_type(&shared, tr, read.rows, read.planned, pool.as_ref());
         // A stopped run starts no deletes (its rows are not all known), nor does a delta run
         // (it sees only the rows that changed).
         let stopped = control.and_then(RunControl::stop_reason).is_some();
@@ -411,9 +411,17 @@ pub fn run(
     Ok(report)
 }
 
-/// A type after its read half: what it needs, its rows after step 1, and (for a delta run)
-/// the next watermark.
-type TypeRead<'p> = (TypeRun<'p>, Vec<row::Prepared>, Option<String>);
+/// A type after its read half.
+struct TypeRead<'p> {
+    /// What its rows need.
+    run: TypeRun<'p>,
+    /// Its rows after step 1.
+    rows: Vec<row::Prepared>,
+    /// What they will have of the values `Resolve` looks up.
+    planned: resolve::PlannedValues,
+    /// For a delta run, the next watermark.
+    watermark: Option<String>,
+}
 
 /// The most consecutive rows step 3 hands a worker at once (see `apply_type`).
 const MAX_ADD_RUN: usize = 256;
@@ -623,7 +631,7 @@ fn prepare_batches<'p>(
         })?),
         _ => None,
     };
-    let (index, resolver, resolve_attributes) = scanned.map_err(|source| Error::Destination {
+    let (index, resolver) = scanned.map_err(|source| Error::Destination {
         job: plan.name.clone(),
         source,
     })?;
@@ -651,13 +659,6 @@ fn prepare_batches<'p>(
             })?),
             _ => None,
         };
-    let mut resolve_keys: Vec<String> = Vec::new();
-    for a in &resolve_attributes {
-        let a = a.to_ascii_lowercase();
-        if !resolve_keys.contains(&a) {
-            resolve_keys.push(a);
-        }
-    }
     let fixed_container = match &op.container {
         ContainerRule::Fixed(dn) => crate::dn::normalize(dn).ok().map(|n| (dn.clone(), n)),
         _ => None,
@@ -689,7 +690,7 @@ fn prepare_batches<'p>(
         filter,
         index,
         resolver,
-        resolve_keys,
+        resolve: resolve::ResolvePlan::new(op),
         fixed_container,
         delta: stamp_column.is_some(),
         static_password,
@@ -698,6 +699,8 @@ fn prepare_batches<'p>(
 
     let mut watermark: Option<String> = None;
     let mut prepared: Vec<row::Prepared> = Vec::new();
+    let mut planned = resolve::PlannedValues::new(&tr.resolve);
+    let mut fresh: Vec<row::Prepared> = Vec::with_capacity(BATCH_ROWS);
     for batch in batches.iter() {
         let Batch::Rows(mut rows) = batch else {
             continue;
@@ -719,19 +722,32 @@ fn prepare_batches<'p>(
             }
         }
         let tr = &tr;
+        // Rows of this batch see the rows before it (for `Resolve`, see `resolve`), so
+        // they are prepared apart and then appended.
+        let earlier = resolve::Earlier {
+            values: &planned,
+            rows: &prepared,
+        };
+        let prepare = |r: &mut SourceRow| row::prepare(shared, tr, &earlier, r);
         match pool {
-            Some(pool) => pool.install(|| {
-                prepared.par_extend(rows.par_iter_mut().map(|r| row::prepare(shared, tr, r)))
-            }),
-            None => prepared.extend(rows.iter_mut().map(|r| row::prepare(shared, tr, r))),
+            Some(pool) => pool.install(|| fresh.par_extend(rows.par_iter_mut().map(prepare))),
+            None => fresh.extend(rows.iter_mut().map(prepare)),
         }
+        let start = prepared.len();
+        prepared.append(&mut fresh);
+        planned.add_batch(tr, &prepared, start);
         // Back to the reading thread, which frees what is left (see `ChannelSink`). Once it
         // has finished reading the send fails and the batch is dropped here.
         let _ = give_back.send(rows);
     }
     tr.row_count = prepared.len();
     let watermark = watermark.or_else(|| since.cloned());
-    Ok((tr, prepared, watermark))
+    Ok(TypeRead {
+        run: tr,
+        rows: prepared,
+        planned,
+        watermark,
+    })
 }
 
 /// Orders two timestamps: as numbers when both are, else as text (ISO 8601 sorts as text).
@@ -748,7 +764,7 @@ fn scan(
     op: &ObjectPlan,
     destination: &dyn Destination,
     filter: &Filter,
-) -> Result<(KeyIndex, ResolveIndex, Vec<String>), DestinationError> {
+) -> Result<(KeyIndex, ResolveIndex), DestinationError> {
     // The attributes the job maps, the keys, and what deletes and deprovisioning read.
     let mut attributes: Vec<String> = op
         .fields
@@ -793,7 +809,7 @@ fn scan(
             &resolve_attributes,
         )?
     };
-    Ok((index, resolver, resolve_attributes))
+    Ok((index, resolver))
 }
 
 /// For every group of two or more rows, records a failure for each row, naming the others.
@@ -870,7 +886,10 @@ fn new_dn_hash(tr: &TypeRun<'_>, planned: &row::Planned) -> Option<u64> {
 /// Appends [`new_dn_key`]; `false` when the row creates or renames nothing.
 fn push_new_dn_key(tr: &TypeRun<'_>, planned: &row::Planned, out: &mut String) -> bool {
     match planned {
-        row::Planned::Create { dn, container, .. } => {
+        row::Planned::Create {
+            entry, container, ..
+        } => {
+            let dn = &entry.dn;
             let container = tr.container(container);
             let parsed;
             let norm = match &tr.fixed_container {
@@ -913,6 +932,7 @@ fn apply_type(
     shared: &row::Shared<'_>,
     tr: &TypeRun<'_>,
     mut prepared: Vec<row::Prepared>,
+    mut planned: resolve::PlannedValues,
     pool: Option<&rayon::ThreadPool>,
 ) -> Vec<row::RowResult> {
     // 1. (rows were computed, with no writes, while the source was read)
@@ -960,19 +980,10 @@ fn apply_type(
         },
     );
     conflicts.sort();
-    for (i, message) in conflicts {
-        prepared[i].fail(None, message);
-    }
-    // 2b. `Resolve` fields, now that every row's DN is known (rows failed above are left out)
-    if prepared.iter().any(|p| !p.deferred.is_empty()) {
-        let planned = row::planned_dns(tr, &prepared);
-        // Each row resolves against the same map and changes only itself: order-free.
-        let resolve = |p: &mut row::Prepared| row::resolve_deferred(tr, &planned, p);
-        match pool {
-            Some(pool) => pool.install(|| prepared.par_iter_mut().for_each(resolve)),
-            None => prepared.iter_mut().for_each(resolve),
-        }
-    }
+    planned.fail_rows(tr, &mut prepared, conflicts);
+    // 2b. `Resolve` fields not answered while rows were prepared, or whose answer no longer
+    // stands, now that every row is known.
+    planned.settle(tr, &mut prepared, pool);
 
     // 3. writes, in parallel, each row on its own (consumed, so each thread frees its own).
     // Rows go to workers in runs of consecutive rows whose new objects are added in one call:

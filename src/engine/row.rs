@@ -1,16 +1,16 @@
 //! One source row: computing what it needs ([`prepare`], no writes) and making it so ([`apply_all`]).
 
-use foldhash::{HashMap, HashMapExt, HashSet};
-use std::borrow::Cow;
+use foldhash::HashSet;
 use std::ops::ControlFlow;
 use std::sync::RwLock;
 
+use super::resolve::{self, Deferred, Earlier};
 use super::{TypeRun, guard};
 use crate::destination::{AttributeName, Destination, DestinationError, Entry, Modification};
 use crate::dn::{self, Dn};
 use crate::hooks::{HookContext, Hooks, PasswordSet, RowDone, RowOutcome, RowStart, RowWrite};
 use crate::job::{ContainerRule, ObjectPlan};
-use crate::matching::{lowercase, normalize_key, same_values};
+use crate::matching::{normalize_key, same_values};
 use crate::report::{Report, RowFailure};
 use crate::source::SourceRow;
 use crate::transform::{PasswordPolicy, PasswordRule, RunValues, ScriptInput};
@@ -29,6 +29,9 @@ pub(super) struct Shared<'a> {
     pub containers: RwLock<HashSet<String>>,
     /// Cancellation and progress.
     pub control: Option<&'a super::RunControl>,
+    /// The hooks do not look at new objects' attributes ([`Hooks::reads_new_objects`]): new
+    /// objects are then built with their stored password while rows are prepared.
+    pub early_objects: bool,
 }
 
 /// Where a new object's password comes from. The job's own static password and policies are
@@ -58,11 +61,16 @@ impl NewPassword {
 /// What a row will do.
 pub(super) enum Planned {
     Create {
-        dn: String,
+        /// The new object (its DN is the object's).
+        entry: Entry,
         /// The row's own container; `None` for the job's fixed one (not copied per row).
         container: Option<String>,
-        attributes: Vec<(AttributeName, Vec<String>)>,
         password: Option<NewPassword>,
+        /// A password generated for it (not in a dry run).
+        generated: Option<Secret>,
+        /// The password is already in `entry`, as the destination stores it
+        /// ([`Destination::stored_password`]), and is not handed to the add.
+        password_stored: bool,
     },
     Update {
         dn: String,
@@ -86,7 +94,7 @@ impl Planned {
     /// The DN this row would create or rename to.
     pub fn new_dn(&self) -> Option<&str> {
         match self {
-            Planned::Create { dn, .. } => Some(dn),
+            Planned::Create { entry, .. } => Some(&entry.dn),
             Planned::Update {
                 rename_to: Some(to),
                 ..
@@ -106,21 +114,13 @@ pub(super) struct Prepared {
     /// A `row_starting` hook cancelled the row.
     pub cancelled: bool,
     pub planned: Planned,
-    /// `Resolve` fields, filled in once every row's DN is known (see [`resolve_deferred`]).
+    /// `Resolve` fields, answered early or waiting for every row (see [`super::resolve`]).
     pub deferred: Vec<Deferred>,
     /// The matched destination entry, by position in the key index.
     pub entry: Option<usize>,
     /// Hashes for finding conflicts between rows, made here where rows are prepared in
     /// parallel while the source is still read.
     pub hashes: ConflictHashes,
-}
-
-/// A `Resolve` field waiting for every row's DN.
-pub(super) struct Deferred {
-    /// Position in the field map.
-    pub field: usize,
-    /// The source value (looked up ignoring case, see `matching::lowercase`).
-    pub value: Option<String>,
 }
 
 /// Hashes of a row's normalised key and of the normal form of the DN it creates or renames
@@ -163,7 +163,14 @@ fn failed(field: Option<String>, message: String) -> Planned {
 ///
 /// The row is borrowed, not consumed: the values it moves into the new object are taken out
 /// of it, and what is left is freed by the reading thread that made it (see `ChannelSink`).
-pub(super) fn prepare(shared: &Shared<'_>, tr: &TypeRun<'_>, row: &mut SourceRow) -> Prepared {
+///
+/// `Resolve` fields are answered from the rows prepared `earlier` where they can be.
+pub(super) fn prepare(
+    shared: &Shared<'_>,
+    tr: &TypeRun<'_>,
+    earlier: &Earlier<'_>,
+    row: &mut SourceRow,
+) -> Prepared {
     let op = tr.plan;
     let mut out = Prepared {
         row: row.number,
@@ -237,6 +244,7 @@ pub(super) fn prepare(shared: &Shared<'_>, tr: &TypeRun<'_>, row: &mut SourceRow
                     } else {
                         values.get(*field).cloned().flatten()
                     },
+                    answer: None,
                 }),
             }
             continue;
@@ -335,7 +343,7 @@ pub(super) fn prepare(shared: &Shared<'_>, tr: &TypeRun<'_>, row: &mut SourceRow
         .unwrap_or(&[]);
     out.planned = match matches {
         [] if out.cancelled || !op.create => Planned::Skipped { dn: None },
-        [] => plan_create(tr, out.row, values, desired, password.map(|p| p.0)),
+        [] => plan_create(shared, tr, out.row, values, desired, password.map(|p| p.0)),
         [one] => {
             out.entry = Some(*one);
             let entry = tr.index.entry(*one);
@@ -359,8 +367,32 @@ pub(super) fn prepare(shared: &Shared<'_>, tr: &TypeRun<'_>, row: &mut SourceRow
             ),
         ),
     };
+    resolve::answer_early(tr, earlier, &mut out);
+    store_password(shared, tr, &mut out.planned);
     out.hashes.new_dn = super::new_dn_hash(tr, &out.planned);
     out
+}
+
+/// With hooks that do not read new objects, a new object's password is stored in it now, on
+/// the pool while the source is read: hashing 100,000 of them is a good part of a large
+/// create run. It goes last, and so stays last (`Resolve` answers settled later go before it).
+fn store_password(shared: &Shared<'_>, tr: &TypeRun<'_>, planned: &mut Planned) {
+    if !shared.early_objects || shared.dry_run {
+        return;
+    }
+    if let Planned::Create {
+        entry,
+        password,
+        generated,
+        password_stored,
+        ..
+    } = planned
+        && let Some(stored) =
+            secret(tr, password, generated).and_then(|s| shared.destination.stored_password(s))
+    {
+        entry.set(&stored.name, stored.values);
+        *password_stored = true;
+    }
 }
 
 /// The spreadsheet error of a cell a bound transform reads, if any.
@@ -386,6 +418,7 @@ fn bound_cell_error(
 }
 
 fn plan_create(
+    shared: &Shared<'_>,
     tr: &TypeRun<'_>,
     row: u64,
     values: &[Option<String>],
@@ -447,6 +480,8 @@ fn plan_create(
         );
     };
     let dn = dn::child("CN", cn, container);
+    // Room for every field (`Resolve` fields and the stored password come later) and the
+    // object classes: the entry keeps this vector, so it never regrows.
     let mut attributes: Vec<(AttributeName, Vec<String>)> = Vec::with_capacity(desired.len() + 1);
     if !op
         .fields
@@ -466,28 +501,27 @@ fn plan_create(
             .filter(|(f, v)| f.password.is_none() && !v.is_empty())
             .map(|(f, v)| (f.attribute.clone(), v)),
     );
+    let entry = Entry::from_attributes(dn, attributes);
     // A new object the destination query would not find is created again on every run.
-    let lookup = |attr: &str| -> &[String] {
-        attributes
-            .iter()
-            .find(|(a, _)| a.eq_ignore_ascii_case(attr))
-            .map(|(_, v)| v.as_slice())
-            .unwrap_or(&[])
-    };
-    if !tr.filter.matches_by(&lookup) {
+    if !tr.filter.matches_by(&|attr: &str| entry.get(attr)) {
         return failed(
             None,
             format!(
-                "the new object {dn} would not match the destination query {} (row {row}); it would be created again on every run",
-                tr.filter
+                "the new object {} would not match the destination query {} (row {row}); it would be created again on every run",
+                entry.dn, tr.filter
             ),
         );
     }
+    let generated = match password.as_ref().and_then(|p| p.policy(op)) {
+        Some(policy) if !shared.dry_run => Some(policy.generate(&mut rand::rng())),
+        _ => None,
+    };
     Planned::Create {
-        dn,
+        entry,
         container: own_container,
-        attributes,
         password,
+        generated,
+        password_stored: false,
     }
 }
 
@@ -576,127 +610,6 @@ fn plan_update(
     }
 }
 
-/// The DNs this run's objects will have, by `Resolve` key (position in
-/// `TypeRun::resolve_keys`) and lower-cased value.
-pub(super) type PlannedDns = Vec<HashMap<String, Vec<String>>>;
-
-/// The first value of `attribute` that a row's object will have after this run: what the
-/// row creates or changes it to, else what the matched object has.
-fn value_after_run<'a>(tr: &'a TypeRun<'_>, p: &'a Prepared, attribute: &str) -> Option<&'a str> {
-    let written = |list: &'a [(AttributeName, Vec<String>)]| {
-        list.iter()
-            .find(|(name, _)| name.eq_ignore_ascii_case(attribute))
-            .map(|(_, values)| values.first().map(String::as_str))
-    };
-    let current = || p.entry.and_then(|i| tr.index.entry(i).first(attribute));
-    match &p.planned {
-        Planned::Create { attributes, .. } => written(attributes).flatten(),
-        Planned::Update { changes, .. } => written(changes).unwrap_or_else(current),
-        _ => current(),
-    }
-}
-
-/// The DN each row's object will have after this run, by the values `Resolve` looks up.
-pub(super) fn planned_dns(tr: &TypeRun<'_>, prepared: &[Prepared]) -> PlannedDns {
-    // Only the values some row looks up (managers are few; rows are many).
-    let wanted: HashSet<Cow<'_, str>> = prepared
-        .iter()
-        .flat_map(|p| p.deferred.iter().filter_map(|d| d.value.as_deref()))
-        .map(lowercase)
-        .collect();
-    let mut out: PlannedDns = vec![HashMap::new(); tr.resolve_keys.len()];
-    for p in prepared {
-        let dn = match &p.planned {
-            Planned::Create { dn, .. } => dn,
-            Planned::Update {
-                rename_to: Some(to),
-                ..
-            } => to,
-            _ => match p.entry {
-                Some(i) => &tr.index.entry(i).dn,
-                None => continue,
-            },
-        };
-        for (key, attribute) in tr.resolve_keys.iter().enumerate() {
-            let Some(value) = value_after_run(tr, p, attribute).map(lowercase) else {
-                continue;
-            };
-            if !wanted.contains(&value) {
-                continue;
-            }
-            let dns = out[key].entry(value.into_owned()).or_default();
-            if !dns.contains(dn) {
-                dns.push(dn.clone());
-            }
-        }
-    }
-    out
-}
-
-/// Fills in a row's `Resolve` fields: first against this run's objects (so a manager created
-/// by another row is found in the same run), then against the destination.
-pub(super) fn resolve_deferred(tr: &TypeRun<'_>, planned: &PlannedDns, p: &mut Prepared) {
-    let op = tr.plan;
-    for Deferred { field: fi, value } in std::mem::take(&mut p.deferred) {
-        let f = &op.fields[fi];
-        let transform::Transform::Resolve { attribute, .. } = &f.transform else {
-            continue;
-        };
-        let by_value = tr
-            .resolve_keys
-            .iter()
-            .position(|k| k.eq_ignore_ascii_case(attribute))
-            .and_then(|i| planned.get(i));
-        let resolved: Result<Option<String>, String> = match value {
-            None => Ok(None),
-            Some(v) => match by_value
-                .and_then(|m| m.get(lowercase(&v).as_ref()))
-                .map(Vec::as_slice)
-            {
-                Some([dn]) => Ok(Some(dn.clone())),
-                Some(many) if many.len() > 1 => Err(format!(
-                    "Resolve: {} objects have {attribute}={v}: {}",
-                    many.len(),
-                    many.join("; ")
-                )),
-                _ => transform::Resolver::resolve(&tr.resolver, attribute, &v),
-            },
-        };
-        let values: Vec<String> = match resolved {
-            Ok(v) => v.into_iter().collect(),
-            Err(e) => {
-                p.fail(Some(f.location()), e);
-                return;
-            }
-        };
-        match &mut p.planned {
-            Planned::Create { attributes, .. } if !values.is_empty() => {
-                attributes.push((f.attribute.clone(), values));
-            }
-            Planned::Update { .. } | Planned::Unchanged { .. } if !f.create_only => {
-                let Some(entry) = p.entry.map(|i| tr.index.entry(i)) else {
-                    continue;
-                };
-                if same_values(entry.get(&f.attribute), &values) {
-                    continue;
-                }
-                if let Planned::Unchanged { dn } = &p.planned {
-                    p.planned = Planned::Update {
-                        dn: dn.clone(),
-                        changes: Vec::new(),
-                        password: None,
-                        rename_to: None,
-                    };
-                }
-                if let Planned::Update { changes, .. } = &mut p.planned {
-                    changes.push((f.attribute.clone(), values));
-                }
-            }
-            _ => {}
-        }
-    }
-}
-
 /// Makes sure `container` exists, creating it (and its parents) when the job allows.
 pub(super) fn ensure_container(
     shared: &Shared<'_>,
@@ -782,6 +695,8 @@ pub(super) struct PendingAdd {
     password: Option<NewPassword>,
     /// A password generated for this object.
     generated: Option<Secret>,
+    /// The password is in `entry` already (see `Planned::Create`).
+    password_stored: bool,
 }
 
 /// The password a new object gets: the job's static one (lent, not copied per row), the
@@ -820,7 +735,9 @@ pub(super) fn apply_all(
             Begun::Adding(pending) => {
                 let entry = pending.entry.take()?;
                 let pending: &PendingAdd = pending;
-                Some((entry, secret(tr, &pending.password, &pending.generated)))
+                let password = secret(tr, &pending.password, &pending.generated)
+                    .filter(|_| !pending.password_stored);
+                Some((entry, password))
             }
             Begun::Done(_) => None,
         })
@@ -900,11 +817,20 @@ fn begin(shared: &Shared<'_>, tr: &TypeRun<'_>, p: Prepared) -> Begun {
             Some(dn)
         }
         Planned::Create {
-            dn,
+            mut entry,
             container,
-            attributes,
             password,
+            generated,
+            password_stored,
         } => {
+            // Hooks that read new objects get their attributes (moved, and copied back after
+            // `row_adding`); the others get an empty list, and the entry waits here.
+            let dn = std::mem::take(&mut entry.dn);
+            let (attributes, early) = if shared.early_objects {
+                (Vec::new(), Some(entry))
+            } else {
+                (entry.into_attributes(), None)
+            };
             let mut write = RowWrite {
                 object_type: op.object_type,
                 row,
@@ -917,15 +843,16 @@ fn begin(shared: &Shared<'_>, tr: &TypeRun<'_>, p: Prepared) -> Begun {
                 Ok(ControlFlow::Break(())) => result.outcome = RowOutcome::Skipped,
                 Ok(ControlFlow::Continue(())) => {
                     let container = tr.container(&container);
-                    match stage_create(shared, op, container, &mut write, password.as_ref()) {
+                    match stage_create(shared, op, container, &mut write, early) {
                         Err(m) => result.failure = Some((None, m)),
-                        Ok((entry, generated)) => {
+                        Ok(entry) => {
                             return Begun::Adding(PendingAdd {
                                 result,
                                 write,
                                 entry,
                                 password,
                                 generated,
+                                password_stored,
                             });
                         }
                     }
@@ -1039,10 +966,16 @@ fn finish(
                 guard(|| shared.hooks.row_finished(shared.ctx, &done))
                     .map_err(|m| format!("row_finished: {m}"))
             });
-        result.key = done.key;
+        // The report keeps the keys of failed rows only. The others are freed here, on the
+        // worker, rather than one by one on the thread that records the report.
         if let Err(m) = finished {
+            result.key = done.key;
             result.failure = Some((None, m));
         }
+    }
+    if !op.delete {
+        // Only deletes read the normalised keys of the rows (to find the orphans).
+        result.norm_key = None;
     }
     if let Some((field, message)) = &result.failure {
         let failure = RowFailure {
@@ -1061,30 +994,33 @@ fn finish(
     result
 }
 
-/// Everything a create needs before its add: the container, the entry (unless this is a
-/// dry run) and a generated password.
+/// Everything a create needs before its add: the container, and the entry (unless this is
+/// a dry run) with what `row_adding` did to it. `early` is the entry built while rows were
+/// prepared, for hooks that do not read new objects; without it the entry is built from the
+/// write, which `row_added` will read again.
 fn stage_create(
     shared: &Shared<'_>,
     op: &ObjectPlan,
     container: &str,
     write: &mut RowWrite,
-    password: Option<&NewPassword>,
-) -> Result<(Option<Entry>, Option<Secret>), String> {
+    early: Option<Entry>,
+) -> Result<Option<Entry>, String> {
     ensure_container(shared, container, op.create_containers)?;
     if shared.dry_run {
-        return Ok((None, None));
+        return Ok(None);
     }
-    // The attributes move into the entry unless `row_added` will read them.
-    let attributes = if shared.hooks.reads_added_attributes() {
-        write.attributes.clone()
-    } else {
-        std::mem::take(&mut write.attributes)
+    let entry = match early {
+        Some(mut entry) => {
+            // What `row_adding` put in the list replaces the object's own.
+            for (name, values) in std::mem::take(&mut write.attributes) {
+                entry.set(&name, values);
+            }
+            entry.dn = write.dn.clone();
+            entry
+        }
+        None => Entry::from_attributes(write.dn.clone(), write.attributes.clone()),
     };
-    let entry = Entry::from_attributes(write.dn.clone(), attributes);
-    let generated = password
-        .and_then(|p| p.policy(op))
-        .map(|policy| policy.generate(&mut rand::rng()));
-    Ok((Some(entry), generated))
+    Ok(Some(entry))
 }
 
 fn deliver_password(

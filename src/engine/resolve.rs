@@ -1,0 +1,503 @@
+//! `Resolve` fields: the DN of the object whose attribute has the row's value. An object
+//! this run creates or changes counts with what it will have after the run (so a manager
+//! created by another row is found in the same run); the directory is asked only when no row
+//! has the value.
+//!
+//! A lookup can only be settled once every row is known: a later row may create the object,
+//! or a second object with the same value, which makes the lookup ambiguous. Settling them all
+//! after the read, though, was a pass over every row once the last one was read. So each row
+//! is answered while it is prepared, from the rows prepared before it, and the answers are
+//! checked once all rows are known: an answer stands unless its value later turned up on a
+//! second row or its object's row failed. Those answers are taken back, and they and the
+//! lookups no earlier row could answer are settled after the read, against every row. The
+//! result is the same either way; only the work moves.
+
+use foldhash::{HashMap, HashMapExt, HashSet};
+
+use super::TypeRun;
+use super::row::{Planned, Prepared};
+use crate::job::ObjectPlan;
+use crate::matching::{lowercase, same_values};
+use crate::transform::{self, Resolver};
+
+/// What the `Resolve` fields of one object type look up.
+pub(super) struct ResolvePlan {
+    /// The attributes looked up, lower-cased (attribute names are ASCII), each once.
+    keys: Vec<String>,
+    /// Per field: the position in `keys` of what a `Resolve` field looks up.
+    key_of: Vec<Option<usize>>,
+    /// Per field: a `Resolve` field that may be answered early. Its attribute is written by
+    /// no other field, so an early answer can be taken back by removing the attribute.
+    early: Vec<bool>,
+}
+
+impl ResolvePlan {
+    pub fn new(op: &ObjectPlan) -> ResolvePlan {
+        let mut keys: Vec<String> = Vec::new();
+        let key_of = op
+            .fields
+            .iter()
+            .map(|f| match &f.transform {
+                transform::Transform::Resolve { attribute, .. } => {
+                    let a = attribute.to_ascii_lowercase();
+                    Some(keys.iter().position(|k| *k == a).unwrap_or_else(|| {
+                        keys.push(a);
+                        keys.len() - 1
+                    }))
+                }
+                _ => None,
+            })
+            .collect::<Vec<_>>();
+        let early = op
+            .fields
+            .iter()
+            .zip(&key_of)
+            .map(|(f, key)| {
+                key.is_some()
+                    && op
+                        .fields
+                        .iter()
+                        .filter(|g| g.attribute.eq_ignore_ascii_case(&f.attribute))
+                        .count()
+                        == 1
+            })
+            .collect();
+        ResolvePlan {
+            keys,
+            key_of,
+            early,
+        }
+    }
+
+    /// True when the type has `Resolve` fields.
+    pub fn any(&self) -> bool {
+        !self.keys.is_empty()
+    }
+}
+
+/// A `Resolve` field of a row: answered early (and checked once every row is known), or
+/// waiting for every row.
+pub(super) struct Deferred {
+    /// Position in the field map.
+    pub field: usize,
+    /// The source value (looked up ignoring case, see `matching::lowercase`).
+    pub value: Option<String>,
+    /// Answered early, and the answer applied to the row: the hash of the value, by which
+    /// [`PlannedValues`] tells whether the answer still stands.
+    pub answer: Option<u64>,
+}
+
+/// What a lookup finds: the DN, if any, or why there is none to take.
+type Answer = Result<Option<String>, String>;
+
+/// The rows that will have a value, by the value's hash.
+struct Holders {
+    first: u32,
+    /// Further rows with the same hash (a second object with the value, or a collision).
+    /// Empty nearly always, and then it allocates nothing.
+    more: Vec<u32>,
+    /// Some row was answered from `first` early.
+    answered: bool,
+}
+
+impl Holders {
+    fn rows(&self) -> impl Iterator<Item = u32> + '_ {
+        std::iter::once(self.first).chain(self.more.iter().copied())
+    }
+}
+
+/// What the rows prepared so far will have of the attributes `Resolve` looks up: per key of
+/// the [`ResolvePlan`], the hash of the lower-cased value and the rows (positions in the
+/// prepared list) whose objects will have it. Values themselves are read from the rows when
+/// looked up, so the index holds no strings.
+#[derive(Default)]
+pub(super) struct PlannedValues {
+    by_key: Vec<HashMap<u64, Holders>>,
+    /// Values answered early that have since turned up on another row, or whose row failed:
+    /// the answers given from them are taken back.
+    spoiled: HashSet<(usize, u64)>,
+    /// Rows with a `Resolve` field left to settle after the read.
+    pending: Vec<u32>,
+}
+
+/// The first value of `attribute` that a row's object will have after this run: what the
+/// row creates or changes it to, else what the matched object has.
+fn value_after_run<'a>(tr: &'a TypeRun<'_>, p: &'a Prepared, attribute: &str) -> Option<&'a str> {
+    let current = || p.entry.and_then(|i| tr.index.entry(i).first(attribute));
+    match &p.planned {
+        Planned::Create { entry, .. } => entry.first(attribute),
+        Planned::Update { changes, .. } => changes
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(attribute))
+            .map(|(_, values)| values.first().map(String::as_str))
+            .unwrap_or_else(current),
+        _ => current(),
+    }
+}
+
+/// The DN a row's object will have after this run, if it has one.
+fn dn_after_run<'a>(tr: &'a TypeRun<'_>, p: &'a Prepared) -> Option<&'a str> {
+    match &p.planned {
+        Planned::Create { entry, .. } => Some(&entry.dn),
+        Planned::Update {
+            rename_to: Some(to),
+            ..
+        } => Some(to),
+        _ => p.entry.map(|i| tr.index.entry(i).dn.as_str()),
+    }
+}
+
+fn hash(value: &str) -> u64 {
+    super::hash_str(&lowercase(value))
+}
+
+/// What a row's object has of each key, as the index holds it.
+fn contributions<'a>(
+    tr: &'a TypeRun<'_>,
+    p: &'a Prepared,
+) -> impl Iterator<Item = (usize, u64)> + 'a {
+    let has_dn = dn_after_run(tr, p).is_some();
+    tr.resolve
+        .keys
+        .iter()
+        .enumerate()
+        .filter(move |_| has_dn)
+        .filter_map(move |(key, attribute)| Some((key, hash(value_after_run(tr, p, attribute)?))))
+}
+
+impl PlannedValues {
+    pub fn new(plan: &ResolvePlan) -> PlannedValues {
+        PlannedValues {
+            by_key: plan.keys.iter().map(|_| HashMap::new()).collect(),
+            ..Default::default()
+        }
+    }
+
+    /// Takes in a batch of rows just prepared, `rows[start..]`: marks the values their early
+    /// answers came from, then adds what their objects will have.
+    pub fn add_batch(&mut self, tr: &TypeRun<'_>, rows: &[Prepared], start: usize) {
+        if !tr.resolve.any() {
+            return;
+        }
+        for (i, p) in rows.iter().enumerate().skip(start) {
+            if matches!(p.planned, Planned::Failed { .. }) {
+                continue;
+            }
+            for d in &p.deferred {
+                match d.answer {
+                    Some(h) => {
+                        if let Some(key) = tr.resolve.key_of[d.field]
+                            && let Some(holders) = self.by_key[key].get_mut(&h)
+                        {
+                            holders.answered = true;
+                        }
+                    }
+                    None => {
+                        if self.pending.last() != Some(&(i as u32)) {
+                            self.pending.push(i as u32);
+                        }
+                    }
+                }
+            }
+        }
+        for (i, p) in rows.iter().enumerate().skip(start) {
+            self.add_row(tr, p, i as u32);
+        }
+    }
+
+    fn add_row(&mut self, tr: &TypeRun<'_>, p: &Prepared, row: u32) {
+        for (key, h) in contributions(tr, p) {
+            match self.by_key[key].entry(h) {
+                std::collections::hash_map::Entry::Vacant(slot) => {
+                    slot.insert(Holders {
+                        first: row,
+                        more: Vec::new(),
+                        answered: false,
+                    });
+                }
+                std::collections::hash_map::Entry::Occupied(mut slot) => {
+                    let holders = slot.get_mut();
+                    if holders.answered {
+                        self.spoiled.insert((key, h));
+                    }
+                    holders.more.push(row);
+                }
+            }
+        }
+    }
+
+    fn remove_row(&mut self, tr: &TypeRun<'_>, p: &Prepared, row: u32) {
+        for (key, h) in contributions(tr, p) {
+            let map = &mut self.by_key[key];
+            let Some(holders) = map.get_mut(&h) else {
+                continue;
+            };
+            if holders.answered {
+                self.spoiled.insert((key, h));
+            }
+            if holders.first == row {
+                match holders.more.pop() {
+                    Some(next) => holders.first = next,
+                    None => {
+                        map.remove(&h);
+                    }
+                }
+            } else {
+                holders.more.retain(|r| *r != row);
+            }
+        }
+    }
+
+    /// Fails rows (step 2's conflicts) and keeps the index true to what they will have
+    /// after the run: a failed row's object keeps its current values, or is not created.
+    pub fn fail_rows(
+        &mut self,
+        tr: &TypeRun<'_>,
+        prepared: &mut [Prepared],
+        failures: Vec<(usize, String)>,
+    ) {
+        for (i, message) in failures {
+            if tr.resolve.any() {
+                self.remove_row(tr, &prepared[i], i as u32);
+            }
+            prepared[i].fail(None, message);
+            if tr.resolve.any() {
+                self.add_row(tr, &prepared[i], i as u32);
+            }
+        }
+    }
+
+    /// The DNs of the objects that will have `value` of key `key` after the run, each once.
+    fn planned_dns<'a>(
+        &self,
+        tr: &'a TypeRun<'_>,
+        rows: &'a [Prepared],
+        key: usize,
+        value: &str,
+    ) -> Vec<&'a str> {
+        let wanted = lowercase(value);
+        let attribute = &tr.resolve.keys[key];
+        let mut dns: Vec<&str> = Vec::new();
+        let Some(holders) = self.by_key[key].get(&super::hash_str(&wanted)) else {
+            return dns;
+        };
+        for p in holders.rows().filter_map(|row| rows.get(row as usize)) {
+            let same = value_after_run(tr, p, attribute).is_some_and(|v| lowercase(v) == wanted);
+            if let (true, Some(dn)) = (same, dn_after_run(tr, p))
+                && !dns.contains(&dn)
+            {
+                dns.push(dn);
+            }
+        }
+        dns
+    }
+
+    /// Settles every `Resolve` field left once all rows are known (see the module docs).
+    pub fn settle(
+        mut self,
+        tr: &TypeRun<'_>,
+        prepared: &mut [Prepared],
+        pool: Option<&rayon::ThreadPool>,
+    ) {
+        use rayon::prelude::*;
+        let mut pending = std::mem::take(&mut self.pending);
+        if !self.spoiled.is_empty() {
+            // Rare: take back the answers given from spoiled values, wherever they are.
+            for (i, p) in prepared.iter_mut().enumerate() {
+                let mut taken_back = false;
+                for d in p.deferred.iter_mut() {
+                    if let Some(h) = d.answer
+                        && let Some(key) = tr.resolve.key_of[d.field]
+                        && self.spoiled.contains(&(key, h))
+                    {
+                        d.answer = None;
+                        take_back(tr, &mut p.planned, d.field);
+                        taken_back = true;
+                    }
+                }
+                if taken_back {
+                    pending.push(i as u32);
+                }
+            }
+            pending.sort_unstable();
+            pending.dedup();
+        }
+        // First every answer, against rows no one changes meanwhile; then each row takes its own.
+        let answers = |&row: &u32| -> (u32, Vec<(usize, Answer)>) {
+            let Some(p) = prepared.get(row as usize) else {
+                return (row, Vec::new());
+            };
+            let answers = p
+                .deferred
+                .iter()
+                .filter(|d| d.answer.is_none())
+                .map(|d| {
+                    (
+                        d.field,
+                        self.answer(tr, prepared, d.field, d.value.as_deref()),
+                    )
+                })
+                .collect();
+            (row, answers)
+        };
+        let answered: Vec<_> = match pool {
+            Some(pool) => pool.install(|| pending.par_iter().map(answers).collect()),
+            None => pending.iter().map(answers).collect(),
+        };
+        for (row, answers) in answered {
+            let Some(p) = prepared.get_mut(row as usize) else {
+                continue;
+            };
+            for (field, answer) in answers {
+                match answer {
+                    Ok(dn) => apply(tr, p, field, dn.into_iter().collect()),
+                    Err(message) => {
+                        p.fail(Some(tr.plan.fields[field].location()), message);
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The answer to a lookup once every row is known: this run's objects first, then the
+    /// directory.
+    fn answer(
+        &self,
+        tr: &TypeRun<'_>,
+        rows: &[Prepared],
+        field: usize,
+        value: Option<&str>,
+    ) -> Answer {
+        let (Some(value), transform::Transform::Resolve { attribute, .. }) =
+            (value, &tr.plan.fields[field].transform)
+        else {
+            return Ok(None);
+        };
+        let Some(key) = tr.resolve.key_of[field] else {
+            return Ok(None);
+        };
+        match self.planned_dns(tr, rows, key, value).as_slice() {
+            [dn] => Ok(Some(dn.to_string())),
+            [] => tr.resolver.resolve(attribute, value),
+            many => Err(format!(
+                "Resolve: {} objects have {attribute}={value}: {}",
+                many.len(),
+                many.join("; ")
+            )),
+        }
+    }
+}
+
+/// The rows prepared before a batch, and what they will have: what early answers come from.
+pub(super) struct Earlier<'a> {
+    pub values: &'a PlannedValues,
+    pub rows: &'a [Prepared],
+}
+
+/// Answers a row's `Resolve` fields from the rows prepared before it, where that answer is
+/// sure to stand unless a later row changes it (see the module docs); an empty value is
+/// settled at once. The rest wait in `p.deferred`.
+pub(super) fn answer_early(tr: &TypeRun<'_>, earlier: &Earlier<'_>, p: &mut Prepared) {
+    if p.deferred.is_empty() || matches!(p.planned, Planned::Failed { .. }) {
+        return;
+    }
+    let mut deferred = std::mem::take(&mut p.deferred);
+    deferred.retain_mut(|d| {
+        let Some(value) = &d.value else {
+            // No value resolves to no value, whatever the other rows hold.
+            apply(tr, p, d.field, Vec::new());
+            return false;
+        };
+        if let Some(dn) = early_answer(tr, earlier, d.field, value) {
+            d.answer = Some(hash(value));
+            apply(tr, p, d.field, vec![dn]);
+        }
+        true
+    });
+    p.deferred = deferred;
+}
+
+/// The DN of the one earlier row's object that will have `value`, if there is exactly one.
+fn early_answer(
+    tr: &TypeRun<'_>,
+    earlier: &Earlier<'_>,
+    field: usize,
+    value: &str,
+) -> Option<String> {
+    if !tr.resolve.early[field] {
+        return None;
+    }
+    let key = tr.resolve.key_of[field]?;
+    let holders = earlier.values.by_key[key].get(&hash(value))?;
+    if !holders.more.is_empty() {
+        return None;
+    }
+    let holder = earlier.rows.get(holders.first as usize)?;
+    let wanted = lowercase(value);
+    let same =
+        value_after_run(tr, holder, &tr.resolve.keys[key]).is_some_and(|v| lowercase(v) == wanted);
+    dn_after_run(tr, holder).filter(|_| same).map(String::from)
+}
+
+/// Puts a `Resolve` field's values in the row's write: into a new object, or, for an existing
+/// one, as a change when they differ from what it has.
+fn apply(tr: &TypeRun<'_>, p: &mut Prepared, field: usize, values: Vec<String>) {
+    let f = &tr.plan.fields[field];
+    match &mut p.planned {
+        Planned::Create {
+            entry,
+            password_stored,
+            ..
+        } if !values.is_empty() => {
+            // A stored password stays the last attribute (see `row::store_password`).
+            let at = entry
+                .attributes()
+                .len()
+                .saturating_sub(usize::from(*password_stored));
+            entry.add_owned_at(at, f.attribute.clone(), values);
+        }
+        Planned::Update { .. } | Planned::Unchanged { .. } if !f.create_only => {
+            let Some(entry) = p.entry.map(|i| tr.index.entry(i)) else {
+                return;
+            };
+            if same_values(entry.get(&f.attribute), &values) {
+                return;
+            }
+            if let Planned::Unchanged { dn } = &mut p.planned {
+                p.planned = Planned::Update {
+                    dn: std::mem::take(dn),
+                    changes: Vec::new(),
+                    password: None,
+                    rename_to: None,
+                };
+            }
+            if let Planned::Update { changes, .. } = &mut p.planned {
+                changes.push((f.attribute.clone(), values));
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Undoes [`apply`] for a field written by no other field.
+fn take_back(tr: &TypeRun<'_>, planned: &mut Planned, field: usize) {
+    let attribute = &tr.plan.fields[field].attribute;
+    match planned {
+        Planned::Create { entry, .. } => entry.remove(attribute),
+        Planned::Update {
+            dn,
+            changes,
+            password,
+            rename_to,
+        } => {
+            changes.retain(|(name, _)| name != attribute);
+            if changes.is_empty() && password.is_none() && rename_to.is_none() {
+                *planned = Planned::Unchanged {
+                    dn: std::mem::take(dn),
+                };
+            }
+        }
+        _ => {}
+    }
+}
