@@ -2,6 +2,7 @@
 //! compares), the key index built from one destination scan, the value comparison that decides
 //! whether an attribute changed, and the index behind the `Resolve` transform.
 
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use foldhash::{HashMap, HashMapExt};
@@ -55,11 +56,43 @@ pub(crate) fn push_lowercase(out: &mut String, s: &str) {
     }
 }
 
+/// What shares one key: nearly always one item, held without allocating.
+#[derive(Debug)]
+enum OneOrMore<T> {
+    One([T; 1]),
+    More(Vec<T>),
+}
+
+impl<T: Clone> OneOrMore<T> {
+    fn as_slice(&self) -> &[T] {
+        match self {
+            OneOrMore::One(one) => one,
+            OneOrMore::More(many) => many,
+        }
+    }
+
+    /// Adds `item` under `key`.
+    fn add<K: std::hash::Hash + Eq>(map: &mut HashMap<K, OneOrMore<T>>, key: K, item: T) {
+        match map.entry(key) {
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(OneOrMore::One([item]));
+            }
+            std::collections::hash_map::Entry::Occupied(mut slot) => {
+                let all = slot.get_mut();
+                match all {
+                    OneOrMore::One([first]) => *all = OneOrMore::More(vec![first.clone(), item]),
+                    OneOrMore::More(many) => many.push(item),
+                }
+            }
+        }
+    }
+}
+
 /// The destination objects in scope, indexed by key.
 #[derive(Debug, Default)]
 pub struct KeyIndex {
     entries: Vec<Arc<Entry>>,
-    by_key: HashMap<String, Vec<usize>>,
+    by_key: HashMap<String, OneOrMore<usize>>,
     keyless: usize,
 }
 
@@ -68,17 +101,22 @@ impl KeyIndex {
     /// attribute are kept (they are in scope) but match no row. The entries may be shared
     /// with the directory ([`Destination::search_shared`]).
     pub fn build(entries: Vec<Arc<Entry>>, key_attributes: &[&str]) -> KeyIndex {
-        let mut by_key: HashMap<String, Vec<usize>> = HashMap::with_capacity(entries.len());
+        let mut by_key: HashMap<String, OneOrMore<usize>> = HashMap::with_capacity(entries.len());
         let mut keyless = 0;
+        let mut parts: Vec<&str> = Vec::with_capacity(key_attributes.len());
         for (i, e) in entries.iter().enumerate() {
-            let parts: Option<Vec<&str>> = key_attributes
-                .iter()
-                .map(|a| e.first(a).filter(|v| !v.is_empty()))
-                .collect();
-            match parts {
-                Some(parts) => by_key.entry(normalize_key(&parts)).or_default().push(i),
-                None => keyless += 1,
+            parts.clear();
+            for a in key_attributes {
+                match e.first(a).filter(|v| !v.is_empty()) {
+                    Some(v) => parts.push(v),
+                    None => break,
+                }
             }
+            if parts.len() < key_attributes.len() {
+                keyless += 1;
+                continue;
+            }
+            OneOrMore::add(&mut by_key, normalize_key(&parts), i);
         }
         KeyIndex {
             entries,
@@ -89,7 +127,7 @@ impl KeyIndex {
 
     /// Positions of the entries with this (normalised) key.
     pub fn find(&self, key: &str) -> &[usize] {
-        self.by_key.get(key).map(Vec::as_slice).unwrap_or(&[])
+        self.by_key.get(key).map(OneOrMore::as_slice).unwrap_or(&[])
     }
 
     /// The entry at a position.
@@ -103,8 +141,8 @@ impl KeyIndex {
     }
 
     /// Each key with the entries that carry it.
-    pub fn keys(&self) -> impl Iterator<Item = (&String, &Vec<usize>)> {
-        self.by_key.iter()
+    pub fn keys(&self) -> impl Iterator<Item = (&str, &[usize])> {
+        self.by_key.iter().map(|(k, p)| (k.as_str(), p.as_slice()))
     }
 
     /// How many entries in scope lack a key value.
@@ -168,10 +206,18 @@ fn same_value(current: &str, desired: &str) -> bool {
 }
 
 /// The `Resolve` transform's lookup: attribute value → DN, built from one search per attribute.
+///
+/// Objects are held by the hash of their lower-cased value and shared with the directory
+/// where it can ([`Destination::search_shared`]), not copied: on a run over a directory of
+/// 100,000 users the index is built, and freed, on every run, and is mostly not asked (this
+/// run's rows answer first).
 #[derive(Debug, Default)]
 pub struct ResolveIndex {
-    by_attribute: HashMap<String, HashMap<String, Vec<String>>>,
+    by_attribute: HashMap<String, HashMap<u64, OneOrMore<Arc<Entry>>>>,
 }
+
+/// The hasher of [`ResolveIndex`]: fixed, so which objects are listed first never varies.
+const RESOLVE_HASH: foldhash::fast::FixedState = foldhash::fast::FixedState::with_seed(0x7e50);
 
 impl ResolveIndex {
     /// Reads every entry under `base` that has one of `attributes`.
@@ -196,10 +242,17 @@ impl ResolveIndex {
                 Err(DestinationError::NoSuchObject { .. }) => Vec::new(),
                 Err(e) => return Err(e),
             };
-            let mut map: HashMap<String, Vec<String>> = HashMap::new();
-            for e in &entries {
-                for v in e.get(attr) {
-                    map.entry(v.to_lowercase()).or_default().push(e.dn.clone());
+            let mut map: HashMap<u64, OneOrMore<Arc<Entry>>> =
+                HashMap::with_capacity(entries.len());
+            let hash = |v: &String| RESOLVE_HASH.hash_one(lowercase(v));
+            for e in entries {
+                let values = e.get(attr);
+                for (i, v) in values.iter().enumerate() {
+                    // An object is listed once under a value, however many times it has it.
+                    let h = hash(v);
+                    if !values[..i].iter().any(|earlier| hash(earlier) == h) {
+                        OneOrMore::add(&mut map, h, e.clone());
+                    }
                 }
             }
             by_attribute.insert(key, map);
@@ -210,14 +263,25 @@ impl ResolveIndex {
 
 impl Resolver for ResolveIndex {
     fn resolve(&self, attribute: &str, value: &str) -> Result<Option<String>, String> {
-        let found = self
+        let wanted = lowercase(value);
+        let Some(candidates) = self
             .by_attribute
             .get(&attribute.to_ascii_lowercase())
-            .and_then(|m| m.get(&value.to_lowercase()));
-        match found.map(Vec::as_slice) {
-            None | Some([]) => Ok(None),
-            Some([dn]) => Ok(Some(dn.clone())),
-            Some(many) => Err(format!(
+            .and_then(|m| m.get(&RESOLVE_HASH.hash_one(&wanted)))
+        else {
+            return Ok(None);
+        };
+        // The hash narrows the search; the values decide (a collision is not a match).
+        let found: Vec<&str> = candidates
+            .as_slice()
+            .iter()
+            .filter(|e| e.get(attribute).iter().any(|v| lowercase(v) == wanted))
+            .map(|e| e.dn.as_str())
+            .collect();
+        match found.as_slice() {
+            [] => Ok(None),
+            [dn] => Ok(Some(dn.to_string())),
+            many => Err(format!(
                 "Resolve: {} objects have {attribute}={value}: {}",
                 many.len(),
                 many.join("; ")
@@ -238,6 +302,61 @@ mod tests {
         let index = KeyIndex::build(vec![Arc::new(a), Arc::new(b)], &["samaccountname"]);
         assert_eq!(index.find(&normalize_key(&["ANN_LEE"])), &[0]);
         assert_eq!(index.keyless(), 1);
+    }
+
+    #[test]
+    fn keys_shared_by_several_entries_find_them_all() {
+        let entry = |dn: &str, id: &str| {
+            let mut e = Entry::new(dn);
+            e.set("employeeID", vec![id.into()]);
+            Arc::new(e)
+        };
+        let entries = vec![
+            entry("CN=a,DC=lab", "7"),
+            entry("CN=b,DC=lab", "8"),
+            entry("CN=c,DC=lab", "7"),
+            entry("CN=d,DC=lab", "7"),
+        ];
+        let index = KeyIndex::build(entries, &["employeeID"]);
+        assert_eq!(index.find("7"), &[0, 2, 3]);
+        assert_eq!(index.find("8"), &[1]);
+        assert_eq!(index.find("9"), &[] as &[usize]);
+        let mut keys: Vec<(&str, &[usize])> = index.keys().collect();
+        keys.sort();
+        assert_eq!(keys, [("7", &[0, 2, 3][..]), ("8", &[1][..])]);
+    }
+
+    #[test]
+    fn resolve_finds_one_object_ignoring_case_and_names_several() {
+        let dir = crate::LdifDirectory::in_memory();
+        let mut root = Entry::new("DC=lab");
+        root.set("objectClass", vec!["domain".into()]);
+        dir.add(root, None).unwrap();
+        for (cn, ids) in [
+            ("Ann", &["AB-1", "ab-1"][..]),
+            ("Bob", &["CD-2"][..]),
+            ("Cy", &["cd-2"][..]),
+        ] {
+            let mut e = Entry::new(format!("CN={cn},DC=lab"));
+            e.set("objectClass", vec!["user".into()]);
+            e.set("employeeID", ids.iter().map(|s| s.to_string()).collect());
+            dir.add(e, None).unwrap();
+        }
+        let index = ResolveIndex::build(&dir, "DC=lab", &["employeeID".into()]).unwrap();
+        // Ann has the value twice (in two cases): still one object.
+        assert_eq!(
+            index.resolve("EMPLOYEEID", "Ab-1"),
+            Ok(Some("CN=Ann,DC=lab".into()))
+        );
+        assert_eq!(index.resolve("employeeID", "zz-9"), Ok(None));
+        assert_eq!(index.resolve("mail", "ab-1"), Ok(None));
+        let both = index.resolve("employeeID", "CD-2").unwrap_err();
+        assert!(
+            both.starts_with("Resolve: 2 objects have employeeID=CD-2: ")
+                && both.contains("CN=Bob,DC=lab")
+                && both.contains("CN=Cy,DC=lab"),
+            "{both}"
+        );
     }
 
     #[test]

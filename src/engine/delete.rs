@@ -49,7 +49,7 @@ pub(super) fn run(
     let mut candidates: Vec<&Entry> = tr
         .index
         .keys()
-        .filter(|(k, _)| !seen.contains(k.as_str()))
+        .filter(|(k, _)| !seen.contains(k))
         .flat_map(|(_, positions)| positions.iter().map(|i| tr.index.entry(*i)))
         .filter(|e| {
             // An object deprovisioned by an earlier run stays as it is.
