@@ -344,9 +344,22 @@ impl LdifDirectory {
 
     /// The tree key of `dn` from its parent's cached key and its own first RDN, with the
     /// parent to check (`None` when it need not exist). `None`: take the full parse.
-    fn fast_key(&self, dn: &str) -> Option<(String, Option<Arc<ParentKey>>)> {
-        let (rdn, parent) = split_first_rdn(dn)?;
-        let parent = self.parents.get(parent)?;
+    /// `last` is the parent of the entry before (entries added together share few parents),
+    /// then this one's.
+    fn fast_key(
+        &self,
+        dn: &str,
+        last: &mut Option<(String, Arc<ParentKey>)>,
+    ) -> Option<(String, Option<Arc<ParentKey>>)> {
+        let (rdn, parent_dn) = split_first_rdn(dn)?;
+        let parent = match last {
+            Some((known, key)) if known == parent_dn => key.clone(),
+            _ => {
+                let key = self.parents.get(parent_dn)?;
+                *last = Some((parent_dn.to_string(), key.clone()));
+                key
+            }
+        };
         let mut k = String::with_capacity(parent.key.len() + 1 + dn.len());
         k.push_str(&parent.key);
         k.push(SEP);
@@ -367,10 +380,11 @@ impl LdifDirectory {
         &self,
         entry: Entry,
         password: Option<&Secret>,
+        last_parent: &mut Option<(String, Arc<ParentKey>)>,
     ) -> Result<StagedAdd, DestinationError> {
         // Only a DN of one RDN (under the root, which need not exist) misses the fast path,
         // or one that is no DN at all, which the parse rejects.
-        let (key, parent) = match self.fast_key(&entry.dn) {
+        let (key, parent) = match self.fast_key(&entry.dn, last_parent) {
             Some(found) => found,
             None => (parse_key(&entry.dn)?.1, None),
         };
@@ -546,7 +560,7 @@ impl Destination for LdifDirectory {
     }
 
     fn add(&self, entry: Entry, password: Option<&Secret>) -> Result<(), DestinationError> {
-        let staged = self.stage_add(entry, password)?;
+        let staged = self.stage_add(entry, password, &mut None)?;
         let result = Self::insert(&mut self.write(), staged);
         if result.is_ok() {
             self.dirty.store(true, Ordering::Release);
@@ -556,9 +570,10 @@ impl Destination for LdifDirectory {
 
     fn add_all(&self, entries: Vec<(Entry, Option<&Secret>)>) -> Vec<Result<(), DestinationError>> {
         // Everything but the map itself is done before the lock, which is then taken once.
+        let mut last_parent = None;
         let staged: Vec<_> = entries
             .into_iter()
-            .map(|(entry, password)| self.stage_add(entry, password))
+            .map(|(entry, password)| self.stage_add(entry, password, &mut last_parent))
             .collect();
         let mut tree = self.write();
         let results: Vec<_> = staged
@@ -760,6 +775,7 @@ mod tests {
     #[test]
     fn cached_parent_keys_equal_full_parse() {
         let dir = LdifDirectory::in_memory();
+        let mut last = None;
         for dn in [
             "CN=Ann Lee,OU=API,DC=groupid,DC=lab",
             "cn=ANN LEE, ou=api ,dc=GROUPID,dc=lab",
@@ -780,7 +796,10 @@ mod tests {
             "2.5.4.3=oid,OU=API,DC=lab",
             "CN=del\\7f,OU=API,DC=lab",
         ] {
-            let (fast, _) = dir.fast_key(dn).expect("simple DN takes the fast path");
+            // One memo across DNs of two parents: a parent is reused only when it is the same.
+            let (fast, _) = dir
+                .fast_key(dn, &mut last)
+                .expect("simple DN takes the fast path");
             assert_eq!(fast, parse_key(dn).unwrap().1, "{dn}");
         }
         // The plain path takes exactly what it can write without the parse.
@@ -800,9 +819,12 @@ mod tests {
         ] {
             assert_eq!(plain(other), None, "{other}");
         }
-        assert!(dir.fast_key("CN=only").is_none());
-        assert!(dir.fast_key("CN=\"quoted, value\",DC=lab").is_none());
-        assert!(dir.fast_key("CN=a,not a dn").is_none());
+        assert!(dir.fast_key("CN=only", &mut None).is_none());
+        assert!(
+            dir.fast_key("CN=\"quoted, value\",DC=lab", &mut None)
+                .is_none()
+        );
+        assert!(dir.fast_key("CN=a,not a dn", &mut None).is_none());
     }
 
     fn entry(dn: &str, attrs: &[(&str, &str)]) -> Entry {

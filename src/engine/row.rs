@@ -727,7 +727,14 @@ pub(super) fn apply_all(
     tr: &TypeRun<'_>,
     rows: impl IntoIterator<Item = Prepared>,
 ) -> Vec<RowResult> {
-    let mut begun: Vec<Begun> = rows.into_iter().map(|p| begin(shared, tr, p)).collect();
+    // The container the last new object of this run of rows went into: rows share a few
+    // containers, and checking the run's shared list for every object had the workers
+    // taking turns on its lock.
+    let mut ensured = String::new();
+    let mut begun: Vec<Begun> = rows
+        .into_iter()
+        .map(|p| begin(shared, tr, p, &mut ensured))
+        .collect();
     // Each pending add with an entry (all of them, unless this is a dry run), with its password.
     let entries: Vec<(Entry, Option<&Secret>)> = begun
         .iter_mut()
@@ -776,8 +783,8 @@ pub(super) fn apply_all(
 }
 
 /// Step 3, first half: hooks and writes for one row, except a new object's add, which is
-/// returned pending.
-fn begin(shared: &Shared<'_>, tr: &TypeRun<'_>, p: Prepared) -> Begun {
+/// returned pending. `ensured` is a container known to exist (see [`stage_create`]).
+fn begin(shared: &Shared<'_>, tr: &TypeRun<'_>, p: Prepared, ensured: &mut String) -> Begun {
     let op = tr.plan;
     let Prepared {
         row,
@@ -843,7 +850,7 @@ fn begin(shared: &Shared<'_>, tr: &TypeRun<'_>, p: Prepared) -> Begun {
                 Ok(ControlFlow::Break(())) => result.outcome = RowOutcome::Skipped,
                 Ok(ControlFlow::Continue(())) => {
                     let container = tr.container(&container);
-                    match stage_create(shared, op, container, &mut write, early) {
+                    match stage_create(shared, op, container, ensured, &mut write, early) {
                         Err(m) => result.failure = Some((None, m)),
                         Ok(entry) => {
                             return Begun::Adding(PendingAdd {
@@ -932,7 +939,6 @@ fn finish_add(
         Err(m) => result.failure = Some((None, m)),
         Ok(()) => {
             result.outcome = RowOutcome::Added;
-            result.added = Some(write.dn.clone());
             if let Err(m) = guard(|| shared.hooks.row_added(shared.ctx, &write)) {
                 let m = format!("created, but row_added failed: {m}");
                 result.failure = Some((None, m));
@@ -949,11 +955,11 @@ fn finish(
     shared: &Shared<'_>,
     op: &ObjectPlan,
     mut result: RowResult,
-    dn: Option<String>,
+    mut dn: Option<String>,
 ) -> RowResult {
     let row = result.row;
     if result.failure.is_none() {
-        let done = RowDone {
+        let mut done = RowDone {
             object_type: op.object_type,
             row,
             key: result.key.take(),
@@ -972,6 +978,11 @@ fn finish(
             result.key = done.key;
             result.failure = Some((None, m));
         }
+        dn = done.dn.take();
+    }
+    // A new object's DN goes to the report (moved: this runs for every object created).
+    if result.outcome == RowOutcome::Added {
+        result.added = dn;
     }
     if !op.delete {
         // Only deletes read the normalised keys of the rows (to find the orphans).
@@ -997,15 +1008,21 @@ fn finish(
 /// Everything a create needs before its add: the container, and the entry (unless this is
 /// a dry run) with what `row_adding` did to it. `early` is the entry built while rows were
 /// prepared, for hooks that do not read new objects; without it the entry is built from the
-/// write, which `row_added` will read again.
+/// write, which `row_added` will read again. `ensured` is the container the last object went
+/// into, known to exist; it becomes this one's.
 fn stage_create(
     shared: &Shared<'_>,
     op: &ObjectPlan,
     container: &str,
+    ensured: &mut String,
     write: &mut RowWrite,
     early: Option<Entry>,
 ) -> Result<Option<Entry>, String> {
-    ensure_container(shared, container, op.create_containers)?;
+    if ensured != container {
+        ensure_container(shared, container, op.create_containers)?;
+        ensured.clear();
+        ensured.push_str(container);
+    }
     if shared.dry_run {
         return Ok(None);
     }
