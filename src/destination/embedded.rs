@@ -399,17 +399,23 @@ impl LdifDirectory {
         })
     }
 
-    /// The locked half of an add.
+    /// The locked half of an add. `present` is a parent found in the tree by an earlier
+    /// insert under the same lock (entries added together share their parent, and a parent
+    /// is not removed while the lock is held), so it is looked up once, not per entry.
     fn insert(
         tree: &mut BTreeMap<String, Arc<Entry>>,
         staged: StagedAdd,
+        present: &mut Option<Arc<ParentKey>>,
     ) -> Result<(), DestinationError> {
         if let Some(parent) = &staged.parent
-            && !tree.contains_key(&parent.key)
+            && !present.as_ref().is_some_and(|p| Arc::ptr_eq(p, parent))
         {
-            return Err(DestinationError::NoSuchObject {
-                dn: format!("{} (the parent of {})", parent.display, staged.entry.dn),
-            });
+            if !tree.contains_key(&parent.key) {
+                return Err(DestinationError::NoSuchObject {
+                    dn: format!("{} (the parent of {})", parent.display, staged.entry.dn),
+                });
+            }
+            *present = Some(parent.clone());
         }
         match tree.entry(staged.key) {
             std::collections::btree_map::Entry::Occupied(_) => {
@@ -561,7 +567,7 @@ impl Destination for LdifDirectory {
 
     fn add(&self, entry: Entry, password: Option<&Secret>) -> Result<(), DestinationError> {
         let staged = self.stage_add(entry, password, &mut None)?;
-        let result = Self::insert(&mut self.write(), staged);
+        let result = Self::insert(&mut self.write(), staged, &mut None);
         if result.is_ok() {
             self.dirty.store(true, Ordering::Release);
         }
@@ -576,9 +582,10 @@ impl Destination for LdifDirectory {
             .map(|(entry, password)| self.stage_add(entry, password, &mut last_parent))
             .collect();
         let mut tree = self.write();
+        let mut present = None;
         let results: Vec<_> = staged
             .into_iter()
-            .map(|s| s.and_then(|s| Self::insert(&mut tree, s)))
+            .map(|s| s.and_then(|s| Self::insert(&mut tree, s, &mut present)))
             .collect();
         if results.iter().any(Result::is_ok) {
             self.dirty.store(true, Ordering::Release);

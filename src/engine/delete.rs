@@ -29,7 +29,7 @@ fn disabled(entry: &Entry) -> bool {
 pub(super) fn run(
     shared: &Shared<'_>,
     tr: &TypeRun<'_>,
-    results: &[RowResult],
+    results: &[Vec<RowResult>],
     report: &mut Report,
     pool: Option<&rayon::ThreadPool>,
 ) -> bool {
@@ -40,6 +40,7 @@ pub(super) fn run(
     let code = op.object_type.code();
     let seen: HashSet<&str> = results
         .iter()
+        .flatten()
         .filter_map(|r| r.norm_key.as_deref())
         .collect();
     let deprovision_base = op
@@ -86,7 +87,7 @@ pub(super) fn run(
         Some(withhold(
             "the source returned no rows, and an empty source never deletes".into(),
         ))
-    } else if results.iter().any(|r| r.norm_key.is_none()) {
+    } else if results.iter().flatten().any(|r| r.norm_key.is_none()) {
         Some(withhold(
             "some rows failed before their key was known, so their objects cannot be told from orphans".into(),
         ))

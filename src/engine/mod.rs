@@ -928,13 +928,14 @@ fn par_map<T: Sync, R: Send>(
     }
 }
 
+/// Steps 2 and 3 of one type: the rows' results, in source order, in runs.
 fn apply_type(
     shared: &row::Shared<'_>,
     tr: &TypeRun<'_>,
     mut prepared: Vec<row::Prepared>,
     mut planned: resolve::PlannedValues,
     pool: Option<&rayon::ThreadPool>,
-) -> Vec<row::RowResult> {
+) -> Vec<Vec<row::RowResult>> {
     // 1. (rows were computed, with no writes, while the source was read)
 
     // 2. conflicts, so the outcome does not depend on thread timing. Rows are grouped by
@@ -985,27 +986,19 @@ fn apply_type(
     // stands, now that every row is known.
     planned.settle(tr, &mut prepared, pool);
 
-    // 3. writes, in parallel, each row on its own (consumed, so each thread frees its own).
-    // Rows go to workers in runs of consecutive rows whose new objects are added in one call:
-    // the embedded directory then takes its lock once per run instead of once per object,
-    // which had two workers queueing on it. Runs are short enough to keep every worker busy.
+    // 3. writes, in parallel, each row on its own (taken out of the list, so each thread
+    // frees its own). Rows go to workers in runs of consecutive rows whose new objects are
+    // added in one call: the embedded directory then takes its lock once per run instead of
+    // once per object, which had two workers queueing on it. Runs are short enough to keep
+    // every worker busy. Each run's results stay its own list: gathering 100,000 of them
+    // into one was a copy of all of them.
     let workers = pool.map_or(1, rayon::ThreadPool::current_num_threads);
     let run = (prepared.len() / (workers * 8)).clamp(1, MAX_ADD_RUN);
+    let apply_run = |rows: &mut [row::Prepared]| {
+        row::apply_all(shared, tr, rows.iter_mut().map(row::Prepared::take))
+    };
     match pool {
-        Some(pool) => pool.install(|| {
-            prepared
-                .into_par_iter()
-                .chunks(run)
-                .flat_map_iter(|rows| row::apply_all(shared, tr, rows))
-                .collect()
-        }),
-        None => {
-            let mut results = Vec::with_capacity(prepared.len());
-            let mut rows = prepared.into_iter().peekable();
-            while rows.peek().is_some() {
-                results.extend(row::apply_all(shared, tr, rows.by_ref().take(run)));
-            }
-            results
-        }
+        Some(pool) => pool.install(|| prepared.par_chunks_mut(run).map(apply_run).collect()),
+        None => prepared.chunks_mut(run).map(apply_run).collect(),
     }
 }

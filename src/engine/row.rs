@@ -132,6 +132,25 @@ pub(super) struct ConflictHashes {
 }
 
 impl Prepared {
+    /// A row that does nothing, holding nothing (no allocation).
+    fn empty(row: u64) -> Prepared {
+        Prepared {
+            row,
+            key: None,
+            norm_key: None,
+            cancelled: false,
+            planned: Planned::Skipped { dn: None },
+            deferred: Vec::new(),
+            entry: None,
+            hashes: ConflictHashes::default(),
+        }
+    }
+
+    /// Takes the row out of its list, leaving an empty one behind.
+    pub fn take(&mut self) -> Prepared {
+        std::mem::replace(self, Prepared::empty(self.row))
+    }
+
     /// Fails the row, unless it has failed already (the first reason is the one reported).
     pub fn fail(&mut self, field: Option<String>, message: String) {
         if !matches!(self.planned, Planned::Failed { .. }) {
@@ -172,16 +191,7 @@ pub(super) fn prepare(
     row: &mut SourceRow,
 ) -> Prepared {
     let op = tr.plan;
-    let mut out = Prepared {
-        row: row.number,
-        key: None,
-        norm_key: None,
-        cancelled: false,
-        planned: Planned::Skipped { dn: None },
-        deferred: Vec::new(),
-        entry: None,
-        hashes: ConflictHashes::default(),
-    };
+    let mut out = Prepared::empty(row.number);
     // A stopped run prepares no more rows: on a large source, preparing is most of the time
     // a cancel or a time-out should save. The row stays skipped, and apply skips it too.
     if shared
@@ -1105,8 +1115,8 @@ fn update(
 }
 
 /// Adds a type's row results to the report, in source order.
-pub(super) fn record(op: &ObjectPlan, results: Vec<RowResult>, report: &mut Report) {
-    for r in results {
+pub(super) fn record(op: &ObjectPlan, results: Vec<Vec<RowResult>>, report: &mut Report) {
+    for r in results.into_iter().flatten() {
         if let Some(dn) = r.added {
             report.added.push(dn);
         }
