@@ -25,13 +25,18 @@ const KEY_SEP: char = '\u{1f}';
 pub fn normalize_key<S: AsRef<str>>(parts: &[S]) -> String {
     let len = parts.iter().map(|p| p.as_ref().len() + 1).sum();
     let mut out = String::with_capacity(len);
+    push_normalized_key(&mut out, parts);
+    out
+}
+
+/// Appends [`normalize_key`]`(parts)` to `out`.
+pub(crate) fn push_normalized_key<S: AsRef<str>>(out: &mut String, parts: &[S]) {
     for (i, p) in parts.iter().enumerate() {
         if i > 0 {
             out.push(KEY_SEP);
         }
-        push_lowercase(&mut out, p.as_ref());
+        push_lowercase(out, p.as_ref());
     }
-    out
 }
 
 /// `s` lower-cased as [`str::to_lowercase`] does, borrowed when it already is (an id, most of

@@ -4,13 +4,15 @@
 //! (through their hooks), then the source is read on the calling thread while a second
 //! thread scans the destination (one scan per type, indexed by key), binds the field map to
 //! the columns, and computes each row as it arrives, on the worker pool (step 1 below: hooks,
-//! transforms, key, match, diff; no writes). Any problem in this half is an [`Error`] and
-//! nothing has been written. **Apply** then goes type by type:
+//! transforms, key, match, diff, and `Resolve` fields whose object an earlier row plans; no
+//! writes). Any problem in this half is an [`Error`] and nothing has been written. **Apply**
+//! then goes type by type:
 //!
 //! 1. (done while reading);
 //! 2. sequentially, rows sharing a key, or two creates or renames aiming at one DN, all fail
-//!    naming each other, so no result depends on which thread came first; then `Resolve`
-//!    fields are filled in, now that every row's DN is known;
+//!    naming each other, so no result depends on which thread came first; then the `Resolve`
+//!    fields left are settled, now that every row is known, and the early answers checked
+//!    (see `resolve`);
 //! 3. the writes are made in parallel, each row isolated from the others' failures;
 //! 4. deletes (or deprovisions) of objects in scope that no row matched, all or nothing
 //!    against the threshold.
@@ -189,15 +191,14 @@ struct TypeRun<'p> {
     /// A `Static` password field (its position in the field map) and its value, computed
     /// once: it is the same for every row.
     static_password: Option<(usize, crate::Secret)>,
-    /// Per field: a plain copy or `Resolve` that is its column's last reader, so the row's
-    /// value moves into the new object (or the lookup) instead of being copied (see
-    /// [`movable_fields`]).
+    /// Per field: a plain copy that is its column's last reader, so the row's value moves
+    /// into the new object instead of being copied (see [`movable_fields`]).
     movable: Vec<bool>,
 }
 
 /// Which fields may take their column's value out of the row rather than copy it: plain
-/// copies and `Resolve` fields (no password, no delimiter) whose column no later field,
-/// container rule or script reads.
+/// copies (no password, no delimiter) whose column no later field, container rule or script
+/// reads. (`Resolve` keeps a short copy instead, see `resolve::Deferred`.)
 /// On a large source this spares most of a row's copies, and the strings read on the
 /// reading thread are then kept, not freed on another.
 fn movable_fields(
@@ -222,7 +223,7 @@ fn movable_fields(
         .iter()
         .enumerate()
         .map(|(i, t)| match t {
-            Transform::Copy(column) | Transform::Resolve { field: column, .. } => {
+            Transform::Copy(column) => {
                 let f = &op.fields[i];
                 f.password.is_none()
                     && f.delimiter.is_none()

@@ -81,7 +81,7 @@ pub(super) struct Deferred {
     /// Position in the field map.
     pub field: usize,
     /// The source value (looked up ignoring case, see `matching::lowercase`).
-    pub value: Option<String>,
+    pub value: Option<smol_str::SmolStr>,
     /// Answered early, and the answer applied to the row: the hash of the value, by which
     /// [`PlannedValues`] tells whether the answer still stands.
     pub answer: Option<u64>,

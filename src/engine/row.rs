@@ -1,6 +1,7 @@
 //! One source row: computing what it needs ([`prepare`], no writes) and making it so ([`apply_all`]).
 
 use foldhash::HashSet;
+use smol_str::SmolStr;
 use std::ops::ControlFlow;
 use std::sync::RwLock;
 
@@ -10,7 +11,7 @@ use crate::destination::{AttributeName, Destination, DestinationError, Entry, Mo
 use crate::dn::{self, Dn};
 use crate::hooks::{HookContext, Hooks, PasswordSet, RowDone, RowOutcome, RowStart, RowWrite};
 use crate::job::{ContainerRule, ObjectPlan};
-use crate::matching::{normalize_key, same_values};
+use crate::matching::{push_normalized_key, same_values};
 use crate::report::{Report, RowFailure};
 use crate::source::SourceRow;
 use crate::transform::{PasswordPolicy, PasswordRule, RunValues, ScriptInput};
@@ -109,8 +110,10 @@ pub(super) struct Prepared {
     pub row: u64,
     /// The key as the row has it (for messages).
     pub key: Option<String>,
-    /// The key normalised (for matching).
-    pub norm_key: Option<String>,
+    /// The key normalised (for matching). Held inline when short, as ids are: it is made
+    /// for every row and read only to tell true duplicates from hash collisions, and by
+    /// deletes.
+    pub norm_key: Option<SmolStr>,
     /// A `row_starting` hook cancelled the row.
     pub cancelled: bool,
     pub planned: Planned,
@@ -163,7 +166,7 @@ impl Prepared {
 pub(super) struct RowResult {
     pub row: u64,
     pub key: Option<String>,
-    pub norm_key: Option<String>,
+    pub norm_key: Option<SmolStr>,
     pub outcome: RowOutcome,
     /// Set when the row failed (possibly after its write was made).
     pub failure: Option<(Option<String>, String)>,
@@ -247,13 +250,14 @@ pub(super) fn prepare(
                 }
                 // The object it names may be created by another row of this run: resolve
                 // once every row's DN is known.
+                // The value is copied, inline when short (an id): the row's string goes back
+                // to the reading thread, which made it, to be freed there.
                 None => out.deferred.push(Deferred {
                     field: fi,
-                    value: if tr.movable[fi] {
-                        values.get_mut(*field).and_then(Option::take)
-                    } else {
-                        values.get(*field).cloned().flatten()
-                    },
+                    value: values
+                        .get(*field)
+                        .and_then(Option::as_deref)
+                        .map(SmolStr::new),
                     answer: None,
                 }),
             }
@@ -337,10 +341,16 @@ pub(super) fn prepare(
         [one] => one.to_string(),
         many => many.join(", "),
     });
-    let norm_key = normalize_key(&parts);
+    thread_local! {
+        static NORMALIZED: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+    }
+    NORMALIZED.with_borrow_mut(|buffer| {
+        buffer.clear();
+        push_normalized_key(buffer, &parts);
+        out.hashes.key = Some(super::hash_str(buffer));
+        out.norm_key = Some(SmolStr::new(buffer.as_str()));
+    });
     drop(parts);
-    out.hashes.key = Some(super::hash_str(&norm_key));
-    out.norm_key = Some(norm_key);
     if let Some((field, message)) = first_failure {
         out.planned = failed(Some(field), message);
         return out;
