@@ -611,7 +611,8 @@ fn prepare_batches<'p>(
         field,
         source,
     };
-    let scanned = scan(op, shared.destination, &filter);
+    let resolve = resolve::ResolvePlan::new(op);
+    let scanned = scan(op, shared.destination, &filter, resolve.attributes());
     // Without columns the source failed (reported by the reading side) or sent nothing.
     let columns = match batches.recv() {
         Ok(Batch::Columns(columns)) => columns,
@@ -691,7 +692,7 @@ fn prepare_batches<'p>(
         filter,
         index,
         resolver,
-        resolve: resolve::ResolvePlan::new(op),
+        resolve,
         fixed_container,
         delta: stamp_column.is_some(),
         static_password,
@@ -765,6 +766,7 @@ fn scan(
     op: &ObjectPlan,
     destination: &dyn Destination,
     filter: &Filter,
+    resolve_attributes: &[String],
 ) -> Result<(KeyIndex, ResolveIndex), DestinationError> {
     // The attributes the job maps, the keys, and what deletes and deprovisioning read.
     let mut attributes: Vec<String> = op
@@ -793,21 +795,13 @@ fn scan(
         .map(|i| op.fields[*i].attribute.as_str())
         .collect();
     let index = KeyIndex::build(entries, &key_attributes);
-    let resolve_attributes: Vec<String> = op
-        .fields
-        .iter()
-        .filter_map(|f| match &f.transform {
-            Transform::Resolve { attribute, .. } => Some(attribute.clone()),
-            _ => None,
-        })
-        .collect();
     let resolver = if resolve_attributes.is_empty() {
         ResolveIndex::default()
     } else {
         ResolveIndex::build(
             destination,
             &naming_context(&op.scope_base),
-            &resolve_attributes,
+            resolve_attributes,
         )?
     };
     Ok((index, resolver))
@@ -875,12 +869,18 @@ fn new_dn_key(tr: &TypeRun<'_>, planned: &row::Planned) -> Option<String> {
 
 /// The hash of [`new_dn_key`], made in a reused buffer: every created row has one.
 fn new_dn_hash(tr: &TypeRun<'_>, planned: &row::Planned) -> Option<u64> {
+    with_scratch(|out| push_new_dn_key(tr, planned, out).then(|| hash_str(out)))
+}
+
+/// Calls `f` with this thread's scratch string, empty: for strings made for every row only
+/// to be hashed or copied (a DN key, a normalised key), without allocating each one.
+pub(super) fn with_scratch<R>(f: impl FnOnce(&mut String) -> R) -> R {
     thread_local! {
-        static BUFFER: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+        static SCRATCH: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
     }
-    BUFFER.with_borrow_mut(|out| {
+    SCRATCH.with_borrow_mut(|out| {
         out.clear();
-        push_new_dn_key(tr, planned, out).then(|| hash_str(out))
+        f(out)
     })
 }
 

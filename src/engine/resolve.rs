@@ -73,6 +73,11 @@ impl ResolvePlan {
     pub fn any(&self) -> bool {
         !self.keys.is_empty()
     }
+
+    /// The attributes looked up, each once (lower-cased: names compare ignoring case).
+    pub fn attributes(&self) -> &[String] {
+        &self.keys
+    }
 }
 
 /// A `Resolve` field of a row: answered early (and checked once every row is known), or
@@ -156,12 +161,14 @@ fn contributions<'a>(
     tr: &'a TypeRun<'_>,
     p: &'a Prepared,
 ) -> impl Iterator<Item = (usize, u64)> + 'a {
-    let has_dn = dn_after_run(tr, p).is_some();
-    tr.resolve
-        .keys
-        .iter()
+    // A row whose object will not exist holds nothing.
+    let keys = if dn_after_run(tr, p).is_some() {
+        tr.resolve.keys.as_slice()
+    } else {
+        &[]
+    };
+    keys.iter()
         .enumerate()
-        .filter(move |_| has_dn)
         .filter_map(move |(key, attribute)| Some((key, hash(value_after_run(tr, p, attribute)?))))
 }
 

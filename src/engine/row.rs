@@ -341,11 +341,7 @@ pub(super) fn prepare(
         [one] => one.to_string(),
         many => many.join(", "),
     });
-    thread_local! {
-        static NORMALIZED: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
-    }
-    NORMALIZED.with_borrow_mut(|buffer| {
-        buffer.clear();
+    super::with_scratch(|buffer| {
         push_normalized_key(buffer, &parts);
         out.hashes.key = Some(super::hash_str(buffer));
         out.norm_key = Some(SmolStr::new(buffer.as_str()));
