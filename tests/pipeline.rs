@@ -1287,21 +1287,37 @@ fn resolve_answers_do_not_depend_on_where_the_manager_row_is() {
     let people = support::generated_people(MANY);
     let mut reversed = people.clone();
     reversed.reverse();
+    // A fixed shuffle (a linear congruential generator): managers before and after their
+    // reports, in the same batch or not.
+    let mut shuffled = people.clone();
+    let mut state: u64 = 0x5eed;
+    for i in (1..shuffled.len()).rev() {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        shuffled.swap(i, (state >> 33) as usize % (i + 1));
+    }
     let job = users_job(false);
-    let (in_order, backwards) = (LdifDirectory::in_memory(), LdifDirectory::in_memory());
+    let dirs = [
+        LdifDirectory::in_memory(),
+        LdifDirectory::in_memory(),
+        LdifDirectory::in_memory(),
+    ];
     // In order nearly every manager's row comes before its reports' (answered early); in
-    // reverse, after them (answered once every row is known).
-    for (dir, rows) in [(&in_order, &people), (&backwards, &reversed)] {
+    // reverse, after them (answered once every row is known); shuffled, both.
+    for (dir, rows) in dirs.iter().zip([&people, &reversed, &shuffled]) {
         let report = run_people(&job, rows, dir, 0);
         assert_eq!((report.counts.added, report.counts.failed), (MANY, 0));
     }
     for i in 0..MANY {
         let expected = (i > 0).then(|| format!("CN={},{USERS}", cn_of(i / 10)));
-        assert_eq!(manager_of(&in_order, i), expected, "person {i}");
-        assert_eq!(manager_of(&backwards, i), expected, "person {i}, reversed");
+        for (dir, order) in dirs.iter().zip(["in order", "reversed", "shuffled"]) {
+            assert_eq!(manager_of(dir, i), expected, "person {i}, {order}");
+        }
     }
+    let backwards = &dirs[1];
     // Answered early against objects that exist, the same managers change nothing.
-    let again = run_people(&job, &people, &backwards, 0);
+    let again = run_people(&job, &people, backwards, 0);
     assert_eq!(again.counts.unchanged, MANY, "{:?}", failures(&again));
 }
 
