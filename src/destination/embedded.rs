@@ -390,7 +390,8 @@ impl LdifDirectory {
         };
         let mut stored = entry;
         if let Some(p) = password {
-            stored.set("userPassword", vec![hash_password(p)]);
+            let hashed = stored_password(p);
+            stored.set(&hashed.name, hashed.values);
         }
         Ok(StagedAdd {
             key,
@@ -453,6 +454,18 @@ impl LdifDirectory {
                 dn: format!("{parent} (the parent of {original})"),
             })
         }
+    }
+}
+
+/// The attribute that holds an entry's password, hashed.
+const PASSWORD_ATTRIBUTE: &str = "userPassword";
+
+/// How an entry keeps `password`: its salted hash in `userPassword`. Every way a password
+/// gets in (an add, a change, an entry built ahead for the engine) goes through here.
+fn stored_password(password: &Secret) -> super::Attribute {
+    super::Attribute {
+        name: PASSWORD_ATTRIBUTE.into(),
+        values: vec![hash_password(password)],
     }
 }
 
@@ -596,10 +609,10 @@ impl Destination for LdifDirectory {
     fn modify(&self, dn: &str, changes: &[Modification]) -> Result<(), DestinationError> {
         let (parsed, k) = parse_key(dn)?;
         // Hash outside the lock: hashing is the slow part.
-        let hashed: Vec<Option<String>> = changes
+        let hashed: Vec<Option<super::Attribute>> = changes
             .iter()
             .map(|c| match c {
-                Modification::SetPassword(p) => Some(hash_password(p)),
+                Modification::SetPassword(p) => Some(stored_password(p)),
                 Modification::Replace(..) => None,
             })
             .collect();
@@ -628,7 +641,9 @@ impl Destination for LdifDirectory {
                     updated.set(attr, values.clone());
                 }
                 Modification::SetPassword(_) => {
-                    updated.set("userPassword", hash.into_iter().collect());
+                    if let Some(hashed) = hash {
+                        updated.set(&hashed.name, hashed.values);
+                    }
                 }
             }
         }
@@ -718,10 +733,7 @@ impl Destination for LdifDirectory {
     }
 
     fn stored_password(&self, password: &Secret) -> Option<super::Attribute> {
-        Some(super::Attribute {
-            name: "userPassword".into(),
-            values: vec![hash_password(password)],
-        })
+        Some(stored_password(password))
     }
 
     fn password_matches(
@@ -736,7 +748,7 @@ impl Destination for LdifDirectory {
             .ok_or_else(|| DestinationError::NoSuchObject { dn: dn.to_string() })?;
         Ok(Some(
             entry
-                .get("userPassword")
+                .get(PASSWORD_ATTRIBUTE)
                 .iter()
                 .any(|stored| verify_password(stored, password)),
         ))

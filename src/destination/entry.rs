@@ -244,21 +244,12 @@ impl Entry {
     }
 
     /// Adds `values` to `name` as [`Entry::add_values`] does, moving them in: a name the
-    /// entry does not have yet takes them whole.
-    pub fn add_owned(&mut self, name: AttributeName, values: Vec<String>) {
+    /// entry does not have yet takes them whole, placed at `index` (at the end when `index`
+    /// is past it).
+    pub fn add_owned_at(&mut self, index: usize, name: AttributeName, values: Vec<String>) {
         if self.position(&name).is_some() {
             self.add_values(&name, &values);
-        } else {
-            self.set_owned(name, values);
-        }
-    }
-
-    /// [`Entry::add_owned`], with a name the entry does not have yet placed at `index` (at
-    /// the end when `index` is past it) rather than last.
-    pub fn add_owned_at(&mut self, index: usize, name: AttributeName, values: Vec<String>) {
-        if self.position(&name).is_some() || values.is_empty() || is_reserved(&name) {
-            self.add_owned(name, values);
-        } else {
+        } else if !values.is_empty() && !is_reserved(&name) {
             let index = index.min(self.attrs.len());
             self.attrs.insert(index, Attribute { name, values });
         }

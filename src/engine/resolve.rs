@@ -142,14 +142,10 @@ fn value_after_run<'a>(tr: &'a TypeRun<'_>, p: &'a Prepared, attribute: &str) ->
 
 /// The DN a row's object will have after this run, if it has one.
 fn dn_after_run<'a>(tr: &'a TypeRun<'_>, p: &'a Prepared) -> Option<&'a str> {
-    match &p.planned {
-        Planned::Create { entry, .. } => Some(&entry.dn),
-        Planned::Update {
-            rename_to: Some(to),
-            ..
-        } => Some(to),
-        _ => p.entry.map(|i| tr.index.entry(i).dn.as_str()),
-    }
+    // What it creates or renames to, else the matched object's own.
+    p.planned
+        .new_dn()
+        .or_else(|| p.entry.map(|i| tr.index.entry(i).dn.as_str()))
 }
 
 fn hash(value: &str) -> u64 {
