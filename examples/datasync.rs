@@ -80,10 +80,12 @@ struct RunArgs {
     /// Compute the plan and the report; write nothing.
     #[arg(long)]
     dry_run: bool,
-    /// Write the run report (JSON) here, also when the job cannot run.
+    /// Write the run report (JSON) here, also when the job cannot run; `-` is standard
+    /// output. The file is replaced whole once the run is over.
     #[arg(long)]
     report: Option<PathBuf>,
-    /// Write the passwords set in this run here (CSV dn,password; mode 0600).
+    /// Write the passwords set in this run here (CSV dn,password; mode 0600), once they are
+    /// kept. A new file, or one this option wrote before; never through a symlink.
     #[arg(long)]
     password_out: Option<PathBuf>,
     /// A job parameter or %NAME% variable for Static transforms, NAME=VALUE (repeatable);
@@ -95,9 +97,9 @@ struct RunArgs {
     timeout: Option<u32>,
     /// Try a run that fails for a transient reason (server unreachable, connection lost)
     /// this many more times (maxRetries).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(0..=i64::from(datasync::lifecycle::MAX_RETRIES)))]
     retries: Option<u32>,
-    /// Seconds before the first retry; each next wait doubles.
+    /// Seconds before the first retry (at least 1); each next wait doubles.
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     retry_wait: u64,
 }
@@ -136,7 +138,8 @@ struct Target {
     /// The destination server's kind (default: from the job's Destination.ProviderName).
     #[arg(long, value_parser = ["ad", "ldap"])]
     server_kind: Option<String>,
-    /// Worker threads (default: one per core; for an LDAP destination, one per connection).
+    /// Worker threads (default: one per core; for an LDAP destination, one per connection;
+    /// at most 64).
     #[arg(long, default_value_t = 0)]
     threads: usize,
     /// Keep delta-run watermarks (timeStampField, updateAll false) in this JSON file.
@@ -193,19 +196,28 @@ fn main() -> ExitCode {
                         .map(|s| s.to_string_lossy().into_owned())
                         .unwrap_or_default()
                 });
+            // Every file the run will write is checked, and the report's and the password
+            // file's places made ready, before anything is read or written: a run whose
+            // results could not be kept does not start.
+            let outputs = match Outputs::prepare(&args) {
+                Ok(o) => o,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
             let dry_run = args.dry_run;
-            let report = match run(&args) {
+            let Outputs { report, passwords } = outputs;
+            let result = match run(&args, passwords) {
                 Ok(r) => r,
                 Err(e) => e.report(&name, dry_run),
             };
-            print_report(&report);
-            if let Some(path) = &args.report
-                && let Err(e) = std::fs::write(path, report.to_json())
-            {
-                eprintln!("error: cannot write the report to {}: {e}", path.display());
+            print_report(&result);
+            if let Err(e) = report.write(&result) {
+                eprintln!("error: {e}");
                 return ExitCode::from(2);
             }
-            ExitCode::from(report.status.exit_code() as u8)
+            ExitCode::from(result.status.exit_code() as u8)
         }
     }
 }
@@ -350,7 +362,14 @@ fn load_job(
         },
     };
     let mut job = Job::new(wire, open, destination)?.with_hooks(hooks);
-    job.settings.threads = target.threads;
+    if target.threads > datasync::engine::MAX_WORKERS {
+        eprintln!(
+            "note: --threads {} is more than a run uses; it runs {} workers",
+            target.threads,
+            datasync::engine::MAX_WORKERS
+        );
+    }
+    job.settings.threads = target.threads.min(datasync::engine::MAX_WORKERS);
     Ok(job)
 }
 
@@ -386,7 +405,7 @@ fn open_destination(
     } else {
         Err(CliError::Usage(format!(
             "--destination {}: expected ldif:PATH or an ldap:// or ldaps:// URL",
-            target.destination
+            datasync::ldap::without_userinfo(&target.destination)
         )))
     }
 }
@@ -399,7 +418,7 @@ fn runner_for(target: &Target) -> Runner {
     Runner::with(Arc::new(SystemClock), store)
 }
 
-fn run(args: &RunArgs) -> Result<Report, CliError> {
+fn run(args: &RunArgs, password_file: Option<PasswordFile>) -> Result<Report, CliError> {
     let mut given = BTreeMap::new();
     for v in &args.vars {
         let (name, value) = v
@@ -423,7 +442,7 @@ fn run(args: &RunArgs) -> Result<Report, CliError> {
     job.plan(&given)?;
     // A server that cannot be reached at the start is a transient failure like any other:
     // --retries tries the connection again, with the same doubling waits as a run.
-    let mut wait = Duration::from_secs(args.retry_wait);
+    let mut wait = Duration::from_secs(args.retry_wait).max(datasync::lifecycle::MIN_RETRY_WAIT);
     let mut attempt = 0;
     job.destination = loop {
         attempt += 1;
@@ -442,16 +461,7 @@ fn run(args: &RunArgs) -> Result<Report, CliError> {
         }
     };
     let dry_run = args.dry_run;
-    // Open the password file before anything is written: passwords that cannot be delivered
-    // must not be set.
-    let password_file = match args.password_out.as_deref() {
-        Some(p) if !dry_run => Some((
-            p,
-            open_private(p)
-                .map_err(|e| CliError::Usage(format!("cannot create {}: {e}", p.display())))?,
-        )),
-        _ => None,
-    };
+    let writes_at_once = is_ldap_url(&args.target.destination);
     let progress = std::io::stderr().is_terminal().then(|| {
         let bar = ProgressBar::new_spinner();
         bar.set_style(
@@ -493,22 +503,216 @@ fn run(args: &RunArgs) -> Result<Report, CliError> {
             eprintln!("attempt {} failed, retried: {}", attempt.id, d.message);
         }
     }
-    if let (Some((path, mut file)), Some(list)) = (password_file, hooks.passwords.as_ref()) {
+    if let (Some(file), Some(list)) = (password_file, hooks.passwords.as_ref()) {
         let list = list.lock().unwrap_or_else(|p| p.into_inner());
+        // The embedded directory keeps nothing of a run that could not commit: its passwords
+        // were never set. An LDAP server keeps each write as it is made.
+        let kept = writes_at_once || report.status != datasync::RunStatus::Error;
+        if !kept || list.is_empty() {
+            file.discard(if kept {
+                "no password was set"
+            } else {
+                "the run's changes were not kept"
+            });
+        } else {
+            file.write(&list)?;
+        }
+    }
+    Ok(report)
+}
+
+/// The report's place: a file (replaced whole once the run is over), standard output (`-`),
+/// or nowhere.
+enum ReportOut {
+    None,
+    Stdout,
+    File(PathBuf, datasync::files::Replacement),
+}
+
+impl ReportOut {
+    fn write(self, report: &Report) -> Result<(), String> {
+        match self {
+            ReportOut::None => Ok(()),
+            ReportOut::Stdout => {
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "{}", report.to_json())
+                    .map_err(|e| format!("cannot write the report to standard output: {e}"))
+            }
+            ReportOut::File(path, mut replacement) => replacement
+                .file()
+                .write_all(report.to_json().as_bytes())
+                .and_then(|()| replacement.commit())
+                .map_err(|e| format!("cannot write the report to {}: {e}", path.display())),
+        }
+    }
+}
+
+/// The password file under way: a private temporary file beside its place, renamed over it
+/// only once the passwords it lists are known to be set.
+struct PasswordFile {
+    path: PathBuf,
+    replacement: datasync::files::Replacement,
+}
+
+/// The header every password file starts with: how a file datasync wrote is known again.
+const PASSWORD_HEADER: &str = "dn,password";
+
+impl PasswordFile {
+    /// Makes the password file's place ready. The path must not be a symlink (it is never
+    /// followed), nor an existing file other than a password file datasync wrote.
+    fn prepare(path: &Path) -> Result<PasswordFile, String> {
+        let shown = path.display();
+        match std::fs::symlink_metadata(path) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                return Err(format!(
+                    "--password-out {shown} is a symbolic link; a password file is never \
+                     written through one"
+                ));
+            }
+            Ok(meta) if !meta.is_file() => {
+                return Err(format!("--password-out {shown} is not a file"));
+            }
+            Ok(_) => {
+                let mut first = String::new();
+                let ours = File::open(path)
+                    .and_then(|f| {
+                        use std::io::BufRead;
+                        std::io::BufReader::new(f).read_line(&mut first)
+                    })
+                    .is_ok_and(|_| first.trim_end() == PASSWORD_HEADER);
+                if !ours {
+                    return Err(format!(
+                        "--password-out {shown} already exists and is not a password file \
+                         datasync wrote; name a new file"
+                    ));
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("--password-out {shown}: {e}")),
+        }
+        let mut replacement = datasync::files::Replacement::begin(path, 0o600)
+            .map_err(|e| format!("cannot create {shown}: {e}"))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            replacement
+                .file()
+                .set_permissions(std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| format!("cannot create {shown}: {e}"))?;
+        }
+        Ok(PasswordFile {
+            path: path.to_path_buf(),
+            replacement,
+        })
+    }
+
+    /// Writes `list` and puts the file in place.
+    fn write(mut self, list: &[(String, Secret)]) -> Result<(), CliError> {
+        let fail = |e: &dyn std::fmt::Display| {
+            CliError::Usage(format!("cannot write {}: {e}", self.path.display()))
+        };
         let mut w = csv::Writer::from_writer(Vec::new());
-        let mut text = Ok(());
-        text = text.and(w.write_record(["dn", "password"]));
-        for (dn, secret) in list.iter() {
+        let mut text = w.write_record(PASSWORD_HEADER.split(','));
+        for (dn, secret) in list {
             text = text.and(w.write_record([dn.as_str(), secret.expose()]));
         }
         let bytes = text
             .and_then(|()| w.into_inner().map_err(|e| e.into_error().into()))
-            .map_err(|e| CliError::Usage(format!("cannot write {}: {e}", path.display())))?;
-        file.write_all(&bytes)
-            .and_then(|()| file.sync_all())
-            .map_err(|e| CliError::Usage(format!("cannot write {}: {e}", path.display())))?;
+            .map_err(|e| fail(&e))?;
+        self.replacement
+            .file()
+            .write_all(&bytes)
+            .map_err(|e| fail(&e))?;
+        let path = self.path.clone();
+        self.replacement
+            .commit()
+            .map_err(|e| CliError::Usage(format!("cannot write {}: {e}", path.display())))
     }
-    Ok(report)
+
+    /// Leaves the file as it was (says why when there is one).
+    fn discard(self, why: &str) {
+        if self.path.exists() {
+            eprintln!("{} left as it was: {why}", self.path.display());
+        }
+    }
+}
+
+/// The files a run writes, made ready before it starts.
+struct Outputs {
+    report: ReportOut,
+    passwords: Option<PasswordFile>,
+}
+
+impl Outputs {
+    /// Checks every output path against the inputs and each other, then makes the report's
+    /// and the password file's places ready (which proves their folders writable).
+    fn prepare(args: &RunArgs) -> Result<Outputs, String> {
+        let resolve = |what: &str, path: &Path| {
+            datasync::files::resolve(path).map_err(|e| format!("{what} {}: {e}", path.display()))
+        };
+        let mut inputs: Vec<(String, PathBuf)> =
+            vec![("the job file".into(), resolve("job", &args.job)?)];
+        let source = match args.source.as_deref() {
+            Some(s) if !is_ldap_url(s) => Some(PathBuf::from(s)),
+            Some(_) => None,
+            None => job::load(&args.job).ok().and_then(|wire| {
+                job::setting(&wire, "Source.File")
+                    .map(|f| args.job.parent().unwrap_or(Path::new(".")).join(f))
+            }),
+        };
+        if let Some(source) = source
+            && let Ok(resolved) = datasync::files::resolve(&source)
+        {
+            inputs.push(("the source".into(), resolved));
+        }
+        let mut outputs: Vec<(String, PathBuf)> = Vec::new();
+        if let Some(dest) = args.target.destination.strip_prefix("ldif:")
+            && !dest.is_empty()
+        {
+            let dest = resolve("--destination", Path::new(dest))?;
+            let lock = PathBuf::from(format!("{}.lock", dest.display()));
+            outputs.push(("the destination directory".into(), dest));
+            outputs.push(("the destination's lock file".into(), lock));
+        }
+        if let Some(state) = &args.target.state {
+            outputs.push(("--state".into(), resolve("--state", state)?));
+        }
+        let report_path = args.report.as_deref().filter(|p| p.as_os_str() != "-");
+        if let Some(report) = report_path {
+            outputs.push(("--report".into(), resolve("--report", report)?));
+        }
+        let password_path = args.password_out.as_deref().filter(|_| !args.dry_run);
+        if let Some(password) = password_path {
+            // Not resolved through a symlink: one there is refused below.
+            let absolute = datasync::files::resolve(&datasync::files::folder_of(password))
+                .map_err(|e| format!("--password-out {}: {e}", password.display()))?
+                .join(password.file_name().unwrap_or_default());
+            outputs.push(("--password-out".into(), absolute));
+        }
+        for (i, (what, path)) in outputs.iter().enumerate() {
+            let clash = inputs
+                .iter()
+                .chain(&outputs[..i])
+                .find(|(_, other)| other == path);
+            if let Some((other, _)) = clash {
+                return Err(format!(
+                    "{what} ({}) is {other}: nothing was written",
+                    path.display()
+                ));
+            }
+        }
+        let report = match (&args.report, report_path) {
+            (_, Some(path)) => ReportOut::File(
+                path.to_path_buf(),
+                datasync::files::Replacement::begin(&resolve("--report", path)?, 0o644)
+                    .map_err(|e| format!("cannot write the report to {}: {e}", path.display()))?,
+            ),
+            (Some(_), None) => ReportOut::Stdout,
+            (None, None) => ReportOut::None,
+        };
+        let passwords = password_path.map(PasswordFile::prepare).transpose()?;
+        Ok(Outputs { report, passwords })
+    }
 }
 
 fn schedule(args: &ScheduleArgs) -> ExitCode {
@@ -717,23 +921,4 @@ fn ldap_config(
         );
     }
     Ok(config)
-}
-
-/// Creates (or truncates) a file only its owner can read.
-fn open_private(path: &Path) -> std::io::Result<File> {
-    let mut options = File::options();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let file = options.open(path)?;
-    #[cfg(unix)]
-    {
-        // `mode` applies only when the file is new; tighten an existing one too.
-        use std::os::unix::fs::PermissionsExt;
-        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-    }
-    Ok(file)
 }

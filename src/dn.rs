@@ -96,9 +96,17 @@ impl Dn {
                             let byte = u8::from_str_radix(&format!("{first}{second}"), 16)
                                 .map_err(|_| err("bad hex escape"))?;
                             value.push(byte);
+                        } else if matches!(
+                            first,
+                            '"' | '+' | ',' | ';' | '<' | '>' | '\\' | ' ' | '#' | '='
+                        ) {
+                            value.push(first as u8);
                         } else {
-                            let mut buf = [0u8; 4];
-                            value.extend_from_slice(first.encode_utf8(&mut buf).as_bytes());
+                            // RFC 4514 escapes only its special characters and hex pairs;
+                            // reading `\z` as `z` would rename the entry on its next write.
+                            return Err(err(&format!(
+                                "\\{first} is not an escape (a \\ comes before one of \" + , ; < > \\ # = or a space, or two hex digits)"
+                            )));
                         }
                         end_of_escaped = value.len();
                     }
@@ -182,8 +190,8 @@ pub(crate) fn push_normalized_rdn(out: &mut String, rdn: &[Ava]) {
     fn push_ava(out: &mut String, ava: &Ava) {
         out.extend(ava.attr.chars().map(|c| c.to_ascii_lowercase()));
         out.push('=');
-        let lower = ava.value.to_lowercase();
-        out.push_str(&ldap3::dn_escape(lower.as_str()));
+        let lower = crate::text::lowercase(&ava.value);
+        out.push_str(&ldap3::dn_escape(lower.as_ref()));
     }
     if let [ava] = rdn {
         push_ava(out, ava);
@@ -298,7 +306,15 @@ mod tests {
         assert!(Dn::parse("CN").is_err());
         assert!(Dn::parse("=x").is_err());
         assert!(Dn::parse("CN=a\\").is_err());
-        assert!(Dn::parse("CN=a\\zq").is_ok()); // \z is an escaped 'z'
+        // RFC 4514 escapes only special characters and hex pairs.
+        let e = Dn::parse("CN=Ann\\zz Lee").unwrap_err();
+        assert!(e.to_string().contains("\\z is not an escape"), "{e}");
+        for special in [
+            "\\,", "\\+", "\\\"", "\\\\", "\\<", "\\>", "\\;", "\\#", "\\=", "\\ ",
+        ] {
+            let dn = format!("CN=a{special}b,DC=lab");
+            assert!(Dn::parse(&dn).is_ok(), "{dn}");
+        }
         assert!(Dn::parse("CN=a\\4").is_err());
     }
 }

@@ -52,7 +52,7 @@
 //! |---|---|---|
 //! | *(empty)* | — | the value of `sourceField` |
 //! | `Join` | `field`, `separator`, … in any number and order | the parts joined in order; a missing field joins as empty |
-//! | `Static` | `value` | the text, with `%NAME%` replaced: the caller's variables, `%NOW%` and `%TODAY%` (the run's start, ISO 8601), then environment variables; an unknown name is a load error |
+//! | `Static` | `value` | the text, with `%NAME%` replaced: the job's parameters and the caller's variables, `%NOW%` and `%TODAY%` (the run's start, ISO 8601), and `%ENV:NAME%` for an environment variable the job names (never datasync's own `DATASYNC_*`); an unknown name is a load error |
 //! | `Left` | `field`, `length` | the first `length` characters |
 //! | `Right` | `field`, `length` | the last `length` characters |
 //! | `Substring` | `field`, `start`, `length` (optional) | skips `start` characters, keeps `length` (or the rest) |
@@ -76,6 +76,7 @@ pub mod destination;
 pub mod dn;
 pub mod engine;
 mod error;
+pub mod files;
 pub mod hooks;
 pub mod job;
 pub mod ldap;
@@ -85,6 +86,7 @@ pub mod query;
 pub mod report;
 mod secret;
 pub mod source;
+mod text;
 pub mod transform;
 
 pub use destination::{Destination, DestinationError, Entry, LdifDirectory};

@@ -39,27 +39,7 @@ pub(crate) fn push_normalized_key<S: AsRef<str>>(out: &mut String, parts: &[S]) 
     }
 }
 
-/// `s` lower-cased as [`str::to_lowercase`] does, borrowed when it already is (an id, most of
-/// what `Resolve` looks up).
-pub(crate) fn lowercase(s: &str) -> std::borrow::Cow<'_, str> {
-    if s.bytes().any(|b| !b.is_ascii() || b.is_ascii_uppercase()) {
-        std::borrow::Cow::Owned(s.to_lowercase())
-    } else {
-        std::borrow::Cow::Borrowed(s)
-    }
-}
-
-/// Appends `s` lower-cased as [`str::to_lowercase`] does, without its intermediate string
-/// when `s` is ASCII (a key is normalised for every source row and destination object).
-pub(crate) fn push_lowercase(out: &mut String, s: &str) {
-    if s.is_ascii() {
-        let start = out.len();
-        out.push_str(s);
-        out[start..].make_ascii_lowercase();
-    } else {
-        out.push_str(&s.to_lowercase());
-    }
-}
+pub(crate) use crate::text::{lowercase, push_lowercase};
 
 /// What shares one key: nearly always one item, held without allocating.
 #[derive(Debug)]

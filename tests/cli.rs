@@ -359,10 +359,16 @@ fn passwords_go_to_a_private_file_and_nowhere_else() {
         assert!(!report.contains(password), "password in the report");
         assert!(!text(&out).contains(password), "password on the terminal");
     }
-    // only passwords set in this run: a second run sets none
+    // A second run sets no password: the file of the first is left as it was, not emptied.
+    let first = std::fs::read_to_string(&pw).unwrap();
     let out = c.run(&["run", job.to_str().unwrap(), "--password-out", "pw.csv"]);
     assert_eq!(out.status.code(), Some(0));
-    assert_eq!(std::fs::read_to_string(&pw).unwrap(), "dn,password\n");
+    assert!(
+        text(&out).contains("left as it was: no password was set"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(std::fs::read_to_string(&pw).unwrap(), first);
 }
 
 #[test]
@@ -448,7 +454,8 @@ fn parameters_state_and_retries_on_the_command_line() {
     ]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let t = text(&out);
-    assert_eq!(t.matches("retrying in 0 s").count(), 1, "{t}");
+    // A wait of 0 still backs off.
+    assert_eq!(t.matches("retrying in 1 s").count(), 1, "{t}");
     assert!(
         t.contains("error: job \"ExcelToAD\": destination: ldap://127.0.0.1:1 is unavailable"),
         "{t}"
@@ -531,4 +538,496 @@ fn schedule_runs_jobs_of_one_collection_in_run_order() {
         "{}",
         text(&out)
     );
+}
+
+/// The main job with a generated password (so that every new user gets one to deliver).
+fn job_with_generated_passwords(c: &Case) -> PathBuf {
+    c.job(|j| {
+        j["fieldsMap"][12]["options"] = json!("{\"passwordLength\":10,\"includeUppercaseAlphabets\":true,\"includeLowercaseAlphabets\":true,\"includeDigits\":true,\"passwordType\":1}");
+    })
+}
+
+/// Every file a run might write, with its bytes: what "nothing was written" compares.
+fn snapshot(c: &Case) -> Vec<(String, Vec<u8>)> {
+    let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(c.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().unwrap().is_file())
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn an_output_that_names_an_input_or_another_output_is_refused_before_anything_is_written() {
+    let c = Case::new();
+    let job = job_with_generated_passwords(&c);
+    let job = job.to_str().unwrap();
+    assert_eq!(c.run(&["run", job]).status.code(), Some(0));
+    std::os::unix::fs::symlink("directory.ldif", c.path("alias.ldif")).unwrap();
+    let before = snapshot(&c);
+    let cases: &[(&[&str], &str)] = &[
+        (&["--report", "job.json"], "--report"),
+        (&["--report", "directory.ldif"], "--report"),
+        (&["--report", "alias.ldif"], "--report"),
+        (&["--report", "people.xlsx"], "--report"),
+        (&["--report", "directory.ldif.lock"], "--report"),
+        (&["--password-out", "directory.ldif"], "--password-out"),
+        (&["--password-out", "job.json"], "--password-out"),
+        (&["--password-out", "./people.xlsx"], "--password-out"),
+        (
+            &["--report", "out.csv", "--password-out", "out.csv"],
+            "--password-out",
+        ),
+        (&["--state", "r.json", "--report", "r.json"], "--report"),
+        (&["--state", "job.json"], "--state"),
+        (
+            &["--destination", "ldif:job.json"],
+            "the destination directory",
+        ),
+        (
+            &["--destination", "ldif:people.xlsx"],
+            "the destination directory",
+        ),
+    ];
+    for (extra, what) in cases {
+        let mut args = vec!["run", job];
+        args.extend_from_slice(extra);
+        let out = c.run(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+        assert!(
+            text(&out).contains(what) && text(&out).contains("nothing was written"),
+            "{args:?}: {}",
+            text(&out)
+        );
+        assert_eq!(snapshot(&c), before, "{args:?} wrote a file");
+    }
+}
+
+#[test]
+fn the_password_file_is_new_or_ours_never_through_a_symlink_and_only_for_kept_changes() {
+    let c = Case::new();
+    let job = job_with_generated_passwords(&c);
+    let job = job.to_str().unwrap();
+    // A symlink is never followed: its target keeps its content.
+    std::fs::write(c.path("precious.txt"), "mine").unwrap();
+    std::os::unix::fs::symlink("precious.txt", c.path("pw-link.csv")).unwrap();
+    let out = c.run(&["run", job, "--password-out", "pw-link.csv"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("symbolic link"), "{}", text(&out));
+    assert_eq!(
+        std::fs::read_to_string(c.path("precious.txt")).unwrap(),
+        "mine"
+    );
+    assert!(!c.path("directory.ldif").exists(), "the run started");
+    // A file datasync did not write is not replaced.
+    let out = c.run(&["run", job, "--password-out", "precious.txt"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("not a password file"), "{}", text(&out));
+    assert_eq!(
+        std::fs::read_to_string(c.path("precious.txt")).unwrap(),
+        "mine"
+    );
+    // A run that cannot start leaves an earlier password file as it was.
+    std::fs::write(c.path("pw.csv"), "dn,password\nCN=x,DC=lab,secret1A\n").unwrap();
+    let out = c.run(&[
+        "run",
+        job,
+        "--password-out",
+        "pw.csv",
+        "--source",
+        "missing.xlsx",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_eq!(
+        std::fs::read_to_string(c.path("pw.csv")).unwrap(),
+        "dn,password\nCN=x,DC=lab,secret1A\n"
+    );
+    // Its own earlier file is replaced whole, private.
+    let out = c.run(&["run", job, "--password-out", "pw.csv"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let written = std::fs::read_to_string(c.path("pw.csv")).unwrap();
+    assert_eq!(written.lines().count(), 9, "{written}");
+    assert!(!written.contains("secret1A"));
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(c.path("pw.csv"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    // No temporary file is left beside it.
+    let left: Vec<String> = snapshot(&c)
+        .into_iter()
+        .map(|(n, _)| n)
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn a_report_that_cannot_be_written_stops_the_run_before_it_writes() {
+    let c = Case::new();
+    let job = c.job(|_| {});
+    let out = c.run(&[
+        "run",
+        job.to_str().unwrap(),
+        "--report",
+        "no-such-folder/r.json",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("no-such-folder"), "{}", text(&out));
+    assert!(
+        !c.path("directory.ldif").exists(),
+        "the directory was written"
+    );
+    // `-` is standard output, not a file named `-`.
+    let out = c.run(&["run", job.to_str().unwrap(), "--report", "-"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(printed["counts"]["added"], 12);
+    assert!(!c.path("-").exists());
+    // An existing report is replaced whole, through a symlink, keeping its mode.
+    std::fs::write(c.path("real.json"), "old").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(c.path("real.json"), std::fs::Permissions::from_mode(0o640)).unwrap();
+    std::os::unix::fs::symlink("real.json", c.path("r.json")).unwrap();
+    let out = c.run(&["run", job.to_str().unwrap(), "--report", "r.json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        std::fs::symlink_metadata(c.path("r.json"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(report(&c.path("real.json"))["counts"]["unchanged"], 12);
+    let mode = std::fs::metadata(c.path("real.json"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o640);
+}
+
+#[test]
+fn the_directory_file_keeps_its_link_its_mode_and_a_read_only_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let c = Case::new();
+    let job = c.job(|_| {});
+    let job = job.to_str().unwrap();
+    std::fs::create_dir(c.path("store")).unwrap();
+    std::fs::write(c.path("store/d.ldif"), "").unwrap();
+    std::fs::set_permissions(
+        c.path("store/d.ldif"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("store/d.ldif", c.path("link.ldif")).unwrap();
+    // A stale temporary file of an earlier, killed run is removed.
+    std::fs::write(c.path("store/.d.ldif.datasync-Ab12Cd.tmp"), "half").unwrap();
+    let out = c.run(&["run", job, "--destination", "ldif:link.ldif"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        std::fs::symlink_metadata(c.path("link.ldif"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    let written = std::fs::read_to_string(c.path("store/d.ldif")).unwrap();
+    assert!(written.contains("employeeID: "), "{written}");
+    let mode = std::fs::metadata(c.path("store/d.ldif"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o644, "the file's mode changed");
+    assert!(!c.path("store/.d.ldif.datasync-Ab12Cd.tmp").exists());
+    // The lock is on the file, not on the name it was given.
+    let lock = c.path("store/d.ldif.lock");
+    assert!(lock.exists(), "the lock sits beside the real file");
+    // A read-only file is refused, not replaced.
+    std::fs::set_permissions(
+        c.path("store/d.ldif"),
+        std::fs::Permissions::from_mode(0o444),
+    )
+    .unwrap();
+    let mut people = support::people();
+    people[0].title = "Chair".into();
+    support::write_workbook(&c.path("people.xlsx"), &people, &support::groups());
+    let out = c.run(&["run", job, "--destination", "ldif:store/d.ldif"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("read-only"), "{}", text(&out));
+    assert_eq!(
+        std::fs::read_to_string(c.path("store/d.ldif")).unwrap(),
+        written
+    );
+    // An empty path says so.
+    let out = c.run(&["run", job, "--destination", "ldif:"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("path is empty"), "{}", text(&out));
+}
+
+#[test]
+fn secrets_stay_out_of_the_directory_the_report_and_the_terminal() {
+    let c = Case::new();
+    // A password mapped straight to userPassword is stored hashed.
+    let job = c.job(|j| {
+        let fields = j["fieldsMap"].as_array_mut().unwrap();
+        fields.retain(|f| f["destinationField"] != "password");
+        fields.push(
+            json!({"objectType": 1, "sourceField": "", "destinationField": "userPassword",
+            "transform": "Static:value=Plain-Text-9", "isKey": false, "forCreateOnly": false}),
+        );
+    });
+    let out = c.run(&["run", job.to_str().unwrap(), "--report", "r.json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let ldif = std::fs::read_to_string(c.path("directory.ldif")).unwrap();
+    assert!(
+        !ldif.contains("Plain-Text-9"),
+        "a plain password in the directory"
+    );
+    assert!(ldif.contains("userPassword: {SSHA256}"), "{ldif}");
+    assert!(
+        !std::fs::read_to_string(c.path("r.json"))
+            .unwrap()
+            .contains("Plain-Text-9")
+    );
+    // A second run finds the password set: nothing changes.
+    let out = c.run(&["run", job.to_str().unwrap()]);
+    assert!(text(&out).contains("unchanged 12"), "{}", text(&out));
+
+    // datasync's own environment never reaches an attribute.
+    for spelling in [
+        "%DATASYNC_BIND_PASSWORD%",
+        "%ENV:DATASYNC_BIND_PASSWORD%",
+        "%ENV:datasync_bind_password%",
+    ] {
+        let job = c.job_named("env.json", |j| {
+            j["fieldsMap"][11]["transform"] = json!(format!("Static:value={spelling}"));
+        });
+        let out = Command::new(binary())
+            .args([
+                "run",
+                job.to_str().unwrap(),
+                "--destination",
+                "ldif:env.ldif",
+            ])
+            .env("DATASYNC_BIND_PASSWORD", "bind-Secret-7")
+            .current_dir(c.dir.path())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{spelling}: {}", text(&out));
+        assert!(!text(&out).contains("bind-Secret-7"));
+        assert!(!c.path("env.ldif").exists());
+    }
+    // A variable the job names with ENV: is read.
+    let job = c.job_named("env.json", |j| {
+        j["fieldsMap"][11]["transform"] = json!("Static:value=Site %ENV:SITE_NAME%");
+    });
+    let out = Command::new(binary())
+        .args([
+            "run",
+            job.to_str().unwrap(),
+            "--destination",
+            "ldif:env.ldif",
+        ])
+        .env("SITE_NAME", "Leeds")
+        .current_dir(c.dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        std::fs::read_to_string(c.path("env.ldif"))
+            .unwrap()
+            .contains("description: Site Leeds")
+    );
+
+    // Credentials in a URL are refused, and never echoed.
+    let job = c.job(|_| {});
+    for url in [
+        "ldap://admin:url-Secret-3@127.0.0.1:9",
+        "ldaps://cn=a:url-Secret-3@localhost",
+    ] {
+        let out = c.run(&[
+            "run",
+            job.to_str().unwrap(),
+            "--destination",
+            url,
+            "--report",
+            "u.json",
+        ]);
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+        assert!(
+            text(&out).contains("credentials in the URL"),
+            "{}",
+            text(&out)
+        );
+        assert!(!text(&out).contains("url-Secret-3"), "{}", text(&out));
+        assert!(
+            !std::fs::read_to_string(c.path("u.json"))
+                .unwrap()
+                .contains("url-Secret-3")
+        );
+        let out = c.run(&["run", job.to_str().unwrap(), "--source", url]);
+        assert!(!text(&out).contains("url-Secret-3"), "{}", text(&out));
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    }
+}
+
+#[test]
+fn mistakes_in_a_job_are_refused_at_load_once_each() {
+    let c = Case::new();
+    let cases: Vec<(Box<dyn Fn(&mut Value)>, &str)> = vec![
+        (
+            Box::new(|j| j["fieldsMap"][7]["destinationField"] = json!("given Name,=x")),
+            "is not an LDAP attribute name",
+        ),
+        (
+            Box::new(|j| j["fieldsMap"][7]["destinationField"] = json!("info\nobjectClass")),
+            "is not an LDAP attribute name",
+        ),
+        (
+            Box::new(|j| j["fieldsMap"][7]["destinationField"] = json!("info:x")),
+            "is not an LDAP attribute name",
+        ),
+        (
+            Box::new(|j| j["fieldsMap"][8]["transform"] = json!("Date:field=Hired;to=%Y-%m-%d %z")),
+            "cannot be written",
+        ),
+        (
+            Box::new(|j| j["objectsOption"][0]["containerOption"] = json!("9")),
+            "\"9\" is not 1",
+        ),
+    ];
+    for (edit, expected) in cases {
+        let job = c.job(|j| edit(j));
+        let out = c.run(&["validate", job.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+        let t = text(&out);
+        assert!(t.contains(expected), "{t}");
+        assert!(t.contains("1 mistake(s)"), "one mistake, said once: {t}");
+        let out = c.run(&["run", job.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+        assert!(!c.path("directory.ldif").exists());
+    }
+    // A job-wide setting that is wrong is one mistake, however many object types read it.
+    let job = c.job(|j| support::set_setting(j, "Destination.DeleteThreshold", "lots"));
+    let out = c.run(&["validate", job.to_str().unwrap()]);
+    assert_eq!(text(&out).matches("\"lots\"").count(), 1, "{}", text(&out));
+
+    // A byte-order mark (as Windows tools write) and a generated password in the product's
+    // shape (no sourceField, no transform) load.
+    let job = c.job(|j| {
+        j["fieldsMap"][12]["transform"] = json!("");
+        j["fieldsMap"][12]["sourceField"] = json!("");
+        j["fieldsMap"][12]["options"] = json!("{\"passwordLength\":12,\"includeUppercaseAlphabets\":true,\"includeLowercaseAlphabets\":true,\"includeDigits\":true,\"passwordType\":1}");
+    });
+    let mut bytes = "\u{feff}".as_bytes().to_vec();
+    bytes.extend(std::fs::read(&job).unwrap());
+    std::fs::write(&job, bytes).unwrap();
+    let out = c.run(&["validate", job.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = c.run(&["run", job.to_str().unwrap(), "--password-out", "pw.csv"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        std::fs::read_to_string(c.path("pw.csv"))
+            .unwrap()
+            .lines()
+            .count(),
+        9
+    );
+}
+
+#[test]
+fn a_damaged_directory_file_is_refused_with_its_line() {
+    let c = Case::new();
+    let job = c.job(|_| {});
+    let dup = "dn: OU=API,DC=groupid,DC=lab\nou: API\n\ndn: ou=api,dc=GROUPID,dc=lab\nou: API\n";
+    let escape = "dn: OU=API,DC=groupid,DC=lab\nou: API\n\ndn: CN=Ann\\zz Lee,OU=API,DC=groupid,DC=lab\ncn: Ann\n";
+    for (text_in, expected) in [(dup, "line 4"), (escape, "line 4")] {
+        std::fs::write(c.path("directory.ldif"), text_in).unwrap();
+        let out = c.run(&["run", job.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+        assert!(text(&out).contains(expected), "{}", text(&out));
+        assert_eq!(
+            std::fs::read_to_string(c.path("directory.ldif")).unwrap(),
+            text_in
+        );
+    }
+    // A source that is not UTF-8 says where.
+    std::fs::write(c.path("latin1.csv"), b"EmployeeID,First\n1,Jos\xe9\n").unwrap();
+    let out = c.run(&[
+        "run",
+        job.to_str().unwrap(),
+        "--source",
+        "latin1.csv",
+        "--destination",
+        "ldif:l.ldif",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("line 2: column 6 (byte 0xE9)"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn runaway_settings_are_bounded() {
+    let c = Case::new();
+    let job = c.job(|_| {});
+    // More threads than make sense run the most a run uses.
+    let out = c.run(&["run", job.to_str().unwrap(), "--threads", "100000"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("it runs 64 workers"), "{}", text(&out));
+    // Retries have a ceiling.
+    let out = c.run(&["run", job.to_str().unwrap(), "--retries", "1000000"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+}
+
+#[test]
+fn a_source_query_may_only_read_and_stops_on_ctrl_c() {
+    let c = Case::new();
+    let attach = c.job_named("attach.json", |j| {
+        j["syncQuery"][0]["query"] = json!("ATTACH DATABASE 'created.db' AS x");
+    });
+    let out = c.run(&["run", attach.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("ATTACH"), "{}", text(&out));
+    assert!(!c.path("created.db").exists(), "ATTACH created a file");
+
+    // A query without end is stopped by Ctrl-C: the run ends Aborted and writes nothing.
+    let endless = c.job_named("endless.json", |j| {
+        support::users_only(j);
+        j["syncQuery"][0]["query"] = json!(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) \
+             SELECT count(*) AS EmployeeID, 'A' AS First, 'B' AS Last, '' AS Email, \
+             '' AS Department, '' AS Title, '' AS Phones, '' AS Manager FROM n"
+        );
+    });
+    let child = Command::new(binary())
+        .args([
+            "run",
+            endless.to_str().unwrap(),
+            "--report",
+            "endless.json.report",
+        ])
+        .current_dir(c.dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let r = report(&c.path("endless.json.report"));
+    assert_eq!(r["status"], "Aborted", "{r}");
+    assert!(!c.path("directory.ldif").exists() || r["counts"]["added"] == 0);
 }

@@ -205,8 +205,22 @@ impl LdifDirectory {
 
     /// Opens (or, when the file does not exist yet, starts) the directory kept in `path`.
     /// Bad LDIF is an error naming the line; no entry is ever dropped silently.
+    ///
+    /// The path is resolved through symlinks first: the file written is the link's target
+    /// (the link stays), and the lock is taken on the target, so two runs that name one file
+    /// by different paths are kept apart. A read-only file is refused: it would be replaced.
+    /// Temporary files an earlier, killed run left beside the file are removed.
     pub fn open(path: impl AsRef<Path>) -> Result<LdifDirectory, DestinationError> {
-        let path = path.as_ref().to_path_buf();
+        let given = path.as_ref();
+        if given.as_os_str().is_empty() {
+            return Err(DestinationError::Rejected {
+                message: "the directory file's path is empty (write ldif:PATH)".into(),
+            });
+        }
+        let path = crate::files::resolve(given).map_err(|source| DestinationError::Io {
+            path: given.to_path_buf(),
+            source,
+        })?;
         let io = |source| DestinationError::Io {
             path: path.clone(),
             source,
@@ -217,31 +231,49 @@ impl LdifDirectory {
             .truncate(false)
             .write(true)
             .open(&lock_path)
-            .map_err(io)?;
+            .map_err(|source| DestinationError::Io {
+                path: lock_path.clone(),
+                source,
+            })?;
         if lock.try_lock().is_err() {
             return Err(DestinationError::Locked { path });
         }
+        crate::files::remove_stale_temps(&path);
+        // Whether the file can be replaced (not read-only, its folder writable) is found now,
+        // not when the run commits: a run whose changes could not be kept does not start.
+        drop(crate::files::Replacement::begin(&path, 0o600).map_err(io)?);
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
             Err(e) => return Err(io(e)),
         };
-        let entries = ldif::parse(&text).map_err(|source| DestinationError::Ldif {
+        let entries = ldif::parse_with_lines(&text).map_err(|source| DestinationError::Ldif {
             path: path.clone(),
             source,
         })?;
         let mut tree = BTreeMap::new();
-        for entry in entries {
-            let (_, k) = parse_key(&entry.dn)?;
-            if tree.contains_key(&k) {
+        let mut first_lines: HashMap<String, usize> = HashMap::new();
+        for (entry, line) in entries {
+            let (_, k) = parse_key(&entry.dn).map_err(|e| DestinationError::Ldif {
+                path: path.clone(),
+                source: ldif::LdifError {
+                    line,
+                    message: e.to_string(),
+                },
+            })?;
+            if let Some(first) = first_lines.get(&k) {
                 return Err(DestinationError::Ldif {
                     path: path.clone(),
                     source: ldif::LdifError {
-                        line: 0,
-                        message: format!("the entry {} appears twice", entry.dn),
+                        line,
+                        message: format!(
+                            "the entry {} is already on line {first} (one DN, one entry)",
+                            entry.dn
+                        ),
                     },
                 });
             }
+            first_lines.insert(k.clone(), line);
             tree.insert(k, Arc::new(entry));
         }
         Ok(LdifDirectory {
@@ -389,6 +421,11 @@ impl LdifDirectory {
             None => (parse_key(&entry.dn)?.1, None),
         };
         let mut stored = entry;
+        check_names(
+            &stored.dn,
+            stored.attributes().iter().map(|a| a.name.as_str()),
+        )?;
+        hash_plain_passwords(&mut stored);
         if let Some(p) = password {
             let hashed = stored_password(p);
             stored.set(&hashed.name, hashed.values);
@@ -466,6 +503,55 @@ fn stored_password(password: &Secret) -> super::Attribute {
     super::Attribute {
         name: PASSWORD_ATTRIBUTE.into(),
         values: vec![hash_password(password)],
+    }
+}
+
+/// Refuses attribute names that are not LDAP attribute descriptions: written to the file,
+/// `info\nobjectClass` would be two lines, and the file unreadable.
+fn check_names<'a>(
+    dn: &str,
+    mut names: impl Iterator<Item = &'a str>,
+) -> Result<(), DestinationError> {
+    match names.find_map(|n| super::check_attribute_description(n).err()) {
+        Some(why) => Err(DestinationError::Rejected {
+            message: format!("{dn}: {why}"),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Whether an attribute holds passwords: what this directory never keeps as text.
+fn is_password_attribute(name: &str) -> bool {
+    name.eq_ignore_ascii_case(PASSWORD_ATTRIBUTE) || name.eq_ignore_ascii_case("unicodePwd")
+}
+
+/// A password attribute's value as it is kept: a value already in a `{SCHEME}` form (a hash
+/// read back, an import) as it is, anything else hashed.
+fn stored_form(value: &str) -> String {
+    let hashed = value.starts_with('{') && value.find('}').is_some_and(|end| end > 1);
+    if hashed {
+        value.to_string()
+    } else {
+        hash_password(&Secret::new(value))
+    }
+}
+
+/// Hashes the password attributes of `entry` that hold text, whatever put them there (a hook,
+/// a field map that names `userPassword`): this directory stores no password in clear.
+fn hash_plain_passwords(entry: &mut Entry) {
+    let plain: Vec<(String, Vec<String>)> = entry
+        .attributes()
+        .iter()
+        .filter(|a| is_password_attribute(&a.name))
+        .map(|a| {
+            (
+                a.name.to_string(),
+                a.values.iter().map(|v| stored_form(v)).collect(),
+            )
+        })
+        .collect();
+    for (name, values) in plain {
+        entry.set(&name, values);
     }
 }
 
@@ -608,6 +694,13 @@ impl Destination for LdifDirectory {
 
     fn modify(&self, dn: &str, changes: &[Modification]) -> Result<(), DestinationError> {
         let (parsed, k) = parse_key(dn)?;
+        check_names(
+            dn,
+            changes.iter().filter_map(|c| match c {
+                Modification::Replace(attr, _) => Some(attr.as_str()),
+                Modification::SetPassword(_) => None,
+            }),
+        )?;
         // Hash outside the lock: hashing is the slow part.
         let hashed: Vec<Option<super::Attribute>> = changes
             .iter()
@@ -638,7 +731,11 @@ impl Destination for LdifDirectory {
                             ),
                         });
                     }
-                    updated.set(attr, values.clone());
+                    if is_password_attribute(attr) {
+                        updated.set(attr, values.iter().map(|v| stored_form(v)).collect());
+                    } else {
+                        updated.set(attr, values.clone());
+                    }
                 }
                 Modification::SetPassword(_) => {
                     if let Some(hashed) = hash {
@@ -766,22 +863,11 @@ impl Destination for LdifDirectory {
             source,
         };
         let text = self.to_ldif();
-        let dir = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".datasync-")
-            .suffix(".ldif.tmp")
-            .tempfile_in(&dir)
-            .map_err(io)?;
-        tmp.write_all(text.as_bytes()).map_err(io)?;
-        tmp.as_file().sync_all().map_err(io)?;
-        tmp.persist(path).map_err(|e| io(e.error))?;
-        // Make the rename itself durable.
-        if let Ok(d) = File::open(&dir) {
-            let _ = d.sync_all();
-        }
+        // A new directory file holds password hashes: only its owner reads it. An existing
+        // one keeps the mode its owner gave it.
+        let mut replacement = crate::files::Replacement::begin(path, 0o600).map_err(io)?;
+        replacement.file().write_all(text.as_bytes()).map_err(io)?;
+        replacement.commit().map_err(io)?;
         self.dirty.store(false, Ordering::Release);
         Ok(())
     }

@@ -296,6 +296,33 @@ pub fn eq_ignore_case(a: &str, b: &str) -> bool {
     }
 }
 
+/// Checks that `name` is an LDAP attribute description (RFC 4512 section 2.5): a name (a
+/// letter, then letters, digits and hyphens) or a numeric OID, with `;option`s. Anything else
+/// would be written into LDIF or an LDAP request as something other than one attribute.
+pub fn check_attribute_description(name: &str) -> Result<(), String> {
+    let mut parts = name.split(';');
+    let base = parts.next().unwrap_or("");
+    let is_descr = base.bytes().next().is_some_and(|b| b.is_ascii_alphabetic())
+        && base.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    let is_oid = !base.is_empty()
+        && base.split('.').all(|n| {
+            !n.is_empty()
+                && n.bytes().all(|b| b.is_ascii_digit())
+                && (n == "0" || !n.starts_with('0'))
+        });
+    let options_ok =
+        parts.all(|o| !o.is_empty() && o.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+    if (is_descr || is_oid) && options_ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{:?} is not an LDAP attribute name (a letter, then letters, digits or '-'; \
+             or a numeric OID; options after ';')",
+            name
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,6 +19,15 @@ pub struct LdifError {
 /// Parses LDIF content records. Change records, URL values (`attr:< file://…`) and binary
 /// values are refused with the line they are on, never skipped.
 pub fn parse(text: &str) -> Result<Vec<Entry>, LdifError> {
+    Ok(parse_with_lines(text)?
+        .into_iter()
+        .map(|(entry, _)| entry)
+        .collect())
+}
+
+/// Parses LDIF as [`parse`] does, each entry with the line its `dn:` is on, so that a later
+/// check (a DN given twice) can say where.
+pub fn parse_with_lines(text: &str) -> Result<Vec<(Entry, usize)>, LdifError> {
     // Unfold: a line that starts with one space continues the previous line.
     let mut lines: Vec<(usize, String)> = Vec::new();
     for (i, raw) in text.split('\n').enumerate() {
@@ -38,7 +47,7 @@ pub fn parse(text: &str) -> Result<Vec<Entry>, LdifError> {
         }
     }
     let mut entries = Vec::new();
-    let mut current: Option<Entry> = None;
+    let mut current: Option<(Entry, usize)> = None;
     let mut first_record = true;
     for (line_no, line) in lines {
         let err = |message: String| LdifError {
@@ -69,9 +78,9 @@ pub fn parse(text: &str) -> Result<Vec<Entry>, LdifError> {
                     return Err(err(format!("a record must start with dn:, not {name}:")));
                 }
                 crate::dn::Dn::parse(&value).map_err(|e| err(e.to_string()))?;
-                current = Some(Entry::new(value));
+                current = Some((Entry::new(value), line_no));
             }
-            Some(entry) => {
+            Some((entry, _)) => {
                 if name.eq_ignore_ascii_case("changetype") {
                     return Err(err(
                         "change records are not supported in a directory file".into()

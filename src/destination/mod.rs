@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use embedded::LdifDirectory;
-pub use entry::{Attribute, AttributeName, Entry};
+pub use entry::{Attribute, AttributeName, Entry, check_attribute_description};
 pub use ldap::{LdapDirectory, ServerKind};
 
 use crate::Secret;

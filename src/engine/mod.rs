@@ -60,7 +60,13 @@ pub struct RunOptions {
     /// For delta runs (`timeStampField` set and `updateAll` false): the highest timestamp seen
     /// per object type by the last successful run. Rows at or below it are left out.
     pub watermarks: BTreeMap<i64, String>,
+    /// What the run takes from its source at most.
+    pub limits: crate::source::SourceLimits,
 }
+
+/// The most worker threads a run starts, whatever it is asked for: past this, threads only
+/// add contention (and a request for 100,000 of them would take minutes just to start).
+pub const MAX_WORKERS: usize = 64;
 
 /// Why a run stopped early.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -328,7 +334,8 @@ pub fn run(
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
     } else {
         options.threads
-    };
+    }
+    .clamp(1, MAX_WORKERS);
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .thread_name(|i| format!("datasync-{i}"))
@@ -453,10 +460,73 @@ struct FromReader {
 /// freeing them here rather than on the workers keeps the workers out of its allocator arena
 /// (with glibc's allocator this cut the reading thread's CPU time by about 5%) and spares a
 /// new batch vector each time.
+///
+/// It also holds the run to its [`SourceLimits`](crate::source::SourceLimits), stops the read
+/// when the run is cancelled or times out, and puts text in Unicode normal form C, so values
+/// that look alike are alike whichever source or platform spelt them.
 struct ChannelSink {
     sender: crossbeam_channel::Sender<Batch>,
     returned: crossbeam_channel::Receiver<Vec<SourceRow>>,
     batch: Vec<SourceRow>,
+    limits: crate::source::SourceLimits,
+    control: Option<RunControl>,
+    columns: Vec<String>,
+    rows: usize,
+    bytes: usize,
+    /// The limit the source passed, if it did: the read stopped there.
+    over_limit: Option<SourceError>,
+}
+
+impl ChannelSink {
+    /// Checks `row` against the limits and normalises its text; `Err` when it passes a limit.
+    fn admit(&mut self, row: &mut SourceRow) -> Result<(), SourceError> {
+        self.rows += 1;
+        let too_large = |column: Option<String>, message: String| SourceError::TooLarge {
+            row: Some(row.number),
+            column,
+            message,
+        };
+        if self.rows > self.limits.max_rows {
+            return Err(too_large(
+                None,
+                format!(
+                    "the source sent more than {} rows, the most one run takes \
+                     (RunOptions::limits); check the source query",
+                    self.limits.max_rows
+                ),
+            ));
+        }
+        for (i, value) in row.values.iter_mut().enumerate() {
+            let Some(v) = value else { continue };
+            if v.len() > self.limits.max_value_bytes {
+                return Err(too_large(
+                    self.columns.get(i).cloned(),
+                    format!(
+                        "a value of {} bytes is larger than the {} a value may have",
+                        v.len(),
+                        self.limits.max_value_bytes
+                    ),
+                ));
+            }
+            self.bytes += v.len();
+            if !v.is_ascii()
+                && let std::borrow::Cow::Owned(composed) = crate::text::nfc(v)
+            {
+                *v = composed;
+            }
+        }
+        if self.bytes > self.limits.max_bytes {
+            return Err(too_large(
+                None,
+                format!(
+                    "the source sent more than {} bytes of values, the most one run takes \
+                     (RunOptions::limits)",
+                    self.limits.max_bytes
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl ChannelSink {
@@ -478,10 +548,24 @@ impl ChannelSink {
 
 impl RowSink for ChannelSink {
     fn columns(&mut self, columns: &Columns) -> std::ops::ControlFlow<()> {
+        self.columns = columns.names().to_vec();
         self.send(Batch::Columns(columns.clone()))
     }
 
-    fn row(&mut self, row: SourceRow) -> std::ops::ControlFlow<()> {
+    fn row(&mut self, mut row: SourceRow) -> std::ops::ControlFlow<()> {
+        if let Err(e) = self.admit(&mut row) {
+            self.over_limit = Some(e);
+            return std::ops::ControlFlow::Break(());
+        }
+        // A stopped run reads no further (checked once a batch: it reads a clock).
+        if self.batch.is_empty()
+            && self
+                .control
+                .as_ref()
+                .is_some_and(|c| c.stop_reason().is_some())
+        {
+            return std::ops::ControlFlow::Break(());
+        }
         self.batch.push(row);
         if self.batch.len() < BATCH_ROWS {
             return std::ops::ControlFlow::Continue(());
@@ -495,6 +579,13 @@ impl RowSink for ChannelSink {
         };
         let rows = std::mem::replace(&mut self.batch, next);
         self.send(Batch::Rows(rows))
+    }
+
+    fn stop_signal(&self) -> Option<crate::source::StopSignal> {
+        let control = self.control.clone()?;
+        Some(crate::source::StopSignal::new(move || {
+            control.stop_reason().is_some()
+        }))
     }
 }
 
@@ -568,9 +659,25 @@ fn read_type<'p>(
             sender,
             returned,
             batch: Vec::with_capacity(BATCH_ROWS),
+            limits: options.limits,
+            control: shared.control.cloned(),
+            columns: Vec::new(),
+            rows: 0,
+            bytes: 0,
+            over_limit: None,
         };
-        let read = source.query_into(&query, &mut sink);
-        sink.flush();
+        let mut read = source.query_into(&query, &mut sink);
+        if let Some(e) = sink.over_limit.take() {
+            read = Err(e);
+        }
+        // A query the run's stop interrupted is a stopped run, not a broken source.
+        if read.is_err() && shared.control.and_then(RunControl::stop_reason).is_some() {
+            read = Ok(());
+        }
+        // Rows already read go on to be prepared only when the read is whole.
+        if read.is_ok() {
+            sink.flush();
+        }
         drop(sink);
         let prepared = preparer.join().unwrap_or_else(|_| {
             Err(Error::Destination {
@@ -807,7 +914,12 @@ fn scan(
     Ok((index, resolver))
 }
 
-/// For every group of two or more rows, records a failure for each row, naming the others.
+/// How many other rows a conflict's message names; the rest are counted.
+const OTHERS_NAMED: usize = 3;
+
+/// For every group of two or more rows, records a failure for each row, naming a few of the
+/// others and counting the rest, so that a message stays short however large the group
+/// (8,000 identical rows made 64 million row numbers).
 fn fail_together(
     prepared: &[row::Prepared],
     groups: &[Vec<usize>],
@@ -816,13 +928,35 @@ fn fail_together(
 ) {
     for rows in groups {
         for &i in rows {
-            let others: Vec<String> = rows
-                .iter()
-                .filter(|j| **j != i)
-                .map(|j| prepared[*j].row.to_string())
-                .collect();
-            conflicts.push((i, message(&prepared[i], &others.join(", "))));
+            conflicts.push((
+                i,
+                message(&prepared[i], &others_in_group(prepared, rows, i)),
+            ));
         }
+    }
+}
+
+/// `row 3, 9, 12 and 7,996 other rows`: the rows of `group` other than `i`, the first few by
+/// number.
+fn others_in_group(prepared: &[row::Prepared], group: &[usize], i: usize) -> String {
+    let mut named = String::new();
+    for (n, j) in group
+        .iter()
+        .filter(|j| **j != i)
+        .take(OTHERS_NAMED)
+        .enumerate()
+    {
+        if n > 0 {
+            named.push_str(", ");
+        }
+        named.push_str(&prepared[*j].row.to_string());
+    }
+    match group.len().saturating_sub(1 + OTHERS_NAMED) {
+        0 => named,
+        rest => format!(
+            "{named} and {rest} other row{}",
+            if rest == 1 { "" } else { "s" }
+        ),
     }
 }
 

@@ -301,12 +301,7 @@ pub(super) fn prepare(
             }
             None => desired.push(match (value, &f.delimiter) {
                 (None, _) => Vec::new(),
-                (Some(v), Some(d)) => v
-                    .split(d.as_str())
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(String::from)
-                    .collect(),
+                (Some(v), Some(d)) => split_values(&v, d),
                 (Some(v), None) => vec![v],
             }),
         }
@@ -387,6 +382,23 @@ pub(super) fn prepare(
     store_password(shared, tr, &mut out.planned);
     out.hashes.new_dn = super::new_dn_hash(tr, &out.planned);
     out
+}
+
+/// A delimited cell as the values of a multi-valued attribute: pieces trimmed, empty ones
+/// dropped, and each value once (compared without case, as directories compare most
+/// attributes, which refuse a second value equal to the first): `555;;555; ;` is one `555`.
+pub(super) fn split_values(cell: &str, delimiter: &str) -> Vec<String> {
+    let mut values: Vec<String> = Vec::new();
+    for piece in cell.split(delimiter).map(str::trim) {
+        if !piece.is_empty()
+            && !values
+                .iter()
+                .any(|v| crate::text::lowercase(v) == crate::text::lowercase(piece))
+        {
+            values.push(piece.to_string());
+        }
+    }
+    values
 }
 
 /// With hooks that do not read new objects, a new object's password is stored in it now, on

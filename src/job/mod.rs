@@ -39,6 +39,8 @@ pub enum LoadError {
 
 /// Reads a `DataSyncJobs` JSON text.
 pub fn from_json(text: &str, file: &str) -> Result<DataSyncJob, LoadError> {
+    // Windows tools (Notepad, PowerShell's Out-File) start UTF-8 files with a byte-order mark.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let de = &mut serde_json::Deserializer::from_str(text);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let location = e.path().to_string();
@@ -325,6 +327,14 @@ impl Settings<'_> {
     }
 }
 
+/// The attribute names that hold a password: the job format's own `password` field and the
+/// directories' password attributes. Whichever a field map uses, the value is a password.
+pub fn is_password_attribute(name: &str) -> bool {
+    ["password", "userPassword", "unicodePwd"]
+        .iter()
+        .any(|p| p.eq_ignore_ascii_case(name))
+}
+
 fn parse_bool(text: &str) -> Option<bool> {
     match text.to_ascii_lowercase().as_str() {
         "true" | "1" | "yes" => Some(true),
@@ -391,6 +401,10 @@ pub fn compile(job: &DataSyncJob, context: &TransformContext) -> Result<Plan, Jo
                 err(at("destinationField"), "empty".into());
                 continue;
             }
+            if let Err(why) = crate::destination::check_attribute_description(&attribute) {
+                err(at("destinationField"), why);
+                continue;
+            }
             if ["dn", "distinguishedName", "changetype"]
                 .iter()
                 .any(|r| r.eq_ignore_ascii_case(&attribute))
@@ -413,8 +427,42 @@ pub fn compile(job: &DataSyncJob, context: &TransformContext) -> Result<Plan, Jo
                 );
                 continue;
             }
-            let source_field = f.source_field.get().map(String::as_str);
-            let transform = match Transform::parse(f.transform.text(), source_field, context) {
+            let source_field = f
+                .source_field
+                .get()
+                .map(String::as_str)
+                .filter(|s| !s.trim().is_empty());
+            // Any password attribute, however it is spelt in the field map, is the password:
+            // the destination stores it in its own form (a hash, unicodePwd), never as text.
+            let password = if is_password_attribute(&attribute) {
+                match PasswordRule::from_options(f.options.get().map(String::as_str)) {
+                    Ok(rule) => Some(rule),
+                    Err(e) => {
+                        err(at("options"), e);
+                        continue;
+                    }
+                }
+            } else {
+                None
+            };
+            if password.is_some() && fields.iter().any(|p| p.password.is_some()) {
+                err(
+                    at("destinationField"),
+                    format!("the password is mapped twice for object type {code}"),
+                );
+                continue;
+            }
+            // A generated password needs no source field and no transform (the product writes
+            // both empty for it).
+            let generated_without_input = matches!(password, Some(PasswordRule::Generate(_)))
+                && source_field.is_none()
+                && f.transform.text().trim().is_empty();
+            let parsed = if generated_without_input {
+                Ok(Transform::Static(Vec::new()))
+            } else {
+                Transform::parse(f.transform.text(), source_field, context)
+            };
+            let transform = match parsed {
                 Ok(t) => t,
                 Err(e) => {
                     let which = if f.transform.text().trim().is_empty() {
@@ -427,17 +475,6 @@ pub fn compile(job: &DataSyncJob, context: &TransformContext) -> Result<Plan, Jo
                 }
             };
             let is_key = f.is_key.or(false);
-            let password = if attribute.eq_ignore_ascii_case("password") {
-                match PasswordRule::from_options(f.options.get().map(String::as_str)) {
-                    Ok(rule) => Some(rule),
-                    Err(e) => {
-                        err(at("options"), e);
-                        continue;
-                    }
-                }
-            } else {
-                None
-            };
             if is_key && matches!(transform, Transform::Resolve { .. }) {
                 err(
                     at("isKey"),
@@ -570,6 +607,9 @@ pub fn compile(job: &DataSyncJob, context: &TransformContext) -> Result<Plan, Jo
         let setting = |key: &str| settings.get(key, Some(code));
         let valid_dn = |dn: &str| Dn::parse(dn).map(|_| ()).map_err(|e| e.to_string());
         let value = option.container_option_value.text().trim().to_string();
+        // `false` once the container rule itself is wrong: the checks that build on it would
+        // only add errors that follow from that one.
+        let mut container_known = true;
         let container = match option.container_option.text().trim() {
             "" | "1" => {
                 let dn = if value.is_empty() {
@@ -603,6 +643,7 @@ pub fn compile(job: &DataSyncJob, context: &TransformContext) -> Result<Plan, Jo
                         here("containerOptionValue"),
                         format!("container script \"{value}\" is not registered by the host"),
                     );
+                    container_known = false;
                     ContainerRule::Fixed(String::new())
                 }
             },
@@ -613,6 +654,7 @@ pub fn compile(job: &DataSyncJob, context: &TransformContext) -> Result<Plan, Jo
                         "\"{other}\" is not 1 (this container), 2 (from a source field) or 3 (from a script)"
                     ),
                 );
+                container_known = false;
                 ContainerRule::Fixed(String::new())
             }
         };
@@ -624,6 +666,7 @@ pub fn compile(job: &DataSyncJob, context: &TransformContext) -> Result<Plan, Jo
                 dn.to_string()
             }
             (None, ContainerRule::Fixed(dn)) => dn.clone(),
+            (None, _) if !container_known => String::new(),
             (None, _) => {
                 err(
                     "settings[Destination.Container]".into(),
@@ -669,6 +712,7 @@ pub fn compile(job: &DataSyncJob, context: &TransformContext) -> Result<Plan, Jo
         };
         // New objects must land where the next run looks, or every run creates them again.
         if let (ContainerRule::Fixed(container), Ok(base)) = (&container, Dn::parse(&scope_base))
+            && container_known
             && let Ok(c) = Dn::parse(container)
             && !scope_base.is_empty()
         {
@@ -738,6 +782,9 @@ pub fn compile(job: &DataSyncJob, context: &TransformContext) -> Result<Plan, Jo
         }
     }
     if !errors.is_empty() {
+        // A job-wide setting is checked once per object type: say each mistake once.
+        let mut seen = std::collections::HashSet::new();
+        errors.retain(|e| seen.insert((e.location.clone(), e.message.clone())));
         return Err(JobErrors(errors));
     }
     let job_settings = Settings(&settings_list);

@@ -116,13 +116,29 @@ pub struct LdapUrlError {
     pub reason: String,
 }
 
+/// `url` with any `user:password@` before its host replaced by `***@`, for messages.
+pub fn without_userinfo(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+        None => url.to_string(),
+    }
+}
+
 impl LdapConfig {
     /// A configuration for `url`: `ldap://host[:port][/BASE][?starttls]` or
     /// `ldaps://host[:port][/BASE]`. The base DN may be percent-encoded (RFC 4516); the other
     /// settings take their defaults and can be changed on the value.
+    ///
+    /// Credentials in the URL (`ldap://user:password@host`) are refused, and never repeated
+    /// in the error: the bind DN is given apart and its password comes from the environment.
     pub fn parse(url: &str) -> Result<LdapConfig, LdapUrlError> {
+        let shown = without_userinfo(url);
         let bad = |reason: &str| LdapUrlError {
-            url: url.to_string(),
+            url: shown.clone(),
             reason: reason.to_string(),
         };
         let (scheme, rest) = url
@@ -153,6 +169,12 @@ impl LdapConfig {
             Some((h, p)) => (h, p),
             None => (rest, ""),
         };
+        if host.contains('@') {
+            return Err(bad(
+                "credentials in the URL are not used: give the bind DN apart (--bind-dn) and \
+                 its password in the environment (DATASYNC_BIND_PASSWORD)",
+            ));
+        }
         if host.is_empty() {
             return Err(bad("it names no host"));
         }

@@ -205,7 +205,17 @@ pub struct JobSettings {
     pub run_order: i64,
     /// When the hooks' [`notify`](crate::Hooks::notify) is called; empty: never.
     pub notify: Vec<NotifyWhen>,
+    /// What a run takes from its source at most.
+    pub source_limits: crate::source::SourceLimits,
 }
+
+/// The most retries a job may ask for (`maxRetries`, `Job.MaxRetries`, `--retries`): with
+/// the doubling waits capped at 5 minutes, this is more than eight hours of trying.
+pub const MAX_RETRIES: u32 = 100;
+
+/// The shortest wait before a retry: a wait of 0 still backs off, so a server that refuses
+/// at once is not hammered.
+pub const MIN_RETRY_WAIT: Duration = Duration::from_secs(1);
 
 impl Default for JobSettings {
     fn default() -> Self {
@@ -222,6 +232,7 @@ impl Default for JobSettings {
             on_failure: OnFailure::Abort,
             run_order: 0,
             notify: Vec::new(),
+            source_limits: Default::default(),
         }
     }
 }
@@ -290,10 +301,10 @@ impl JobSettings {
         }
         if let Some(v) = setting("Job.MaxRetries") {
             match v.parse() {
-                Ok(n) => s.max_retries = n,
-                Err(_) => err(
+                Ok(n) if n <= MAX_RETRIES => s.max_retries = n,
+                _ => err(
                     "settings[Job.MaxRetries]",
-                    format!("\"{v}\" is not a count"),
+                    format!("\"{v}\" is not a count from 0 to {MAX_RETRIES}"),
                 ),
             }
         }

@@ -51,7 +51,7 @@ use chrono::{DateTime, Utc};
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use collection::{Collection, CollectionReport, CollectionStep, StepOutcome};
-pub use job::{Job, JobSettings, NotifyWhen, OnFailure, OpenSource};
+pub use job::{Job, JobSettings, MAX_RETRIES, MIN_RETRY_WAIT, NotifyWhen, OnFailure, OpenSource};
 pub use parameters::{JobParameter, ParameterError, ParameterType, Parameters, resolve_parameters};
 pub use records::{
     ExecutionResult, HistoryEntry, HistoryPage, HistoryStatus, JobDetails, JobState, Operational,
@@ -566,7 +566,8 @@ impl Runner {
         } = run;
         let clock = &self.0.clock;
         let settings = &job.settings;
-        let mut wait = settings.retry_wait;
+        let mut wait = settings.retry_wait.max(job::MIN_RETRY_WAIT);
+        let max_retries = settings.max_retries.min(job::MAX_RETRIES);
         let mut attempt = 0;
         let mut control;
         let (mut report, started, stopped) = loop {
@@ -623,7 +624,7 @@ impl Runner {
                 Err(Some(e)) => {
                     let transient = e.is_transient();
                     let r = Report::from_error(&plan.name, settings.dry_run, &e);
-                    if transient && attempt <= settings.max_retries {
+                    if transient && attempt <= max_retries {
                         let exec = execution(id, attempt, TaskStatus::Retry, &r, started, stopped);
                         self.update(id, |run| run.executions.push(exec));
                         // Waited in steps, so that a cancel does not wait out the backoff.
@@ -722,6 +723,7 @@ impl Runner {
             control: Some(control.clone()),
             parameters: parameters.clone(),
             watermarks: watermarks.clone(),
+            limits: job.settings.source_limits,
         };
         (job.source)()
             .map_err(|source| Error::Source {

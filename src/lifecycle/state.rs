@@ -2,7 +2,6 @@
 //! JSON file implementation ([`FileStateStore`], written atomically) and one in memory.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -90,16 +89,7 @@ impl StateStore for FileStateStore {
                 .collect(),
         );
         let text = serde_json::to_string_pretty(&all).map_err(std::io::Error::other)?;
-        let dir = self
-            .path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-        tmp.write_all(text.as_bytes())?;
-        tmp.as_file().sync_all()?;
-        tmp.persist(&self.path).map_err(|e| e.error)?;
-        Ok(())
+        crate::files::replace(&self.path, text.as_bytes(), 0o644)
     }
 }
 

@@ -19,10 +19,25 @@ impl CsvSource {
             path: path.to_path_buf(),
             source,
         })?;
-        let text = String::from_utf8(bytes).map_err(|e| SourceError::Csv {
-            path: path.to_path_buf(),
-            line: 0,
-            message: format!("not UTF-8 text (byte {})", e.utf8_error().valid_up_to()),
+        let text = String::from_utf8(bytes).map_err(|e| {
+            let bytes = e.as_bytes();
+            let at = e.utf8_error().valid_up_to();
+            let line = bytes[..at].iter().filter(|b| **b == b'\n').count() as u64 + 1;
+            let column = at
+                - bytes[..at]
+                    .iter()
+                    .rposition(|b| *b == b'\n')
+                    .map_or(0, |i| i + 1)
+                + 1;
+            SourceError::Csv {
+                path: path.to_path_buf(),
+                line,
+                message: format!(
+                    "column {column} (byte 0x{:02X}): the file is not UTF-8 text; save it as \
+                     UTF-8 (it may be Latin-1 or a Windows code page)",
+                    bytes[at]
+                ),
+            }
         })?;
         let text = text
             .strip_prefix('\u{feff}')

@@ -149,12 +149,53 @@ pub enum SourceError {
         /// What went wrong.
         message: String,
     },
+    /// The source sent more than a run takes ([`SourceLimits`]): too many rows, too much
+    /// text, or one value too large. Nothing is written.
+    #[error("{}{message}", row.map(|r| format!("row {r}{}: ", column.as_ref().map(|c| format!(", column \"{c}\"")).unwrap_or_default())).unwrap_or_default())]
+    TooLarge {
+        /// The row at which the limit was passed.
+        row: Option<u64>,
+        /// The column holding the value that is too large, if one is.
+        column: Option<String>,
+        /// Which limit, and how to raise it.
+        message: String,
+    },
     /// The file's type is not one datasync reads.
     #[error("{path}: unsupported source type (xlsx, xlsm, xlsb, xls, ods, csv, tsv, txt)")]
     Unsupported {
         /// The file.
         path: PathBuf,
     },
+}
+
+/// What one run takes from its source at most. A source without end (a recursive SQL query,
+/// a file that keeps growing) or a runaway cell ends the run with [`SourceError::TooLarge`]
+/// instead of taking all the memory there is.
+///
+/// ```
+/// let limits = datasync::source::SourceLimits::default();
+/// assert!(limits.max_rows >= 1_000_000);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceLimits {
+    /// Rows per object type.
+    pub max_rows: usize,
+    /// Bytes of values per object type, all rows together.
+    pub max_bytes: usize,
+    /// Bytes in one value.
+    pub max_value_bytes: usize,
+}
+
+impl Default for SourceLimits {
+    /// Room for a few million identities with photos: far above the million a run is built
+    /// for, well below what exhausts a machine.
+    fn default() -> Self {
+        SourceLimits {
+            max_rows: 5_000_000,
+            max_bytes: 4 << 30,
+            max_value_bytes: sql::MAX_VALUE_BYTES,
+        }
+    }
 }
 
 /// Receives a query's answer as the source reads it: the columns once, then each row in
@@ -178,6 +219,45 @@ pub trait RowSink {
     fn columns(&mut self, columns: &Columns) -> ControlFlow<()>;
     /// The next row. `Break` stops the read; the source then returns `Ok`.
     fn row(&mut self, row: SourceRow) -> ControlFlow<()>;
+    /// How a source that can spend a long time between two rows (a SQL query still computing)
+    /// asks whether to stop: `None` (the default) when the sink never asks it to.
+    fn stop_signal(&self) -> Option<StopSignal> {
+        None
+    }
+}
+
+/// Tells a source, from any thread, whether the read it is doing should stop now (the run was
+/// cancelled or timed out). Cheap to clone and to ask.
+///
+/// ```
+/// use std::sync::atomic::{AtomicBool, Ordering};
+/// use std::sync::Arc;
+/// let flag = Arc::new(AtomicBool::new(false));
+/// let seen = flag.clone();
+/// let stop = datasync::source::StopSignal::new(move || seen.load(Ordering::Relaxed));
+/// assert!(!stop.should_stop());
+/// flag.store(true, Ordering::Relaxed);
+/// assert!(stop.should_stop());
+/// ```
+#[derive(Clone)]
+pub struct StopSignal(std::sync::Arc<dyn Fn() -> bool + Send + Sync>);
+
+impl StopSignal {
+    /// A signal that asks `check`.
+    pub fn new(check: impl Fn() -> bool + Send + Sync + 'static) -> Self {
+        StopSignal(std::sync::Arc::new(check))
+    }
+
+    /// Whether the read should stop now.
+    pub fn should_stop(&self) -> bool {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for StopSignal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StopSignal")
+    }
 }
 
 impl RowSink for RowSet {
@@ -257,10 +337,7 @@ impl<T: TableSource> Source for T {
         match sql::plain_select_star(query) {
             // Read straight through: the first rows are at work while the rest are read.
             Some(table) => self.table_into(&table, sink),
-            None => {
-                feed(sql::run(query, &mut |name: &str| self.table(name))?, sink);
-                Ok(())
-            }
+            None => sql::run_into(query, &mut |name: &str| self.table(name), sink),
         }
     }
 }

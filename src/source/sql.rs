@@ -12,10 +12,12 @@ use std::collections::HashSet;
 use std::sync::OnceLock;
 
 use regex::Regex;
+use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
+use rusqlite::limits::Limit;
 use rusqlite::types::{Value, ValueRef};
 use rusqlite::{Connection, params_from_iter};
 
-use super::{Columns, RowSet, SourceError, SourceRow, format_number};
+use super::{Columns, RowSet, RowSink, SourceError, SourceRow, format_number};
 
 /// The hidden column that carries each row's sheet row number through the query, so a report
 /// names the row a user sees in Excel even after `WHERE` and `ORDER BY`. `SELECT *` returns it
@@ -41,17 +43,48 @@ pub fn plain_select_star(query: &str) -> Option<String> {
     Some(t.to_string())
 }
 
+/// The longest text or blob SQLite may make while it runs a source query (its
+/// `SQLITE_LIMIT_LENGTH`): a query that builds a larger value (`randomblob(300000000)`) fails
+/// with the row it was on instead of taking the memory.
+pub const MAX_VALUE_BYTES: usize = 16 << 20;
+
+/// How many SQLite steps run between two looks at whether the read should stop.
+const STEPS_BETWEEN_STOP_CHECKS: i32 = 10_000;
+
 /// Runs `query` in a fresh in-memory SQLite, loading tables through `table` as the query needs
-/// them.
+/// them, and returns the whole answer.
 pub fn run(
     query: &str,
     table: &mut dyn FnMut(&str) -> Result<RowSet, SourceError>,
 ) -> Result<RowSet, SourceError> {
+    RowSet::collect(|sink| run_into(query, table, sink))
+}
+
+/// Runs `query` as [`run`] does, handing each row to `sink` as SQLite makes it, so a query
+/// that returns many rows is never held whole here.
+///
+/// The query is bounded: it may only read (`ATTACH` and `DETACH`, which would open or create
+/// files, are refused, as is anything that writes), no value may exceed [`MAX_VALUE_BYTES`],
+/// and a query that runs on without returning rows (a recursive CTE without end) stops as soon
+/// as the sink's [`stop_signal`](RowSink::stop_signal) says so (a cancel, a time-out).
+pub fn run_into(
+    query: &str,
+    table: &mut dyn FnMut(&str) -> Result<RowSet, SourceError>,
+    sink: &mut dyn RowSink,
+) -> Result<(), SourceError> {
     let fail = |message: String| SourceError::Query {
         query: query.to_string(),
         message,
     };
-    let conn = Connection::open_in_memory().map_err(|e| fail(e.to_string()))?;
+    let mut conn = Connection::open_in_memory().map_err(|e| fail(e.to_string()))?;
+    conn.set_limit(Limit::SQLITE_LIMIT_LENGTH, MAX_VALUE_BYTES as i32)
+        .and_then(|_| conn.set_limit(Limit::SQLITE_LIMIT_ATTACHED, 0))
+        .map_err(|e| fail(e.to_string()))?;
+    if let Some(stop) = sink.stop_signal() {
+        conn.progress_handler(STEPS_BETWEEN_STOP_CHECKS, Some(move || stop.should_stop()))
+            .map_err(|e| fail(e.to_string()))?;
+    }
+    guard_statements(&mut conn).map_err(|e| fail(e.to_string()))?;
     let mut loaded: HashSet<String> = HashSet::new();
     loop {
         match conn.prepare(query) {
@@ -59,10 +92,11 @@ pub fn run(
                 if !statement.readonly() {
                     return Err(fail("only SELECT queries are allowed".into()));
                 }
-                return collect(&mut statement).map_err(|e| fail(e.to_string()));
+                return stream(&mut statement, sink)
+                    .map_err(|StreamError { row, error }| fail(explain(&error, row)));
             }
             Err(e) => {
-                let message = e.to_string();
+                let message = explain(&e, None);
                 let Some(name) = message.strip_prefix("no such table: ") else {
                     return Err(fail(message));
                 };
@@ -71,9 +105,39 @@ pub fn run(
                     return Err(fail(message));
                 }
                 let rows = table(&name)?;
-                load(&conn, &name, &rows).map_err(|e| fail(e.to_string()))?;
+                load(&conn, &name, &rows).map_err(|e| fail(explain(&e, None)))?;
             }
         }
+    }
+}
+
+/// Installs the authorizer that keeps a source query to reading: `ATTACH`, `DETACH` and
+/// `PRAGMA` are denied when a statement is prepared (the tables we load need none of them).
+fn guard_statements(conn: &mut Connection) -> rusqlite::Result<()> {
+    conn.authorizer(Some(|ctx: AuthContext<'_>| match ctx.action {
+        AuthAction::Attach { .. } | AuthAction::Detach { .. } | AuthAction::Pragma { .. } => {
+            Authorization::Deny
+        }
+        _ => Authorization::Allow,
+    }))
+}
+
+/// SQLite's error in words a user can act on; `row` is the row being read, if any.
+fn explain(error: &rusqlite::Error, row: Option<u64>) -> String {
+    let code = error.sqlite_error_code();
+    let at = row.map(|r| format!("row {r}: ")).unwrap_or_default();
+    match code {
+        Some(rusqlite::ErrorCode::AuthorizationForStatementDenied) => {
+            "a source query may only read: ATTACH, DETACH and PRAGMA are not allowed".into()
+        }
+        Some(rusqlite::ErrorCode::TooBig) => format!(
+            "{at}a value is larger than the {} MiB a source value may have",
+            MAX_VALUE_BYTES >> 20
+        ),
+        Some(rusqlite::ErrorCode::OperationInterrupted) => {
+            "the query was stopped (the run was cancelled or timed out)".into()
+        }
+        _ => format!("{at}{error}"),
     }
 }
 
@@ -127,21 +191,38 @@ fn typed(value: Option<&str>) -> Value {
     Value::Text(v.to_string())
 }
 
-fn collect(statement: &mut rusqlite::Statement<'_>) -> rusqlite::Result<RowSet> {
+/// SQLite failed while a query was streamed, on this row if it was reading one (numbered as
+/// the answer's rows are).
+struct StreamError {
+    row: Option<u64>,
+    error: rusqlite::Error,
+}
+
+fn stream(
+    statement: &mut rusqlite::Statement<'_>,
+    sink: &mut dyn RowSink,
+) -> Result<(), StreamError> {
+    let sqlite = |row| move |error| StreamError { row, error };
     let names: Vec<String> = statement.column_names().map(|s| s.to_string()).collect();
     let row_column = names.iter().position(|n| n == ROW_COLUMN);
     let kept: Vec<usize> = (0..names.len())
         .filter(|i| names[*i] != ROW_COLUMN)
         .collect();
     let columns = Columns::new(kept.iter().map(|i| names[*i].clone()).collect());
-    let mut out = Vec::new();
-    let mut rows = statement.query([])?;
+    if sink.columns(&columns).is_break() {
+        return Ok(());
+    }
+    let mut rows = statement.query([]).map_err(sqlite(None))?;
     let mut ordinal = 1u64;
-    while let Some(row) = rows.next()? {
-        ordinal += 1;
+    loop {
+        let next = ordinal + 1;
+        let Some(row) = rows.next().map_err(sqlite(Some(next)))? else {
+            return Ok(());
+        };
+        ordinal = next;
         let mut values = Vec::with_capacity(kept.len());
         for i in &kept {
-            values.push(match row.get_ref(*i)? {
+            values.push(match row.get_ref(*i).map_err(sqlite(Some(ordinal)))? {
                 ValueRef::Null => None,
                 ValueRef::Integer(n) => Some(n.to_string()),
                 ValueRef::Real(f) => Some(format_number(f)),
@@ -154,13 +235,15 @@ fn collect(statement: &mut rusqlite::Statement<'_>) -> rusqlite::Result<RowSet> 
             Some(i) => row.get::<_, i64>(i).map(|n| n as u64).unwrap_or(ordinal),
             None => ordinal,
         };
-        out.push(SourceRow {
+        let row = SourceRow {
             number,
             values,
             cell_errors: Vec::new(),
-        });
+        };
+        if sink.row(row).is_break() {
+            return Ok(());
+        }
     }
-    Ok(RowSet { columns, rows: out })
 }
 
 #[cfg(test)]

@@ -252,7 +252,8 @@ pub struct RunValues<'a> {
 /// What `Static` variables and `Script` names resolve against at compile time.
 #[derive(Debug, Clone, Default)]
 pub struct TransformContext {
-    /// `%NAME%` values the caller provides; they win over the environment.
+    /// `%NAME%` values the caller provides (the job's parameters, `--var`). The environment is
+    /// read only through `%ENV:NAME%`.
     pub variables: HashMap<String, String>,
     /// Registered script functions.
     pub scripts: Scripts,
@@ -473,6 +474,20 @@ impl Transform<String> {
                         return Err(format!("Date: {key}={fmt} is not a valid date format"));
                     }
                 }
+                // Dates are read without a zone: a `to` that needs one (%z, %Z) could never be
+                // written, and would fail every row.
+                let sample = NaiveDate::from_ymd_opt(2001, 2, 3)
+                    .and_then(|d| d.and_hms_opt(4, 5, 6))
+                    .unwrap_or_default();
+                let mut rendered = String::new();
+                if fmt::Write::write_fmt(&mut rendered, format_args!("{}", sample.format(&to)))
+                    .is_err()
+                {
+                    return Err(format!(
+                        "Date: to={to} cannot be written: dates are read without a time zone, \
+                         so %z, %Z and the like have nothing to show"
+                    ));
+                }
                 Transform::Date { field, from, to }
             }
             "Resolve" => {
@@ -522,7 +537,8 @@ fn template(text: &str, context: &TransformContext) -> Result<Vec<Segment>, Stri
     // `%NAME%` where NAME looks like a variable; any other `%` is literal (`50%` stays `50%`).
     static VARIABLE: std::sync::OnceLock<Regex> = std::sync::OnceLock::new();
     let re = VARIABLE.get_or_init(|| {
-        Regex::new(r"%([A-Za-z_][A-Za-z0-9_.]*)%").unwrap_or_else(|_| unreachable!())
+        Regex::new(r"%([A-Za-z_][A-Za-z0-9_.]*(?::[A-Za-z_][A-Za-z0-9_]*)?)%")
+            .unwrap_or_else(|_| unreachable!())
     });
     let mut segments = Vec::new();
     let mut last = 0;
@@ -549,16 +565,41 @@ fn template(text: &str, context: &TransformContext) -> Result<Vec<Segment>, Stri
             segments.push(Segment::Now);
         } else if name.eq_ignore_ascii_case("TODAY") {
             segments.push(Segment::Today);
-        } else if let Ok(v) = std::env::var(name) {
-            push_text(&mut segments, &v);
+        } else if let Some(var) = name
+            .get(..4)
+            .filter(|p| p.eq_ignore_ascii_case("ENV:"))
+            .map(|_| &name[4..])
+        {
+            push_text(&mut segments, &environment_variable(var)?);
         } else {
             return Err(format!(
-                "Static: %{name}% is not a known variable (the caller's, NOW, TODAY or the environment's)"
+                "Static: %{name}% is not a known variable (the job's parameters, the caller's \
+                 variables, NOW, TODAY, or ENV:NAME for an environment variable)"
             ));
         }
     }
     push_text(&mut segments, &text[last..]);
     Ok(segments)
+}
+
+/// Environment variables whose names start so are datasync's own (bind passwords and the
+/// like): a job never reads them, or a job file could copy a secret into an attribute.
+const OWN_ENVIRONMENT_PREFIX: &str = "DATASYNC_";
+
+/// The value of `%ENV:NAME%`: only a variable the job names explicitly, never one of ours.
+fn environment_variable(name: &str) -> Result<String, String> {
+    if name
+        .get(..OWN_ENVIRONMENT_PREFIX.len())
+        .is_some_and(|p| p.eq_ignore_ascii_case(OWN_ENVIRONMENT_PREFIX))
+    {
+        return Err(format!(
+            "Static: %ENV:{name}% is one of datasync's own environment variables, which hold \
+             secrets such as bind passwords; a job cannot read them"
+        ));
+    }
+    std::env::var(name).map_err(|_| {
+        format!("Static: %ENV:{name}% names an environment variable that is not set (or not UTF-8)")
+    })
 }
 
 impl<F> Transform<F> {
