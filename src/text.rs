@@ -37,12 +37,12 @@ pub(crate) fn push_lowercase(out: &mut String, s: &str) {
     }
 }
 
+/// Lower-cases the canonical decomposition and composes the result: canonically equivalent
+/// inputs share one decomposition, so they fold to one string by construction (lower-casing
+/// a composed character does not always commute with composing it).
 fn fold_non_ascii(s: &str) -> String {
-    let lower = s.to_lowercase();
-    match nfc(&lower) {
-        Cow::Borrowed(_) => lower,
-        Cow::Owned(composed) => composed,
-    }
+    let decomposed: String = s.nfd().collect();
+    decomposed.to_lowercase().nfc().collect()
 }
 
 #[cfg(test)]

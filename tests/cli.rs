@@ -880,7 +880,8 @@ fn secrets_stay_out_of_the_directory_the_report_and_the_terminal() {
 #[test]
 fn mistakes_in_a_job_are_refused_at_load_once_each() {
     let c = Case::new();
-    let cases: Vec<(Box<dyn Fn(&mut Value)>, &str)> = vec![
+    type Edit = Box<dyn Fn(&mut Value)>;
+    let cases: Vec<(Edit, &str)> = vec![
         (
             Box::new(|j| j["fieldsMap"][7]["destinationField"] = json!("given Name,=x")),
             "is not an LDAP attribute name",

@@ -273,6 +273,22 @@ fn transient_failures_are_retried_with_backoff_and_each_attempt_is_recorded() {
     let json = serde_json::to_value(&attempts[0]).unwrap();
     assert_eq!(json["status"], 10);
 
+    // A wait of 0 still backs off: 1 s, then 2 s.
+    let before = clock.now();
+    let no_wait = JobSettings {
+        retry_wait: Duration::ZERO,
+        ..settings.clone()
+    };
+    let id = submit_users(
+        &runner,
+        &book,
+        Flaky::failing(2),
+        Arc::new(NoHooks),
+        no_wait,
+    );
+    assert_eq!(runner.wait(id).unwrap().status, RunStatus::FinishedSuccess);
+    assert_eq!((clock.now() - before).num_seconds(), 3);
+
     // More failures than retries: the last attempt's error is the run's result.
     let flaky = Flaky::failing(10);
     let id = submit_users(&runner, &book, flaky, Arc::new(NoHooks), settings);

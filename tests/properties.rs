@@ -93,4 +93,43 @@ proptest! {
             matching::normalize_key(&[key.to_ascii_lowercase()])
         );
     }
+
+    #[test]
+    fn an_accepted_attribute_name_is_one_safe_token(name in any::<String>()) {
+        if datasync::destination::check_attribute_description(&name).is_ok() {
+            prop_assert!(!name.is_empty());
+            prop_assert!(name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-;.".contains(&b)), "{:?}", name);
+        }
+    }
+
+    #[test]
+    fn names_with_separators_are_refused(
+        head in "[a-zA-Z][a-zA-Z0-9-]{0,8}",
+        bad in "[ ,:=\n\r\t<>+\"#]",
+        tail in "[a-zA-Z0-9-]{0,8}",
+    ) {
+        let name = format!("{head}{bad}{tail}");
+        prop_assert!(datasync::destination::check_attribute_description(&name).is_err(), "{:?}", name);
+        prop_assert!(datasync::destination::check_attribute_description(&head).is_ok());
+    }
+
+    #[test]
+    fn a_backslash_before_a_plain_letter_is_no_escape(
+        before in "[a-zA-Z ]{0,8}",
+        letter in "[g-zG-Z]",
+    ) {
+        let dn = format!("CN={before}\\{letter}x,DC=lab");
+        prop_assert!(Dn::parse(&dn).is_err(), "{}", dn);
+    }
+
+    #[test]
+    fn keys_are_the_same_in_both_normal_forms(key in "\\PC{1,20}") {
+        use unicode_normalization::UnicodeNormalization;
+        let composed: String = key.nfc().collect();
+        let decomposed: String = key.nfd().collect();
+        prop_assert_eq!(
+            matching::normalize_key(&[composed.as_str()]),
+            matching::normalize_key(&[decomposed.as_str()])
+        );
+    }
 }
