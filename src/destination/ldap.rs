@@ -176,6 +176,40 @@ pub(crate) fn entry_from(result: SearchEntry, attributes: &[String]) -> Entry {
     entry
 }
 
+/// A search result entry as [`SearchEntry`], or `None` when it is malformed: what
+/// `SearchEntry::construct` does, without its panics on what a server sends.
+fn decode_entry(raw: ldap3::ResultEntry) -> Option<SearchEntry> {
+    let mut parts = raw.0.match_id(4)?.expect_constructed()?.into_iter();
+    let dn = String::from_utf8(parts.next()?.expect_primitive()?).ok()?;
+    let mut attrs: std::collections::HashMap<String, Vec<String>> = Default::default();
+    let mut bin_attrs: std::collections::HashMap<String, Vec<Vec<u8>>> = Default::default();
+    for attribute in parts.next()?.expect_constructed()? {
+        let mut pair = attribute.expect_constructed()?.into_iter();
+        let name = String::from_utf8(pair.next()?.expect_primitive()?).ok()?;
+        let raw_values: Vec<Vec<u8>> = pair
+            .next()?
+            .expect_constructed()?
+            .into_iter()
+            .map(|v| v.expect_primitive())
+            .collect::<Option<_>>()?;
+        // As ldap3 does: an attribute with any value that is not UTF-8 is binary throughout.
+        if raw_values.iter().all(|v| std::str::from_utf8(v).is_ok()) {
+            let values = raw_values
+                .into_iter()
+                .filter_map(|v| String::from_utf8(v).ok())
+                .collect();
+            attrs.insert(name, values);
+        } else {
+            bin_attrs.insert(name, raw_values);
+        }
+    }
+    Some(SearchEntry {
+        dn,
+        attrs,
+        bin_attrs,
+    })
+}
+
 /// Runs a paged search on `conn` and collects its entries in tree order (parents before
 /// children, then by name), as the embedded directory lists them: the same order on every run,
 /// whatever order the server keeps.
@@ -196,7 +230,18 @@ pub(crate) fn paged_search(
     let mut stream = conn.streaming_search_with(paging, base, scope, filter, asked)?;
     let mut entries = Vec::new();
     while let Some(raw) = stream.next()? {
-        let entry = SearchEntry::construct(raw);
+        // Referrals and continuation references (AD answers a search of the domain root with
+        // its DomainDnsZones, ForestDnsZones and Configuration partitions) are not entries of
+        // ours: they are skipped, never followed.
+        if raw.is_ref() || raw.is_intermediate() {
+            continue;
+        }
+        let Some(entry) = decode_entry(raw) else {
+            return Err(LdapError::from(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "the server sent a search entry that is not well-formed",
+            )));
+        };
         let key = Dn::parse(&entry.dn)
             .map(|d| super::embedded::key(&d))
             .unwrap_or_else(|_| entry.dn.to_lowercase());
