@@ -426,6 +426,12 @@ impl LdifDirectory {
             stored.attributes().iter().map(|a| a.name.as_str()),
         )?;
         hash_plain_passwords(&mut stored);
+        // Accounts are kept as Active Directory keeps them (see `new_account_control`), so a
+        // job gives the same objects here as on AD.
+        let has_password = password.is_some() || stored.first(PASSWORD_ATTRIBUTE).is_some();
+        if let Some(uac) = super::new_account_control(&stored, has_password) {
+            stored.set("userAccountControl", vec![uac.to_string()]);
+        }
         if let Some(p) = password {
             let hashed = stored_password(p);
             stored.set(&hashed.name, hashed.values);

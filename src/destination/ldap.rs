@@ -54,6 +54,7 @@ impl ServerKind {
 pub struct LdapDirectory {
     pool: Pool,
     kind: ServerKind,
+    must_change_password: bool,
 }
 
 /// A result code and the server's text, as a [`DestinationError`] for `operation` on `dn`.
@@ -72,6 +73,83 @@ fn destination_error(failure: Failure, operation: &'static str, dn: &str) -> Des
             message: text,
         },
     }
+}
+
+/// What Active Directory's answer means, in plain words, when its extended error says: the
+/// password policy (`0000052D`), a value that must be unique in the domain, an attribute the
+/// domain refuses. `entry` is what was sent (to name the attribute and its value).
+fn ad_reason(
+    code: u32,
+    text: &str,
+    dn: Option<&str>,
+    entry: Option<&[(String, Vec<String>)]>,
+) -> Option<String> {
+    if text.contains("0000052D") || text.contains("0000052d") {
+        return Some("the password does not meet the domain's password policy".into());
+    }
+    // A DN-valued attribute naming no object (`000020B5`): say which, and what it names.
+    if text.contains("000020B5") || text.contains("000020b5") {
+        let named = entry.into_iter().flatten().find(|(name, values)| {
+            !name.eq_ignore_ascii_case("objectClass")
+                && values
+                    .iter()
+                    .any(|v| Dn::parse(v).is_ok_and(|d| d.rdns.len() > 1))
+        });
+        return Some(match named {
+            Some((name, values)) => format!(
+                "{name} names an object that does not exist: {}",
+                values.join("; ")
+            ),
+            None => "a value names an object that does not exist".into(),
+        });
+    }
+    // Samba: "samldb: samAccountName 'x' already in use!", "userPrincipalName 'x' is already
+    // in use".
+    static IN_USE: std::sync::OnceLock<Option<regex::Regex>> = std::sync::OnceLock::new();
+    let in_use = IN_USE.get_or_init(|| {
+        regex::Regex::new(r"(?i)\b([a-z][a-z0-9-]*) '([^']*)' (?:is )?already in use").ok()
+    });
+    if let Some(caps) = in_use.as_ref().and_then(|re| re.captures(text)) {
+        let said = caps.get(1).map_or("", |m| m.as_str());
+        let attribute = entry
+            .and_then(|attrs| attrs.iter().find(|(n, _)| n.eq_ignore_ascii_case(said)))
+            .map_or(said, |(n, _)| n.as_str());
+        let value = caps.get(2).map_or("", |m| m.as_str());
+        return Some(format!(
+            "{attribute} \"{value}\" is already used by another object in the domain"
+        ));
+    }
+    // Any other refusal that names one of the attributes sent: say which, and its value.
+    // (The entry's DN, which servers repeat in their messages, is not a mention.)
+    if matches!(code, 19 | 21 | 65 | 67 | 53) {
+        let mut lower = text.to_ascii_lowercase();
+        if let Some(dn) = dn {
+            lower = lower.replace(&dn.to_ascii_lowercase(), " ");
+        }
+        let named = entry.into_iter().flatten().find(|(name, _)| {
+            lower
+                .match_indices(&name.to_ascii_lowercase())
+                .any(|(i, m)| {
+                    let before = lower[..i].chars().next_back();
+                    let after = lower[i + m.len()..].chars().next();
+                    !before.is_some_and(|c| c.is_ascii_alphanumeric())
+                        && !after.is_some_and(|c| c.is_ascii_alphanumeric())
+                })
+        });
+        if let Some((name, values)) = named {
+            if lower.contains("single-value") || lower.contains("single value") {
+                return Some(format!(
+                    "{name} holds one value in this domain, and the row gives {}",
+                    values.len()
+                ));
+            }
+            return Some(match values.first() {
+                Some(v) => format!("the domain refuses {name} \"{v}\""),
+                None => format!("the domain refuses {name}"),
+            });
+        }
+    }
+    None
 }
 
 /// AD's form of a password: the password in double quotes, as UTF-16LE bytes.
@@ -101,12 +179,65 @@ impl LdapDirectory {
         let pool = Pool::new(config).map_err(|f| destination_error(f, "connect", ""))?;
         pool.run(|_, _| Ok(()))
             .map_err(|f| destination_error(f, "connect", ""))?;
-        Ok(LdapDirectory { pool, kind })
+        Ok(LdapDirectory {
+            pool,
+            kind,
+            must_change_password: false,
+        })
+    }
+
+    /// On Active Directory, new users with a password must change it at their first logon
+    /// (`pwdLastSet` 0). Off by default.
+    pub fn with_password_change_at_next_logon(mut self, on: bool) -> LdapDirectory {
+        self.must_change_password = on;
+        self
     }
 
     /// The server kind.
     pub fn kind(&self) -> ServerKind {
         self.kind
+    }
+
+    /// A failed operation as a [`DestinationError`], in plain words where Active Directory's
+    /// answer says what is wrong. `sent` is what the operation sent.
+    fn failed(
+        &self,
+        failure: Failure,
+        operation: &'static str,
+        dn: &str,
+        sent: Option<&[(String, Vec<String>)]>,
+    ) -> DestinationError {
+        if self.kind == ServerKind::ActiveDirectory
+            && let Failure::Result { code, text } = &failure
+        {
+            let reason = ad_reason(*code, text, Some(dn), sent).or_else(|| {
+                // AD answers a value already used elsewhere in the domain with the same
+                // "entry exists" as a DN that exists: tell them apart.
+                (*code == 68 && operation == "add" && self.exists(dn).ok() == Some(false)).then(
+                    || {
+                        let name = sent
+                            .and_then(|a| {
+                                a.iter()
+                                    .find(|(n, _)| n.eq_ignore_ascii_case("sAMAccountName"))
+                            })
+                            .and_then(|(_, v)| v.first())
+                            .map(|v| format!("sAMAccountName \"{v}\" (or another value unique in the domain, such as userPrincipalName)"))
+                            .unwrap_or_else(|| "a value unique in the domain".into());
+                        format!("{name} is already used by another object in the domain")
+                    },
+                )
+            });
+            if let Some(reason) = reason {
+                return DestinationError::Domain {
+                    operation,
+                    dn: dn.to_string(),
+                    code: *code,
+                    reason,
+                    message: text.clone(),
+                };
+            }
+        }
+        destination_error(failure, operation, dn)
     }
 
     fn refuse_plain_password(&self, dn: &str) -> Result<(), DestinationError> {
@@ -286,20 +417,34 @@ impl Destination for LdapDirectory {
 
     fn add(&self, entry: Entry, password: Option<&Secret>) -> Result<(), DestinationError> {
         let dn = entry.dn.clone();
-        let mut attrs: Vec<(Vec<u8>, HashSet<Vec<u8>>)> = entry
+        let mut sent: Vec<(String, Vec<String>)> = entry
             .attributes()
             .iter()
             .filter(|a| !a.values.is_empty())
-            .map(|a| (a.name.as_bytes().to_vec(), values_set(&a.values)))
+            .map(|a| (a.name.to_string(), a.values.clone()))
             .collect();
-        if let Some(password) = password {
+        if password.is_some() {
             self.refuse_plain_password(&dn)?;
-            if self.kind == ServerKind::ActiveDirectory {
-                attrs.push((
-                    b"unicodePwd".to_vec(),
-                    HashSet::from([unicode_pwd(password)]),
-                ));
+        }
+        if self.kind == ServerKind::ActiveDirectory {
+            // The password goes in the add itself, so AD checks it against the domain's
+            // policy with the rest, and a refused one leaves no object behind.
+            if let Some(uac) = super::new_account_control(&entry, password.is_some()) {
+                sent.push(("userAccountControl".into(), vec![uac.to_string()]));
             }
+            if password.is_some() && self.must_change_password {
+                sent.push(("pwdLastSet".into(), vec!["0".into()]));
+            }
+        }
+        let mut attrs: Vec<(Vec<u8>, HashSet<Vec<u8>>)> = sent
+            .iter()
+            .map(|(name, values)| (name.as_bytes().to_vec(), values_set(values)))
+            .collect();
+        if let (Some(password), ServerKind::ActiveDirectory) = (password, self.kind) {
+            attrs.push((
+                b"unicodePwd".to_vec(),
+                HashSet::from([unicode_pwd(password)]),
+            ));
         }
         self.pool
             .run(|conn, attempt| {
@@ -310,7 +455,7 @@ impl Destination for LdapDirectory {
                 }
                 r.success().map(|_| ())
             })
-            .map_err(|f| destination_error(f, "add", &dn))?;
+            .map_err(|f| self.failed(f, "add", &dn, Some(&sent)))?;
         if let (Some(password), ServerKind::Ldap) = (password, self.kind)
             && let Err(e) = self.set_password(&dn, password)
         {
@@ -344,9 +489,16 @@ impl Destination for LdapDirectory {
             }
         }
         if !mods.is_empty() {
+            let sent: Vec<(String, Vec<String>)> = changes
+                .iter()
+                .filter_map(|c| match c {
+                    Modification::Replace(attr, values) => Some((attr.to_string(), values.clone())),
+                    Modification::SetPassword(_) => None,
+                })
+                .collect();
             self.pool
                 .run(|conn, _| conn.modify(dn, mods.clone())?.success().map(|_| ()))
-                .map_err(|f| destination_error(f, "modify", dn))?;
+                .map_err(|f| self.failed(f, "modify", dn, Some(&sent)))?;
         }
         if let Some(secret) = password {
             self.set_password(dn, secret)?;
@@ -392,6 +544,10 @@ impl Destination for LdapDirectory {
             .map_err(|f| destination_error(f, "delete", dn))
     }
 
+    fn references_must_exist(&self) -> bool {
+        self.kind == ServerKind::ActiveDirectory
+    }
+
     fn preferred_workers(&self) -> Option<usize> {
         Some(self.pool.config().max_connections)
     }
@@ -428,6 +584,7 @@ mod tests {
         let dir = LdapDirectory {
             pool: Pool::new(LdapConfig::parse("ldap://127.0.0.1:1").unwrap()).unwrap(),
             kind: ServerKind::ActiveDirectory,
+            must_change_password: false,
         };
         let err = dir
             .add(Entry::new("CN=a,DC=lab"), Some(&Secret::new("pw")))

@@ -105,12 +105,48 @@ pub enum DestinationError {
         /// The server's diagnostic message.
         message: String,
     },
+    /// Active Directory refused a change for a reason its extended error (`0000052D:`, a
+    /// uniqueness check) names: the reason in plain words, then the server's own message.
+    #[error("{reason}: cannot {operation} {dn} (LDAP {code}: {message})")]
+    Domain {
+        /// What was attempted (`add`, `modify`, …).
+        operation: &'static str,
+        /// The entry.
+        dn: String,
+        /// The LDAP result code.
+        code: u32,
+        /// What is wrong, in plain words, naming the attribute and value where there is one.
+        reason: String,
+        /// The server's diagnostic message.
+        message: String,
+    },
     /// The destination refused the change for another reason.
     #[error("{message}")]
     Rejected {
         /// The destination's explanation.
         message: String,
     },
+}
+
+/// `userAccountControl` for a normal account, and its "disabled" bit (Active Directory).
+pub const NORMAL_ACCOUNT: u32 = 512;
+/// The "account disabled" bit of `userAccountControl`.
+pub const ACCOUNT_DISABLED: u32 = 2;
+
+/// The `userAccountControl` a new account gets when its field map sets none, as Active
+/// Directory needs it: enabled (512) with a password, disabled (514) without one. AD itself
+/// would make it 546 (disabled, and needing no password). `None` for an entry that is not an
+/// account (`objectClass` user or computer) or that has the value already.
+pub fn new_account_control(entry: &Entry, has_password: bool) -> Option<u32> {
+    let is_account = entry
+        .get("objectClass")
+        .iter()
+        .any(|c| c.eq_ignore_ascii_case("user") || c.eq_ignore_ascii_case("computer"));
+    (is_account && entry.first("userAccountControl").is_none()).then_some(if has_password {
+        NORMAL_ACCOUNT
+    } else {
+        NORMAL_ACCOUNT | ACCOUNT_DISABLED
+    })
 }
 
 impl DestinationError {
@@ -197,6 +233,13 @@ pub trait Destination: Send + Sync {
 
     /// Deletes the leaf entry at `dn`.
     fn delete(&self, dn: &str) -> Result<(), DestinationError>;
+
+    /// Whether a DN-valued attribute (`manager`, `member`) must name an entry that exists
+    /// when it is written, as Active Directory requires. The engine then writes the objects a
+    /// row names before the row. Default: `false`.
+    fn references_must_exist(&self) -> bool {
+        false
+    }
 
     /// Whether `password` is the entry's current password: `Some` when the destination can
     /// tell, `None` when it cannot (then a static password is only set on create).

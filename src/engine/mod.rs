@@ -1128,12 +1128,121 @@ fn apply_type(
     // every worker busy. Each run's results stay its own list: gathering 100,000 of them
     // into one was a copy of all of them.
     let workers = pool.map_or(1, rayon::ThreadPool::current_num_threads);
-    let run = (prepared.len() / (workers * 8)).clamp(1, MAX_ADD_RUN);
-    let apply_run = |rows: &mut [row::Prepared]| {
-        row::apply_all(shared, tr, rows.iter_mut().map(row::Prepared::take))
+    let apply_rows = |rows: &mut [row::Prepared]| -> Vec<Vec<row::RowResult>> {
+        let run = (rows.len() / (workers * 8)).clamp(1, MAX_ADD_RUN);
+        let apply_run = |rows: &mut [row::Prepared]| {
+            row::apply_all(shared, tr, rows.iter_mut().map(row::Prepared::take))
+        };
+        match pool {
+            Some(pool) => pool.install(|| rows.par_chunks_mut(run).map(apply_run).collect()),
+            None => rows.chunks_mut(run).map(apply_run).collect(),
+        }
     };
-    match pool {
-        Some(pool) => pool.install(|| prepared.par_chunks_mut(run).map(apply_run).collect()),
-        None => prepared.chunks_mut(run).map(apply_run).collect(),
+    // A directory that checks references (AD: a `manager` must name an existing object)
+    // gets the objects a row refers to before the row: rows go in waves, each after the
+    // waves of the objects it names.
+    let waves = if shared.destination.references_must_exist() {
+        reference_waves(tr.plan, &prepared)
+    } else {
+        None
+    };
+    let Some(waves) = waves else {
+        return apply_rows(&mut prepared);
+    };
+    let highest = waves.iter().copied().max().unwrap_or(0);
+    let mut results: Vec<Option<row::RowResult>> = (0..prepared.len()).map(|_| None).collect();
+    for wave in 0..=highest {
+        let positions: Vec<usize> = (0..prepared.len()).filter(|i| waves[*i] == wave).collect();
+        let mut rows: Vec<row::Prepared> = positions.iter().map(|i| prepared[*i].take()).collect();
+        let done = apply_rows(&mut rows);
+        for (i, result) in positions.into_iter().zip(done.into_iter().flatten()) {
+            results[i] = Some(result);
+        }
     }
+    vec![results.into_iter().flatten().collect()]
+}
+
+/// For each row, the wave it is written in when references must exist: 0 for a row that
+/// names no object this run creates or renames, else one more than the highest wave of the
+/// rows it names (through a `Resolve` field). `None` when no row names another's new DN. In
+/// a cycle (two new objects each naming the other) the reference that closes it is ignored:
+/// the directory then refuses one of them, and says why.
+fn reference_waves(op: &ObjectPlan, prepared: &[row::Prepared]) -> Option<Vec<u32>> {
+    let resolved: Vec<&str> = op
+        .fields
+        .iter()
+        .filter(|f| matches!(f.transform, Transform::Resolve { .. }))
+        .map(|f| f.attribute.as_str())
+        .collect();
+    if resolved.is_empty() {
+        return None;
+    }
+    let new_dns: std::collections::HashMap<&str, usize> = prepared
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| p.planned.new_dn().map(|dn| (dn, i)))
+        .collect();
+    fn named<'a>(p: &'a row::Prepared, resolved: &[&str]) -> Vec<&'a str> {
+        let is_resolved = |name: &str| resolved.iter().any(|a| a.eq_ignore_ascii_case(name));
+        match &p.planned {
+            row::Planned::Create { entry, .. } => entry
+                .attributes()
+                .iter()
+                .filter(|a| is_resolved(&a.name))
+                .flat_map(|a| a.values.iter().map(String::as_str))
+                .collect(),
+            row::Planned::Update { changes, .. } => changes
+                .iter()
+                .filter(|(name, _)| is_resolved(name))
+                .flat_map(|(_, values)| values.iter().map(String::as_str))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+    let refs: Vec<Vec<usize>> = prepared
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            named(p, &resolved)
+                .into_iter()
+                .filter_map(|dn| new_dns.get(dn).copied())
+                .filter(|j| *j != i)
+                .collect()
+        })
+        .collect();
+    if refs.iter().all(Vec::is_empty) {
+        return None;
+    }
+    // Depth-first without recursion: a chain of managers may be as long as the source.
+    const UNSEEN: u32 = u32::MAX;
+    const OPEN: u32 = u32::MAX - 1;
+    let mut wave = vec![UNSEEN; prepared.len()];
+    for start in 0..prepared.len() {
+        if wave[start] != UNSEEN {
+            continue;
+        }
+        let mut stack = vec![(start, 0usize)];
+        wave[start] = OPEN;
+        while let Some((i, next)) = stack.pop() {
+            match refs[i].get(next) {
+                Some(&j) => {
+                    stack.push((i, next + 1));
+                    if wave[j] == UNSEEN {
+                        wave[j] = OPEN;
+                        stack.push((j, 0));
+                    }
+                }
+                None => {
+                    wave[i] = refs[i]
+                        .iter()
+                        .map(|j| wave[*j])
+                        .filter(|w| *w < OPEN)
+                        .map(|w| w + 1)
+                        .max()
+                        .unwrap_or(0);
+                }
+            }
+        }
+    }
+    Some(wave)
 }

@@ -673,18 +673,28 @@ pub(super) fn ensure_container(
         }
         if !shared.dry_run {
             let parsed = Dn::parse(container).map_err(|e| e.to_string())?;
-            for depth in (0..parsed.rdns.len()).rev() {
+            // Up from the container to the nearest ancestor that exists, then down from it:
+            // a server answers a DN above its naming contexts as missing (or with a
+            // referral), and those are not ours to create.
+            let mut existing = 1;
+            while existing < parsed.rdns.len() {
+                let above = Dn {
+                    rdns: parsed.rdns[existing..].to_vec(),
+                };
+                if shared
+                    .destination
+                    .exists(&above.to_string())
+                    .map_err(|e| e.to_string())?
+                {
+                    break;
+                }
+                existing += 1;
+            }
+            for depth in (0..existing).rev() {
                 let sub = Dn {
                     rdns: parsed.rdns[depth..].to_vec(),
                 };
                 let sub_dn = sub.to_string();
-                if shared
-                    .destination
-                    .exists(&sub_dn)
-                    .map_err(|e| e.to_string())?
-                {
-                    continue;
-                }
                 let ava = &sub.rdns[0][0];
                 let classes: &[&str] = match ava.attr.to_ascii_lowercase().as_str() {
                     "dc" => &["top", "domain"],

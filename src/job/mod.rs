@@ -405,6 +405,23 @@ pub fn compile(job: &DataSyncJob, context: &TransformContext) -> Result<Plan, Jo
                 err(at("destinationField"), why);
                 continue;
             }
+            if [
+                "objectGUID",
+                "objectSid",
+                "whenCreated",
+                "whenChanged",
+                "uSNCreated",
+                "uSNChanged",
+            ]
+            .iter()
+            .any(|r| r.eq_ignore_ascii_case(&attribute))
+            {
+                err(
+                    at("destinationField"),
+                    format!("{attribute} is set by the directory itself; a job cannot map it"),
+                );
+                continue;
+            }
             if ["dn", "distinguishedName", "changetype"]
                 .iter()
                 .any(|r| r.eq_ignore_ascii_case(&attribute))

@@ -13,6 +13,7 @@
 //! [`LdapSource`]: crate::source::LdapSource
 
 mod pool;
+mod tls;
 
 use std::path::PathBuf;
 use std::time::Duration;

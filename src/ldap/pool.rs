@@ -85,6 +85,7 @@ impl Pool {
     pub(crate) fn new(config: LdapConfig) -> Result<Pool, Failure> {
         let tls = match &config.tls_verify {
             TlsVerify::CaFile(path) => Some(Arc::new(ca_config(path)?)),
+            TlsVerify::SystemRoots if config.is_encrypted() => Some(Arc::new(system_config()?)),
             _ => None,
         };
         Ok(Pool {
@@ -250,11 +251,20 @@ impl Pool {
             let bound = conn.simple_bind(dn, password).and_then(|r| r.success());
             if let Err(e) = bound {
                 return Err(match failure(e) {
-                    Failure::Result { code, text } => Failure::Other(format!(
-                        "cannot bind to {} as {dn}: LDAP {code} {} {text}",
-                        c.url,
-                        result_name(code)
-                    )),
+                    Failure::Result { code, text } => Failure::Other(
+                        format!(
+                            "cannot bind to {} as {dn}: {}LDAP {code} {} {text}",
+                            c.url,
+                            ad_bind_reason(&text)
+                                .map(|r| format!("{r} ("))
+                                .unwrap_or_default(),
+                            result_name(code)
+                        ) + if ad_bind_reason(&text).is_some() {
+                            ")"
+                        } else {
+                            ""
+                        },
+                    ),
                     other => other,
                 });
             }
@@ -272,23 +282,51 @@ impl Drop for Pool {
     }
 }
 
-/// A TLS client configuration trusting only the CA certificates in `path` (PEM).
+/// The words for AD's `data NNN` in a bind refusal.
+fn ad_bind_reason(text: &str) -> Option<&'static str> {
+    let code = text.split("data ").nth(1)?.split([',', ' ']).next()?;
+    Some(match code.to_ascii_lowercase().as_str() {
+        "525" => "no such user",
+        "52e" => "wrong password",
+        "530" => "the account may not log on at this time",
+        "531" => "the account may not log on from this workstation",
+        "532" => "the password has expired",
+        "533" => "the account is disabled",
+        "701" => "the account has expired",
+        "773" => "the password must be changed before logging on",
+        "775" => "the account is locked out",
+        _ => return None,
+    })
+}
+
+/// A TLS client configuration trusting only the certificates in `path` (PEM): the CAs that
+/// sign servers' certificates, or a self-signed server certificate itself.
 fn ca_config(path: &std::path::Path) -> Result<rustls::ClientConfig, Failure> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
     let bad = |m: String| Failure::Other(format!("CA file {}: {m}", path.display()));
-    let mut roots = rustls::RootCertStore::empty();
-    let certs = CertificateDer::pem_file_iter(path).map_err(|e| bad(e.to_string()))?;
-    for cert in certs {
-        let cert = cert.map_err(|e| bad(e.to_string()))?;
-        roots.add(cert).map_err(|e| bad(e.to_string()))?;
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| bad(e.to_string()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(e.to_string()))?;
+    super::tls::Verifier::new(certs, true)
+        .and_then(super::tls::Verifier::client_config)
+        .map_err(bad)
+}
+
+/// A TLS client configuration trusting the system's root certificates.
+fn system_config() -> Result<rustls::ClientConfig, Failure> {
+    let found = rustls_native_certs::load_native_certs();
+    if found.certs.is_empty() {
+        return Err(Failure::Other(
+            "this system has no CA certificates to check the server's certificate with \
+             (install ca-certificates, or give the server's CA with --ca-file)"
+                .into(),
+        ));
     }
-    if roots.is_empty() {
-        return Err(bad("no certificate in it".into()));
-    }
-    Ok(rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth())
+    super::tls::Verifier::new(found.certs, false)
+        .and_then(super::tls::Verifier::client_config)
+        .map_err(|m| Failure::Other(format!("the system's CA certificates: {m}")))
 }
 
 /// The RFC 4511 name of a result code, for messages (`LDAP 65 objectClassViolation: ...`).

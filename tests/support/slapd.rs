@@ -62,11 +62,41 @@ fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
 }
 
-/// A CA and a server certificate for 127.0.0.1 and localhost, written as PEM files.
-fn write_certificates(dir: &Path) {
+/// The certificate a test server presents.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServerCertificate {
+    /// Signed by the test CA, for 127.0.0.1 and localhost in its subjectAltName.
+    CaSigned,
+    /// Signed by the test CA, naming `localhost` only in its subject CN (no subjectAltName),
+    /// as Samba's generated certificate and many AD certificates do.
+    CnOnly,
+    /// Self-signed with `CA:TRUE`, as `openssl req -x509 -subj /CN=localhost` makes it; the
+    /// "CA file" is the certificate itself.
+    SelfSigned,
+    /// Signed by the test CA, for 127.0.0.1 and localhost, expired in 2021.
+    Expired,
+}
+
+fn fail<T>(e: rcgen::Error) -> T {
+    panic!("cannot make the test TLS certificate: {e}")
+}
+
+/// Writes `ca.pem` (what a client trusts), `server.pem` and `server.key` into `dir`.
+pub fn write_certificates(dir: &Path, kind: ServerCertificate) {
     use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-    fn fail<T>(e: rcgen::Error) -> T {
-        panic!("cannot make the test TLS certificate: {e}")
+    let write = |name: &str, text: String| {
+        std::fs::write(dir.join(name), text).unwrap_or_else(|e| panic!("cannot write {name}: {e}"));
+    };
+    let server_key = KeyPair::generate().unwrap_or_else(fail);
+    if kind == ServerCertificate::SelfSigned {
+        let mut own = CertificateParams::new(Vec::<String>::new()).unwrap_or_else(fail);
+        own.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        own.distinguished_name.push(DnType::CommonName, "localhost");
+        let cert = own.self_signed(&server_key).unwrap_or_else(fail);
+        write("ca.pem", cert.pem());
+        write("server.pem", cert.pem());
+        write("server.key", server_key.serialize_pem());
+        return;
     }
     let ca_key = KeyPair::generate().unwrap_or_else(fail);
     let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap_or_else(fail);
@@ -75,16 +105,19 @@ fn write_certificates(dir: &Path) {
         .push(DnType::CommonName, "datasync test CA");
     let ca_cert = ca.self_signed(&ca_key).unwrap_or_else(fail);
     let issuer = Issuer::new(ca, ca_key);
-    let server_key = KeyPair::generate().unwrap_or_else(fail);
-    let mut server = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
-        .unwrap_or_else(fail);
+    let names = match kind {
+        ServerCertificate::CnOnly => Vec::new(),
+        _ => vec!["127.0.0.1".to_string(), "localhost".to_string()],
+    };
+    let mut server = CertificateParams::new(names).unwrap_or_else(fail);
     server
         .distinguished_name
         .push(DnType::CommonName, "localhost");
+    if kind == ServerCertificate::Expired {
+        server.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        server.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    }
     let server_cert = server.signed_by(&server_key, &issuer).unwrap_or_else(fail);
-    let write = |name: &str, text: String| {
-        std::fs::write(dir.join(name), text).unwrap_or_else(|e| panic!("cannot write {name}: {e}"));
-    };
     write("ca.pem", ca_cert.pem());
     write("server.pem", server_cert.pem());
     write("server.key", server_key.serialize_pem());
@@ -93,9 +126,14 @@ fn write_certificates(dir: &Path) {
 impl Slapd {
     /// Starts a server with an empty database (not even the suffix entry).
     pub fn start() -> Slapd {
+        Slapd::start_with(ServerCertificate::CaSigned)
+    }
+
+    /// [`start`](Self::start), presenting a certificate of this kind.
+    pub fn start_with(certificate: ServerCertificate) -> Slapd {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("no temp dir: {e}"));
         std::fs::create_dir(dir.path().join("db")).unwrap_or_else(|e| panic!("mkdir db: {e}"));
-        write_certificates(dir.path());
+        write_certificates(dir.path(), certificate);
         let d = dir.path().display();
         let schema = fixtures().join("ldap/ad.schema");
         let conf = format!(

@@ -1,0 +1,512 @@
+//! Active Directory for real: the LDAP destination against Samba's AD domain controller (see
+//! `support/samba.rs`), which provisions itself once for this test binary. Every test here
+//! fails, never skips, when Samba cannot start.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use datasync::destination::{LdapDirectory, Scope, ServerKind};
+use datasync::hooks::{HookContext, HookResult, PasswordSet};
+use datasync::ldap::TlsVerify;
+use datasync::query::Filter;
+use datasync::{
+    Destination, Hooks, LdifDirectory, Plan, Report, RunOptions, RunStatus, Secret, dn, source,
+};
+use serde_json::{Value, json};
+use support::samba::{self, ADMIN_DN, ADMIN_PASSWORD};
+use support::{Person, TempWorkbook, groups, main_job, people, users_only};
+
+/// The main job, writing into `ou` instead of `OU=API`, with the phones in AD's multi-valued
+/// `otherTelephone` (AD's `telephoneNumber` holds one value).
+fn ad_job(ou: &str) -> Value {
+    let text = main_job()
+        .to_string()
+        .replace("OU=API,DC=groupid,DC=lab", ou);
+    let mut job: Value = serde_json::from_str(&text).unwrap();
+    for f in job["fieldsMap"].as_array_mut().unwrap() {
+        if f["destinationField"] == "telephoneNumber" {
+            f["destinationField"] = json!("otherTelephone");
+        }
+    }
+    job
+}
+
+fn plan(job: &Value) -> Plan {
+    support::compile(job, &Default::default())
+}
+
+/// The fixture people with names AD takes as account names (no `,` or `+`, which
+/// `sAMAccountName` refuses; the DN-special `#`, `'` and Unicode stay).
+fn ad_people() -> Vec<Person> {
+    people()
+        .into_iter()
+        .map(|mut p| {
+            p.last = p.last.replace([',', '+'], " ").replace("  ", " ");
+            p
+        })
+        .collect()
+}
+
+fn connect() -> LdapDirectory {
+    LdapDirectory::connect(samba::dc().config(), ServerKind::ActiveDirectory)
+        .unwrap_or_else(|e| panic!("{e}\n{}", samba::dc().log()))
+}
+
+/// The attributes a job maps, read from `dir` below `base`: normalized DNs, names in lower
+/// case, values sorted (DN values normalized). What AD adds of its own (GUIDs, times, USNs)
+/// is left out, and passwords, which each destination keeps in its own form.
+fn snapshot(dir: &dyn Destination, base: &str) -> BTreeMap<String, BTreeMap<String, Vec<String>>> {
+    const COMPARED: [&str; 14] = [
+        "cn",
+        "givenname",
+        "sn",
+        "employeeid",
+        "samaccountname",
+        "userprincipalname",
+        "mail",
+        "department",
+        "title",
+        "othertelephone",
+        "manager",
+        "description",
+        "useraccountcontrol",
+        "objectclass",
+    ];
+    let all = Filter::parse("(|(objectClass=user)(objectClass=group))").unwrap();
+    let wanted: Vec<String> = COMPARED.iter().map(|s| s.to_string()).collect();
+    dir.search(base, Scope::Subtree, &all, &wanted)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .into_iter()
+        .map(|e| {
+            let attrs = e
+                .attributes()
+                .iter()
+                .filter(|a| COMPARED.contains(&a.name.to_lowercase().as_str()))
+                .map(|a| {
+                    let mut values: Vec<String> = a
+                        .values
+                        .iter()
+                        .map(|v| match dn::normalize(v) {
+                            Ok(n) if v.contains('=') => n,
+                            _ => v.clone(),
+                        })
+                        .collect();
+                    values.sort();
+                    (a.name.to_lowercase(), values)
+                })
+                .collect();
+            (dn::normalize(&e.dn).unwrap(), attrs)
+        })
+        .collect()
+}
+
+/// Writes `staff` and runs `plan` on both destinations: the same counts, failures and entries.
+fn same_step(
+    name: &str,
+    plan: &Plan,
+    book: &TempWorkbook,
+    staff: &[Person],
+    embedded: &LdifDirectory,
+    ad: &LdapDirectory,
+    base: &str,
+) -> Report {
+    book.write(staff, &groups());
+    let a = support::run_job(plan, &book.path(), embedded, 2);
+    let b = support::run_job(plan, &book.path(), ad, 4);
+    assert_eq!(a.counts, b.counts, "{name}: counts differ: {:#?}", b.failed);
+    assert_eq!(a.failed, b.failed, "{name}: failures differ");
+    assert_eq!(
+        snapshot(embedded, base),
+        snapshot(ad, base),
+        "{name}: entries differ"
+    );
+    b
+}
+
+/// One source, run in steps against the embedded directory and against Samba: after each step
+/// the two hold the same entries and the reports the same counts.
+#[test]
+fn conformance_on_ad_the_same_jobs_give_the_same_entries_and_counts() {
+    let ou = samba::dc().ou("conformance");
+    let ad = connect();
+    let embedded = LdifDirectory::in_memory();
+    let mut base_entry = datasync::Entry::new(ou.to_string());
+    base_entry.set("objectClass", vec!["organizationalUnit".into()]);
+    embedded.add(base_entry, None).unwrap();
+    let mut job = ad_job(&ou);
+    job["objectsOption"][0]["isDeprovisioning"] = json!(false);
+    let plan = plan(&job);
+    let mut staff = ad_people();
+    let book = TempWorkbook::new(&staff);
+    let step =
+        |name: &str, staff: &[Person]| same_step(name, &plan, &book, staff, &embedded, &ad, &ou);
+
+    let first = step("first run", &staff);
+    assert_eq!(
+        first.status,
+        RunStatus::FinishedSuccess,
+        "{:?}",
+        first.failed
+    );
+    assert_eq!(first.counts.added, staff.len() + groups().len());
+    // Managers were resolved over the whole domain, whose root answers with continuation
+    // references: they are skipped, not followed, and nothing panics.
+    let bob = samba::dc().search(&ou, "(employeeID=1002)", &["manager"]);
+    assert!(
+        bob[0].attrs["manager"][0].starts_with("CN=Ann Lee"),
+        "{:?}",
+        bob[0].attrs
+    );
+
+    let again = step("unchanged re-run", &staff);
+    assert_eq!(again.counts.unchanged, staff.len() + groups().len());
+
+    staff[1].title = "Chief Sales Officer".into();
+    staff[2].last = format!("{}-Renamed", staff[2].last);
+    staff[3].manager = Some(staff[1].id);
+    staff.remove(4);
+    let mut newcomer = staff[0].clone();
+    newcomer.id = 9001;
+    newcomer.first = "Zoë".into();
+    newcomer.last = "Newcomer Jr".into();
+    newcomer.email = "zoe.newcomer@groupid.lab".into();
+    staff.push(newcomer);
+    let changed = step("changes", &staff);
+    assert_eq!(changed.counts.added, 1);
+    assert_eq!(changed.counts.deleted, 1);
+    assert!(changed.counts.updated >= 2, "{:?}", changed.counts);
+    assert_eq!(changed.updated_id_map.len(), 1, "the rename is listed");
+
+    let settled = step("unchanged after changes", &staff);
+    assert_eq!(settled.counts.unchanged, staff.len() + groups().len());
+}
+
+#[test]
+fn conformance_on_ad_deprovisioning_disables_and_moves() {
+    let ou = samba::dc().ou("deprovision");
+    let ad = connect();
+    let leavers = format!("OU=Leavers,{}", &*ou);
+    let mut job = ad_job(&ou);
+    users_only(&mut job);
+    job["objectsOption"][0]["isDeprovisioning"] = json!(true);
+    support::set_setting(&mut job, "Destination.DeprovisionContainer", &leavers);
+    let plan = plan(&job);
+    let mut staff = ad_people();
+    let book = TempWorkbook::new(&staff);
+    let first = support::run_job(&plan, &book.path(), &ad, 4);
+    assert_eq!(
+        first.status,
+        RunStatus::FinishedSuccess,
+        "{:?}",
+        first.failed
+    );
+    let leaver = staff.pop().unwrap();
+    book.write(&staff, &groups());
+    let report = support::run_job(&plan, &book.path(), &ad, 4);
+    assert_eq!(report.deleted.len(), 1, "{report:#?}");
+    let moved = samba::dc().search(
+        &ou,
+        &format!("(employeeID={})", leaver.id),
+        &["userAccountControl"],
+    );
+    assert_eq!(moved.len(), 1);
+    assert!(
+        moved[0]
+            .dn
+            .to_lowercase()
+            .ends_with(&leavers.to_lowercase()),
+        "{}",
+        moved[0].dn
+    );
+    let uac: u32 = moved[0].attrs["userAccountControl"][0].parse().unwrap();
+    assert_eq!(uac & 2, 2, "the account is disabled");
+    let settled = support::run_job(&plan, &book.path(), &ad, 4);
+    assert_eq!(settled.counts.unchanged, staff.len());
+    assert_eq!(settled.counts.deleted, 0);
+}
+
+/// Collects the passwords a run sets, as a host delivering them would.
+#[derive(Default)]
+struct Passwords(Mutex<Vec<(String, Secret)>>);
+
+impl Hooks for Passwords {
+    fn password_set(&self, _: &HookContext, event: &PasswordSet<'_>) -> HookResult {
+        self.0
+            .lock()
+            .unwrap()
+            .push((event.dn.to_string(), event.password.clone()));
+        Ok(())
+    }
+}
+
+fn uac_of(dn: &str) -> u32 {
+    let found = samba::dc().search(dn, "(objectClass=*)", &["userAccountControl"]);
+    found[0].attrs["userAccountControl"][0].parse().unwrap()
+}
+
+#[test]
+fn created_accounts_are_enabled_and_log_on_with_their_password() {
+    let ou = samba::dc().ou("accounts");
+    let ad = connect();
+    let mut job = ad_job(&ou);
+    users_only(&mut job);
+    let book = TempWorkbook::new(&ad_people());
+    let report = support::run_job(&plan(&job), &book.path(), &ad, 4);
+    assert_eq!(
+        report.status,
+        RunStatus::FinishedSuccess,
+        "{:?}",
+        report.failed
+    );
+    for dn in &report.added {
+        assert_eq!(uac_of(dn), 512, "{dn} is not a normal, enabled account");
+        samba::dc()
+            .bind(dn, "webdir123R")
+            .unwrap_or_else(|e| panic!("{dn} cannot log on with the job's password: {e}"));
+    }
+
+    // Generated passwords: each one is accepted by the domain's default policy, and works.
+    let ou2 = format!("OU=Generated,{}", &*ou);
+    samba::dc().modify_or_add_ou(&ou2);
+    let mut job = ad_job(&ou2);
+    users_only(&mut job);
+    job["fieldsMap"][12]["options"] = json!(
+        "{\"passwordLength\":8,\"includeUppercaseAlphabets\":true,\"includeLowercaseAlphabets\":true,\"includeDigits\":true,\"passwordType\":1}"
+    );
+    let many: Vec<Person> = support::generated_people(40)
+        .into_iter()
+        .map(|mut p| {
+            p.manager = None;
+            p
+        })
+        .collect();
+    let book = TempWorkbook::new(&many);
+    let hooks = Passwords::default();
+    let mut src = source::open(&book.path()).unwrap();
+    let report = datasync::run(
+        &plan(&job),
+        src.as_mut(),
+        &ad,
+        &hooks,
+        &RunOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(report.counts.added, 40, "{:?}", report.failed);
+    let set = hooks.0.lock().unwrap();
+    assert_eq!(set.len(), 40);
+    for (dn, password) in set.iter() {
+        samba::dc()
+            .bind(dn, password.expose())
+            .unwrap_or_else(|e| panic!("{dn} cannot log on with its generated password: {e}"));
+    }
+}
+
+#[test]
+fn accounts_without_a_password_are_disabled_and_a_mapped_value_is_kept() {
+    let ou = samba::dc().ou("uac");
+    let ad = connect();
+    let mut job = ad_job(&ou);
+    users_only(&mut job);
+    job["fieldsMap"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|f| f["destinationField"] != "password");
+    let book = TempWorkbook::new(&ad_people()[..2]);
+    let report = support::run_job(&plan(&job), &book.path(), &ad, 2);
+    assert_eq!(report.counts.added, 2, "{:?}", report.failed);
+    for dn in &report.added {
+        assert_eq!(uac_of(dn), 514, "{dn}: no password, so disabled");
+    }
+    // A job that maps userAccountControl keeps its value (66048: enabled, password never expires).
+    let ou2 = format!("OU=Mapped,{}", &*ou);
+    samba::dc().modify_or_add_ou(&ou2);
+    let mut job = ad_job(&ou2);
+    users_only(&mut job);
+    job["fieldsMap"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"objectType": 1, "sourceField": "",
+        "destinationField": "userAccountControl", "transform": "Static:value=66048",
+        "isKey": false, "forCreateOnly": true}));
+    let people: Vec<Person> = ad_people()[..2]
+        .iter()
+        .map(|p| Person {
+            id: p.id + 500,
+            email: format!("m{}", p.email),
+            first: format!("M{}", p.first),
+            ..p.clone()
+        })
+        .collect();
+    let book = TempWorkbook::new(&people);
+    let report = support::run_job(&plan(&job), &book.path(), &ad, 2);
+    assert_eq!(report.counts.added, 2, "{:?}", report.failed);
+    for dn in &report.added {
+        assert_eq!(uac_of(dn), 66048);
+    }
+}
+
+#[test]
+fn must_change_password_at_next_logon_is_an_option() {
+    let ou = samba::dc().ou("pwdlastset");
+    let ad = connect().with_password_change_at_next_logon(true);
+    let mut job = ad_job(&ou);
+    users_only(&mut job);
+    let book = TempWorkbook::new(&ad_people()[..1]);
+    let report = support::run_job(&plan(&job), &book.path(), &ad, 1);
+    assert_eq!(report.counts.added, 1, "{:?}", report.failed);
+    let found = samba::dc().search(&report.added[0], "(objectClass=*)", &["pwdLastSet"]);
+    assert_eq!(found[0].attrs["pwdLastSet"], ["0"]);
+}
+
+#[test]
+fn the_domains_refusals_fail_their_rows_in_plain_words() {
+    let ou = samba::dc().ou("refusals");
+    let ad = connect();
+    // Someone else in the domain already has Ann's account name.
+    let elsewhere = format!("OU=Elsewhere,{}", &*ou);
+    samba::dc().modify_or_add_ou(&elsewhere);
+    let users = format!("OU=Users,{}", &*ou);
+    samba::dc().modify_or_add_ou(&users);
+    samba::dc().add_user(&format!("CN=Other Ann,{elsewhere}"), "Ann.Lee");
+
+    let mut job = ad_job(&users);
+    users_only(&mut job);
+    // Passwords from a column: the short one breaks the domain's policy.
+    job["fieldsMap"][12]["transform"] = json!("Join:field=Title;separator=-;field=EmployeeID");
+    job["fieldsMap"][12]["options"] = json!(null);
+    let mut staff: Vec<Person> = ad_people()[..3]
+        .iter()
+        .map(|p| Person {
+            manager: None,
+            ..p.clone()
+        })
+        .collect();
+    staff[0].title = "Chair".into(); // Ann: taken account name
+    staff[1].title = "x".into(); // Bob: "x-1002", 6 characters, too short
+    staff[2].first = "Zo/ë".into(); // Zoë: '/' is not allowed in an account name
+    staff[2].title = "Engineer".into();
+    let book = TempWorkbook::new(&staff);
+    let report = support::run_job(&plan(&job), &book.path(), &ad, 2);
+    let message = |id: u32| {
+        report
+            .failed
+            .iter()
+            .find(|f| f.key.as_deref() == Some(&id.to_string()))
+            .map(|f| f.message.clone())
+            .unwrap_or_else(|| panic!("row {id} did not fail: {report:#?}"))
+    };
+    let ann = message(1001);
+    assert!(
+        ann.contains("sAMAccountName \"Ann.Lee\" is already used by another object in the domain"),
+        "{ann}"
+    );
+    let bob = message(1002);
+    assert!(
+        bob.contains("the password does not meet the domain's password policy"),
+        "{bob}"
+    );
+    assert!(
+        !bob.contains("x-1002"),
+        "the password is in the message: {bob}"
+    );
+    let zoe = message(1003);
+    assert!(zoe.contains("sAMAccountName \"Zo/ë.Müller\""), "{zoe}");
+    // No half-created objects.
+    let left = samba::dc().search(&users, "(objectClass=user)", &["cn"]);
+    assert!(
+        left.is_empty(),
+        "{:?}",
+        left.iter().map(|e| &e.dn).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn tls_connects_where_ldapsearch_does_and_says_why_it_refuses() {
+    let _ou = samba::dc().ou("tls");
+    // Samba's certificate names localhost in its CN only: with the CA that signed it, it
+    // connects (as every other test here does).
+    connect();
+    // By another name than the certificate's, it is refused, saying so.
+    let mut by_ip = samba::dc().config();
+    by_ip.url = "ldaps://127.0.0.1".into();
+    let e = LdapDirectory::connect(by_ip, ServerKind::ActiveDirectory).unwrap_err();
+    assert!(
+        e.to_string().contains("is for localhost, not 127.0.0.1"),
+        "{e}"
+    );
+    // Another CA does not vouch for it.
+    let other = tempfile::tempdir().unwrap();
+    support::slapd::write_certificates(other.path(), support::slapd::ServerCertificate::CaSigned);
+    let mut untrusted = samba::dc().config();
+    untrusted.tls_verify = TlsVerify::CaFile(other.path().join("ca.pem"));
+    let e = LdapDirectory::connect(untrusted, ServerKind::ActiveDirectory).unwrap_err();
+    assert!(
+        e.to_string().contains("not signed by a CA in --ca-file"),
+        "{e}"
+    );
+}
+
+/// The seed job through the command line, as a new user runs it against a fresh domain.
+#[test]
+fn the_cli_runs_the_seed_job_against_ad_and_its_users_log_on() {
+    let ou = samba::dc().ou("cli");
+    let dir = tempfile::tempdir().unwrap();
+    let book = TempWorkbook::new(&people());
+    let mut job = main_job();
+    // The seed job as it is, only moved into this test's OU.
+    let text = job.to_string().replace("OU=API,DC=groupid,DC=lab", &ou);
+    job = serde_json::from_str(&text).unwrap();
+    support::set_setting(&mut job, "Source.File", &book.path().display().to_string());
+    let job_path = dir.path().join("job.json");
+    std::fs::write(&job_path, job.to_string()).unwrap();
+    let out = std::process::Command::new(env!("CARGO"))
+        .args(["run", "-q", "--example", "datasync", "--", "run"])
+        .arg(&job_path)
+        .args([
+            "--destination",
+            &samba::dc().url(),
+            "--bind-dn",
+            ADMIN_DN,
+            "--ca-file",
+        ])
+        .arg(samba::dc().ca_file())
+        .env("DATASYNC_BIND_PASSWORD", ADMIN_PASSWORD)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains(ADMIN_PASSWORD));
+    // AD refuses what the seed data asks of it in two places, and says so row by row: a `,`
+    // in an account name, and two values for the single-valued telephoneNumber; the users
+    // whose managers those were are refused for naming objects that do not exist.
+    let users = samba::dc().search(&ou, "(objectClass=user)", &["userAccountControl"]);
+    assert!(users.len() >= 5, "{stderr}");
+    for user in &users {
+        assert_eq!(user.attrs["userAccountControl"], ["512"], "{}", user.dn);
+        samba::dc()
+            .bind(&user.dn, "webdir123R")
+            .unwrap_or_else(|e| panic!("{} cannot log on: {e}\n{stderr}", user.dn));
+    }
+    // (And a user whose manager is one of those is refused for naming an object that does
+    // not exist, which is said too.)
+    for failure in [
+        "manager names an object that does not exist: CN=Dana O'Brien",
+        "the domain refuses sAMAccountName \"Dana.O'Brien, Jr\"",
+        "telephoneNumber holds one value in this domain, and the row gives 2",
+        "manager names an object that does not exist: CN=Bob Stone",
+    ] {
+        assert!(stderr.contains(failure), "{failure}: {stderr}");
+    }
+}
+
+#[test]
+fn system_attributes_cannot_be_mapped() {
+    for attribute in ["objectGUID", "objectSid", "whenCreated", "uSNChanged"] {
+        let mut job = main_job();
+        job["fieldsMap"][7]["destinationField"] = json!(attribute);
+        let wire = support::wire(&job);
+        let e = datasync::job::compile(&wire, &Default::default()).unwrap_err();
+        assert!(e.to_string().contains("set by the directory"), "{e}");
+    }
+}
