@@ -481,7 +481,7 @@ fn the_cli_runs_the_seed_job_against_ad_and_its_users_log_on() {
     // in an account name, and two values for the single-valued telephoneNumber; the users
     // whose managers those were are refused for naming objects that do not exist.
     let users = samba::dc().search(&ou, "(objectClass=user)", &["userAccountControl"]);
-    assert!(users.len() >= 5, "{stderr}");
+    assert_eq!(users.len(), 4, "{stderr}");
     for user in &users {
         assert_eq!(user.attrs["userAccountControl"], ["512"], "{}", user.dn);
         samba::dc()
@@ -509,4 +509,97 @@ fn system_attributes_cannot_be_mapped() {
         let e = datasync::job::compile(&wire, &Default::default()).unwrap_err();
         assert!(e.to_string().contains("set by the directory"), "{e}");
     }
+}
+
+#[test]
+fn generated_passwords_that_cannot_meet_the_domain_policy_are_refused_before_anything_is_written() {
+    let ou = samba::dc().ou("policy");
+    let ad = connect();
+    let mut job = ad_job(&ou);
+    users_only(&mut job);
+    // Lower case and digits only: two kinds, where the domain asks for three.
+    job["fieldsMap"][12]["options"] = json!(
+        "{\"passwordLength\":12,\"includeLowercaseAlphabets\":true,\"includeDigits\":true,\"passwordType\":1}"
+    );
+    let book = TempWorkbook::new(&ad_people());
+    let mut src = source::open(&book.path()).unwrap();
+    let e = datasync::run(
+        &plan(&job),
+        src.as_mut(),
+        &ad,
+        &datasync::NoHooks,
+        &RunOptions::default(),
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string().contains(
+            "cannot meet the domain's password policy (at least 7 characters, of three kinds"
+        ),
+        "{e}"
+    );
+    assert!(
+        samba::dc()
+            .search(&ou, "(objectClass=user)", &["cn"])
+            .is_empty()
+    );
+}
+
+/// Kills Samba after `after` creates, from the hook that sees them.
+struct KillAfter {
+    added: std::sync::atomic::AtomicUsize,
+    after: usize,
+}
+
+impl Hooks for KillAfter {
+    fn row_added(&self, _: &HookContext, _: &datasync::hooks::RowWrite) -> HookResult {
+        let n = self.added.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        if n == self.after {
+            samba::dc().kill();
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn a_domain_controller_killed_mid_run_ends_the_run_and_a_rerun_converges() {
+    let ou = samba::dc().ou("killed");
+    let mut config = samba::dc().config();
+    config.retry.attempts = 2;
+    let ad = LdapDirectory::connect(config, ServerKind::ActiveDirectory).unwrap();
+    let mut job = ad_job(&ou);
+    users_only(&mut job);
+    let plan = plan(&job);
+    let staff = support::generated_people(400);
+    let book = TempWorkbook::new(&staff);
+    let hooks = KillAfter {
+        added: Default::default(),
+        after: 100,
+    };
+    let mut src = source::open(&book.path()).unwrap();
+    let options = RunOptions {
+        threads: 4,
+        ..Default::default()
+    };
+    let report = datasync::run(&plan, src.as_mut(), &ad, &hooks, &options).unwrap();
+    samba::dc().launch();
+    assert_eq!(report.status, RunStatus::FinishedFail);
+    assert!(report.counts.added >= 100, "{:?}", report.counts);
+    assert_eq!(
+        report.counts.added + report.counts.failed,
+        report.counts.read,
+        "every row is accounted for: {:?}",
+        report.counts
+    );
+    // Back up: the same job converges to what a clean run into the embedded directory gives.
+    let ad = connect();
+    let rerun = support::run_job(&plan, &book.path(), &ad, 4);
+    assert_eq!(rerun.counts.failed, 0, "{:?}", rerun.failed.first());
+    let expected = LdifDirectory::in_memory();
+    let mut base_entry = datasync::Entry::new(ou.to_string());
+    base_entry.set("objectClass", vec!["organizationalUnit".into()]);
+    expected.add(base_entry, None).unwrap();
+    support::run_job(&plan, &book.path(), &expected, 2);
+    assert_eq!(snapshot(&ad, &ou), snapshot(&expected, &ou));
+    let settled = support::run_job(&plan, &book.path(), &ad, 4);
+    assert_eq!(settled.counts.unchanged, settled.counts.read);
 }

@@ -55,6 +55,41 @@ pub struct LdapDirectory {
     pool: Pool,
     kind: ServerKind,
     must_change_password: bool,
+    /// The domain's password policy (Active Directory), read at connect.
+    password_rules: Option<super::PasswordRules>,
+}
+
+/// The domain's password policy, from the domain object named by the root DSE's
+/// `defaultNamingContext`; `None` when the server does not say.
+fn read_password_rules(conn: &mut LdapConn) -> Result<Option<super::PasswordRules>, LdapError> {
+    let first = |conn: &mut LdapConn, base: &str, attrs: Vec<&str>| {
+        conn.search(base, ldap3::Scope::Base, "(objectClass=*)", attrs)
+            .and_then(|r| r.success())
+            .map(|(entries, _)| {
+                entries
+                    .into_iter()
+                    .filter(|e| !e.is_ref() && !e.is_intermediate())
+                    .find_map(decode_entry)
+            })
+    };
+    let Some(root) = first(conn, "", vec!["defaultNamingContext"])? else {
+        return Ok(None);
+    };
+    let Some(domain) = root
+        .attrs
+        .get("defaultNamingContext")
+        .and_then(|v| v.first())
+    else {
+        return Ok(None);
+    };
+    let Some(policy) = first(conn, domain, vec!["minPwdLength", "pwdProperties"])? else {
+        return Ok(None);
+    };
+    let number = |name: &str| -> Option<u64> { policy.attrs.get(name)?.first()?.parse().ok() };
+    Ok(Some(super::PasswordRules::new(
+        number("minPwdLength").unwrap_or(0) as usize,
+        number("pwdProperties").unwrap_or(0) & 1 == 1,
+    )))
 }
 
 /// A result code and the server's text, as a [`DestinationError`] for `operation` on `dn`.
@@ -177,12 +212,17 @@ impl LdapDirectory {
         kind: ServerKind,
     ) -> Result<LdapDirectory, DestinationError> {
         let pool = Pool::new(config).map_err(|f| destination_error(f, "connect", ""))?;
-        pool.run(|_, _| Ok(()))
+        let password_rules = pool
+            .run(|conn, _| match kind {
+                ServerKind::ActiveDirectory => read_password_rules(conn),
+                ServerKind::Ldap => Ok(None),
+            })
             .map_err(|f| destination_error(f, "connect", ""))?;
         Ok(LdapDirectory {
             pool,
             kind,
             must_change_password: false,
+            password_rules,
         })
     }
 
@@ -228,13 +268,14 @@ impl LdapDirectory {
                 )
             });
             if let Some(reason) = reason {
-                return DestinationError::Domain {
+                return DestinationError::Domain(Box::new(super::DomainRefusal {
                     operation,
                     dn: dn.to_string(),
                     code: *code,
+                    name: crate::ldap::result_name(*code),
                     reason,
                     message: text.clone(),
-                };
+                }));
             }
         }
         destination_error(failure, operation, dn)
@@ -548,6 +589,10 @@ impl Destination for LdapDirectory {
         self.kind == ServerKind::ActiveDirectory
     }
 
+    fn password_rules(&self) -> Option<super::PasswordRules> {
+        self.password_rules
+    }
+
     fn preferred_workers(&self) -> Option<usize> {
         Some(self.pool.config().max_connections)
     }
@@ -585,6 +630,7 @@ mod tests {
             pool: Pool::new(LdapConfig::parse("ldap://127.0.0.1:1").unwrap()).unwrap(),
             kind: ServerKind::ActiveDirectory,
             must_change_password: false,
+            password_rules: None,
         };
         let err = dir
             .add(Entry::new("CN=a,DC=lab"), Some(&Secret::new("pw")))

@@ -107,25 +107,36 @@ pub enum DestinationError {
     },
     /// Active Directory refused a change for a reason its extended error (`0000052D:`, a
     /// uniqueness check) names: the reason in plain words, then the server's own message.
-    #[error("{reason}: cannot {operation} {dn} (LDAP {code}: {message})")]
-    Domain {
-        /// What was attempted (`add`, `modify`, …).
-        operation: &'static str,
-        /// The entry.
-        dn: String,
-        /// The LDAP result code.
-        code: u32,
-        /// What is wrong, in plain words, naming the attribute and value where there is one.
-        reason: String,
-        /// The server's diagnostic message.
-        message: String,
-    },
+    #[error(transparent)]
+    Domain(Box<DomainRefusal>),
     /// The destination refused the change for another reason.
     #[error("{message}")]
     Rejected {
         /// The destination's explanation.
         message: String,
     },
+}
+
+/// What a directory asks of every password: Active Directory's domain policy (`minPwdLength`
+/// and the complexity bit of `pwdProperties` on the domain object).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PasswordRules {
+    /// The fewest characters a password may have.
+    pub min_length: usize,
+    /// Complexity: characters of at least three kinds (upper case, lower case, digits,
+    /// symbols).
+    pub complex: bool,
+}
+
+impl PasswordRules {
+    /// Rules of this length and complexity.
+    pub fn new(min_length: usize, complex: bool) -> PasswordRules {
+        PasswordRules {
+            min_length,
+            complex,
+        }
+    }
 }
 
 /// `userAccountControl` for a normal account, and its "disabled" bit (Active Directory).
@@ -147,6 +158,24 @@ pub fn new_account_control(entry: &Entry, has_password: bool) -> Option<u32> {
     } else {
         NORMAL_ACCOUNT | ACCOUNT_DISABLED
     })
+}
+
+/// What Active Directory refused, and why (see [`DestinationError::Domain`]).
+#[derive(Debug, thiserror::Error)]
+#[error("{reason}: cannot {operation} {dn} (LDAP {code} {name}: {message})")]
+pub struct DomainRefusal {
+    /// What was attempted (`add`, `modify`, …).
+    pub operation: &'static str,
+    /// The entry.
+    pub dn: String,
+    /// The LDAP result code.
+    pub code: u32,
+    /// The result code's name (`constraintViolation`).
+    pub name: &'static str,
+    /// What is wrong, in plain words, naming the attribute and value where there is one.
+    pub reason: String,
+    /// The server's diagnostic message.
+    pub message: String,
 }
 
 impl DestinationError {
@@ -233,6 +262,13 @@ pub trait Destination: Send + Sync {
 
     /// Deletes the leaf entry at `dn`.
     fn delete(&self, dn: &str) -> Result<(), DestinationError>;
+
+    /// What this directory asks of every password, when it says (Active Directory's domain
+    /// policy). The engine checks the job's generated passwords against it before it reads
+    /// anything. Default: `None`.
+    fn password_rules(&self) -> Option<PasswordRules> {
+        None
+    }
 
     /// Whether a DN-valued attribute (`manager`, `member`) must name an entry that exists
     /// when it is written, as Active Directory requires. The engine then writes the objects a

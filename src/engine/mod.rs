@@ -326,6 +326,7 @@ pub fn run(
         ctx.add_to_context(name, value.clone());
     }
     guard(|| hooks.startup(&ctx)).map_err(|m| hook_error("startup", m))?;
+    check_generated_passwords(plan, destination)?;
 
     let control = options.control.as_ref();
     let threads = if options.threads == 0 {
@@ -587,6 +588,45 @@ impl RowSink for ChannelSink {
             control.stop_reason().is_some()
         }))
     }
+}
+
+/// Refuses a job whose generated passwords could not meet the destination's password rules
+/// (AD's domain policy): every new user would fail, one by one, after the read.
+fn check_generated_passwords(plan: &Plan, destination: &dyn Destination) -> Result<(), Error> {
+    let Some(rules) = destination.password_rules() else {
+        return Ok(());
+    };
+    for op in &plan.objects {
+        for f in &op.fields {
+            let Some(PasswordRule::Generate(policy)) = &f.password else {
+                continue;
+            };
+            let short = policy.length < rules.min_length;
+            let simple = rules.complex && policy.kinds() < 3;
+            if short || simple {
+                return Err(Error::Destination {
+                    job: plan.name.clone(),
+                    source: DestinationError::Rejected {
+                        message: format!(
+                            "{}: generated passwords of {} characters of {} kind(s) cannot meet \
+                             the domain's password policy (at least {} characters{}); \
+                             nothing was written",
+                            f.location(),
+                            policy.length,
+                            policy.kinds(),
+                            rules.min_length,
+                            if rules.complex {
+                                ", of three kinds: upper case, lower case, digits, symbols"
+                            } else {
+                                ""
+                            }
+                        ),
+                    },
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// One type's read half: its queries (through the hooks), the source read, the destination

@@ -117,6 +117,12 @@ impl PasswordPolicy {
         Ok(policy)
     }
 
+    /// How many kinds of character every generated password has (upper case, lower case,
+    /// digits, symbols): one of each kind enabled.
+    pub fn kinds(&self) -> usize {
+        self.classes().len()
+    }
+
     fn classes(&self) -> Vec<Vec<char>> {
         let mut classes = Vec::new();
         if self.uppercase {

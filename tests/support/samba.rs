@@ -167,26 +167,40 @@ impl SambaDc {
             String::from_utf8_lossy(&provision.stdout),
             String::from_utf8_lossy(&provision.stderr)
         );
-        let log = std::fs::File::create(d.join("samba.out"))
+        let _ = samba;
+        let server = SambaDc {
+            dir,
+            child: Mutex::new(None),
+            _stdin: Mutex::new(None),
+            ous: AtomicUsize::new(0),
+        };
+        server.launch();
+        server
+    }
+
+    /// Starts the samba process (again) on the provisioned domain, and waits until an
+    /// administrator can bind.
+    pub fn launch(&self) {
+        let samba = which("samba");
+        let log = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("samba.out"))
             .unwrap_or_else(|e| panic!("cannot create samba.out: {e}"));
         let err = log
             .try_clone()
             .unwrap_or_else(|e| panic!("cannot share samba.out: {e}"));
         let mut child = Command::new(&samba)
             .args(["-M", "single", "-i", "-s"])
-            .arg(target.join("etc/smb.conf"))
+            .arg(self.dir.path().join("dc/etc/smb.conf"))
             .stdin(Stdio::piped())
             .stdout(log)
             .stderr(err)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot run samba: {e}"));
-        let stdin = child.stdin.take();
-        let server = SambaDc {
-            dir,
-            child: Mutex::new(Some(child)),
-            _stdin: Mutex::new(stdin),
-            ous: AtomicUsize::new(0),
-        };
+        *self._stdin.lock().unwrap_or_else(|p| p.into_inner()) = child.stdin.take();
+        *self.child.lock().unwrap_or_else(|p| p.into_inner()) = Some(child);
+        let server = self;
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(status) = server
@@ -202,7 +216,7 @@ impl SambaDc {
                 );
             }
             if port_open(636) && server.admin().is_ok() {
-                return server;
+                return;
             }
             assert!(
                 Instant::now() < deadline,
@@ -210,6 +224,20 @@ impl SambaDc {
                 server.log()
             );
             std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Kills the samba process at once (SIGKILL), as a crash would.
+    pub fn kill(&self) {
+        if let Some(mut child) = self.child.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // Its children (in single mode, none that serve LDAP) go with their parent's stdin.
+        self._stdin.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while port_open(636) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
 
@@ -251,7 +279,7 @@ impl SambaDc {
         let settings = LdapConnSettings::new()
             .set_conn_timeout(Duration::from_secs(5))
             .set_no_tls_verify(true);
-        let mut conn = LdapConn::with_settings(settings, &format!("ldaps://127.0.0.1:636"))?;
+        let mut conn = LdapConn::with_settings(settings, "ldaps://127.0.0.1:636")?;
         conn.simple_bind(dn, password)?.success()?;
         Ok(conn)
     }
