@@ -13,6 +13,11 @@
 //! 4. An unchanged re-run of the job against the first server, timed in this process's own
 //!    CPU time (user + system, from /proc/self/stat).
 //!
+//! 5. Against Active Directory (Samba's AD DC, provisioned for the bench): the same job into
+//!    one OU, then — that OU deleted, account names being unique in a domain — its LDIF
+//!    into another by two `ldapadd` processes, over LDAPS as AD asks (AD_BENCH_USERS, default
+//!    2,000).
+//!
 //! Targets: our create rate at least 0.9× that of the two parallel `ldapadd` processes; the
 //! unchanged re-run under 2 s of our CPU time.
 
@@ -178,5 +183,106 @@ fn main() {
         "  unchanged re-run: {:.2} s CPU, {:.2} s wall   (target < 2 s CPU for 20,000)",
         rerun_cpu.as_secs_f64(),
         rerun_wall.as_secs_f64()
+    );
+
+    active_directory(testing);
+}
+
+/// Step 5: datasync and two `ldapadd` processes creating the same users in Samba's AD DC.
+fn active_directory(testing: bool) {
+    use support::samba;
+    let users: usize = std::env::var("AD_BENCH_USERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if testing { 50 } else { 2_000 });
+    let dc = samba::dc();
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let workbook = tmp.path().join("people.xlsx");
+    let staff: Vec<support::Person> = support::generated_people(users)
+        .into_iter()
+        .map(|p| support::Person { manager: None, ..p })
+        .collect();
+    support::write_workbook(&workbook, &staff, &[]);
+    let plan_for = |ou: &str| {
+        let text = support::main_job()
+            .to_string()
+            .replace("OU=API,DC=groupid,DC=lab", ou);
+        let mut job: Value = serde_json::from_str(&text).expect("fixture JSON");
+        support::users_only(&mut job);
+        job["objectsOption"][0]["isDelete"] = json!(false);
+        job["fieldsMap"].as_array_mut().expect("array").retain(|f| {
+            f["destinationField"] != "password" && f["destinationField"] != "telephoneNumber"
+        });
+        support::compile(&job, &TransformContext::default())
+    };
+
+    // datasync.
+    let ours = dc.ou("bench-datasync");
+    let directory =
+        LdapDirectory::connect(dc.config(), ServerKind::ActiveDirectory).expect("connect");
+    let started = Instant::now();
+    let report = support::run_job(&plan_for(&ours), &workbook, &directory, 0);
+    let ours_time = started.elapsed();
+    assert_eq!(report.counts.added, users, "{:?}", report.failed.first());
+    drop(ours);
+
+    // The same entries as LDIF, for a second OU.
+    let theirs = dc.ou("bench-ldapadd");
+    let ldif = tmp.path().join("ad.ldif");
+    {
+        let embedded = LdifDirectory::open(&ldif).expect("LDIF file");
+        let mut base = datasync::Entry::new(theirs.to_string());
+        base.set("objectClass", vec!["organizationalUnit".into()]);
+        datasync::Destination::add(&embedded, base, None).expect("base");
+        let r = support::run_job(&plan_for(&theirs), &workbook, &embedded, 0);
+        assert_eq!(r.counts.added, users);
+    }
+    let text = std::fs::read_to_string(&ldif).expect("LDIF");
+    let people: Vec<&str> = text
+        .split("\n\n")
+        .map(str::trim)
+        .filter(|r| r.starts_with("dn:") && r.contains("\nobjectClass: user"))
+        .collect();
+    let half = people.len() / 2;
+    let write = |name: &str, parts: &[&str]| {
+        let path = tmp.path().join(name);
+        std::fs::write(&path, parts.join("\n\n") + "\n").expect("write LDIF");
+        path
+    };
+    let first = write("ad-first.ldif", &people[..half]);
+    let second = write("ad-second.ldif", &people[half..]);
+    let ldapadd = |file: &Path| {
+        let mut cmd = Command::new("ldapadd");
+        cmd.args(["-x", "-H", "ldaps://localhost", "-D", samba::ADMIN_DN, "-w"])
+            .arg(samba::ADMIN_PASSWORD)
+            .arg("-f")
+            .arg(file)
+            .env("LDAPTLS_CACERT", dc.ca_file())
+            .stdout(std::process::Stdio::null());
+        cmd
+    };
+    let started = Instant::now();
+    let mut a = ldapadd(&first).spawn().expect("ldapadd");
+    let mut b = ldapadd(&second).spawn().expect("ldapadd");
+    check(a.wait());
+    check(b.wait());
+    let two_time = started.elapsed();
+    drop(theirs);
+
+    let rate = |t: Duration| users as f64 / t.as_secs_f64();
+    println!("ldap_load against Samba's AD DC: {users} users, one run, LDAPS");
+    println!(
+        "  datasync creates      {:>8.0} users/s ({:.2} s)",
+        rate(ours_time),
+        ours_time.as_secs_f64()
+    );
+    println!(
+        "  ldapadd, 2 processes  {:>8.0} users/s ({:.2} s)",
+        rate(two_time),
+        two_time.as_secs_f64()
+    );
+    println!(
+        "  datasync / ldapadd x2 = {:.2}x",
+        rate(ours_time) / rate(two_time)
     );
 }

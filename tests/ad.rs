@@ -12,7 +12,7 @@ use datasync::hooks::{HookContext, HookResult, PasswordSet};
 use datasync::ldap::TlsVerify;
 use datasync::query::Filter;
 use datasync::{
-    Destination, Hooks, LdifDirectory, Plan, Report, RunOptions, RunStatus, Secret, dn, source,
+    Destination, Hooks, LdifDirectory, Plan, Report, RunOptions, RunStatus, Secret, source,
 };
 use serde_json::{Value, json};
 use support::samba::{self, ADMIN_DN, ADMIN_PASSWORD};
@@ -76,30 +76,10 @@ fn snapshot(dir: &dyn Destination, base: &str) -> BTreeMap<String, BTreeMap<Stri
     ];
     let all = Filter::parse("(|(objectClass=user)(objectClass=group))").unwrap();
     let wanted: Vec<String> = COMPARED.iter().map(|s| s.to_string()).collect();
-    dir.search(base, Scope::Subtree, &all, &wanted)
-        .unwrap_or_else(|e| panic!("{e}"))
-        .into_iter()
-        .map(|e| {
-            let attrs = e
-                .attributes()
-                .iter()
-                .filter(|a| COMPARED.contains(&a.name.to_lowercase().as_str()))
-                .map(|a| {
-                    let mut values: Vec<String> = a
-                        .values
-                        .iter()
-                        .map(|v| match dn::normalize(v) {
-                            Ok(n) if v.contains('=') => n,
-                            _ => v.clone(),
-                        })
-                        .collect();
-                    values.sort();
-                    (a.name.to_lowercase(), values)
-                })
-                .collect();
-            (dn::normalize(&e.dn).unwrap(), attrs)
-        })
-        .collect()
+    let entries = dir
+        .search(base, Scope::Subtree, &all, &wanted)
+        .unwrap_or_else(|e| panic!("{e}"));
+    support::comparable(entries, |name| COMPARED.contains(&name))
 }
 
 /// Writes `staff` and runs `plan` on both destinations: the same counts, failures and entries.

@@ -94,8 +94,14 @@ impl Case {
     }
 
     fn run(&self, args: &[&str]) -> Output {
+        self.run_with_env(args, &[])
+    }
+
+    /// [`run`](Self::run) with these environment variables set.
+    fn run_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         Command::new(binary())
             .args(args)
+            .envs(env.iter().copied())
             .current_dir(self.dir.path())
             .output()
             .unwrap()
@@ -808,17 +814,15 @@ fn secrets_stay_out_of_the_directory_the_report_and_the_terminal() {
         let job = c.job_named("env.json", |j| {
             j["fieldsMap"][11]["transform"] = json!(format!("Static:value={spelling}"));
         });
-        let out = Command::new(binary())
-            .args([
+        let out = c.run_with_env(
+            &[
                 "run",
                 job.to_str().unwrap(),
                 "--destination",
                 "ldif:env.ldif",
-            ])
-            .env("DATASYNC_BIND_PASSWORD", "bind-Secret-7")
-            .current_dir(c.dir.path())
-            .output()
-            .unwrap();
+            ],
+            &[("DATASYNC_BIND_PASSWORD", "bind-Secret-7")],
+        );
         assert_eq!(out.status.code(), Some(2), "{spelling}: {}", text(&out));
         assert!(!text(&out).contains("bind-Secret-7"));
         assert!(!c.path("env.ldif").exists());
@@ -827,17 +831,15 @@ fn secrets_stay_out_of_the_directory_the_report_and_the_terminal() {
     let job = c.job_named("env.json", |j| {
         j["fieldsMap"][11]["transform"] = json!("Static:value=Site %ENV:SITE_NAME%");
     });
-    let out = Command::new(binary())
-        .args([
+    let out = c.run_with_env(
+        &[
             "run",
             job.to_str().unwrap(),
             "--destination",
             "ldif:env.ldif",
-        ])
-        .env("SITE_NAME", "Leeds")
-        .current_dir(c.dir.path())
-        .output()
-        .unwrap();
+        ],
+        &[("SITE_NAME", "Leeds")],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(
         std::fs::read_to_string(c.path("env.ldif"))

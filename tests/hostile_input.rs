@@ -51,6 +51,17 @@ fn run_file(
     datasync::run(plan, src.as_mut(), dir, &NoHooks, options)
 }
 
+/// Runs `plan` on one row (id 1, `first` Lee) into `dir`.
+fn one_row(plan: &Plan, first: &str, dir: &LdifDirectory) -> datasync::Report {
+    run_csv(
+        plan,
+        &csv(&[("1", first, "Lee", "")]),
+        dir,
+        &RunOptions::default(),
+    )
+    .unwrap()
+}
+
 /// A CSV of the main job's columns, one line per `(id, first, last, phones)`.
 fn csv(rows: &[(&str, &str, &str, &str)]) -> String {
     let mut out = String::from("EmployeeID,First,Last,Email,Department,Title,Phones,Manager\n");
@@ -180,21 +191,9 @@ fn nfc_and_nfd_spellings_are_one_object() {
     .unwrap();
     assert_eq!(report.counts.failed, 2, "{:?}", report.failed);
     // One row, then the source switches normal form: the object is unchanged, not renamed.
-    let report = run_csv(
-        &plan,
-        &csv(&[("1", composed, "Lee", "")]),
-        &dir,
-        &RunOptions::default(),
-    )
-    .unwrap();
+    let report = one_row(&plan, composed, &dir);
     assert_eq!(report.counts.added, 1);
-    let report = run_csv(
-        &plan,
-        &csv(&[("1", decomposed, "Lee", "")]),
-        &dir,
-        &RunOptions::default(),
-    )
-    .unwrap();
+    let report = one_row(&plan, decomposed, &dir);
     assert_eq!(report.counts.unchanged, 1, "{}", report.to_json());
     let entries: Vec<_> = dir
         .entries()
@@ -204,13 +203,7 @@ fn nfc_and_nfd_spellings_are_one_object() {
     assert_eq!(entries.len(), 1);
     assert_eq!(entries[0].first("givenName"), Some(composed));
     // A key in the other form finds the object too.
-    let report = run_csv(
-        &plan,
-        &csv(&[("1", composed, "Lee", "")]),
-        &dir,
-        &RunOptions::default(),
-    )
-    .unwrap();
+    let report = one_row(&plan, composed, &dir);
     assert_eq!(report.counts.unchanged, 1);
     assert!(datasync::dn::Dn::parse(&format!("CN={decomposed} Lee,{USERS}")).is_ok());
     assert!(dir.get(&format!("CN={decomposed} Lee,{USERS}")).is_some());

@@ -47,31 +47,10 @@ fn snapshot(dir: &dyn Destination, base: &str) -> BTreeMap<String, BTreeMap<Stri
         Err(DestinationError::NoSuchObject { .. }) => Vec::new(),
         Err(e) => panic!("{e}"),
     };
-    entries
-        .into_iter()
-        .map(|e| {
-            let attrs = e
-                .attributes()
-                .iter()
-                .filter(|a| {
-                    !["userpassword", "unicodepwd"].contains(&a.name.to_lowercase().as_str())
-                })
-                .map(|a| {
-                    let mut values: Vec<String> = a
-                        .values
-                        .iter()
-                        .map(|v| match dn::normalize(v) {
-                            Ok(n) if v.contains('=') => n,
-                            _ => v.clone(),
-                        })
-                        .collect();
-                    values.sort();
-                    (a.name.to_lowercase(), values)
-                })
-                .collect();
-            (dn::normalize(&e.dn).unwrap(), attrs)
-        })
-        .collect()
+    // Passwords are left out: each destination keeps its own form of them.
+    support::comparable(entries, |name| {
+        !["userpassword", "unicodepwd"].contains(&name)
+    })
 }
 
 fn counts(r: &Report) -> Counts {

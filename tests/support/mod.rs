@@ -471,3 +471,37 @@ pub fn gate() -> (
         go_tx,
     )
 }
+
+/// Entries in a form two directories can be compared by: normalized DNs, attribute names in
+/// lower case, values sorted and DN values normalized, only the attributes `keep` takes (by
+/// their lower-case name).
+pub fn comparable(
+    entries: Vec<datasync::Entry>,
+    keep: impl Fn(&str) -> bool,
+) -> std::collections::BTreeMap<String, std::collections::BTreeMap<String, Vec<String>>> {
+    use datasync::dn;
+    entries
+        .into_iter()
+        .map(|e| {
+            let attrs = e
+                .attributes()
+                .iter()
+                .filter(|a| keep(&a.name.to_lowercase()))
+                .map(|a| {
+                    let mut values: Vec<String> = a
+                        .values
+                        .iter()
+                        .map(|v| match dn::normalize(v) {
+                            Ok(n) if v.contains('=') => n,
+                            _ => v.clone(),
+                        })
+                        .collect();
+                    values.sort();
+                    (a.name.to_lowercase(), values)
+                })
+                .collect();
+            let name = dn::normalize(&e.dn).unwrap_or_else(|err| panic!("{err}"));
+            (name, attrs)
+        })
+        .collect()
+}
