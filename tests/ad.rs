@@ -12,7 +12,7 @@ use datasync::hooks::{HookContext, HookResult, PasswordSet};
 use datasync::ldap::TlsVerify;
 use datasync::query::Filter;
 use datasync::{
-    Destination, Hooks, LdifDirectory, Plan, Report, RunOptions, RunStatus, Secret, source,
+    Destination, Hooks, LdifDirectory, Plan, Report, RunOptions, RunStatus, Secret, dn, source,
 };
 use serde_json::{Value, json};
 use support::samba::{self, ADMIN_DN, ADMIN_PASSWORD};
@@ -117,7 +117,19 @@ fn conformance_on_ad_the_same_jobs_give_the_same_entries_and_counts() {
     embedded.add(base_entry, None).unwrap();
     let mut job = ad_job(&ou);
     job["objectsOption"][0]["isDeprovisioning"] = json!(false);
-    let plan = plan(&job);
+    // Users live in an OU per department (a host script names it), so a new department is a
+    // move.
+    job["objectsOption"][0]["containerOption"] = json!("3");
+    job["objectsOption"][0]["containerOptionValue"] = json!("by-department");
+    let mut context = datasync::transform::TransformContext::default();
+    let base = ou.to_string();
+    context.scripts.register("by-department", move |input| {
+        Ok(input
+            .row
+            .get("Department")
+            .map(|d| format!("OU={},{base}", dn::escape_value(d))))
+    });
+    let plan = support::compile(&job, &context);
     let mut staff = ad_people();
     let book = TempWorkbook::new(&staff);
     let step =
@@ -145,6 +157,7 @@ fn conformance_on_ad_the_same_jobs_give_the_same_entries_and_counts() {
 
     staff[1].title = "Chief Sales Officer".into();
     staff[2].last = format!("{}-Renamed", staff[2].last);
+    staff[5].department = "Finance".into(); // Dana moves from Support to Finance
     staff[3].manager = Some(staff[1].id);
     staff.remove(4);
     let mut newcomer = staff[0].clone();
@@ -156,8 +169,21 @@ fn conformance_on_ad_the_same_jobs_give_the_same_entries_and_counts() {
     let changed = step("changes", &staff);
     assert_eq!(changed.counts.added, 1);
     assert_eq!(changed.counts.deleted, 1);
-    assert!(changed.counts.updated >= 2, "{:?}", changed.counts);
-    assert_eq!(changed.updated_id_map.len(), 1, "the rename is listed");
+    assert!(changed.counts.updated >= 3, "{:?}", changed.counts);
+    assert_eq!(
+        changed.updated_id_map.len(),
+        2,
+        "the rename and the move are listed"
+    );
+    let dana = samba::dc().search(&ou, "(employeeID=1006)", &["department"]);
+    assert!(
+        dana[0]
+            .dn
+            .to_lowercase()
+            .starts_with("cn=dana o'brien jr,ou=finance,"),
+        "{}",
+        dana[0].dn
+    );
 
     let settled = step("unchanged after changes", &staff);
     assert_eq!(settled.counts.unchanged, staff.len() + groups().len());

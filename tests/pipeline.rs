@@ -1001,6 +1001,21 @@ fn a_container_script_places_each_new_object() {
             .is_some()
     );
     assert_eq!(run(&plan, &fx.path(), &dir).counts.unchanged, 8);
+    // A new department is a move into its OU (made when missing), listed as a rename.
+    let mut moved = people();
+    moved[1].department = "Legal".into();
+    fx.write(&moved, &groups());
+    let report = run(&plan, &fx.path(), &dir);
+    assert_eq!(report.counts.updated, 1, "{report:#?}");
+    assert_eq!(
+        report.updated_id_map["CN=Bob Stone,OU=Sales,OU=API,DC=groupid,DC=lab"],
+        "CN=Bob Stone,OU=Legal,OU=API,DC=groupid,DC=lab"
+    );
+    assert!(
+        dir.get("CN=Bob Stone,OU=Legal,OU=API,DC=groupid,DC=lab")
+            .is_some()
+    );
+    assert_eq!(run(&plan, &fx.path(), &dir).counts.unchanged, 8);
 
     // an unregistered container script is a load error, not a run-time surprise
     let wire = job::from_json(&job.to_string(), "t").unwrap();

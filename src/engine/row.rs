@@ -363,7 +363,10 @@ pub(super) fn prepare(
                     dn: Some(entry.dn.clone()),
                 }
             } else {
-                plan_update(shared, tr, entry, &desired, password)
+                match own_container(tr, values) {
+                    Ok(own) => plan_update(shared, tr, entry, &desired, password, own),
+                    Err(failure) => failure,
+                }
             }
         }
         many => failed(
@@ -445,6 +448,45 @@ fn bound_cell_error(
     found
 }
 
+/// The row's own container (`containerOption` 2 or 3), or `None` for the job's fixed one;
+/// `Err` is the row's failure.
+fn own_container(tr: &TypeRun<'_>, values: &[Option<String>]) -> Result<Option<String>, Planned> {
+    match &tr.plan.container {
+        ContainerRule::Fixed(_) => Ok(None),
+        ContainerRule::FromField(name) => match tr
+            .container_field
+            .and_then(|i| values.get(i))
+            .cloned()
+            .flatten()
+        {
+            Some(dn) => Ok(Some(dn)),
+            None => Err(failed(
+                Some(format!("container field {name}")),
+                "the container field is empty".into(),
+            )),
+        },
+        ContainerRule::FromScript(script) => {
+            let name = &script.name;
+            let input = ScriptInput {
+                value: None,
+                destination_field: "container",
+                row: transform::RowView::new(&tr.columns, values),
+            };
+            match script.call(&input) {
+                Ok(Some(dn)) => Ok(Some(dn)),
+                Ok(None) => Err(failed(
+                    None,
+                    format!("container script \"{name}\" gave no container"),
+                )),
+                Err(e) => Err(failed(
+                    None,
+                    format!("container script \"{name}\" failed: {e}"),
+                )),
+            }
+        }
+    }
+}
+
 fn plan_create(
     shared: &Shared<'_>,
     tr: &TypeRun<'_>,
@@ -454,42 +496,9 @@ fn plan_create(
     password: Option<NewPassword>,
 ) -> Planned {
     let op = tr.plan;
-    let own_container = match &op.container {
-        ContainerRule::Fixed(_) => None,
-        ContainerRule::FromField(name) => {
-            match tr
-                .container_field
-                .and_then(|i| values.get(i))
-                .cloned()
-                .flatten()
-            {
-                Some(dn) => Some(dn),
-                None => {
-                    return failed(
-                        Some(format!("container field {name}")),
-                        "the container field is empty".into(),
-                    );
-                }
-            }
-        }
-        ContainerRule::FromScript(script) => {
-            let name = &script.name;
-            let input = ScriptInput {
-                value: None,
-                destination_field: "container",
-                row: transform::RowView::new(&tr.columns, values),
-            };
-            match script.call(&input) {
-                Ok(Some(dn)) => Some(dn),
-                Ok(None) => {
-                    return failed(
-                        None,
-                        format!("container script \"{name}\" gave no container"),
-                    );
-                }
-                Err(e) => return failed(None, format!("container script \"{name}\" failed: {e}")),
-            }
-        }
+    let own_container = match own_container(tr, values) {
+        Ok(own) => own,
+        Err(failure) => return failure,
     };
     // A fixed container was checked when the job was compiled; a row's own is checked here.
     let container = tr.container(&own_container);
@@ -559,6 +568,7 @@ fn plan_update(
     entry: &Entry,
     desired: &[Vec<String>],
     password: Option<(NewPassword, bool)>,
+    own_container: Option<String>,
 ) -> Planned {
     let op = tr.plan;
     let rdn_attr = op.rdn_field.map(|i| op.fields[i].attribute.as_str());
@@ -609,6 +619,19 @@ fn plan_update(
         if !same_values(entry.get(attr), values) {
             changes.push((attr.clone(), values.clone()));
         }
+    }
+    // A row whose own container is not the object's parent moves the object there (keeping
+    // the name it has, or taking its new one).
+    if let Some(container) = own_container
+        && let Ok(current) = Dn::parse(rename_to.as_deref().unwrap_or(&entry.dn))
+        && let (Some(parent), Ok(wanted)) = (current.parent(), Dn::parse(&container))
+        && parent.normalized() != wanted.normalized()
+        && let Some(rdn) = current.rdns.first()
+    {
+        let rdn = Dn {
+            rdns: vec![rdn.clone()],
+        };
+        rename_to = Some(format!("{rdn},{container}"));
     }
     let mut new_password = None;
     let secret = match password {
@@ -924,7 +947,8 @@ fn begin(shared: &Shared<'_>, tr: &TypeRun<'_>, p: Prepared, ensured: &mut Strin
                 Ok(ControlFlow::Break(())) => result.outcome = RowOutcome::Skipped,
                 Ok(ControlFlow::Continue(())) => {
                     let pw = password.as_ref();
-                    match update(shared, &dn, &write, pw, rename_to.as_deref(), row) {
+                    let to = rename_to.as_deref();
+                    match update(shared, &dn, &write, pw, to, row, op.create_containers) {
                         Err(m) => result.failure = Some((None, m)),
                         Ok(renamed) => {
                             result.outcome = RowOutcome::Updated;
@@ -1107,6 +1131,7 @@ fn update(
     password: Option<&Secret>,
     rename_to: Option<&str>,
     row: u64,
+    create_containers: bool,
 ) -> Result<bool, String> {
     if shared.dry_run {
         return Ok(rename_to.is_some());
@@ -1127,6 +1152,13 @@ fn update(
     }
     let renamed = match rename_to {
         Some(to) => {
+            // A move goes into a container that may not exist yet, as a create would.
+            if let Some(parent) = Dn::parse(to).ok().and_then(|d| d.parent())
+                && !parent.rdns.is_empty()
+            {
+                ensure_container(shared, &parent.to_string(), create_containers)
+                    .map_err(|e| format!("changed, but not moved to {to}: {e}"))?;
+            }
             shared
                 .destination
                 .rename(dn, to)
