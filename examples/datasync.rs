@@ -3,7 +3,8 @@
 //! ```text
 //! datasync run JOB.json [--source FILE|LDAP-URL] [--destination ldif:PATH|LDAP-URL]
 //!                       [--bind-dn DN] [--source-bind-dn DN] [--ca-file PEM]
-//!                       [--insecure-skip-tls-verify] [--server-kind ad|ldap] [--dry-run]
+//!                       [--insecure-skip-tls-verify] [--server-kind ad|ldap]
+//!                       [--must-change-password] [--dry-run]
 //!                       [--report FILE] [--password-out FILE] [--threads N] [--var NAME=VALUE]…
 //!                       [--timeout MINUTES] [--retries N] [--retry-wait SECONDS] [--state FILE]
 //! datasync schedule JOB.json… [--destination …] [--state FILE] [connection options as for run]
@@ -138,6 +139,10 @@ struct Target {
     /// The destination server's kind (default: from the job's Destination.ProviderName).
     #[arg(long, value_parser = ["ad", "ldap"])]
     server_kind: Option<String>,
+    /// On Active Directory, new users with a password must change it at their first logon
+    /// (pwdLastSet 0).
+    #[arg(long)]
+    must_change_password: bool,
     /// Worker threads (default: one per core; for an LDAP destination, one per connection;
     /// at most 64).
     #[arg(long, default_value_t = 0)]
@@ -396,7 +401,9 @@ fn open_destination(
             None => ServerKind::from_provider_name(provider),
         };
         Ok(Arc::new(
-            LdapDirectory::connect(config, kind).map_err(destination_error)?,
+            LdapDirectory::connect(config, kind)
+                .map_err(destination_error)?
+                .with_password_change_at_next_logon(target.must_change_password),
         ))
     } else if let Some(ldif_path) = target.destination.strip_prefix("ldif:") {
         Ok(Arc::new(
