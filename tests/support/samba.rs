@@ -106,13 +106,6 @@ impl SambaDc {
     fn start() -> SambaDc {
         let samba = which("samba");
         let tool = which("samba-tool");
-        for port in [389, 636] {
-            assert!(
-                !port_open(port),
-                "127.0.0.1:{port} is taken before our Samba starts (another LDAP server or a \
-                 Samba left running?): the AD tests need it"
-            );
-        }
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("no temp dir: {e}"));
         let d = dir.path();
         let target = d.join("dc");
@@ -182,6 +175,19 @@ impl SambaDc {
     /// administrator can bind.
     pub fn launch(&self) {
         let samba = which("samba");
+        // The DC of the test binary before this one ends when that binary exits: give it a
+        // moment to let go of the ports.
+        let free_by = Instant::now() + Duration::from_secs(30);
+        while (port_open(389) || port_open(636)) && Instant::now() < free_by {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        for port in [389, 636] {
+            assert!(
+                !port_open(port),
+                "127.0.0.1:{port} is taken before our Samba starts (another LDAP server or a \
+                 Samba left running?): the AD tests need it"
+            );
+        }
         let log = std::fs::File::options()
             .create(true)
             .append(true)
