@@ -200,7 +200,8 @@ impl fmt::Display for Filter {
                     f.write_str(&esc(i))?;
                 }
                 f.write_str("*")?;
-                for a in any {
+                // An empty part is no part: `**` would not read back as this filter.
+                for a in any.iter().filter(|a| !a.is_empty()) {
                     write!(f, "{}*", esc(a))?;
                 }
                 if let Some(l) = last {

@@ -311,7 +311,11 @@ impl GroupIdParser<'_> {
             self.pos += 1;
             value
         };
-        let substring = |initial: bool, last: bool| Filter::Substring {
+        // A value that starts with, ends with or contains "" is any value: presence (a
+        // substring filter cannot hold an empty part, and `(c=**)` would read back as `(c=*)`).
+        let substring = |initial: bool, last: bool| match value.is_empty() {
+            true => Filter::Present(attr.clone()),
+            false => Filter::Substring {
             attr: attr.clone(),
             initial: initial.then(|| value.clone()),
             any: if initial || last {
@@ -320,6 +324,7 @@ impl GroupIdParser<'_> {
                 vec![value.clone()]
             },
             last: last.then(|| value.clone()),
+            },
         };
         let not = |f: Filter| Filter::Not(Box::new(f));
         Ok(match op {
@@ -355,6 +360,9 @@ mod tests {
         assert_eq!(q(r#"cn ends with "a""#), "(cn=*a)");
         assert_eq!(q(r#"cn contains "a""#), "(cn=*a*)");
         assert_eq!(q(r#"cn does not contain "a""#), "(!(cn=*a*))");
+        // Found by the query fuzz target: "" is in every value.
+        assert_eq!(q(r#"c does not contain """#), "(!(c=*))");
+        assert_eq!(q(r#"c starts with """#), "(c=*)");
         assert_eq!(q(r#"cn does not start with "a""#), "(!(cn=a*))");
         assert_eq!(q(r#"cn does not end with "a""#), "(!(cn=*a))");
         assert_eq!(q("mail is present"), "(mail=*)");
