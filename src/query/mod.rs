@@ -316,14 +316,14 @@ impl GroupIdParser<'_> {
         let substring = |initial: bool, last: bool| match value.is_empty() {
             true => Filter::Present(attr.clone()),
             false => Filter::Substring {
-            attr: attr.clone(),
-            initial: initial.then(|| value.clone()),
-            any: if initial || last {
-                vec![]
-            } else {
-                vec![value.clone()]
-            },
-            last: last.then(|| value.clone()),
+                attr: attr.clone(),
+                initial: initial.then(|| value.clone()),
+                any: if initial || last {
+                    vec![]
+                } else {
+                    vec![value.clone()]
+                },
+                last: last.then(|| value.clone()),
             },
         };
         let not = |f: Filter| Filter::Not(Box::new(f));
