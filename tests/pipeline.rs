@@ -1006,10 +1006,18 @@ fn a_container_script_places_each_new_object() {
     moved[1].department = "Legal".into();
     fx.write(&moved, &groups());
     let report = run(&plan, &fx.path(), &dir);
-    assert_eq!(report.counts.updated, 1, "{report:#?}");
+    // Bob moves, and José, whom Bob manages, follows him: his manager is the new DN.
+    assert_eq!(report.counts.updated, 2, "{report:#?}");
     assert_eq!(
         report.updated_id_map["CN=Bob Stone,OU=Sales,OU=API,DC=groupid,DC=lab"],
         "CN=Bob Stone,OU=Legal,OU=API,DC=groupid,DC=lab"
+    );
+    let jose = dir
+        .get("CN=José Núñez,OU=Sales,OU=API,DC=groupid,DC=lab")
+        .unwrap();
+    assert_eq!(
+        jose.first("manager"),
+        Some("CN=Bob Stone,OU=Legal,OU=API,DC=groupid,DC=lab")
     );
     assert!(
         dir.get("CN=Bob Stone,OU=Legal,OU=API,DC=groupid,DC=lab")
