@@ -1449,3 +1449,71 @@ fn an_early_resolve_answer_is_taken_back_when_its_object_is_not_created() {
         );
     }
 }
+
+/// The embedded directory, checking references as Active Directory does: an object whose
+/// `manager` names no entry is refused.
+struct CheckedReferences(LdifDirectory);
+
+impl Destination for CheckedReferences {
+    fn search(
+        &self,
+        base: &str,
+        scope: datasync::destination::Scope,
+        filter: &datasync::query::Filter,
+        attributes: &[String],
+    ) -> Result<Vec<Entry>, datasync::DestinationError> {
+        self.0.search(base, scope, filter, attributes)
+    }
+    fn exists(&self, dn: &str) -> Result<bool, datasync::DestinationError> {
+        self.0.exists(dn)
+    }
+    fn add(
+        &self,
+        entry: Entry,
+        password: Option<&datasync::Secret>,
+    ) -> Result<(), datasync::DestinationError> {
+        if let Some(manager) = entry.first("manager")
+            && !self.0.exists(manager)?
+        {
+            return Err(datasync::DestinationError::Rejected {
+                message: format!("{manager} does not exist yet"),
+            });
+        }
+        self.0.add(entry, password)
+    }
+    fn modify(
+        &self,
+        dn: &str,
+        changes: &[datasync::destination::Modification],
+    ) -> Result<(), datasync::DestinationError> {
+        self.0.modify(dn, changes)
+    }
+    fn rename(&self, dn: &str, new_dn: &str) -> Result<(), datasync::DestinationError> {
+        self.0.rename(dn, new_dn)
+    }
+    fn delete(&self, dn: &str) -> Result<(), datasync::DestinationError> {
+        self.0.delete(dn)
+    }
+    fn references_must_exist(&self) -> bool {
+        true
+    }
+}
+
+/// Where references must exist, an object is written before the rows that name it, however
+/// the source orders them and however many workers there are: a chain of managers five deep,
+/// listed reports first.
+#[test]
+fn objects_are_written_before_the_rows_that_name_them_where_references_must_exist() {
+    let mut job = main_job();
+    users_only(&mut job);
+    let mut staff = support::generated_people(3_000);
+    staff.reverse();
+    for threads in [1, 4] {
+        let fx = TempWorkbook::new(&staff);
+        let dir = CheckedReferences(LdifDirectory::in_memory());
+        let report = support::run_job(&plan(&job), &fx.path(), &dir, threads);
+        assert_eq!(report.counts.added, 3_000, "{:?}", report.failed.first());
+        let unchanged = support::run_job(&plan(&job), &fx.path(), &dir, threads);
+        assert_eq!(unchanged.counts.unchanged, 3_000);
+    }
+}
