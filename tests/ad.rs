@@ -155,17 +155,8 @@ fn conformance_on_ad_the_same_jobs_give_the_same_entries_and_counts() {
     let again = step("unchanged re-run", &staff);
     assert_eq!(again.counts.unchanged, staff.len() + groups().len());
 
-    staff[1].title = "Chief Sales Officer".into();
-    staff[2].last = format!("{}-Renamed", staff[2].last);
     staff[5].department = "Finance".into(); // Dana moves from Support to Finance
-    staff[3].manager = Some(staff[1].id);
-    staff.remove(4);
-    let mut newcomer = staff[0].clone();
-    newcomer.id = 9001;
-    newcomer.first = "Zoë".into();
-    newcomer.last = "Newcomer Jr".into();
-    newcomer.email = "zoe.newcomer@groupid.lab".into();
-    staff.push(newcomer);
+    support::typical_changes(&mut staff, "Newcomer Jr");
     let changed = step("changes", &staff);
     assert_eq!(changed.counts.added, 1);
     assert_eq!(changed.counts.deleted, 1);

@@ -154,16 +154,7 @@ fn conformance_the_same_jobs_give_the_same_entries_and_counts() {
     );
 
     // An update, a rename (new last name: a new CN), a new manager, a deletion and a creation.
-    staff[1].title = "Chief Sales Officer".into();
-    staff[2].last = format!("{}-Renamed", staff[2].last);
-    staff[3].manager = Some(staff[1].id);
-    let gone = staff.remove(4);
-    let mut newcomer = staff[0].clone();
-    newcomer.id = 9001;
-    newcomer.first = "Zoë".into();
-    newcomer.last = "Newcomer, Jr".into();
-    newcomer.email = "zoe.newcomer@groupid.lab".into();
-    staff.push(newcomer);
+    let gone = support::typical_changes(&mut staff, "Newcomer, Jr");
     let changed = step("changes", &staff);
     assert_eq!(changed.counts.added, 1);
     assert_eq!(changed.counts.deleted, 1);

@@ -505,3 +505,39 @@ pub fn comparable(
         })
         .collect()
 }
+
+/// A configuration for a test server at `url`, bound as `admin`, trusting only `ca_file`, with
+/// short retry waits so fault tests finish quickly.
+pub fn test_ldap_config(
+    url: &str,
+    (admin, password): (&str, &str),
+    ca_file: std::path::PathBuf,
+) -> datasync::ldap::LdapConfig {
+    use std::time::Duration;
+    let mut config = datasync::ldap::LdapConfig::parse(url)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .with_bind(admin, datasync::Secret::new(password));
+    config.tls_verify = datasync::ldap::TlsVerify::CaFile(ca_file);
+    config.retry.first_wait = Duration::from_millis(20);
+    config.retry.max_wait = Duration::from_millis(200);
+    config.connect_timeout = Duration::from_secs(5);
+    config.operation_timeout = Duration::from_secs(60);
+    config
+}
+
+/// The conformance tests' "changes" step on `staff`: a new title (an update), a new last name
+/// (a rename), a new manager, a leaver (removed and returned) and a newcomer whose last name
+/// is `newcomer_last`.
+pub fn typical_changes(staff: &mut Vec<Person>, newcomer_last: &str) -> Person {
+    staff[1].title = "Chief Sales Officer".into();
+    staff[2].last = format!("{}-Renamed", staff[2].last);
+    staff[3].manager = Some(staff[1].id);
+    let gone = staff.remove(4);
+    let mut newcomer = staff[0].clone();
+    newcomer.id = 9001;
+    newcomer.first = "Zoë".into();
+    newcomer.last = newcomer_last.into();
+    newcomer.email = "zoe.newcomer@groupid.lab".into();
+    staff.push(newcomer);
+    gone
+}

@@ -19,8 +19,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use datasync::Secret;
-use datasync::ldap::{LdapConfig, TlsVerify};
+use datasync::ldap::LdapConfig;
 use ldap3::{LdapConn, LdapConnSettings, Mod, Scope, SearchEntry};
 
 /// The domain's naming context.
@@ -264,15 +263,7 @@ impl SambaDc {
 
     /// A configuration bound as the administrator, trusting the test CA.
     pub fn config(&self) -> LdapConfig {
-        let mut config = LdapConfig::parse(&self.url())
-            .unwrap_or_else(|e| panic!("{e}"))
-            .with_bind(ADMIN_DN, Secret::new(ADMIN_PASSWORD));
-        config.tls_verify = TlsVerify::CaFile(self.ca_file());
-        config.retry.first_wait = Duration::from_millis(20);
-        config.retry.max_wait = Duration::from_millis(200);
-        config.connect_timeout = Duration::from_secs(5);
-        config.operation_timeout = Duration::from_secs(60);
-        config
+        super::test_ldap_config(&self.url(), (ADMIN_DN, ADMIN_PASSWORD), self.ca_file())
     }
 
     /// A connection bound as the administrator, for the tests' own reads and setup.

@@ -11,8 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use datasync::Secret;
-use datasync::ldap::{LdapConfig, TlsVerify};
+use datasync::ldap::LdapConfig;
 
 /// The suffix every test server holds.
 pub const SUFFIX: &str = "dc=lab";
@@ -271,15 +270,7 @@ impl Slapd {
     /// A configuration for `url`, bound as the administrator, trusting the test CA, with short
     /// retry waits so fault tests finish quickly.
     pub fn config(&self, url: &str) -> LdapConfig {
-        let mut config = LdapConfig::parse(url)
-            .unwrap_or_else(|e| panic!("{e}"))
-            .with_bind(ADMIN_DN, Secret::new(ADMIN_PASSWORD));
-        config.tls_verify = TlsVerify::CaFile(self.ca_file());
-        config.retry.first_wait = Duration::from_millis(20);
-        config.retry.max_wait = Duration::from_millis(200);
-        config.connect_timeout = Duration::from_secs(5);
-        config.operation_timeout = Duration::from_secs(30);
-        config
+        super::test_ldap_config(url, (ADMIN_DN, ADMIN_PASSWORD), self.ca_file())
     }
 }
 
