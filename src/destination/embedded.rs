@@ -421,16 +421,26 @@ impl LdifDirectory {
             None => (parse_key(&entry.dn)?.1, None),
         };
         let mut stored = entry;
-        check_names(
-            &stored.dn,
-            stored.attributes().iter().map(|a| a.name.as_str()),
-        )?;
-        hash_plain_passwords(&mut stored);
+        // One look at every attribute: names checked, passwords found, the account control.
+        let (mut plain_password, mut has_password) = (false, password.is_some());
+        for a in stored.attributes() {
+            if let Err(why) = super::check_attribute_description(&a.name) {
+                return Err(DestinationError::Rejected {
+                    message: format!("{}: {why}", stored.dn),
+                });
+            }
+            if is_password_attribute(&a.name) {
+                has_password = true;
+                plain_password |= a.values.iter().any(|v| !is_stored_form(v));
+            }
+        }
+        if plain_password {
+            hash_plain_passwords(&mut stored);
+        }
         // Accounts are kept as Active Directory keeps them (see `new_account_control`), so a
         // job gives the same objects here as on AD.
-        let has_password = password.is_some() || stored.first(PASSWORD_ATTRIBUTE).is_some();
         if let Some(uac) = super::new_account_control(&stored, has_password) {
-            stored.set("userAccountControl", vec![uac.to_string()]);
+            stored.push_absent("userAccountControl".into(), vec![uac.to_string()]);
         }
         if let Some(p) = password {
             let hashed = stored_password(p);
@@ -531,11 +541,15 @@ fn is_password_attribute(name: &str) -> bool {
     name.eq_ignore_ascii_case(PASSWORD_ATTRIBUTE) || name.eq_ignore_ascii_case("unicodePwd")
 }
 
+/// Whether a password attribute's value is already in a `{SCHEME}` form.
+fn is_stored_form(value: &str) -> bool {
+    value.starts_with('{') && value.find('}').is_some_and(|end| end > 1)
+}
+
 /// A password attribute's value as it is kept: a value already in a `{SCHEME}` form (a hash
 /// read back, an import) as it is, anything else hashed.
 fn stored_form(value: &str) -> String {
-    let hashed = value.starts_with('{') && value.find('}').is_some_and(|end| end > 1);
-    if hashed {
+    if is_stored_form(value) {
         value.to_string()
     } else {
         hash_password(&Secret::new(value))

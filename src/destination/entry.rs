@@ -243,6 +243,13 @@ impl Entry {
         self.attrs.push(Attribute { name, values });
     }
 
+    /// Appends an attribute the caller knows the entry does not have (no lookup: for values
+    /// added to every new object).
+    pub(crate) fn push_absent(&mut self, name: AttributeName, values: Vec<String>) {
+        debug_assert!(self.position(&name).is_none());
+        self.attrs.push(Attribute { name, values });
+    }
+
     /// Adds `values` to `name` as [`Entry::add_values`] does, moving them in: a name the
     /// entry does not have yet takes them whole, placed at `index` (at the end when `index`
     /// is past it).
@@ -300,6 +307,24 @@ pub fn eq_ignore_case(a: &str, b: &str) -> bool {
 /// letter, then letters, digits and hyphens) or a numeric OID, with `;option`s. Anything else
 /// would be written into LDIF or an LDAP request as something other than one attribute.
 pub fn check_attribute_description(name: &str) -> Result<(), String> {
+    // The common case, checked on every attribute of every new entry: a plain name, one
+    // table look-up a byte.
+    const NAME_BYTE: [bool; 256] = {
+        let mut table = [false; 256];
+        let mut b = 0;
+        while b < 256 {
+            let c = b as u8;
+            table[b] = c.is_ascii_alphanumeric() || c == b'-';
+            b += 1;
+        }
+        table
+    };
+    let bytes = name.as_bytes();
+    if bytes.first().is_some_and(u8::is_ascii_alphabetic)
+        && bytes.iter().all(|b| NAME_BYTE[usize::from(*b)])
+    {
+        return Ok(());
+    }
     let mut parts = name.split(';');
     let base = parts.next().unwrap_or("");
     let is_descr = base.bytes().next().is_some_and(|b| b.is_ascii_alphabetic())

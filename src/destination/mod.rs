@@ -149,11 +149,19 @@ pub const ACCOUNT_DISABLED: u32 = 2;
 /// would make it 546 (disabled, and needing no password). `None` for an entry that is not an
 /// account (`objectClass` user or computer) or that has the value already.
 pub fn new_account_control(entry: &Entry, has_password: bool) -> Option<u32> {
-    let is_account = entry
-        .get("objectClass")
-        .iter()
-        .any(|c| c.eq_ignore_ascii_case("user") || c.eq_ignore_ascii_case("computer"));
-    (is_account && entry.first("userAccountControl").is_none()).then_some(if has_password {
+    // One pass over the attributes: this runs for every new object.
+    let (mut is_account, mut has_value) = (false, false);
+    for a in entry.attributes() {
+        if a.name.eq_ignore_ascii_case("objectClass") {
+            is_account |= a
+                .values
+                .iter()
+                .any(|c| c.eq_ignore_ascii_case("user") || c.eq_ignore_ascii_case("computer"));
+        } else if a.name.eq_ignore_ascii_case("userAccountControl") {
+            has_value = true;
+        }
+    }
+    (is_account && !has_value).then_some(if has_password {
         NORMAL_ACCOUNT
     } else {
         NORMAL_ACCOUNT | ACCOUNT_DISABLED

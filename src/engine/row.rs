@@ -517,9 +517,10 @@ fn plan_create(
         );
     };
     let dn = dn::child("CN", cn, container);
-    // Room for every field (`Resolve` fields and the stored password come later) and the
-    // object classes: the entry keeps this vector, so it never regrows.
-    let mut attributes: Vec<(AttributeName, Vec<String>)> = Vec::with_capacity(desired.len() + 1);
+    // Room for every field (`Resolve` fields and the stored password come later), the
+    // object classes and an account's `userAccountControl` (see `new_account_control`): the
+    // entry keeps this vector, so it never regrows.
+    let mut attributes: Vec<(AttributeName, Vec<String>)> = Vec::with_capacity(desired.len() + 2);
     if !op
         .fields
         .iter()
