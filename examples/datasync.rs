@@ -193,18 +193,17 @@ fn main() -> ExitCode {
         Command::Validate { job } => validate(&job),
         Command::Schedule(args) => schedule(&args),
         Command::Run(args) => {
-            let name = job::load(&args.job)
-                .map(|j| job::job_name(&j))
-                .unwrap_or_else(|_| {
-                    args.job
-                        .file_stem()
-                        .map(|s| s.to_string_lossy().into_owned())
-                        .unwrap_or_default()
-                });
+            let wire = job::load(&args.job).ok();
+            let name = wire.as_ref().map(job::job_name).unwrap_or_else(|| {
+                args.job
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            });
             // Every file the run will write is checked, and the report's and the password
             // file's places made ready, before anything is read or written: a run whose
             // results could not be kept does not start.
-            let outputs = match Outputs::prepare(&args) {
+            let outputs = match Outputs::prepare(&args, wire.as_ref()) {
                 Ok(o) => o,
                 Err(e) => {
                     eprintln!("error: {e}");
@@ -337,7 +336,7 @@ fn load_job(
     hooks: Arc<dyn Hooks + Send + Sync>,
 ) -> Result<Job, CliError> {
     let name = job::job_name(&wire);
-    let source_file = job::setting(&wire, "Source.File").map(str::to_string);
+    let source_file = source_file(&wire, job_path);
     let open: OpenSource = match source {
         Some(url) if is_ldap_url(url) => {
             let config = ldap_config(
@@ -355,10 +354,7 @@ fn load_job(
             Box::new(move || source::open(&path))
         }
         None => match source_file {
-            Some(f) => {
-                let path = job_path.parent().unwrap_or(Path::new(".")).join(f);
-                Box::new(move || source::open(&path))
-            }
+            Some(path) => Box::new(move || source::open(&path)),
             None => {
                 return Err(CliError::Usage(format!(
                     "job \"{name}\" has no Source.File setting: pass --source FILE or --source ldap://…"
@@ -376,6 +372,11 @@ fn load_job(
     }
     job.settings.threads = target.threads.min(datasync::engine::MAX_WORKERS);
     Ok(job)
+}
+
+/// The file the job's `Source.File` setting names, relative to the job file.
+fn source_file(wire: &job::DataSyncJob, job_path: &Path) -> Option<PathBuf> {
+    job::setting(wire, "Source.File").map(|f| job_path.parent().unwrap_or(Path::new(".")).join(f))
 }
 
 /// The destination `target` names; `provider` is the job's Destination.ProviderName.
@@ -653,7 +654,7 @@ struct Outputs {
 impl Outputs {
     /// Checks every output path against the inputs and each other, then makes the report's
     /// and the password file's places ready (which proves their folders writable).
-    fn prepare(args: &RunArgs) -> Result<Outputs, String> {
+    fn prepare(args: &RunArgs, wire: Option<&job::DataSyncJob>) -> Result<Outputs, String> {
         let resolve = |what: &str, path: &Path| {
             datasync::files::resolve(path).map_err(|e| format!("{what} {}: {e}", path.display()))
         };
@@ -662,10 +663,7 @@ impl Outputs {
         let source = match args.source.as_deref() {
             Some(s) if !is_ldap_url(s) => Some(PathBuf::from(s)),
             Some(_) => None,
-            None => job::load(&args.job).ok().and_then(|wire| {
-                job::setting(&wire, "Source.File")
-                    .map(|f| args.job.parent().unwrap_or(Path::new(".")).join(f))
-            }),
+            None => wire.and_then(|w| source_file(w, &args.job)),
         };
         if let Some(source) = source
             && let Ok(resolved) = datasync::files::resolve(&source)

@@ -424,12 +424,8 @@ impl LdifDirectory {
         // One look at every attribute: names checked, passwords found, the account control.
         let (mut plain_password, mut has_password) = (false, password.is_some());
         for a in stored.attributes() {
-            if let Err(why) = super::check_attribute_description(&a.name) {
-                return Err(DestinationError::Rejected {
-                    message: format!("{}: {why}", stored.dn),
-                });
-            }
-            if is_password_attribute(&a.name) {
+            check_names(&stored.dn, std::iter::once(a.name.as_str()))?;
+            if super::is_password_attribute(&a.name) {
                 has_password = true;
                 plain_password |= a.values.iter().any(|v| !is_stored_form(v));
             }
@@ -536,11 +532,6 @@ fn check_names<'a>(
     }
 }
 
-/// Whether an attribute holds passwords: what this directory never keeps as text.
-fn is_password_attribute(name: &str) -> bool {
-    name.eq_ignore_ascii_case(PASSWORD_ATTRIBUTE) || name.eq_ignore_ascii_case("unicodePwd")
-}
-
 /// Whether a password attribute's value is already in a `{SCHEME}` form.
 fn is_stored_form(value: &str) -> bool {
     value.starts_with('{') && value.find('}').is_some_and(|end| end > 1)
@@ -562,7 +553,7 @@ fn hash_plain_passwords(entry: &mut Entry) {
     let plain: Vec<(String, Vec<String>)> = entry
         .attributes()
         .iter()
-        .filter(|a| is_password_attribute(&a.name))
+        .filter(|a| super::is_password_attribute(&a.name))
         .map(|a| {
             (
                 a.name.to_string(),
@@ -751,7 +742,7 @@ impl Destination for LdifDirectory {
                             ),
                         });
                     }
-                    if is_password_attribute(attr) {
+                    if super::is_password_attribute(attr) {
                         updated.set(attr, values.iter().map(|v| stored_form(v)).collect());
                     } else {
                         updated.set(attr, values.clone());

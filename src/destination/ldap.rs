@@ -113,18 +113,14 @@ fn destination_error(failure: Failure, operation: &'static str, dn: &str) -> Des
 /// What Active Directory's answer means, in plain words, when its extended error says: the
 /// password policy (`0000052D`), a value that must be unique in the domain, an attribute the
 /// domain refuses. `entry` is what was sent (to name the attribute and its value).
-fn ad_reason(
-    code: u32,
-    text: &str,
-    dn: Option<&str>,
-    entry: Option<&[(String, Vec<String>)]>,
-) -> Option<String> {
-    if text.contains("0000052D") || text.contains("0000052d") {
+fn ad_reason(code: u32, text: &str, dn: &str, sent: &[(&str, &[String])]) -> Option<String> {
+    let upper = text.to_ascii_uppercase();
+    if upper.contains("0000052D") {
         return Some("the password does not meet the domain's password policy".into());
     }
     // A DN-valued attribute naming no object (`000020B5`): say which, and what it names.
-    if text.contains("000020B5") || text.contains("000020b5") {
-        let named = entry.into_iter().flatten().find(|(name, values)| {
+    if upper.contains("000020B5") {
+        let named = sent.iter().find(|(name, values)| {
             !name.eq_ignore_ascii_case("objectClass")
                 && values
                     .iter()
@@ -146,9 +142,10 @@ fn ad_reason(
     });
     if let Some(caps) = in_use.as_ref().and_then(|re| re.captures(text)) {
         let said = caps.get(1).map_or("", |m| m.as_str());
-        let attribute = entry
-            .and_then(|attrs| attrs.iter().find(|(n, _)| n.eq_ignore_ascii_case(said)))
-            .map_or(said, |(n, _)| n.as_str());
+        let attribute = sent
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(said))
+            .map_or(said, |(n, _)| *n);
         let value = caps.get(2).map_or("", |m| m.as_str());
         return Some(format!(
             "{attribute} \"{value}\" is already used by another object in the domain"
@@ -157,11 +154,10 @@ fn ad_reason(
     // Any other refusal that names one of the attributes sent: say which, and its value.
     // (The entry's DN, which servers repeat in their messages, is not a mention.)
     if matches!(code, 19 | 21 | 65 | 67 | 53) {
-        let mut lower = text.to_ascii_lowercase();
-        if let Some(dn) = dn {
-            lower = lower.replace(&dn.to_ascii_lowercase(), " ");
-        }
-        let named = entry.into_iter().flatten().find(|(name, _)| {
+        let lower = text
+            .to_ascii_lowercase()
+            .replace(&dn.to_ascii_lowercase(), " ");
+        let named = sent.iter().find(|(name, _)| {
             lower
                 .match_indices(&name.to_ascii_lowercase())
                 .any(|(i, m)| {
@@ -245,21 +241,19 @@ impl LdapDirectory {
         failure: Failure,
         operation: &'static str,
         dn: &str,
-        sent: Option<&[(String, Vec<String>)]>,
+        sent: &[(&str, &[String])],
     ) -> DestinationError {
         if self.kind == ServerKind::ActiveDirectory
             && let Failure::Result { code, text } = &failure
         {
-            let reason = ad_reason(*code, text, Some(dn), sent).or_else(|| {
+            let reason = ad_reason(*code, text, dn, sent).or_else(|| {
                 // AD answers a value already used elsewhere in the domain with the same
                 // "entry exists" as a DN that exists: tell them apart.
                 (*code == 68 && operation == "add" && self.exists(dn).ok() == Some(false)).then(
                     || {
                         let name = sent
-                            .and_then(|a| {
-                                a.iter()
-                                    .find(|(n, _)| n.eq_ignore_ascii_case("sAMAccountName"))
-                            })
+                            .iter()
+                            .find(|(n, _)| n.eq_ignore_ascii_case("sAMAccountName"))
                             .and_then(|(_, v)| v.first())
                             .map(|v| format!("sAMAccountName \"{v}\" (or another value unique in the domain, such as userPrincipalName)"))
                             .unwrap_or_else(|| "a value unique in the domain".into());
@@ -458,27 +452,30 @@ impl Destination for LdapDirectory {
 
     fn add(&self, entry: Entry, password: Option<&Secret>) -> Result<(), DestinationError> {
         let dn = entry.dn.clone();
-        let mut sent: Vec<(String, Vec<String>)> = entry
-            .attributes()
-            .iter()
-            .filter(|a| !a.values.is_empty())
-            .map(|a| (a.name.to_string(), a.values.clone()))
-            .collect();
         if password.is_some() {
             self.refuse_plain_password(&dn)?;
         }
+        // What AD needs beside the entry's own attributes.
+        let mut extra: Vec<(&str, Vec<String>)> = Vec::new();
         if self.kind == ServerKind::ActiveDirectory {
             // The password goes in the add itself, so AD checks it against the domain's
             // policy with the rest, and a refused one leaves no object behind.
             if let Some(uac) = super::new_account_control(&entry, password.is_some()) {
-                sent.push(("userAccountControl".into(), vec![uac.to_string()]));
+                extra.push(("userAccountControl", vec![uac.to_string()]));
             }
             if password.is_some() && self.must_change_password {
-                sent.push(("pwdLastSet".into(), vec!["0".into()]));
+                extra.push(("pwdLastSet", vec!["0".into()]));
             }
         }
-        let mut attrs: Vec<(Vec<u8>, HashSet<Vec<u8>>)> = sent
-            .iter()
+        let sent = || {
+            entry
+                .attributes()
+                .iter()
+                .filter(|a| !a.values.is_empty())
+                .map(|a| (a.name.as_str(), a.values.as_slice()))
+                .chain(extra.iter().map(|(n, v)| (*n, v.as_slice())))
+        };
+        let mut attrs: Vec<(Vec<u8>, HashSet<Vec<u8>>)> = sent()
             .map(|(name, values)| (name.as_bytes().to_vec(), values_set(values)))
             .collect();
         if let (Some(password), ServerKind::ActiveDirectory) = (password, self.kind) {
@@ -496,7 +493,7 @@ impl Destination for LdapDirectory {
                 }
                 r.success().map(|_| ())
             })
-            .map_err(|f| self.failed(f, "add", &dn, Some(&sent)))?;
+            .map_err(|f| self.failed(f, "add", &dn, &sent().collect::<Vec<_>>()))?;
         if let (Some(password), ServerKind::Ldap) = (password, self.kind)
             && let Err(e) = self.set_password(&dn, password)
         {
@@ -530,16 +527,21 @@ impl Destination for LdapDirectory {
             }
         }
         if !mods.is_empty() {
-            let sent: Vec<(String, Vec<String>)> = changes
-                .iter()
-                .filter_map(|c| match c {
-                    Modification::Replace(attr, values) => Some((attr.to_string(), values.clone())),
-                    Modification::SetPassword(_) => None,
-                })
-                .collect();
+            // What was sent, for the message of a refusal only.
+            let sent = || -> Vec<(&str, &[String])> {
+                changes
+                    .iter()
+                    .filter_map(|c| match c {
+                        Modification::Replace(attr, values) => {
+                            Some((attr.as_str(), values.as_slice()))
+                        }
+                        Modification::SetPassword(_) => None,
+                    })
+                    .collect()
+            };
             self.pool
                 .run(|conn, _| conn.modify(dn, mods.clone())?.success().map(|_| ()))
-                .map_err(|f| self.failed(f, "modify", dn, Some(&sent)))?;
+                .map_err(|f| self.failed(f, "modify", dn, &sent()))?;
         }
         if let Some(secret) = password {
             self.set_password(dn, secret)?;

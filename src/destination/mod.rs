@@ -117,6 +117,15 @@ pub enum DestinationError {
     },
 }
 
+/// The attribute names that hold a password: the job format's own `password` field and the
+/// directories' password attributes. Whichever a field map or a hook uses, the value is a
+/// password: never kept as text.
+pub fn is_password_attribute(name: &str) -> bool {
+    ["password", "userPassword", "unicodePwd"]
+        .iter()
+        .any(|p| p.eq_ignore_ascii_case(name))
+}
+
 /// What a directory asks of every password: Active Directory's domain policy (`minPwdLength`
 /// and the complexity bit of `pwdProperties` on the domain object).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1189,10 +1189,14 @@ fn apply_type(
     let Some(waves) = waves else {
         return apply_rows(&mut prepared);
     };
-    let highest = waves.iter().copied().max().unwrap_or(0);
+    // Rows by wave in one pass (a chain as long as the source has as many waves as rows).
+    let highest = waves.iter().copied().max().unwrap_or(0) as usize;
+    let mut by_wave: Vec<Vec<usize>> = vec![Vec::new(); highest + 1];
+    for (i, wave) in waves.iter().enumerate() {
+        by_wave[*wave as usize].push(i);
+    }
     let mut results: Vec<Option<row::RowResult>> = (0..prepared.len()).map(|_| None).collect();
-    for wave in 0..=highest {
-        let positions: Vec<usize> = (0..prepared.len()).filter(|i| waves[*i] == wave).collect();
+    for positions in by_wave {
         let mut rows: Vec<row::Prepared> = positions.iter().map(|i| prepared[*i].take()).collect();
         let done = apply_rows(&mut rows);
         for (i, result) in positions.into_iter().zip(done.into_iter().flatten()) {

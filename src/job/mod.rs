@@ -327,14 +327,6 @@ impl Settings<'_> {
     }
 }
 
-/// The attribute names that hold a password: the job format's own `password` field and the
-/// directories' password attributes. Whichever a field map uses, the value is a password.
-pub fn is_password_attribute(name: &str) -> bool {
-    ["password", "userPassword", "unicodePwd"]
-        .iter()
-        .any(|p| p.eq_ignore_ascii_case(name))
-}
-
 fn parse_bool(text: &str) -> Option<bool> {
     match text.to_ascii_lowercase().as_str() {
         "true" | "1" | "yes" => Some(true),
@@ -451,7 +443,7 @@ pub fn compile(job: &DataSyncJob, context: &TransformContext) -> Result<Plan, Jo
                 .filter(|s| !s.trim().is_empty());
             // Any password attribute, however it is spelt in the field map, is the password:
             // the destination stores it in its own form (a hash, unicodePwd), never as text.
-            let password = if is_password_attribute(&attribute) {
+            let password = if crate::destination::is_password_attribute(&attribute) {
                 match PasswordRule::from_options(f.options.get().map(String::as_str)) {
                     Ok(rule) => Some(rule),
                     Err(e) => {

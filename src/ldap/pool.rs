@@ -251,20 +251,19 @@ impl Pool {
             let bound = conn.simple_bind(dn, password).and_then(|r| r.success());
             if let Err(e) = bound {
                 return Err(match failure(e) {
-                    Failure::Result { code, text } => Failure::Other(
-                        format!(
-                            "cannot bind to {} as {dn}: {}LDAP {code} {} {text}",
-                            c.url,
-                            ad_bind_reason(&text)
-                                .map(|r| format!("{r} ("))
-                                .unwrap_or_default(),
-                            result_name(code)
-                        ) + if ad_bind_reason(&text).is_some() {
-                            ")"
-                        } else {
-                            ""
-                        },
-                    ),
+                    Failure::Result { code, text } => {
+                        let name = result_name(code);
+                        Failure::Other(match ad_bind_reason(&text) {
+                            Some(reason) => format!(
+                                "cannot bind to {} as {dn}: {reason} (LDAP {code} {name} {text})",
+                                c.url
+                            ),
+                            None => format!(
+                                "cannot bind to {} as {dn}: LDAP {code} {name} {text}",
+                                c.url
+                            ),
+                        })
+                    }
                     other => other,
                 });
             }
