@@ -1,7 +1,7 @@
 //! The datasync command line.
 //!
 //! ```text
-//! datasync run JOB.json [--source FILE|LDAP-URL] [--destination ldif:PATH|LDAP-URL]
+//! datasync run JOB.json [--source FILE|LDAP-URL] [--destination db:PATH|ldif:PATH|LDAP-URL]
 //!                       [--bind-dn DN] [--source-bind-dn DN] [--ca-file PEM]
 //!                       [--insecure-skip-tls-verify] [--server-kind ad|ldap]
 //!                       [--must-change-password] [--dry-run]
@@ -9,7 +9,12 @@
 //!                       [--timeout MINUTES] [--retries N] [--retry-wait SECONDS] [--state FILE]
 //! datasync schedule JOB.json… [--destination …] [--state FILE] [connection options as for run]
 //! datasync validate JOB.json
+//! datasync export STORE --ldif FILE|-
+//! datasync import FILE|- --into STORE
 //! ```
+//! The default destination is the embedded store `db:directory.db`; `export` writes a store
+//! out as LDIF (parents first, as `ldapadd` takes it) and `import` adds an LDIF file's entries
+//! to a store, all or none.
 //! Bind passwords come from the environment: `DATASYNC_BIND_PASSWORD` (destination) and
 //! `DATASYNC_SOURCE_BIND_PASSWORD` (LDAP source).
 //!
@@ -34,7 +39,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use datasync::destination::{LdapDirectory, ServerKind};
+use datasync::destination::{LdapDirectory, ServerKind, Store};
 use datasync::hooks::{HookContext, HookResult, PasswordSet, RowDone};
 use datasync::ldap::{LdapConfig, Security, TlsVerify};
 use datasync::lifecycle::{
@@ -64,6 +69,23 @@ enum Command {
     Validate {
         /// The job JSON.
         job: PathBuf,
+    },
+    /// Write an embedded store out as LDIF, parents before children.
+    Export {
+        /// The store (a file, or db:PATH).
+        store: String,
+        /// The LDIF file to write (replaced whole); `-` is standard output.
+        #[arg(long)]
+        ldif: PathBuf,
+    },
+    /// Add the entries of an LDIF file (content or `changetype: add` records) to an embedded
+    /// store, creating it if need be: all of them, or none.
+    Import {
+        /// The LDIF file; `-` is standard input.
+        file: PathBuf,
+        /// The store (a file, or db:PATH).
+        #[arg(long)]
+        into: String,
     },
 }
 
@@ -120,7 +142,7 @@ struct ScheduleArgs {
 struct Target {
     /// Where to write: ldif:PATH (the embedded directory) or an LDAP server
     /// (ldap://host[:port], ldaps://host[:port], ldap://host?starttls).
-    #[arg(long, default_value = "ldif:directory.ldif")]
+    #[arg(long, default_value = "db:directory.db")]
     destination: String,
     /// The DN to bind to the destination server as; the password is read from the
     /// environment variable DATASYNC_BIND_PASSWORD, never from an argument.
@@ -191,6 +213,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Validate { job } => validate(&job),
+        Command::Export { store, ldif } => finish(export(&store, &ldif)),
+        Command::Import { file, into } => finish(import(&file, &into)),
         Command::Schedule(args) => schedule(&args),
         Command::Run(args) => {
             let wire = job::load(&args.job).ok();
@@ -224,6 +248,73 @@ fn main() -> ExitCode {
             ExitCode::from(result.status.exit_code() as u8)
         }
     }
+}
+
+/// A store's path from `PATH` or `db:PATH`.
+fn store_path(given: &str) -> &Path {
+    Path::new(given.strip_prefix("db:").unwrap_or(given))
+}
+
+/// Exit code and message of `export` or `import`.
+fn finish(result: Result<String, String>) -> ExitCode {
+    match result {
+        Ok(message) => {
+            eprintln!("{message}");
+            ExitCode::SUCCESS
+        }
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `datasync export STORE --ldif FILE`: the store as LDIF, streamed; a file is replaced
+/// whole once every entry is written, and never the store itself.
+fn export(store: &str, ldif: &Path) -> Result<String, String> {
+    let path = store_path(store);
+    let store = Store::open_to_read(path).map_err(|e| e.to_string())?;
+    let count = if ldif.as_os_str() == "-" {
+        let stdout = std::io::stdout();
+        let mut out = std::io::BufWriter::new(stdout.lock());
+        store.export_ldif(&mut out).map_err(|e| e.to_string())?
+    } else {
+        let same = |a: &Path, b: &Path| {
+            datasync::files::resolve(a).ok().is_some_and(|a| datasync::files::resolve(b).ok() == Some(a))
+        };
+        if same(ldif, store.path()) {
+            return Err(format!(
+                "--ldif {} is the store itself; nothing was written",
+                ldif.display()
+            ));
+        }
+        let target = datasync::files::resolve(ldif).map_err(|e| format!("{}: {e}", ldif.display()))?;
+        let io = |e: std::io::Error| format!("{}: {e}", target.display());
+        let mut replacement = datasync::files::Replacement::begin(&target, 0o600).map_err(io)?;
+        let count = {
+            let mut out = std::io::BufWriter::new(replacement.file());
+            let count = store.export_ldif(&mut out).map_err(|e| e.to_string())?;
+            out.flush().map_err(io)?;
+            count
+        };
+        replacement.commit().map_err(io)?;
+        count
+    };
+    Ok(format!("exported {count} entries from {}", store.path().display()))
+}
+
+/// `datasync import FILE --into STORE`: the file's entries added in one transaction.
+fn import(file: &Path, into: &str) -> Result<String, String> {
+    let store = Store::open(store_path(into)).map_err(|e| e.to_string())?;
+    let count = if file.as_os_str() == "-" {
+        store.import_ldif(std::io::stdin().lock(), Path::new("standard input"))
+    } else {
+        let input = File::open(file).map_err(|e| format!("{}: {e}", file.display()))?;
+        store.import_ldif(std::io::BufReader::new(input), file)
+    }
+    .map_err(|e| format!("{e}; nothing was imported"))?;
+    store.commit().map_err(|e| e.to_string())?;
+    Ok(format!("imported {count} entries into {}", store.path().display()))
 }
 
 /// The report on stderr: errors for a run that could not run, else the summary, the failed
@@ -384,6 +475,7 @@ fn open_destination(
     target: &Target,
     job: &str,
     provider: Option<&str>,
+    dry_run: bool,
 ) -> Result<Arc<dyn Destination>, CliError> {
     let destination_error = |source| Error::Destination {
         job: job.to_string(),
@@ -410,9 +502,21 @@ fn open_destination(
         Ok(Arc::new(
             LdifDirectory::open(ldif_path).map_err(destination_error)?,
         ))
+    } else if let Some(store_path) = target.destination.strip_prefix("db:") {
+        // A dry run writes nothing, not even a new empty store: it reads the store if there
+        // is one, else plans against an empty directory.
+        if dry_run {
+            if Path::new(store_path).exists() {
+                return Ok(Arc::new(
+                    Store::open_to_read(store_path).map_err(destination_error)?,
+                ));
+            }
+            return Ok(Arc::new(LdifDirectory::in_memory()));
+        }
+        Ok(Arc::new(Store::open(store_path).map_err(destination_error)?))
     } else {
         Err(CliError::Usage(format!(
-            "--destination {}: expected ldif:PATH or an ldap:// or ldaps:// URL",
+            "--destination {}: expected db:PATH, ldif:PATH or an ldap:// or ldaps:// URL",
             datasync::ldap::without_userinfo(&target.destination)
         )))
     }
@@ -454,7 +558,7 @@ fn run(args: &RunArgs, password_file: Option<PasswordFile>) -> Result<Report, Cl
     let mut attempt = 0;
     job.destination = loop {
         attempt += 1;
-        match open_destination(&args.target, &name, provider.as_deref()) {
+        match open_destination(&args.target, &name, provider.as_deref(), args.dry_run) {
             Err(CliError::Run(Error::Destination { source, .. }))
                 if source.is_transient() && attempt <= args.retries.unwrap_or(0) =>
             {
@@ -679,6 +783,14 @@ impl Outputs {
             outputs.push(("the destination directory".into(), dest));
             outputs.push(("the destination's lock file".into(), lock));
         }
+        if let Some(dest) = args.target.destination.strip_prefix("db:")
+            && !dest.is_empty()
+        {
+            let dest = resolve("--destination", Path::new(dest))?;
+            let journal = PathBuf::from(format!("{}-journal", dest.display()));
+            outputs.push(("the destination store".into(), dest));
+            outputs.push(("the destination store's journal".into(), journal));
+        }
         if let Some(state) = &args.target.state {
             outputs.push(("--state".into(), resolve("--state", state)?));
         }
@@ -743,7 +855,7 @@ fn schedule_jobs(args: &ScheduleArgs) -> Result<(), CliError> {
             (job::job_name(w), provider)
         })
         .unwrap_or_default();
-    let destination = open_destination(&args.target, &first, provider.as_deref())?;
+    let destination = open_destination(&args.target, &first, provider.as_deref(), false)?;
     let runner = runner_for(&args.target);
     let scheduler = Arc::new(Scheduler::new(runner.clone()));
     let hooks: Arc<dyn Hooks + Send + Sync> = Arc::new(datasync::NoHooks);

@@ -73,41 +73,72 @@ impl<T: Clone> OneOrMore<T> {
     }
 }
 
-/// The destination objects in scope, indexed by key.
+/// The destination objects in scope, indexed by key: of each, only what a run reads again
+/// (its DN, a few attributes, a fingerprint of the rest; see [`push`](Self::push)), so a run
+/// over a million objects does not hold a million entries.
 #[derive(Debug, Default)]
 pub struct KeyIndex {
-    entries: Vec<Arc<Entry>>,
+    objects: Vec<IndexedObject>,
     by_key: HashMap<String, OneOrMore<usize>>,
     keyless: usize,
 }
 
+/// What a [`KeyIndex`] keeps of one object.
+#[derive(Debug)]
+struct IndexedObject {
+    entry: Entry,
+    fingerprint: u128,
+}
+
 impl KeyIndex {
-    /// Indexes `entries` by the first value of each key attribute. Entries missing a key
-    /// attribute are kept (they are in scope) but match no row. The entries may be shared
-    /// with the directory ([`Destination::search_shared`]).
-    pub fn build(entries: Vec<Arc<Entry>>, key_attributes: &[&str]) -> KeyIndex {
-        let mut by_key: HashMap<String, OneOrMore<usize>> = HashMap::with_capacity(entries.len());
-        let mut keyless = 0;
+    /// Indexes whole `entries` by the first value of each key attribute (fingerprints 0).
+    pub fn build(entries: Vec<Entry>, key_attributes: &[&str]) -> KeyIndex {
+        let mut index = KeyIndex::default();
+        for e in entries {
+            index.push(e, key_attributes, None, 0);
+        }
+        index
+    }
+
+    /// Adds an object, indexed by the first value of each key attribute of `entry`. Entries
+    /// missing a key attribute are kept (they are in scope) but match no row. Of the entry,
+    /// the index keeps its DN and the attributes named in `keep` (all of them for `None`),
+    /// with `fingerprint`: what the caller made of the rest.
+    pub fn push(
+        &mut self,
+        entry: Entry,
+        key_attributes: &[&str],
+        keep: Option<&[String]>,
+        fingerprint: u128,
+    ) {
+        let position = self.objects.len();
         let mut parts: Vec<&str> = Vec::with_capacity(key_attributes.len());
-        for (i, e) in entries.iter().enumerate() {
-            parts.clear();
-            for a in key_attributes {
-                match e.first(a).filter(|v| !v.is_empty()) {
-                    Some(v) => parts.push(v),
-                    None => break,
-                }
+        for a in key_attributes {
+            match entry.first(a).filter(|v| !v.is_empty()) {
+                Some(v) => parts.push(v),
+                None => break,
             }
-            if parts.len() < key_attributes.len() {
-                keyless += 1;
-                continue;
+        }
+        if parts.len() < key_attributes.len() {
+            self.keyless += 1;
+        } else {
+            OneOrMore::add(&mut self.by_key, normalize_key(&parts), position);
+        }
+        let entry = match keep {
+            None => entry,
+            Some(keep) => {
+                let dn = entry.dn.clone();
+                let kept: Vec<_> = entry
+                    .into_attributes()
+                    .into_iter()
+                    .filter(|(name, _)| keep.iter().any(|k| k.eq_ignore_ascii_case(name)))
+                    .collect();
+                let mut trimmed = Entry::from_attributes(dn, kept);
+                trimmed.dn.shrink_to_fit();
+                trimmed
             }
-            OneOrMore::add(&mut by_key, normalize_key(&parts), i);
-        }
-        KeyIndex {
-            entries,
-            by_key,
-            keyless,
-        }
+        };
+        self.objects.push(IndexedObject { entry, fingerprint });
     }
 
     /// Positions of the entries with this (normalised) key.
@@ -115,14 +146,24 @@ impl KeyIndex {
         self.by_key.get(key).map(OneOrMore::as_slice).unwrap_or(&[])
     }
 
-    /// The entry at a position.
+    /// What is kept of the entry at a position: its DN and the attributes kept.
     pub fn entry(&self, i: usize) -> &Entry {
-        &self.entries[i]
+        &self.objects[i].entry
     }
 
-    /// All entries in scope, in scan order.
-    pub fn entries(&self) -> &[Arc<Entry>] {
-        &self.entries
+    /// The fingerprint given for the entry at a position.
+    pub fn fingerprint(&self, i: usize) -> u128 {
+        self.objects[i].fingerprint
+    }
+
+    /// How many entries are in scope.
+    pub fn len(&self) -> usize {
+        self.objects.len()
+    }
+
+    /// True when no entry is in scope.
+    pub fn is_empty(&self) -> bool {
+        self.objects.is_empty()
     }
 
     /// Each key with the entries that carry it.
@@ -192,10 +233,9 @@ fn same_value(current: &str, desired: &str) -> bool {
 
 /// The `Resolve` transform's lookup: attribute value → DN, built from one search per attribute.
 ///
-/// Objects are held by the hash of their lower-cased value and shared with the directory
-/// where it can ([`Destination::search_shared`]), not copied: on a run over a directory of
-/// 100,000 users the index is built, and freed, on every run, and is mostly not asked (this
-/// run's rows answer first).
+/// Objects are held by the hash of their lower-cased value, each with only its DN and the
+/// attribute looked up: on a run over a directory of 100,000 users the index is built, and
+/// freed, on every run, and is mostly not asked (this run's rows answer first).
 #[derive(Debug, Default)]
 pub struct ResolveIndex {
     by_attribute: HashMap<String, HashMap<u64, OneOrMore<Arc<Entry>>>>,
@@ -217,28 +257,32 @@ impl ResolveIndex {
             if by_attribute.contains_key(&key) {
                 continue;
             }
-            let entries = match destination.search_shared(
+            let mut map: HashMap<u64, OneOrMore<Arc<Entry>>> = HashMap::new();
+            let hash = |v: &String| RESOLVE_HASH.hash_one(lowercase(v));
+            let found = destination.search_each(
                 base,
                 Scope::Subtree,
                 &Filter::Present(attr.clone()),
                 std::slice::from_ref(attr),
-            ) {
-                Ok(e) => e,
-                Err(DestinationError::NoSuchObject { .. }) => Vec::new(),
-                Err(e) => return Err(e),
-            };
-            let mut map: HashMap<u64, OneOrMore<Arc<Entry>>> =
-                HashMap::with_capacity(entries.len());
-            let hash = |v: &String| RESOLVE_HASH.hash_one(lowercase(v));
-            for e in entries {
-                let values = e.get(attr);
-                for (i, v) in values.iter().enumerate() {
-                    // An object is listed once under a value, however many times it has it.
-                    let h = hash(v);
-                    if !values[..i].iter().any(|earlier| hash(earlier) == h) {
-                        OneOrMore::add(&mut map, h, e.clone());
+                &mut |e| {
+                    // Only the attribute looked up is kept of each object.
+                    let e = Arc::new(Entry::from_attributes(
+                        e.dn.clone(),
+                        vec![(attr.as_str().into(), e.get(attr).to_vec())],
+                    ));
+                    let values = e.get(attr);
+                    for (i, v) in values.iter().enumerate() {
+                        // An object is listed once under a value, however many times it has it.
+                        let h = hash(v);
+                        if !values[..i].iter().any(|earlier| hash(earlier) == h) {
+                            OneOrMore::add(&mut map, h, e.clone());
+                        }
                     }
-                }
+                },
+            );
+            match found {
+                Ok(()) | Err(DestinationError::NoSuchObject { .. }) => {}
+                Err(e) => return Err(e),
             }
             by_attribute.insert(key, map);
         }
@@ -284,7 +328,7 @@ mod tests {
         let mut a = Entry::new("CN=a,DC=lab");
         a.set("sAMAccountName", vec!["Ann_Lee".into()]);
         let b = Entry::new("CN=b,DC=lab");
-        let index = KeyIndex::build(vec![Arc::new(a), Arc::new(b)], &["samaccountname"]);
+        let index = KeyIndex::build(vec![a, b], &["samaccountname"]);
         assert_eq!(index.find(&normalize_key(&["ANN_LEE"])), &[0]);
         assert_eq!(index.keyless(), 1);
     }
@@ -294,7 +338,7 @@ mod tests {
         let entry = |dn: &str, id: &str| {
             let mut e = Entry::new(dn);
             e.set("employeeID", vec![id.into()]);
-            Arc::new(e)
+            e
         };
         let entries = vec![
             entry("CN=a,DC=lab", "7"),

@@ -76,9 +76,8 @@ impl Case {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        let ldif = self.path("directory.ldif");
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        while !std::fs::read_to_string(&ldif).is_ok_and(|t| done(&t)) {
+        while !self.directory().is_some_and(|t| done(&t)) {
             assert!(
                 std::time::Instant::now() < deadline,
                 "the schedule did not run within a minute"
@@ -95,6 +94,15 @@ impl Case {
 
     fn run(&self, args: &[&str]) -> Output {
         self.run_with_env(args, &[])
+    }
+
+    /// The default store (`directory.db`) as LDIF, through `datasync export`; `None` while
+    /// there is none.
+    fn directory(&self) -> Option<String> {
+        let out = self.run(&["export", "directory.db", "--ldif", "-"]);
+        out.status
+            .success()
+            .then(|| String::from_utf8(out.stdout).unwrap())
     }
 
     /// [`run`](Self::run) with these environment variables set.
@@ -131,7 +139,7 @@ fn the_main_job_runs_and_reports() {
         "{}",
         text(&out)
     );
-    assert!(c.path("directory.ldif").exists(), "the default destination");
+    assert!(c.path("directory.db").exists(), "the default destination");
     let r = report(&c.path("r.json"));
     for key in [
         "jobName",
@@ -191,7 +199,7 @@ fn bad_input_writes_nothing() {
         c.run(&["run", job.to_str().unwrap()]).status.code(),
         Some(0)
     );
-    let ldif = c.path("directory.ldif");
+    let ldif = c.path("directory.db");
     let before = std::fs::read(&ldif).unwrap();
     let mut ps = support::people();
     ps[0].title = "Chair".into(); // a change a successful run would write
@@ -356,7 +364,7 @@ fn passwords_go_to_a_private_file_and_nowhere_else() {
     assert_eq!(reader.headers().unwrap(), vec!["dn", "password"]);
     let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.unwrap()).collect();
     assert_eq!(rows.len(), 8);
-    let ldif = std::fs::read_to_string(c.path("directory.ldif")).unwrap();
+    let ldif = c.directory().unwrap();
     let report = std::fs::read_to_string(c.path("r.json")).unwrap();
     for row in &rows {
         let password = &row[1];
@@ -389,7 +397,7 @@ fn a_dry_run_writes_no_file() {
         "r.json",
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert!(!c.path("directory.ldif").exists());
+    assert!(!c.path("directory.db").exists());
     let r = report(&c.path("r.json"));
     assert_eq!(r["dryRun"], true);
     assert_eq!(r["counts"]["added"], 12);
@@ -415,10 +423,10 @@ fn parameters_state_and_retries_on_the_command_line() {
         text(&out)
     );
     assert!(text(&out).contains("parameter \"Colour\": the job has no such parameter"));
-    assert!(!c.path("directory.ldif").exists(), "a refused run wrote");
+    assert!(!c.path("directory.db").exists(), "a refused run wrote");
     let out = c.run(&["run", job.to_str().unwrap(), "--var", "Company=Acme"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let ldif = std::fs::read_to_string(c.path("directory.ldif")).unwrap();
+    let ldif = c.directory().unwrap();
     assert_eq!(
         ldif.matches("description: Synchronised for Acme").count(),
         support::people().len()
@@ -576,15 +584,15 @@ fn an_output_that_names_an_input_or_another_output_is_refused_before_anything_is
     let job = job_with_generated_passwords(&c);
     let job = job.to_str().unwrap();
     assert_eq!(c.run(&["run", job]).status.code(), Some(0));
-    std::os::unix::fs::symlink("directory.ldif", c.path("alias.ldif")).unwrap();
+    std::os::unix::fs::symlink("directory.db", c.path("alias.db")).unwrap();
     let before = snapshot(&c);
     let cases: &[(&[&str], &str)] = &[
         (&["--report", "job.json"], "--report"),
-        (&["--report", "directory.ldif"], "--report"),
-        (&["--report", "alias.ldif"], "--report"),
+        (&["--report", "directory.db"], "--report"),
+        (&["--report", "alias.db"], "--report"),
         (&["--report", "people.xlsx"], "--report"),
-        (&["--report", "directory.ldif.lock"], "--report"),
-        (&["--password-out", "directory.ldif"], "--password-out"),
+        (&["--report", "directory.db-journal"], "--report"),
+        (&["--password-out", "directory.db"], "--password-out"),
         (&["--password-out", "job.json"], "--password-out"),
         (&["--password-out", "./people.xlsx"], "--password-out"),
         (
@@ -600,6 +608,11 @@ fn an_output_that_names_an_input_or_another_output_is_refused_before_anything_is
         (
             &["--destination", "ldif:people.xlsx"],
             "the destination directory",
+        ),
+        (&["--destination", "db:job.json"], "the destination store"),
+        (
+            &["--destination", "ldif:x.ldif", "--report", "x.ldif.lock"],
+            "--report",
         ),
     ];
     for (extra, what) in cases {
@@ -631,7 +644,7 @@ fn the_password_file_is_new_or_ours_never_through_a_symlink_and_only_for_kept_ch
         std::fs::read_to_string(c.path("precious.txt")).unwrap(),
         "mine"
     );
-    assert!(!c.path("directory.ldif").exists(), "the run started");
+    assert!(!c.path("directory.db").exists(), "the run started");
     // A file datasync did not write is not replaced.
     let out = c.run(&["run", job, "--password-out", "precious.txt"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
@@ -689,7 +702,7 @@ fn a_report_that_cannot_be_written_stops_the_run_before_it_writes() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("no-such-folder"), "{}", text(&out));
     assert!(
-        !c.path("directory.ldif").exists(),
+        !c.path("directory.db").exists(),
         "the directory was written"
     );
     // `-` is standard output, not a file named `-`.
@@ -790,7 +803,7 @@ fn secrets_stay_out_of_the_directory_the_report_and_the_terminal() {
     });
     let out = c.run(&["run", job.to_str().unwrap(), "--report", "r.json"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let ldif = std::fs::read_to_string(c.path("directory.ldif")).unwrap();
+    let ldif = c.directory().unwrap();
     assert!(
         !ldif.contains("Plain-Text-9"),
         "a plain password in the directory"
@@ -914,7 +927,7 @@ fn mistakes_in_a_job_are_refused_at_load_once_each() {
         assert!(t.contains("1 mistake(s)"), "one mistake, said once: {t}");
         let out = c.run(&["run", job.to_str().unwrap()]);
         assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-        assert!(!c.path("directory.ldif").exists());
+        assert!(!c.path("directory.db").exists());
     }
     // A job-wide setting that is wrong is one mistake, however many object types read it.
     let job = c.job(|j| support::set_setting(j, "Destination.DeleteThreshold", "lots"));
@@ -952,7 +965,12 @@ fn a_damaged_directory_file_is_refused_with_its_line() {
     let escape = "dn: OU=API,DC=groupid,DC=lab\nou: API\n\ndn: CN=Ann\\zz Lee,OU=API,DC=groupid,DC=lab\ncn: Ann\n";
     for (text_in, expected) in [(dup, "line 4"), (escape, "line 4")] {
         std::fs::write(c.path("directory.ldif"), text_in).unwrap();
-        let out = c.run(&["run", job.to_str().unwrap()]);
+        let out = c.run(&[
+            "run",
+            job.to_str().unwrap(),
+            "--destination",
+            "ldif:directory.ldif",
+        ]);
         assert_eq!(out.status.code(), Some(2), "{}", text(&out));
         assert!(text(&out).contains(expected), "{}", text(&out));
         assert_eq!(
@@ -960,6 +978,16 @@ fn a_damaged_directory_file_is_refused_with_its_line() {
             text_in
         );
     }
+    // A default store that is some other file is refused and left as it was.
+    std::fs::write(c.path("directory.db"), dup).unwrap();
+    let out = c.run(&["run", job.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("is not a datasync store"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(std::fs::read_to_string(c.path("directory.db")).unwrap(), dup);
     // A source that is not UTF-8 says where.
     std::fs::write(c.path("latin1.csv"), b"EmployeeID,First\n1,Jos\xe9\n").unwrap();
     let out = c.run(&[
@@ -1032,5 +1060,67 @@ fn a_source_query_may_only_read_and_stops_on_ctrl_c() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let r = report(&c.path("endless.json.report"));
     assert_eq!(r["status"], "Aborted", "{r}");
-    assert!(!c.path("directory.ldif").exists() || r["counts"]["added"] == 0);
+    assert!(!c.path("directory.db").exists() || r["counts"]["added"] == 0);
+}
+
+/// The default store: a re-run changes no byte of it; `export` writes it as LDIF that
+/// `import` (and `ldapadd`) take, and a store imported from that export exports the same.
+#[test]
+fn the_store_keeps_every_byte_on_an_unchanged_run_and_round_trips_through_ldif() {
+    let c = Case::new();
+    let job = c.job(|_| {});
+    let job = job.to_str().unwrap();
+    assert_eq!(c.run(&["run", job]).status.code(), Some(0));
+    let store = std::fs::read(c.path("directory.db")).unwrap();
+    let out = c.run(&["run", job, "--report", "r.json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(report(&c.path("r.json"))["counts"]["unchanged"], 12);
+    assert_eq!(std::fs::read(c.path("directory.db")).unwrap(), store, "an unchanged run wrote");
+
+    let out = c.run(&["export", "db:directory.db", "--ldif", "out.ldif"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let exported = std::fs::read_to_string(c.path("out.ldif")).unwrap();
+    assert!(exported.starts_with("version: 1\n"), "{exported}");
+    assert!(exported.contains("sAMAccountName: "), "{exported}");
+    let out = c.run(&["import", "out.ldif", "--into", "copy.db"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = c.run(&["export", "copy.db", "--ldif", "-"]);
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), exported);
+
+    // The same job into the LDIF directory gives the same entries, passwords aside.
+    let out = c.run(&["run", job, "--destination", "ldif:same.ldif"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // Salted hashes differ run to run: each userPassword line, and its folded rest, is left out.
+    let without_passwords = |t: &str| {
+        let mut kept = Vec::new();
+        let mut in_password = false;
+        for line in t.lines() {
+            if line.starts_with("userPassword") {
+                in_password = true;
+            } else if !(in_password && line.starts_with(' ')) {
+                in_password = false;
+                kept.push(line);
+            }
+        }
+        kept.join("\n")
+    };
+    assert_eq!(
+        without_passwords(&std::fs::read_to_string(c.path("same.ldif")).unwrap()),
+        without_passwords(&exported)
+    );
+
+    // An import that fails part-way adds nothing, and names the file and line.
+    std::fs::write(
+        c.path("bad.ldif"),
+        "dn: OU=New,DC=groupid,DC=lab\nou: New\n\ndn: CN=x,OU=Missing,DC=groupid,DC=lab\ncn: x\n",
+    )
+    .unwrap();
+    let out = c.run(&["import", "bad.ldif", "--into", "copy.db"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("bad.ldif: line 4"), "{}", text(&out));
+    let out = c.run(&["export", "copy.db", "--ldif", "-"]);
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), exported);
+    // Export never writes over its store.
+    let out = c.run(&["export", "copy.db", "--ldif", "copy.db"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
 }

@@ -202,13 +202,14 @@ struct Flaky {
 }
 
 impl Destination for Flaky {
-    fn search(
+    fn search_each(
         &self,
         base: &str,
         scope: Scope,
         filter: &Filter,
         attributes: &[String],
-    ) -> Result<Vec<Entry>, DestinationError> {
+        each: &mut dyn FnMut(Entry),
+    ) -> Result<(), DestinationError> {
         if self
             .failures
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
@@ -218,7 +219,7 @@ impl Destination for Flaky {
                 message: "ldaps://dc1 is unavailable: connection refused".into(),
             });
         }
-        self.inner.search(base, scope, filter, attributes)
+        self.inner.search_each(base, scope, filter, attributes, each)
     }
     fn exists(&self, dn: &str) -> Result<bool, DestinationError> {
         self.inner.exists(dn)
@@ -234,6 +235,9 @@ impl Destination for Flaky {
     }
     fn delete(&self, dn: &str) -> Result<(), DestinationError> {
         self.inner.delete(dn)
+    }
+    fn commit(&self) -> Result<(), DestinationError> {
+        self.inner.commit()
     }
 }
 

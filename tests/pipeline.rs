@@ -1455,14 +1455,22 @@ fn an_early_resolve_answer_is_taken_back_when_its_object_is_not_created() {
 struct CheckedReferences(LdifDirectory);
 
 impl Destination for CheckedReferences {
-    fn search(
+    fn search_each(
         &self,
         base: &str,
         scope: datasync::destination::Scope,
         filter: &datasync::query::Filter,
         attributes: &[String],
-    ) -> Result<Vec<Entry>, datasync::DestinationError> {
-        self.0.search(base, scope, filter, attributes)
+        each: &mut dyn FnMut(Entry),
+    ) -> Result<(), datasync::DestinationError> {
+        self.0.search_each(base, scope, filter, attributes, each)
+    }
+    fn read_entry(
+        &self,
+        dn: &str,
+        attributes: &[String],
+    ) -> Result<Option<Entry>, datasync::DestinationError> {
+        self.0.read_entry(dn, attributes)
     }
     fn exists(&self, dn: &str) -> Result<bool, datasync::DestinationError> {
         self.0.exists(dn)
@@ -1496,6 +1504,9 @@ impl Destination for CheckedReferences {
     }
     fn references_must_exist(&self) -> bool {
         true
+    }
+    fn commit(&self) -> Result<(), datasync::DestinationError> {
+        self.0.commit()
     }
 }
 

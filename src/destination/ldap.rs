@@ -376,17 +376,17 @@ fn decode_entry(raw: ldap3::ResultEntry) -> Option<SearchEntry> {
     })
 }
 
-/// Runs a paged search on `conn` and collects its entries in tree order (parents before
-/// children, then by name), as the embedded directory lists them: the same order on every run,
-/// whatever order the server keeps.
-pub(crate) fn paged_search(
+/// Runs a paged search on `conn`, handing `each` its entries as pages arrive: a search over
+/// 100,000 objects holds one page, not all of them. Returns how many it handed over.
+pub(crate) fn paged_search_each(
     conn: &mut LdapConn,
     page_size: i32,
     base: &str,
     scope: ldap3::Scope,
     filter: &str,
     attributes: &[String],
-) -> Result<Vec<SearchEntry>, LdapError> {
+    each: &mut dyn FnMut(SearchEntry),
+) -> Result<usize, LdapError> {
     let asked: Vec<&str> = if attributes.is_empty() {
         vec!["*"]
     } else {
@@ -394,7 +394,7 @@ pub(crate) fn paged_search(
     };
     let paging = ldap3::adapters::PagedResults::new(page_size);
     let mut stream = conn.streaming_search_with(paging, base, scope, filter, asked)?;
-    let mut entries = Vec::new();
+    let mut handed = 0;
     while let Some(raw) = stream.next()? {
         // Referrals and continuation references (AD answers a search of the domain root with
         // its DomainDnsZones, ForestDnsZones and Configuration partitions) are not entries of
@@ -408,34 +408,63 @@ pub(crate) fn paged_search(
                 "the server sent a search entry that is not well-formed",
             )));
         };
+        each(entry);
+        handed += 1;
+    }
+    stream.result().success()?;
+    Ok(handed)
+}
+
+/// Runs a paged search on `conn` and collects its entries in tree order (parents before
+/// children, then by name), as the embedded directory lists them: the same order on every run,
+/// whatever order the server keeps.
+pub(crate) fn paged_search(
+    conn: &mut LdapConn,
+    page_size: i32,
+    base: &str,
+    scope: ldap3::Scope,
+    filter: &str,
+    attributes: &[String],
+) -> Result<Vec<SearchEntry>, LdapError> {
+    let mut entries = Vec::new();
+    paged_search_each(conn, page_size, base, scope, filter, attributes, &mut |entry| {
         let key = Dn::parse(&entry.dn)
             .map(|d| super::embedded::key(&d))
             .unwrap_or_else(|_| entry.dn.to_lowercase());
         entries.push((key, entry));
-    }
-    stream.result().success()?;
+    })?;
     entries.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(entries.into_iter().map(|(_, e)| e).collect())
 }
 
 impl Destination for LdapDirectory {
-    fn search(
+    fn search_each(
         &self,
         base: &str,
         scope: Scope,
         filter: &Filter,
         attributes: &[String],
-    ) -> Result<Vec<Entry>, DestinationError> {
+        each: &mut dyn FnMut(Entry),
+    ) -> Result<(), DestinationError> {
         let filter = filter.to_string();
         let page = self.pool.config().page_size;
-        let found = self
-            .pool
-            .run(|conn, _| paged_search(conn, page, base, ldap_scope(scope), &filter, attributes))
+        // A search the pool tries again (the connection broke) starts over on the server;
+        // the entries an earlier attempt handed over are passed over, so each is handed once
+        // (servers answer one search in one order).
+        let mut handed = 0usize;
+        self.pool
+            .run(|conn, _| {
+                let mut seen = 0usize;
+                paged_search_each(conn, page, base, ldap_scope(scope), &filter, attributes, &mut |e| {
+                    seen += 1;
+                    if seen > handed {
+                        handed += 1;
+                        each(entry_from(e, attributes));
+                    }
+                })
+            })
             .map_err(|f| destination_error(f, "search", base))?;
-        Ok(found
-            .into_iter()
-            .map(|e| entry_from(e, attributes))
-            .collect())
+        Ok(())
     }
 
     fn exists(&self, dn: &str) -> Result<bool, DestinationError> {
@@ -597,6 +626,11 @@ impl Destination for LdapDirectory {
 
     fn preferred_workers(&self) -> Option<usize> {
         Some(self.pool.config().max_connections)
+    }
+
+    /// Every write was made as it happened: nothing is left to do.
+    fn commit(&self) -> Result<(), DestinationError> {
+        Ok(())
     }
 }
 

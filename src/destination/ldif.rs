@@ -178,14 +178,20 @@ pub fn write<'a>(entries: impl IntoIterator<Item = &'a Entry>) -> String {
     let mut out = String::from("version: 1\n");
     for entry in entries {
         out.push('\n');
-        write_line(&mut out, "dn", &entry.dn);
-        for attr in entry.attributes() {
-            for v in &attr.values {
-                write_line(&mut out, &attr.name, v);
-            }
-        }
+        write_entry(&mut out, entry);
     }
     out
+}
+
+/// Appends one entry's content record (no blank line before or after it): for writers that
+/// stream a directory out entry by entry.
+pub fn write_entry(out: &mut String, entry: &Entry) {
+    write_line(out, "dn", &entry.dn);
+    for attr in entry.attributes() {
+        for v in &attr.values {
+            write_line(out, &attr.name, v);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -6,13 +6,14 @@ pub mod embedded;
 pub mod entry;
 pub mod ldap;
 pub mod ldif;
+pub mod store;
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 pub use embedded::LdifDirectory;
 pub use entry::{Attribute, AttributeName, Entry, check_attribute_description};
 pub use ldap::{LdapDirectory, ServerKind};
+pub use store::Store;
 
 use crate::Secret;
 use crate::dn::DnError;
@@ -212,35 +213,61 @@ impl DestinationError {
 ///
 /// All methods take `&self` and the type is `Sync`: the engine calls them from several worker
 /// threads at once, so an implementation locks (or multiplexes) internally. An operation either
-/// happens whole or returns an error and changes nothing.
+/// happens whole or returns an error and changes nothing; [`commit`](Self::commit) makes a
+/// run's writes durable.
+///
+/// A run reads the destination once per object type through
+/// [`search_each`](Self::search_each), keeping only what matching needs of each object (its
+/// DN, key and a hash of its mapped attributes), and fetches a whole entry with
+/// [`read_entry`](Self::read_entry) only for an object that changes: an implementation streams its
+/// entries rather than gathering them.
 pub trait Destination: Send + Sync {
-    /// The entries at or below `base` (per `scope`) that match `filter`, in a stable order.
-    /// `attributes` names what the caller will read; an implementation may return more.
-    /// A `base` that does not exist gives [`DestinationError::NoSuchObject`].
+    /// Hands `each` every entry at or below `base` (per `scope`) that matches `filter`, as
+    /// they are read, in no promised order. `attributes` names what the caller will read (none:
+    /// all of them); an implementation may hand over more. A `base` that does not exist gives
+    /// [`DestinationError::NoSuchObject`]. `each` must not call back into the destination.
+    fn search_each(
+        &self,
+        base: &str,
+        scope: Scope,
+        filter: &Filter,
+        attributes: &[String],
+        each: &mut dyn FnMut(Entry),
+    ) -> Result<(), DestinationError>;
+
+    /// [`search_each`](Self::search_each)'s entries gathered, in tree order (parents before
+    /// children, then by normalised DN).
     fn search(
         &self,
         base: &str,
         scope: Scope,
         filter: &Filter,
         attributes: &[String],
-    ) -> Result<Vec<Entry>, DestinationError>;
+    ) -> Result<Vec<Entry>, DestinationError> {
+        let mut found: Vec<(String, Entry)> = Vec::new();
+        self.search_each(base, scope, filter, attributes, &mut |e| {
+            let key = crate::dn::Dn::parse(&e.dn)
+                .map(|d| embedded::key(&d))
+                .unwrap_or_else(|_| e.dn.to_lowercase());
+            found.push((key, e));
+        })?;
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(found.into_iter().map(|(_, e)| e).collect())
+    }
 
-    /// [`search`](Self::search) for a caller that only reads what it gets: the entries may be
-    /// shared with the directory instead of copied (the embedded directory hands out its own,
-    /// with all their attributes), which spares a run's scan one copy of every object in
-    /// scope. The default wraps `search`'s entries.
-    fn search_shared(
+    /// The entry at `dn` with `attributes` (none: all), or `None` when there is none.
+    fn read_entry(
         &self,
-        base: &str,
-        scope: Scope,
-        filter: &Filter,
+        dn: &str,
         attributes: &[String],
-    ) -> Result<Vec<Arc<Entry>>, DestinationError> {
-        Ok(self
-            .search(base, scope, filter, attributes)?
-            .into_iter()
-            .map(Arc::new)
-            .collect())
+    ) -> Result<Option<Entry>, DestinationError> {
+        let mut found = None;
+        // Every entry has an objectClass: the filter every server takes for "any".
+        let any = Filter::Present("objectClass".into());
+        match self.search_each(dn, Scope::Base, &any, attributes, &mut |e| found = Some(e)) {
+            Ok(()) | Err(DestinationError::NoSuchObject { .. }) => Ok(found),
+            Err(e) => Err(e),
+        }
     }
 
     /// True when an entry with this DN exists.
@@ -312,9 +339,9 @@ pub trait Destination: Send + Sync {
         None
     }
 
-    /// Makes the run's writes durable. The embedded directory writes its file here (atomically);
-    /// a server destination has nothing left to do.
-    fn commit(&self) -> Result<(), DestinationError> {
-        Ok(())
-    }
+    /// Makes the run's writes durable: the embedded store commits its transaction, the LDIF
+    /// directory replaces its file; a server destination, whose writes are made as they go,
+    /// has nothing left to do. Called once at the end of every run that did not fail (a dry
+    /// run's, which changed nothing, ends its read).
+    fn commit(&self) -> Result<(), DestinationError>;
 }

@@ -76,7 +76,7 @@ pub(super) fn run(
     if candidates.is_empty() {
         return false;
     }
-    let in_scope = tr.index.entries().len();
+    let in_scope = tr.index.len();
     let withhold = |reason: String| {
         format!(
             "object type {code}: {} deletes withheld: {reason}",

@@ -23,6 +23,7 @@
 mod delete;
 mod resolve;
 mod row;
+mod scan;
 
 use foldhash::{HashSet, HashSetExt};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -35,7 +36,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 
 use rayon::prelude::*;
 
-use crate::destination::{Destination, DestinationError, Scope};
+use crate::destination::{Destination, DestinationError};
 use crate::dn::Dn;
 use crate::hooks::{HookContext, HookResult, Hooks, QueryEvent};
 use crate::job::{ContainerRule, ObjectPlan, Plan};
@@ -186,8 +187,13 @@ struct TypeRun<'p> {
     bound: Vec<Transform<usize>>,
     container_field: Option<usize>,
     filter: Filter,
+    /// The objects in scope: of each, what matching needs (see `scan`).
     index: KeyIndex,
     resolver: ResolveIndex,
+    /// The fields an update compares, summed up per object by a fingerprint.
+    compared: scan::Compared,
+    /// What the scan asked of each object: what a changing object's whole entry is read with.
+    scan_attributes: Vec<String>,
     /// What the `Resolve` fields look up.
     resolve: resolve::ResolvePlan,
     /// A fixed container as the job writes it and its normal form.
@@ -410,11 +416,10 @@ pub fn run(
         report.detail(DetailType::Error, format!("the shutdown hook failed: {m}"));
         report.status = RunStatus::FinishedFail;
     }
-    if !options.dry_run {
-        destination
-            .commit()
-            .map_err(|source| Error::Destination { job: job(), source })?;
-    }
+    // A dry run commits too: it changed nothing, and ending its read releases the store.
+    destination
+        .commit()
+        .map_err(|source| Error::Destination { job: job(), source })?;
     report.stop_time = report::now_iso();
     report.duration = started.elapsed().as_millis() as u64;
     Ok(report)
@@ -759,7 +764,8 @@ fn prepare_batches<'p>(
         source,
     };
     let resolve = resolve::ResolvePlan::new(op);
-    let scanned = scan(op, shared.destination, &filter, resolve.attributes());
+    let compared = scan::Compared::new(op);
+    let scanned = scan::scan(op, shared.destination, &filter, &resolve, &compared);
     // Without columns the source failed (reported by the reading side) or sent nothing.
     let columns = match batches.recv() {
         Ok(Batch::Columns(columns)) => columns,
@@ -780,7 +786,11 @@ fn prepare_batches<'p>(
         })?),
         _ => None,
     };
-    let (index, resolver) = scanned.map_err(|source| Error::Destination {
+    let scan::Scanned {
+        index,
+        resolver,
+        attributes: scan_attributes,
+    } = scanned.map_err(|source| Error::Destination {
         job: plan.name.clone(),
         source,
     })?;
@@ -840,6 +850,8 @@ fn prepare_batches<'p>(
         index,
         resolver,
         resolve,
+        compared,
+        scan_attributes,
         fixed_container,
         delta: stamp_column.is_some(),
         static_password,
@@ -905,53 +917,6 @@ fn compare_stamps(a: &str, b: &str) -> std::cmp::Ordering {
         (Ok(x), Ok(y)) => x.total_cmp(&y),
         _ => a.cmp(b),
     }
-}
-
-/// One read of the destination for an object type: the objects in scope indexed by key, and
-/// the index `Resolve` fields look values up in.
-fn scan(
-    op: &ObjectPlan,
-    destination: &dyn Destination,
-    filter: &Filter,
-    resolve_attributes: &[String],
-) -> Result<(KeyIndex, ResolveIndex), DestinationError> {
-    // The attributes the job maps, the keys, and what deletes and deprovisioning read.
-    let mut attributes: Vec<String> = op
-        .fields
-        .iter()
-        .filter(|f| f.password.is_none())
-        .map(|f| f.attribute.to_string())
-        .collect();
-    attributes.extend(filter.attributes());
-    attributes.extend(["objectClass".to_string(), "userAccountControl".to_string()]);
-    let scope = if op.subtree {
-        Scope::Subtree
-    } else {
-        Scope::OneLevel
-    };
-    let entries = match destination.search_shared(&op.scope_base, scope, filter, &attributes) {
-        Ok(e) => e,
-        // The container does not exist yet: nothing is in scope (it is created with the
-        // first object, per the container strategy).
-        Err(DestinationError::NoSuchObject { .. }) => Vec::new(),
-        Err(e) => return Err(e),
-    };
-    let key_attributes: Vec<&str> = op
-        .key_fields
-        .iter()
-        .map(|i| op.fields[*i].attribute.as_str())
-        .collect();
-    let index = KeyIndex::build(entries, &key_attributes);
-    let resolver = if resolve_attributes.is_empty() {
-        ResolveIndex::default()
-    } else {
-        ResolveIndex::build(
-            destination,
-            &naming_context(&op.scope_base),
-            resolve_attributes,
-        )?
-    };
-    Ok((index, resolver))
 }
 
 /// How many other rows a conflict's message names; the rest are counted.

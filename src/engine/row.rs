@@ -357,14 +357,13 @@ pub(super) fn prepare(
         [] => plan_create(shared, tr, out.row, values, desired, password.map(|p| p.0)),
         [one] => {
             out.entry = Some(*one);
-            let entry = tr.index.entry(*one);
             if out.cancelled {
                 Planned::Skipped {
-                    dn: Some(entry.dn.clone()),
+                    dn: Some(tr.index.entry(*one).dn.clone()),
                 }
             } else {
                 match own_container(tr, values) {
-                    Ok(own) => plan_update(shared, tr, entry, &desired, password, own),
+                    Ok(own) => plan_update(shared, tr, *one, &desired, password, own),
                     Err(failure) => failure,
                 }
             }
@@ -563,19 +562,42 @@ fn plan_create(
     }
 }
 
+/// Step 1 for a row that matched the object at `position` in the key index: what changes.
+/// The compared fields' values are checked against the object's fingerprint first; only an
+/// object whose fingerprint differs is read whole and compared value by value (see `scan`).
 fn plan_update(
     shared: &Shared<'_>,
     tr: &TypeRun<'_>,
-    entry: &Entry,
+    position: usize,
     desired: &[Vec<String>],
     password: Option<(NewPassword, bool)>,
     own_container: Option<String>,
 ) -> Planned {
     let op = tr.plan;
+    let kept = tr.index.entry(position);
+    let unchanged = tr.compared.fingerprint(|i| &desired[i]) == tr.index.fingerprint(position);
+    let whole;
+    let entry: &Entry = if unchanged {
+        kept
+    } else {
+        match shared.destination.read_entry(&kept.dn, &tr.scan_attributes) {
+            Ok(Some(found)) => {
+                whole = found;
+                &whole
+            }
+            Ok(None) => {
+                return failed(
+                    None,
+                    format!("{} was removed from the destination during the run", kept.dn),
+                );
+            }
+            Err(e) => return failed(None, format!("cannot read {}: {e}", kept.dn)),
+        }
+    };
     let rdn_attr = op.rdn_field.map(|i| op.fields[i].attribute.as_str());
     let mut changes = Vec::new();
     let mut rename_to = None;
-    for (f, values) in op.fields.iter().zip(desired) {
+    for (i, (f, values)) in op.fields.iter().zip(desired).enumerate() {
         let attr = &f.attribute;
         if f.create_only
             || f.password.is_some()
@@ -617,7 +639,7 @@ fn plan_update(
             }
             continue;
         }
-        if !same_values(entry.get(attr), values) {
+        if !unchanged && tr.compared.has(i) && !same_values(entry.get(attr), values) {
             changes.push((attr.clone(), values.clone()));
         }
     }
