@@ -124,20 +124,11 @@ impl KeyIndex {
         } else {
             OneOrMore::add(&mut self.by_key, normalize_key(&parts), position);
         }
-        let entry = match keep {
-            None => entry,
-            Some(keep) => {
-                let dn = entry.dn.clone();
-                let kept: Vec<_> = entry
-                    .into_attributes()
-                    .into_iter()
-                    .filter(|(name, _)| keep.iter().any(|k| k.eq_ignore_ascii_case(name)))
-                    .collect();
-                let mut trimmed = Entry::from_attributes(dn, kept);
-                trimmed.dn.shrink_to_fit();
-                trimmed
-            }
-        };
+        let mut entry = entry;
+        if let Some(keep) = keep {
+            entry.retain(|name| keep.iter().any(|k| k.eq_ignore_ascii_case(name)));
+            entry.shrink_to_fit();
+        }
         self.objects.push(IndexedObject { entry, fingerprint });
     }
 
@@ -264,12 +255,11 @@ impl ResolveIndex {
                 Scope::Subtree,
                 &Filter::Present(attr.clone()),
                 std::slice::from_ref(attr),
-                &mut |e| {
+                &mut |mut e| {
                     // Only the attribute looked up is kept of each object.
-                    let e = Arc::new(Entry::from_attributes(
-                        e.dn.clone(),
-                        vec![(attr.as_str().into(), e.get(attr).to_vec())],
-                    ));
+                    e.retain(|name| name.eq_ignore_ascii_case(attr));
+                    e.shrink_to_fit();
+                    let e = Arc::new(e);
                     let values = e.get(attr);
                     for (i, v) in values.iter().enumerate() {
                         // An object is listed once under a value, however many times it has it.

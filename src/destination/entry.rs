@@ -278,6 +278,17 @@ impl Entry {
         self.set(name, current);
     }
 
+    /// Keeps only the attributes whose name `keep` accepts, in place.
+    pub fn retain(&mut self, mut keep: impl FnMut(&str) -> bool) {
+        self.attrs.retain(|a| keep(&a.name));
+    }
+
+    /// Gives back spare room (in the DN and the attribute list): for an entry kept long.
+    pub fn shrink_to_fit(&mut self) {
+        self.dn.shrink_to_fit();
+        self.attrs.shrink_to_fit();
+    }
+
     /// Removes `name` entirely.
     pub fn remove(&mut self, name: &str) {
         self.set(name, Vec::new());

@@ -273,7 +273,7 @@ impl Store {
         let mut count = 0;
         let mut failed = None;
         let mut text = String::new();
-        self.each_in_range(None, &mut |_, entry| {
+        self.each_in_range(None, &Wanted::All, &mut |_, entry| {
             if failed.is_some() {
                 return;
             }
@@ -385,6 +385,7 @@ impl Store {
     fn each_in_range(
         &self,
         base_key: Option<&str>,
+        wanted: &Wanted<'_>,
         each: &mut dyn FnMut(&str, Entry),
     ) -> Result<(), DestinationError> {
         let inner = self.begin_or_read()?;
@@ -399,7 +400,7 @@ impl Store {
                 .get_ref(2)
                 .and_then(|v| v.as_blob().map_err(Into::into))
                 .map_err(err)?;
-            let entry = decode(dn, attrs).map_err(|message| DestinationError::Rejected {
+            let entry = decode_some(dn, attrs, wanted).map_err(|message| DestinationError::Rejected {
                 message: format!("{}: {message}", self.path.display()),
             })?;
             each(key, entry);
@@ -594,11 +595,15 @@ impl Destination for Store {
         };
         let base_depth = depth(&base_key);
         let mut found = false;
-        self.each_in_range(Some(&base_key), &mut |key, entry| {
+        // Only what is asked for and what the filter reads is decoded; the entries handed
+        // over may carry the filter's attributes too (the contract allows more).
+        let filter_attributes = filter.attributes();
+        let wanted = Wanted::for_search(attributes, &filter_attributes);
+        self.each_in_range(Some(&base_key), &wanted, &mut |key, entry| {
             found = true;
             let in_scope = scope == Scope::Subtree || depth(key) == base_depth + 1;
             if in_scope && filter.matches(&entry) {
-                each(project(entry, attributes));
+                each(entry);
             }
         })?;
         if !found && !base_key.is_empty() {
@@ -690,7 +695,7 @@ impl Destination for Store {
         let (new, new_key) = parse_key(new_dn)?;
         // The subtree is read first: the range read holds the connection.
         let mut moved: Vec<(String, Entry)> = Vec::new();
-        self.each_in_range(Some(&old_key), &mut |key, entry| {
+        self.each_in_range(Some(&old_key), &Wanted::All, &mut |key, entry| {
             moved.push((key.to_string(), entry))
         })?;
         if moved.first().is_none_or(|(k, _)| *k != old_key) {
@@ -849,6 +854,41 @@ fn encode(entry: &Entry, out: &mut Vec<u8>) {
 
 /// The entry [`encode`] wrote; `Err` names what is damaged.
 fn decode(dn: String, bytes: &[u8]) -> Result<Entry, String> {
+    decode_some(dn, bytes, &Wanted::All)
+}
+
+/// Which attributes a read decodes: the others are passed over without a copy.
+enum Wanted<'a> {
+    All,
+    Only(Vec<&'a str>),
+}
+
+impl<'a> Wanted<'a> {
+    /// What a search needs: the attributes asked for and those its filter reads (none asked
+    /// for: all of them).
+    fn for_search(attributes: &'a [String], filter_attributes: &'a [String]) -> Wanted<'a> {
+        if attributes.is_empty() {
+            return Wanted::All;
+        }
+        Wanted::Only(
+            attributes
+                .iter()
+                .chain(filter_attributes)
+                .map(String::as_str)
+                .collect(),
+        )
+    }
+
+    fn has(&self, name: &str) -> bool {
+        match self {
+            Wanted::All => true,
+            Wanted::Only(names) => names.iter().any(|n| n.eq_ignore_ascii_case(name)),
+        }
+    }
+}
+
+/// [`decode`], of the attributes `wanted` only. The whole record is still checked.
+fn decode_some(dn: String, bytes: &[u8], wanted: &Wanted<'_>) -> Result<Entry, String> {
     let damaged = || format!("the record of {dn} is damaged");
     let mut at = 0;
     let count = get_varint(bytes, &mut at).ok_or_else(damaged)?;
@@ -856,11 +896,21 @@ fn decode(dn: String, bytes: &[u8]) -> Result<Entry, String> {
     for _ in 0..count {
         let name = get_str(bytes, &mut at).ok_or_else(damaged)?;
         let n = get_varint(bytes, &mut at).ok_or_else(damaged)?;
-        let mut values = Vec::with_capacity(n.min(1024));
-        for _ in 0..n {
-            values.push(get_str(bytes, &mut at).ok_or_else(damaged)?.to_string());
+        if wanted.has(name) {
+            let mut values = Vec::with_capacity(n.min(1024));
+            for _ in 0..n {
+                values.push(get_str(bytes, &mut at).ok_or_else(damaged)?.to_string());
+            }
+            attrs.push((name.into(), values));
+        } else {
+            for _ in 0..n {
+                let len = get_varint(bytes, &mut at).ok_or_else(damaged)?;
+                at = at
+                    .checked_add(len)
+                    .filter(|end| *end <= bytes.len())
+                    .ok_or_else(damaged)?;
+            }
         }
-        attrs.push((name.into(), values));
     }
     if at != bytes.len() {
         return Err(damaged());

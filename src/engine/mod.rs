@@ -444,6 +444,11 @@ const MAX_ADD_RUN: usize = 256;
 /// make the channel's cost per row negligible, small enough to start preparing at once.
 const BATCH_ROWS: usize = 512;
 
+/// How many batches the reading thread may have sent that the preparing one has not taken:
+/// 64 of 512 rows lets the read overlap most of a large destination scan while holding at most
+/// 32,768 rows read ahead.
+const BATCHES_AHEAD: usize = 64;
+
 /// What the reading thread hands the preparing one.
 enum Batch {
     Columns(Columns),
@@ -687,7 +692,9 @@ fn read_type<'p>(
         })?
     };
 
-    let (sender, batches) = crossbeam_channel::unbounded();
+    // Bounded: the reader runs at most this far ahead of the preparing side (which first
+    // scans the destination), so a source of any size holds a bounded number of read rows.
+    let (sender, batches) = crossbeam_channel::bounded(BATCHES_AHEAD);
     let (give_back, returned) = crossbeam_channel::unbounded();
     let from_reader = FromReader { batches, give_back };
     let (read, prepared) = std::thread::scope(|scope| {
