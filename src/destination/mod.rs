@@ -6,6 +6,7 @@ pub mod embedded;
 pub mod entry;
 pub mod ldap;
 pub mod ldif;
+pub(crate) mod record;
 pub mod store;
 
 use std::path::PathBuf;

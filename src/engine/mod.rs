@@ -21,6 +21,7 @@
 //! the same for one thread or many.
 
 mod delete;
+mod new_object;
 mod resolve;
 mod row;
 mod scan;
@@ -1036,7 +1037,7 @@ fn push_new_dn_key(tr: &TypeRun<'_>, planned: &row::Planned, out: &mut String) -
         row::Planned::Create {
             entry, container, ..
         } => {
-            let dn = &entry.dn;
+            let dn = entry.dn();
             let container = tr.container(container);
             let parsed;
             let norm = match &tr.fixed_container {
@@ -1201,12 +1202,9 @@ fn reference_waves(op: &ObjectPlan, prepared: &[row::Prepared]) -> Option<Vec<u3
     fn named<'a>(p: &'a row::Prepared, resolved: &[&str]) -> Vec<&'a str> {
         let is_resolved = |name: &str| resolved.iter().any(|a| a.eq_ignore_ascii_case(name));
         match &p.planned {
-            row::Planned::Create { entry, .. } => entry
-                .attributes()
-                .iter()
-                .filter(|a| is_resolved(&a.name))
-                .flat_map(|a| a.values.iter().map(String::as_str))
-                .collect(),
+            row::Planned::Create { entry, .. } => {
+                resolved.iter().flat_map(|a| entry.values(a)).collect()
+            }
             row::Planned::Update { changes, .. } => changes
                 .iter()
                 .filter(|(name, _)| is_resolved(name))

@@ -454,11 +454,12 @@ fn apply(tr: &TypeRun<'_>, p: &mut Prepared, field: usize, values: Vec<String>) 
             ..
         } if !values.is_empty() => {
             // A stored password stays the last attribute (see `row::store_password`).
-            let at = entry
-                .attributes()
-                .len()
-                .saturating_sub(usize::from(*password_stored));
-            entry.add_owned_at(at, f.attribute.clone(), values);
+            let stored = usize::from(*password_stored);
+            let name = f.attribute.clone();
+            entry.modify(|entry| {
+                let at = entry.attributes().len().saturating_sub(stored);
+                entry.add_owned_at(at, name, values);
+            });
         }
         Planned::Update { .. } | Planned::Unchanged { .. } if !f.create_only => {
             let Some(entry) = p.entry.map(|i| tr.index.entry(i)) else {
@@ -487,7 +488,7 @@ fn apply(tr: &TypeRun<'_>, p: &mut Prepared, field: usize, values: Vec<String>) 
 fn take_back(tr: &TypeRun<'_>, planned: &mut Planned, field: usize) {
     let attribute = &tr.plan.fields[field].attribute;
     match planned {
-        Planned::Create { entry, .. } => entry.remove(attribute),
+        Planned::Create { entry, .. } => entry.modify(|e| e.remove(attribute)),
         Planned::Update {
             dn,
             changes,
