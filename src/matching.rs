@@ -74,8 +74,9 @@ impl<T: Clone> OneOrMore<T> {
 }
 
 /// The destination objects in scope, indexed by key: of each, only what a run reads again
-/// (its DN, a few attributes, a fingerprint of the rest; see [`push`](Self::push)), so a run
-/// over a million objects does not hold a million entries.
+/// (its DN, a few attributes packed in one buffer, a fingerprint of the rest; see
+/// [`push`](Self::push)), a couple of hundred bytes, so a run over a million objects does not
+/// hold a million entries.
 #[derive(Debug, Default)]
 pub struct KeyIndex {
     objects: Vec<IndexedObject>,
@@ -86,7 +87,9 @@ pub struct KeyIndex {
 /// What a [`KeyIndex`] keeps of one object.
 #[derive(Debug)]
 struct IndexedObject {
-    entry: Entry,
+    dn: Box<str>,
+    /// The attributes kept, packed (see `destination::record`).
+    kept: Box<[u8]>,
     fingerprint: u128,
 }
 
@@ -127,9 +130,14 @@ impl KeyIndex {
         let mut entry = entry;
         if let Some(keep) = keep {
             entry.retain(|name| keep.iter().any(|k| k.eq_ignore_ascii_case(name)));
-            entry.shrink_to_fit();
         }
-        self.objects.push(IndexedObject { entry, fingerprint });
+        let mut kept = Vec::new();
+        crate::destination::record::encode(&entry, &mut kept);
+        self.objects.push(IndexedObject {
+            dn: std::mem::take(&mut entry.dn).into_boxed_str(),
+            kept: kept.into_boxed_slice(),
+            fingerprint,
+        });
     }
 
     /// Positions of the entries with this (normalised) key.
@@ -137,9 +145,19 @@ impl KeyIndex {
         self.by_key.get(key).map(OneOrMore::as_slice).unwrap_or(&[])
     }
 
-    /// What is kept of the entry at a position: its DN and the attributes kept.
-    pub fn entry(&self, i: usize) -> &Entry {
-        &self.objects[i].entry
+    /// The DN of the object at a position.
+    pub fn dn(&self, i: usize) -> &str {
+        &self.objects[i].dn
+    }
+
+    /// The values the object at a position has of a kept attribute.
+    pub fn values(&self, i: usize, name: &str) -> Vec<&str> {
+        crate::destination::record::values_of(&self.objects[i].kept, name)
+    }
+
+    /// The first value the object at a position has of a kept attribute.
+    pub fn first(&self, i: usize, name: &str) -> Option<&str> {
+        self.values(i, name).first().copied()
     }
 
     /// The fingerprint given for the entry at a position.
@@ -172,22 +190,25 @@ impl KeyIndex {
 /// worth writing), in any order for multi-valued attributes. A DN value also equals the same DN
 /// written differently (`CN=Ann,OU=API` and `cn=Ann,ou=API`), since servers store DN-valued
 /// attributes such as `manager` in their own form.
-pub fn same_values(current: &[String], desired: &[String]) -> bool {
+pub fn same_values<C: AsRef<str>, D: AsRef<str>>(current: &[C], desired: &[D]) -> bool {
     if current.len() != desired.len() {
         return false;
     }
     if current.len() <= 1 {
-        return current.iter().zip(desired).all(|(a, b)| same_value(a, b));
+        return current
+            .iter()
+            .zip(desired)
+            .all(|(a, b)| same_value(a.as_ref(), b.as_ref()));
     }
-    let mut a: Vec<&String> = current.iter().collect();
-    let mut b: Vec<&String> = desired.iter().collect();
-    a.sort();
-    b.sort();
+    let mut a: Vec<&str> = current.iter().map(AsRef::as_ref).collect();
+    let mut b: Vec<&str> = desired.iter().map(AsRef::as_ref).collect();
+    a.sort_unstable();
+    b.sort_unstable();
     if a == b {
         return true;
     }
     // Rarely reached: only DN-valued attributes written in another form get here.
-    let mut unmatched: Vec<&String> = b;
+    let mut unmatched: Vec<&str> = b;
     for value in a {
         match unmatched.iter().position(|d| same_value(value, d)) {
             Some(i) => {
@@ -229,7 +250,15 @@ fn same_value(current: &str, desired: &str) -> bool {
 /// freed, on every run, and is mostly not asked (this run's rows answer first).
 #[derive(Debug, Default)]
 pub struct ResolveIndex {
-    by_attribute: HashMap<String, HashMap<u64, OneOrMore<Arc<Entry>>>>,
+    by_attribute: HashMap<String, HashMap<u64, OneOrMore<Arc<Holder>>>>,
+}
+
+/// An object that has a value looked up: its DN and its values of the attribute, packed
+/// (see `destination::record`). Shared by the values it is listed under.
+#[derive(Debug)]
+struct Holder {
+    dn: Box<str>,
+    values: Box<[u8]>,
 }
 
 /// The hasher of [`ResolveIndex`]: fixed, so which objects are listed first never varies.
@@ -248,7 +277,7 @@ impl ResolveIndex {
             if by_attribute.contains_key(&key) {
                 continue;
             }
-            let mut map: HashMap<u64, OneOrMore<Arc<Entry>>> = HashMap::new();
+            let mut map: HashMap<u64, OneOrMore<Arc<Holder>>> = HashMap::new();
             let hash = |v: &String| RESOLVE_HASH.hash_one(lowercase(v));
             let found = destination.search_each(
                 base,
@@ -258,14 +287,18 @@ impl ResolveIndex {
                 &mut |mut e| {
                     // Only the attribute looked up is kept of each object.
                     e.retain(|name| name.eq_ignore_ascii_case(attr));
-                    e.shrink_to_fit();
-                    let e = Arc::new(e);
+                    let mut packed = Vec::new();
+                    crate::destination::record::encode(&e, &mut packed);
+                    let holder = Arc::new(Holder {
+                        dn: std::mem::take(&mut e.dn).into_boxed_str(),
+                        values: packed.into_boxed_slice(),
+                    });
                     let values = e.get(attr);
                     for (i, v) in values.iter().enumerate() {
                         // An object is listed once under a value, however many times it has it.
                         let h = hash(v);
                         if !values[..i].iter().any(|earlier| hash(earlier) == h) {
-                            OneOrMore::add(&mut map, h, e.clone());
+                            OneOrMore::add(&mut map, h, holder.clone());
                         }
                     }
                 },
@@ -294,8 +327,12 @@ impl Resolver for ResolveIndex {
         let found: Vec<&str> = candidates
             .as_slice()
             .iter()
-            .filter(|e| e.get(attribute).iter().any(|v| lowercase(v) == wanted))
-            .map(|e| e.dn.as_str())
+            .filter(|h| {
+                crate::destination::record::values_of(&h.values, attribute)
+                    .iter()
+                    .any(|v| lowercase(v) == wanted)
+            })
+            .map(|h| &*h.dn)
             .collect();
         match found.as_slice() {
             [] => Ok(None),

@@ -7,7 +7,7 @@ use std::ops::ControlFlow;
 
 use super::row::{RowResult, Shared};
 use super::{TypeRun, guard, par_map};
-use crate::destination::{Entry, Modification};
+use crate::destination::Modification;
 use crate::dn::{self, Dn};
 use crate::hooks::RowDelete;
 use crate::job::DeleteThreshold;
@@ -18,11 +18,19 @@ const ACCOUNT_DISABLE: u64 = 2;
 /// AD's `userAccountControl` for a normal, enabled account.
 const NORMAL_ACCOUNT: u64 = 512;
 
-fn disabled(entry: &Entry) -> bool {
-    entry
-        .first("userAccountControl")
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .is_some_and(|v| v & ACCOUNT_DISABLE != 0)
+/// An object in scope that no row matched: its DN and account control, as the key index
+/// keeps them.
+struct Orphan<'a> {
+    dn: &'a str,
+    account_control: Option<&'a str>,
+}
+
+impl Orphan<'_> {
+    fn disabled(&self) -> bool {
+        self.account_control
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .is_some_and(|v| v & ACCOUNT_DISABLE != 0)
+    }
 }
 
 /// Runs the deletes of one object type; returns `true` when they were withheld.
@@ -47,23 +55,28 @@ pub(super) fn run(
         .deprovision_container
         .as_deref()
         .and_then(|c| Dn::parse(c).ok());
-    let mut candidates: Vec<&Entry> = tr
+    let mut candidates: Vec<Orphan<'_>> = tr
         .index
         .keys()
         .filter(|(k, _)| !seen.contains(k))
-        .flat_map(|(_, positions)| positions.iter().map(|i| tr.index.entry(*i)))
+        .flat_map(|(_, positions)| {
+            positions.iter().map(|&i| Orphan {
+                dn: tr.index.dn(i),
+                account_control: tr.index.first(i, "userAccountControl"),
+            })
+        })
         .filter(|e| {
             // An object deprovisioned by an earlier run stays as it is.
             !(op.deprovision
-                && disabled(e)
+                && e.disabled()
                 && match &deprovision_base {
                     None => true,
-                    Some(base) => Dn::parse(&e.dn).is_ok_and(|d| d.is_within(base)),
+                    Some(base) => Dn::parse(e.dn).is_ok_and(|d| d.is_within(base)),
                 })
         })
         .collect();
     // Directory order, not hash order: the report must not vary between runs.
-    candidates.sort_by_cached_key(|e| dn::normalize(&e.dn).unwrap_or_default());
+    candidates.sort_by_cached_key(|e| dn::normalize(e.dn).unwrap_or_default());
     if tr.index.keyless() > 0 {
         report.detail(
             DetailType::Information,
@@ -137,25 +150,25 @@ enum Removal {
     Failed(String),
 }
 
-fn remove(shared: &Shared<'_>, tr: &TypeRun<'_>, entry: &Entry) -> (String, Removal) {
+fn remove(shared: &Shared<'_>, tr: &TypeRun<'_>, entry: &Orphan<'_>) -> (String, Removal) {
     let op = tr.plan;
     let event = RowDelete {
         object_type: op.object_type,
-        dn: entry.dn.clone(),
+        dn: entry.dn.to_string(),
         deprovision: op.deprovision,
     };
     match guard(|| shared.hooks.row_deleting(shared.ctx, &event)) {
         Err(m) => {
             return (
-                entry.dn.clone(),
+                entry.dn.to_string(),
                 Removal::Failed(format!("row_deleting: {m}")),
             );
         }
-        Ok(ControlFlow::Break(())) => return (entry.dn.clone(), Removal::Kept),
+        Ok(ControlFlow::Break(())) => return (entry.dn.to_string(), Removal::Kept),
         Ok(ControlFlow::Continue(())) => {}
     }
     let done = if shared.dry_run {
-        Ok(entry.dn.clone())
+        Ok(entry.dn.to_string())
     } else if op.deprovision {
         deprovision(
             shared,
@@ -166,12 +179,12 @@ fn remove(shared: &Shared<'_>, tr: &TypeRun<'_>, entry: &Entry) -> (String, Remo
     } else {
         shared
             .destination
-            .delete(&entry.dn)
-            .map(|()| entry.dn.clone())
+            .delete(entry.dn)
+            .map(|()| entry.dn.to_string())
             .map_err(|e| e.to_string())
     };
     match done {
-        Err(m) => (entry.dn.clone(), Removal::Failed(m)),
+        Err(m) => (entry.dn.to_string(), Removal::Failed(m)),
         Ok(dn) => match guard(|| shared.hooks.row_deleted(shared.ctx, &event)) {
             Ok(()) => (dn, Removal::Done),
             Err(m) => (
@@ -187,17 +200,17 @@ fn deprovision(
     shared: &Shared<'_>,
     container: Option<&str>,
     create_containers: bool,
-    entry: &Entry,
+    entry: &Orphan<'_>,
 ) -> Result<String, String> {
     let current = entry
-        .first("userAccountControl")
+        .account_control
         .and_then(|v| v.trim().parse::<u64>().ok())
         .unwrap_or(NORMAL_ACCOUNT);
     if current & ACCOUNT_DISABLE == 0 {
         shared
             .destination
             .modify(
-                &entry.dn,
+                entry.dn,
                 &[Modification::Replace(
                     "userAccountControl".into(),
                     vec![(current | ACCOUNT_DISABLE).to_string()],
@@ -206,9 +219,9 @@ fn deprovision(
             .map_err(|e| e.to_string())?;
     }
     let Some(container) = container else {
-        return Ok(entry.dn.clone());
+        return Ok(entry.dn.to_string());
     };
-    let parsed = Dn::parse(&entry.dn).map_err(|e| e.to_string())?;
+    let parsed = Dn::parse(entry.dn).map_err(|e| e.to_string())?;
     let Some(rdn) = parsed.rdns.first() else {
         return Err("the root entry cannot be deprovisioned".into());
     };
@@ -220,7 +233,7 @@ fn deprovision(
     let target = format!("{head},{container}");
     shared
         .destination
-        .rename(&entry.dn, &target)
+        .rename(entry.dn, &target)
         .map_err(|e| format!("disabled, but the move to {container} failed: {e}"))?;
     Ok(target)
 }

@@ -128,7 +128,7 @@ pub(super) struct PlannedValues {
 /// The first value of `attribute` that a row's object will have after this run: what the
 /// row creates or changes it to, else what the matched object has.
 fn value_after_run<'a>(tr: &'a TypeRun<'_>, p: &'a Prepared, attribute: &str) -> Option<&'a str> {
-    let current = || p.entry.and_then(|i| tr.index.entry(i).first(attribute));
+    let current = || p.entry.and_then(|i| tr.index.first(i, attribute));
     match &p.planned {
         Planned::Create { entry, .. } => entry.first(attribute),
         Planned::Update { changes, .. } => changes
@@ -145,7 +145,7 @@ fn dn_after_run<'a>(tr: &'a TypeRun<'_>, p: &'a Prepared) -> Option<&'a str> {
     // What it creates or renames to, else the matched object's own.
     p.planned
         .new_dn()
-        .or_else(|| p.entry.map(|i| tr.index.entry(i).dn.as_str()))
+        .or_else(|| p.entry.map(|i| tr.index.dn(i)))
 }
 
 fn hash(value: &str) -> u64 {
@@ -461,16 +461,16 @@ fn apply(tr: &TypeRun<'_>, p: &mut Prepared, field: usize, values: Vec<String>) 
                 entry.add_owned_at(at, name, values);
             });
         }
-        Planned::Update { .. } | Planned::Unchanged { .. } if !f.create_only => {
-            let Some(entry) = p.entry.map(|i| tr.index.entry(i)) else {
+        Planned::Update { .. } | Planned::Unchanged if !f.create_only => {
+            let Some(i) = p.entry else {
                 return;
             };
-            if same_values(entry.get(&f.attribute), &values) {
+            if same_values(&tr.index.values(i, &f.attribute), &values) {
                 return;
             }
-            if let Planned::Unchanged { dn } = &mut p.planned {
+            if let Planned::Unchanged = &p.planned {
                 p.planned = Planned::Update {
-                    dn: std::mem::take(dn),
+                    dn: tr.index.dn(i).to_string(),
                     changes: Vec::new(),
                     password: None,
                     rename_to: None,
@@ -490,16 +490,14 @@ fn take_back(tr: &TypeRun<'_>, planned: &mut Planned, field: usize) {
     match planned {
         Planned::Create { entry, .. } => entry.modify(|e| e.remove(attribute)),
         Planned::Update {
-            dn,
             changes,
             password,
             rename_to,
+            ..
         } => {
             changes.retain(|(name, _)| name != attribute);
             if changes.is_empty() && password.is_none() && rename_to.is_none() {
-                *planned = Planned::Unchanged {
-                    dn: std::mem::take(dn),
-                };
+                *planned = Planned::Unchanged;
             }
         }
         _ => {}

@@ -80,9 +80,9 @@ pub(super) enum Planned {
         password: Option<Secret>,
         rename_to: Option<String>,
     },
-    Unchanged {
-        dn: String,
-    },
+    /// Nothing to write to the matched object (its DN is in the key index: not copied for
+    /// every unchanged row).
+    Unchanged,
     Skipped {
         dn: Option<String>,
     },
@@ -360,7 +360,7 @@ pub(super) fn prepare(
             out.entry = Some(*one);
             if out.cancelled {
                 Planned::Skipped {
-                    dn: Some(tr.index.entry(*one).dn.clone()),
+                    dn: Some(tr.index.dn(*one).to_string()),
                 }
             } else {
                 match own_container(tr, values) {
@@ -375,7 +375,7 @@ pub(super) fn prepare(
                 "the key matches {} objects: {}",
                 many.len(),
                 many.iter()
-                    .map(|i| tr.index.entry(*i).dn.as_str())
+                    .map(|i| tr.index.dn(*i))
                     .collect::<Vec<_>>()
                     .join("; ")
             ),
@@ -579,24 +579,20 @@ fn plan_update(
     own_container: Option<String>,
 ) -> Planned {
     let op = tr.plan;
-    let kept = tr.index.entry(position);
+    let current_dn = tr.index.dn(position);
     let unchanged = tr.compared.fingerprint(|i| &desired[i]) == tr.index.fingerprint(position);
-    let whole;
-    let entry: &Entry = if unchanged {
-        kept
+    let whole = if unchanged {
+        None
     } else {
-        match shared.destination.read_entry(&kept.dn, &tr.scan_attributes) {
-            Ok(Some(found)) => {
-                whole = found;
-                &whole
-            }
+        match shared.destination.read_entry(current_dn, &tr.scan_attributes) {
+            Ok(Some(found)) => Some(found),
             Ok(None) => {
                 return failed(
                     None,
-                    format!("{} was removed from the destination during the run", kept.dn),
+                    format!("{current_dn} was removed from the destination during the run"),
                 );
             }
-            Err(e) => return failed(None, format!("cannot read {}: {e}", kept.dn)),
+            Err(e) => return failed(None, format!("cannot read {current_dn}: {e}")),
         }
     };
     let rdn_attr = op.rdn_field.map(|i| op.fields[i].attribute.as_str());
@@ -616,17 +612,16 @@ fn plan_update(
             if let Some(new) = values.first() {
                 let rdn = dn::child("CN", new, "");
                 let (name, value) = rdn.split_at(3); // "CN=" and the escaped value
-                let same = entry
-                    .dn
+                let same = current_dn
                     .get(..3)
                     .is_some_and(|t| t.eq_ignore_ascii_case(name))
-                    && entry.dn.get(3..rdn.len()) == Some(value)
-                    && entry.dn.as_bytes().get(rdn.len()) == Some(&b',');
+                    && current_dn.get(3..rdn.len()) == Some(value)
+                    && current_dn.as_bytes().get(rdn.len()) == Some(&b',');
                 if same {
                     continue;
                 }
             }
-            let current = Dn::parse(&entry.dn).ok();
+            let current = Dn::parse(current_dn).ok();
             let current_value = current
                 .as_ref()
                 .and_then(|d| d.rdns.first())
@@ -644,14 +639,17 @@ fn plan_update(
             }
             continue;
         }
-        if !unchanged && tr.compared.has(i) && !same_values(entry.get(attr), values) {
+        if let Some(entry) = &whole
+            && tr.compared.has(i)
+            && !same_values(entry.get(attr), values)
+        {
             changes.push((attr.clone(), values.clone()));
         }
     }
     // A row whose own container is not the object's parent moves the object there (keeping
     // the name it has, or taking its new one).
     if let Some(container) = own_container
-        && let Ok(current) = Dn::parse(rename_to.as_deref().unwrap_or(&entry.dn))
+        && let Ok(current) = Dn::parse(rename_to.as_deref().unwrap_or(&current_dn))
         && let (Some(parent), Ok(wanted)) = (current.parent(), Dn::parse(&container))
         && parent.normalized() != wanted.normalized()
         && let Some(rdn) = current.rdns.first()
@@ -672,17 +670,15 @@ fn plan_update(
     if let Some(secret) = secret {
         // `None` (the destination cannot tell) leaves the password alone: setting it every run
         // would make no run ever "unchanged".
-        if let Ok(Some(false)) = shared.destination.password_matches(&entry.dn, &secret) {
+        if let Ok(Some(false)) = shared.destination.password_matches(&current_dn, &secret) {
             new_password = Some(secret);
         }
     }
     if changes.is_empty() && rename_to.is_none() && new_password.is_none() {
-        return Planned::Unchanged {
-            dn: entry.dn.clone(),
-        };
+        return Planned::Unchanged;
     }
     Planned::Update {
-        dn: entry.dn.clone(),
+        dn: current_dn.to_string(),
         changes,
         password: new_password,
         rename_to,
@@ -880,6 +876,7 @@ fn begin(shared: &Shared<'_>, tr: &TypeRun<'_>, p: Prepared, ensured: &mut Strin
         key,
         norm_key,
         planned,
+        entry,
         ..
     } = p;
     let mut result = RowResult {
@@ -908,9 +905,9 @@ fn begin(shared: &Shared<'_>, tr: &TypeRun<'_>, p: Prepared, ensured: &mut Strin
             None
         }
         Planned::Skipped { dn } => dn,
-        Planned::Unchanged { dn } => {
+        Planned::Unchanged => {
             result.outcome = RowOutcome::Unchanged;
-            Some(dn)
+            entry.map(|i| tr.index.dn(i).to_string())
         }
         Planned::Create {
             entry,

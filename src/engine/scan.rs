@@ -124,7 +124,7 @@ pub(super) fn scan(
     attributes.extend(filter.attributes());
     attributes.extend(["objectClass".to_string(), "userAccountControl".to_string()]);
     // What the run reads again of every object: what `Resolve` looks up and writes, and the
-    // account control deprovisioning reads.
+    // account control deprovisioning reads (an object already disabled is left alone).
     let mut keep: Vec<String> = resolve.attributes().to_vec();
     keep.extend(
         op.fields
@@ -132,7 +132,9 @@ pub(super) fn scan(
             .filter(|f| matches!(f.transform, Transform::Resolve { .. }))
             .map(|f| f.attribute.to_string()),
     );
-    keep.push("userAccountControl".into());
+    if op.deprovision {
+        keep.push("userAccountControl".into());
+    }
     let scope = if op.subtree {
         Scope::Subtree
     } else {
