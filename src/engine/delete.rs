@@ -5,7 +5,7 @@
 use foldhash::HashSet;
 use std::ops::ControlFlow;
 
-use super::row::{RowResult, Shared};
+use super::row::{RowRecord, Shared};
 use super::{TypeRun, guard, par_map};
 use crate::destination::Modification;
 use crate::dn::{self, Dn};
@@ -37,7 +37,7 @@ impl Orphan<'_> {
 pub(super) fn run(
     shared: &Shared<'_>,
     tr: &TypeRun<'_>,
-    results: &[Vec<RowResult>],
+    results: &[Vec<RowRecord>],
     report: &mut Report,
     pool: Option<&rayon::ThreadPool>,
 ) -> bool {

@@ -1083,7 +1083,7 @@ fn apply_type(
     mut prepared: Vec<row::Prepared>,
     mut planned: resolve::PlannedValues,
     pool: Option<&rayon::ThreadPool>,
-) -> Vec<Vec<row::RowResult>> {
+) -> Vec<Vec<row::RowRecord>> {
     // 1. (rows were computed, with no writes, while the source was read)
 
     // 2. conflicts, so the outcome does not depend on thread timing. Rows are grouped by
@@ -1141,7 +1141,7 @@ fn apply_type(
     // every worker busy. Each run's results stay its own list: gathering 100,000 of them
     // into one was a copy of all of them.
     let workers = pool.map_or(1, rayon::ThreadPool::current_num_threads);
-    let apply_rows = |rows: &mut [row::Prepared]| -> Vec<Vec<row::RowResult>> {
+    let apply_rows = |rows: &mut [row::Prepared]| -> Vec<Vec<row::RowRecord>> {
         let run = (rows.len() / (workers * 8)).clamp(1, MAX_ADD_RUN);
         let apply_run = |rows: &mut [row::Prepared]| {
             row::apply_all(shared, tr, rows.iter_mut().map(row::Prepared::take))
@@ -1168,7 +1168,7 @@ fn apply_type(
     for (i, wave) in waves.iter().enumerate() {
         by_wave[*wave as usize].push(i);
     }
-    let mut results: Vec<Option<row::RowResult>> = (0..prepared.len()).map(|_| None).collect();
+    let mut results: Vec<Option<row::RowRecord>> = (0..prepared.len()).map(|_| None).collect();
     for positions in by_wave {
         let mut rows: Vec<row::Prepared> = positions.iter().map(|i| prepared[*i].take()).collect();
         let done = apply_rows(&mut rows);

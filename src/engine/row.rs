@@ -177,6 +177,48 @@ pub(super) struct RowResult {
     pub renamed: Option<(String, String)>,
 }
 
+/// What a run keeps of a row once it is written, until the report is made: 64 bytes for a
+/// row that only counts (a million unchanged rows kept 208 each as a [`RowResult`]).
+pub(super) struct RowRecord {
+    pub row: u64,
+    pub outcome: RowOutcome,
+    /// The normalised key, for deletes (`None` when the type deletes nothing).
+    pub norm_key: Option<SmolStr>,
+    /// The DN of the object the row added.
+    pub added: Option<Box<str>>,
+    /// The rest, for the few rows that have any.
+    pub rest: Option<Box<RecordRest>>,
+}
+
+/// The rarer parts of a [`RowRecord`].
+pub(super) struct RecordRest {
+    pub key: Option<String>,
+    pub failure: Option<(Option<String>, String)>,
+    pub modified: Option<String>,
+    pub renamed: Option<(String, String)>,
+}
+
+impl From<RowResult> for RowRecord {
+    fn from(r: RowResult) -> RowRecord {
+        // The report names the keys of failed rows only.
+        let rest = (r.failure.is_some() || r.modified.is_some() || r.renamed.is_some()).then(|| {
+            Box::new(RecordRest {
+                key: r.key.filter(|_| r.failure.is_some()),
+                failure: r.failure,
+                modified: r.modified,
+                renamed: r.renamed,
+            })
+        });
+        RowRecord {
+            row: r.row,
+            outcome: r.outcome,
+            norm_key: r.norm_key,
+            added: r.added.map(String::into_boxed_str),
+            rest,
+        }
+    }
+}
+
 fn failed(field: Option<String>, message: String) -> Planned {
     Planned::Failed { field, message }
 }
@@ -800,7 +842,7 @@ fn secret<'a>(
 
 /// A row after the first half of step 3.
 pub(super) enum Begun {
-    Done(RowResult),
+    Done(RowRecord),
     Adding(PendingAdd),
 }
 
@@ -811,7 +853,7 @@ pub(super) fn apply_all(
     shared: &Shared<'_>,
     tr: &TypeRun<'_>,
     rows: impl IntoIterator<Item = Prepared>,
-) -> Vec<RowResult> {
+) -> Vec<RowRecord> {
     // The container the last new object of this run of rows went into: rows share a few
     // containers, and checking the run's shared list for every object had the workers
     // taking turns on its lock.
@@ -895,7 +937,7 @@ fn begin(shared: &Shared<'_>, tr: &TypeRun<'_>, p: Prepared, ensured: &mut Strin
         .and_then(super::RunControl::stop_reason)
         .is_some()
     {
-        return Begun::Done(result);
+        return Begun::Done(result.into());
     }
     // The row's key travels in the hook events and comes back to the result: moved, not
     // copied (this runs once per row).
@@ -1010,7 +1052,7 @@ fn finish_add(
     tr: &TypeRun<'_>,
     pending: PendingAdd,
     added: Result<(), DestinationError>,
-) -> RowResult {
+) -> RowRecord {
     let PendingAdd {
         mut result,
         write,
@@ -1050,7 +1092,7 @@ fn finish(
     op: &ObjectPlan,
     mut result: RowResult,
     mut dn: Option<String>,
-) -> RowResult {
+) -> RowRecord {
     let row = result.row;
     if result.failure.is_none() {
         let mut done = RowDone {
@@ -1096,7 +1138,7 @@ fn finish(
             Ok(())
         });
     }
-    result
+    result.into()
 }
 
 /// Everything a create needs before its add: the container, and the entry (unless this is
@@ -1207,26 +1249,32 @@ fn update(
 }
 
 /// Adds a type's row results to the report, in source order.
-pub(super) fn record(op: &ObjectPlan, results: Vec<Vec<RowResult>>, report: &mut Report) {
+pub(super) fn record(op: &ObjectPlan, results: Vec<Vec<RowRecord>>, report: &mut Report) {
     for r in results.into_iter().flatten() {
         if let Some(dn) = r.added {
-            report.added.push(dn);
+            report.added.push(dn.into_string());
         }
-        if let Some(dn) = r.modified {
+        let rest = r.rest.map(|rest| *rest).unwrap_or(RecordRest {
+            key: None,
+            failure: None,
+            modified: None,
+            renamed: None,
+        });
+        if let Some(dn) = rest.modified {
             report.modified.push(dn);
         }
-        if let Some((old, new)) = r.renamed {
+        if let Some((old, new)) = rest.renamed {
             report
                 .updated_id_map
                 .insert(old, serde_json::Value::String(new));
         }
-        match r.failure {
+        match rest.failure {
             Some((field, message)) => {
                 report.counts.failed += 1;
                 report.failed.push(RowFailure {
                     object_type: op.object_type.code(),
                     row: r.row,
-                    key: r.key,
+                    key: rest.key,
                     field,
                     message,
                 });
