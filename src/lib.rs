@@ -89,7 +89,7 @@ pub mod source;
 mod text;
 pub mod transform;
 
-pub use destination::{Destination, DestinationError, Entry, LdifDirectory};
+pub use destination::{Destination, DestinationError, Entry, LdifDirectory, Store};
 pub use engine::{RunOptions, run};
 pub use error::Error;
 pub use hooks::{HookContext, Hooks, NoHooks};

@@ -1124,3 +1124,56 @@ fn the_store_keeps_every_byte_on_an_unchanged_run_and_round_trips_through_ldif()
     let out = c.run(&["export", "copy.db", "--ldif", "copy.db"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
 }
+
+/// A run killed while it writes (SIGKILL: no cleanup of any kind) leaves the store as the run
+/// before left it, and the next run completes the change without duplicates.
+#[test]
+fn a_run_killed_while_it_writes_leaves_the_previous_store() {
+    let c = Case::new();
+    let staff = support::generated_people(30_000);
+    std::fs::write(c.path("staff.csv"), support::people_csv(&staff)).unwrap();
+    let job = c.job(|j| {
+        support::users_only(j);
+        support::set_setting(j, "Source.File", "staff.csv");
+    });
+    let job = job.to_str().unwrap();
+    let out = c.run(&["run", job]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let before = c.directory().unwrap();
+
+    let mut changed = staff.clone();
+    for p in &mut changed {
+        p.title = format!("{} (acting)", p.title);
+    }
+    std::fs::write(c.path("staff.csv"), support::people_csv(&changed)).unwrap();
+    let mut child = Command::new(binary())
+        .args(["run", job])
+        .current_dir(c.dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // SQLite makes the rollback journal at the run's first write.
+    let journal = c.path("directory.db-journal");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !journal.exists() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it was caught writing"
+        );
+        assert!(std::time::Instant::now() < deadline, "no write within two minutes");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(journal.exists(), "the killed run left no journal to roll back");
+    assert_eq!(c.directory().unwrap(), before, "a killed run's writes were kept");
+
+    let out = c.run(&["run", job, "--report", "r.json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let r = report(&c.path("r.json"));
+    assert_eq!(r["counts"]["updated"], 30_000, "{r}");
+    assert_eq!(r["counts"]["added"], 0, "{r}");
+    let after = c.directory().unwrap();
+    assert_eq!(after.matches("(acting)").count(), 30_000);
+}
