@@ -49,6 +49,8 @@ fn measure(command: &mut Command) -> Measured {
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());
     let started = Instant::now();
+    // Waited for below with wait4, which std does not offer, for the child's own rusage.
+    #[allow(clippy::zombie_processes)]
     let child = command.spawn().expect("the command starts");
     let pid = child.id() as libc::pid_t;
     let mut status = 0;
@@ -87,11 +89,16 @@ fn setting(name: &str, default: &str) -> Vec<usize> {
 fn datasync_binary(benching: bool) -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut build = Command::new(env!("CARGO"));
-    build.current_dir(root).args(["build", "--example", "datasync"]);
+    build
+        .current_dir(root)
+        .args(["build", "--example", "datasync"]);
     if benching {
         build.arg("--release");
     }
-    assert!(build.status().expect("cargo runs").success(), "build failed");
+    assert!(
+        build.status().expect("cargo runs").success(),
+        "build failed"
+    );
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"));
@@ -264,14 +271,18 @@ fn print_line(
     };
     let cell = |m: Measured| format!("{:6.2} s {:5.0} MB {}", m.secs(), m.mb(), ratio(m));
     println!(
-        "{:>9} {:>5} | {:>16} | {} | {:>26} | {:>5.1} µs {:>4.0} B{}",
+        "{:>9} {:>5} | {:>16} | {} | {:>26} | {:>5.1} µs {:>4.0} B",
         rows,
         input,
-        read.map_or("-".into(), |r| format!("{:5.2} s {:5.0} MB", r.secs(), r.mb())),
+        read.map_or("-".into(), |r| format!(
+            "{:5.2} s {:5.0} MB",
+            r.secs(),
+            r.mb()
+        )),
         cell(first),
-        again.map_or("-".into(), |a| cell(a) + if unchanged { "" } else { " CHANGED" }),
+        again.map_or("-".into(), |a| cell(a)
+            + if unchanged { "" } else { " CHANGED" }),
         first.secs() * 1e6 / rows as f64,
         first.peak_kb as f64 * 1024.0 / rows as f64,
-        "",
     );
 }

@@ -287,7 +287,9 @@ fn export(store: &str, ldif: &Path) -> Result<String, String> {
         store.export_ldif(&mut out).map_err(|e| e.to_string())?
     } else {
         let same = |a: &Path, b: &Path| {
-            datasync::files::resolve(a).ok().is_some_and(|a| datasync::files::resolve(b).ok() == Some(a))
+            datasync::files::resolve(a)
+                .ok()
+                .is_some_and(|a| datasync::files::resolve(b).ok() == Some(a))
         };
         if same(ldif, store.path()) {
             return Err(format!(
@@ -295,7 +297,8 @@ fn export(store: &str, ldif: &Path) -> Result<String, String> {
                 ldif.display()
             ));
         }
-        let target = datasync::files::resolve(ldif).map_err(|e| format!("{}: {e}", ldif.display()))?;
+        let target =
+            datasync::files::resolve(ldif).map_err(|e| format!("{}: {e}", ldif.display()))?;
         let io = |e: std::io::Error| format!("{}: {e}", target.display());
         let mut replacement = datasync::files::Replacement::begin(&target, 0o600).map_err(io)?;
         let count = {
@@ -307,7 +310,10 @@ fn export(store: &str, ldif: &Path) -> Result<String, String> {
         replacement.commit().map_err(io)?;
         count
     };
-    Ok(format!("exported {count} entries from {}", store.path().display()))
+    Ok(format!(
+        "exported {count} entries from {}",
+        store.path().display()
+    ))
 }
 
 /// `datasync import FILE --into STORE`: the file's entries added in one transaction.
@@ -321,7 +327,10 @@ fn import(file: &Path, into: &str) -> Result<String, String> {
     }
     .map_err(|e| format!("{e}; nothing was imported"))?;
     store.commit().map_err(|e| e.to_string())?;
-    Ok(format!("imported {count} entries into {}", store.path().display()))
+    Ok(format!(
+        "imported {count} entries into {}",
+        store.path().display()
+    ))
 }
 
 /// The report on stderr: errors for a run that could not run, else the summary, the failed
@@ -520,7 +529,9 @@ fn open_destination(
             }
             return Ok(Arc::new(LdifDirectory::in_memory()));
         }
-        Ok(Arc::new(Store::open(store_path).map_err(destination_error)?))
+        Ok(Arc::new(
+            Store::open(store_path).map_err(destination_error)?,
+        ))
     } else {
         Err(CliError::Usage(format!(
             "--destination {}: expected db:PATH, ldif:PATH or an ldap:// or ldaps:// URL",

@@ -987,7 +987,10 @@ fn a_damaged_directory_file_is_refused_with_its_line() {
         "{}",
         text(&out)
     );
-    assert_eq!(std::fs::read_to_string(c.path("directory.db")).unwrap(), dup);
+    assert_eq!(
+        std::fs::read_to_string(c.path("directory.db")).unwrap(),
+        dup
+    );
     // A source that is not UTF-8 says where.
     std::fs::write(c.path("latin1.csv"), b"EmployeeID,First\n1,Jos\xe9\n").unwrap();
     let out = c.run(&[
@@ -1075,7 +1078,11 @@ fn the_store_keeps_every_byte_on_an_unchanged_run_and_round_trips_through_ldif()
     let out = c.run(&["run", job, "--report", "r.json"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(report(&c.path("r.json"))["counts"]["unchanged"], 12);
-    assert_eq!(std::fs::read(c.path("directory.db")).unwrap(), store, "an unchanged run wrote");
+    assert_eq!(
+        std::fs::read(c.path("directory.db")).unwrap(),
+        store,
+        "an unchanged run wrote"
+    );
 
     let out = c.run(&["export", "db:directory.db", "--ldif", "out.ldif"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
@@ -1161,13 +1168,23 @@ fn a_run_killed_while_it_writes_leaves_the_previous_store() {
             child.try_wait().unwrap().is_none(),
             "the run ended before it was caught writing"
         );
-        assert!(std::time::Instant::now() < deadline, "no write within two minutes");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no write within two minutes"
+        );
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    assert!(journal.exists(), "the killed run left no journal to roll back");
-    assert_eq!(c.directory().unwrap(), before, "a killed run's writes were kept");
+    assert!(
+        journal.exists(),
+        "the killed run left no journal to roll back"
+    );
+    assert_eq!(
+        c.directory().unwrap(),
+        before,
+        "a killed run's writes were kept"
+    );
 
     let out = c.run(&["run", job, "--report", "r.json"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));

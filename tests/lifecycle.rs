@@ -219,7 +219,8 @@ impl Destination for Flaky {
                 message: "ldaps://dc1 is unavailable: connection refused".into(),
             });
         }
-        self.inner.search_each(base, scope, filter, attributes, each)
+        self.inner
+            .search_each(base, scope, filter, attributes, each)
     }
     fn exists(&self, dn: &str) -> Result<bool, DestinationError> {
         self.inner.exists(dn)

@@ -1544,7 +1544,8 @@ impl Destination for CountedReads {
         attributes: &[String],
         each: &mut dyn FnMut(Entry),
     ) -> Result<(), datasync::DestinationError> {
-        self.inner.search_each(base, scope, filter, attributes, each)
+        self.inner
+            .search_each(base, scope, filter, attributes, each)
     }
     fn read_entry(
         &self,
@@ -1570,7 +1571,10 @@ impl Destination for CountedReads {
     ) -> Vec<Result<(), datasync::DestinationError>> {
         self.inner.add_all(entries)
     }
-    fn stored_password(&self, password: &datasync::Secret) -> Option<datasync::destination::Attribute> {
+    fn stored_password(
+        &self,
+        password: &datasync::Secret,
+    ) -> Option<datasync::destination::Attribute> {
         self.inner.stored_password(password)
     }
     fn modify(
@@ -1612,7 +1616,11 @@ fn the_store_reads_whole_entries_only_for_objects_that_change() {
         assert_eq!(first.counts.added, 2_000, "{:?}", first.failed.first());
         let again = support::run_job(&plan(&job), &fx.path(), &store, threads);
         assert_eq!(again.counts.unchanged, 2_000);
-        assert_eq!(store.reads.load(Ordering::SeqCst), 0, "an unchanged run read entries");
+        assert_eq!(
+            store.reads.load(Ordering::SeqCst),
+            0,
+            "an unchanged run read entries"
+        );
 
         let mut changed = staff.clone();
         for p in changed.iter_mut().step_by(100) {

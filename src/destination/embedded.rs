@@ -240,7 +240,10 @@ pub(super) fn new_entry_key(
 /// field map put in as text, and `password` if given), and an account's
 /// `userAccountControl` set as Active Directory would (see `new_account_control`), so a job
 /// gives the same objects here as on AD.
-pub(super) fn stored_entry(entry: Entry, password: Option<&Secret>) -> Result<Entry, DestinationError> {
+pub(super) fn stored_entry(
+    entry: Entry,
+    password: Option<&Secret>,
+) -> Result<Entry, DestinationError> {
     let mut stored = entry;
     // One look at every attribute: names checked, passwords found, the account control.
     let (mut plain_password, mut has_password) = (false, password.is_some());
@@ -974,8 +977,8 @@ mod tests {
             "CN=del\\7f,OU=API,DC=lab",
         ] {
             // One memo across DNs of two parents: a parent is reused only when it is the same.
-            let (fast, _) = fast_key(&dir.parents, dn, &mut last)
-                .expect("simple DN takes the fast path");
+            let (fast, _) =
+                fast_key(&dir.parents, dn, &mut last).expect("simple DN takes the fast path");
             assert_eq!(fast, parse_key(dn).unwrap().1, "{dn}");
         }
         // The plain path takes exactly what it can write without the parse.
@@ -996,10 +999,7 @@ mod tests {
             assert_eq!(plain(other), None, "{other}");
         }
         assert!(fast_key(&dir.parents, "CN=only", &mut None).is_none());
-        assert!(
-            fast_key(&dir.parents, "CN=\"quoted, value\",DC=lab", &mut None)
-                .is_none()
-        );
+        assert!(fast_key(&dir.parents, "CN=\"quoted, value\",DC=lab", &mut None).is_none());
         assert!(fast_key(&dir.parents, "CN=a,not a dn", &mut None).is_none());
     }
 
@@ -1033,9 +1033,13 @@ mod tests {
         .unwrap();
         let users = Filter::Equal("objectClass".into(), "user".into());
         let mut handed = Vec::new();
-        d.search_each("OU=S,DC=lab", Scope::Subtree, &users, &["cn".into()], &mut |e| {
-            handed.push(e)
-        })
+        d.search_each(
+            "OU=S,DC=lab",
+            Scope::Subtree,
+            &users,
+            &["cn".into()],
+            &mut |e| handed.push(e),
+        )
         .unwrap();
         assert_eq!(handed.len(), 1);
         assert_eq!(handed[0].first("title"), None, "not projected");

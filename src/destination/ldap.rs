@@ -427,12 +427,20 @@ pub(crate) fn paged_search(
     attributes: &[String],
 ) -> Result<Vec<SearchEntry>, LdapError> {
     let mut entries = Vec::new();
-    paged_search_each(conn, page_size, base, scope, filter, attributes, &mut |entry| {
-        let key = Dn::parse(&entry.dn)
-            .map(|d| super::embedded::key(&d))
-            .unwrap_or_else(|_| entry.dn.to_lowercase());
-        entries.push((key, entry));
-    })?;
+    paged_search_each(
+        conn,
+        page_size,
+        base,
+        scope,
+        filter,
+        attributes,
+        &mut |entry| {
+            let key = Dn::parse(&entry.dn)
+                .map(|d| super::embedded::key(&d))
+                .unwrap_or_else(|_| entry.dn.to_lowercase());
+            entries.push((key, entry));
+        },
+    )?;
     entries.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(entries.into_iter().map(|(_, e)| e).collect())
 }
@@ -455,13 +463,21 @@ impl Destination for LdapDirectory {
         self.pool
             .run(|conn, _| {
                 let mut seen = 0usize;
-                paged_search_each(conn, page, base, ldap_scope(scope), &filter, attributes, &mut |e| {
-                    seen += 1;
-                    if seen > handed {
-                        handed += 1;
-                        each(entry_from(e, attributes));
-                    }
-                })
+                paged_search_each(
+                    conn,
+                    page,
+                    base,
+                    ldap_scope(scope),
+                    &filter,
+                    attributes,
+                    &mut |e| {
+                        seen += 1;
+                        if seen > handed {
+                            handed += 1;
+                            each(entry_from(e, attributes));
+                        }
+                    },
+                )
             })
             .map_err(|f| destination_error(f, "search", base))?;
         Ok(())

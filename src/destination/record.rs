@@ -69,7 +69,10 @@ pub(crate) enum Wanted<'a> {
 impl<'a> Wanted<'a> {
     /// What a search needs: the attributes asked for and those its filter reads (none asked
     /// for: all of them).
-    pub(crate) fn for_search(attributes: &'a [String], filter_attributes: &'a [String]) -> Wanted<'a> {
+    pub(crate) fn for_search(
+        attributes: &'a [String],
+        filter_attributes: &'a [String],
+    ) -> Wanted<'a> {
         if attributes.is_empty() {
             return Wanted::All;
         }
@@ -121,7 +124,6 @@ pub(crate) fn decode_some(dn: String, bytes: &[u8], wanted: &Wanted<'_>) -> Resu
     Ok(Entry::from_attributes(dn, attrs))
 }
 
-
 /// The values of `name` in a packed buffer, borrowed (none when it has no such attribute or
 /// the buffer is damaged).
 pub(crate) fn values_of<'a>(bytes: &'a [u8], name: &str) -> Vec<&'a str> {
@@ -152,4 +154,3 @@ pub(crate) fn values_of<'a>(bytes: &'a [u8], name: &str) -> Vec<&'a str> {
     }
     found
 }
-

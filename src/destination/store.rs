@@ -148,11 +148,9 @@ impl Store {
             }
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
         };
-        let conn = Connection::open_with_flags(
-            &path,
-            flags | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(|e| sql_error(&path, e))?;
+        let conn =
+            Connection::open_with_flags(&path, flags | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX)
+                .map_err(|e| sql_error(&path, e))?;
         let store = Store {
             path,
             inner: Mutex::new(Inner {
@@ -376,7 +374,8 @@ impl Store {
         let mut added = 0;
         for (entry, line) in parsed {
             let dn = entry.dn.clone();
-            self.add(entry, None).map_err(|e| at(line, format!("{dn}: {e}")))?;
+            self.add(entry, None)
+                .map_err(|e| at(line, format!("{dn}: {e}")))?;
             added += 1;
         }
         Ok(added)
@@ -402,9 +401,10 @@ impl Store {
                 .get_ref(2)
                 .and_then(|v| v.as_blob().map_err(Into::into))
                 .map_err(err)?;
-            let entry = decode_some(dn, attrs, wanted).map_err(|message| DestinationError::Rejected {
-                message: format!("{}: {message}", self.path.display()),
-            })?;
+            let entry =
+                decode_some(dn, attrs, wanted).map_err(|message| DestinationError::Rejected {
+                    message: format!("{}: {message}", self.path.display()),
+                })?;
             each(key, entry);
             Ok(())
         };
@@ -462,11 +462,13 @@ impl Store {
             .map_err(err)?;
         match found {
             None => Ok(None),
-            Some((dn, attrs)) => decode(dn, &attrs)
-                .map(Some)
-                .map_err(|message| DestinationError::Rejected {
-                    message: format!("{}: {message}", path.display()),
-                }),
+            Some((dn, attrs)) => {
+                decode(dn, &attrs)
+                    .map(Some)
+                    .map_err(|message| DestinationError::Rejected {
+                        message: format!("{}: {message}", path.display()),
+                    })
+            }
         }
     }
 
@@ -822,7 +824,10 @@ mod tests {
     fn records_round_trip_and_damage_is_named() {
         let e = entry(
             "CN=Ann,DC=lab",
-            &[("cn", &["Ann"]), ("mail", &["a@x", "é".repeat(200).as_str()])],
+            &[
+                ("cn", &["Ann"]),
+                ("mail", &["a@x", "é".repeat(200).as_str()]),
+            ],
         );
         let mut buffer = Vec::new();
         encode(&e, &mut buffer);
@@ -878,12 +883,7 @@ mod tests {
         let before = std::fs::read(&path).unwrap();
         let store = Store::open(&path).unwrap();
         let found = store
-            .search(
-                "DC=lab",
-                Scope::Subtree,
-                &Filter::Present("dc".into()),
-                &[],
-            )
+            .search("DC=lab", Scope::Subtree, &Filter::Present("dc".into()), &[])
             .unwrap();
         assert_eq!(found.len(), 1);
         store.commit().unwrap();
@@ -921,12 +921,21 @@ mod tests {
         for d in both {
             d.add(entry("DC=lab", &[("objectClass", &["domain"])]), None)
                 .unwrap();
-            d.add(entry("OU=a,DC=lab", &[("objectClass", &["ou"]), ("ou", &["a"])]), None)
-                .unwrap();
-            d.add(entry("OU=ab,DC=lab", &[("objectClass", &["ou"]), ("ou", &["ab"])]), None)
-                .unwrap();
             d.add(
-                entry("CN=Ann,OU=a,DC=lab", &[("objectClass", &["person"]), ("cn", &["Ann"])]),
+                entry("OU=a,DC=lab", &[("objectClass", &["ou"]), ("ou", &["a"])]),
+                None,
+            )
+            .unwrap();
+            d.add(
+                entry("OU=ab,DC=lab", &[("objectClass", &["ou"]), ("ou", &["ab"])]),
+                None,
+            )
+            .unwrap();
+            d.add(
+                entry(
+                    "CN=Ann,OU=a,DC=lab",
+                    &[("objectClass", &["person"]), ("cn", &["Ann"])],
+                ),
                 Some(&Secret::new("pw")),
             )
             .unwrap();
@@ -954,7 +963,9 @@ mod tests {
             );
             d.rename("OU=a,DC=lab", "OU=c,OU=ab,DC=lab").unwrap();
             assert_eq!(
-                d.search("OU=ab,DC=lab", Scope::OneLevel, &all, &[]).unwrap().len(),
+                d.search("OU=ab,DC=lab", Scope::OneLevel, &all, &[])
+                    .unwrap()
+                    .len(),
                 1
             );
             d.commit().unwrap();
@@ -988,7 +999,12 @@ mod tests {
         let store = Store::open(dir.path().join("a.db")).unwrap();
         let text = "version: 1\n\ndn: DC=lab\nchangetype: add\ndc: lab\n\n\
                     dn: CN=Ann,DC=lab\ncn: Ann\ndescription:: w4Fubg==\nuserPassword: secret\n";
-        assert_eq!(store.import_ldif(text.as_bytes(), Path::new("in.ldif")).unwrap(), 2);
+        assert_eq!(
+            store
+                .import_ldif(text.as_bytes(), Path::new("in.ldif"))
+                .unwrap(),
+            2
+        );
         store.commit().unwrap();
         let mut out = Vec::new();
         assert_eq!(store.export_ldif(&mut out).unwrap(), 2);
@@ -996,7 +1012,12 @@ mod tests {
         assert!(exported.contains("description:: w4Fubg=="), "{exported}");
         assert!(!exported.contains("secret"), "a password kept as text");
         let again = Store::open(dir.path().join("b.db")).unwrap();
-        assert_eq!(again.import_ldif(exported.as_bytes(), Path::new("out.ldif")).unwrap(), 2);
+        assert_eq!(
+            again
+                .import_ldif(exported.as_bytes(), Path::new("out.ldif"))
+                .unwrap(),
+            2
+        );
         again.commit().unwrap();
         let mut out2 = Vec::new();
         again.export_ldif(&mut out2).unwrap();
@@ -1013,6 +1034,11 @@ mod tests {
             .to_string();
         assert!(err.contains("bad.ldif: line 5"), "{err}");
         drop(bad);
-        assert!(Store::open_to_read(dir.path().join("c.db")).unwrap().is_empty().unwrap());
+        assert!(
+            Store::open_to_read(dir.path().join("c.db"))
+                .unwrap()
+                .is_empty()
+                .unwrap()
+        );
     }
 }

@@ -28,7 +28,11 @@ impl CsvSource {
 
     /// A record's fields as text; `Err` names the line, the column and the byte that is not
     /// UTF-8.
-    fn fields<'r>(&self, record: &'r csv::ByteRecord, line: u64) -> Result<Vec<&'r str>, SourceError> {
+    fn fields<'r>(
+        &self,
+        record: &'r csv::ByteRecord,
+        line: u64,
+    ) -> Result<Vec<&'r str>, SourceError> {
         let mut fields = Vec::with_capacity(record.len());
         // The column counts the fields before and their delimiters (exact for unquoted ones).
         let mut column = 1;
