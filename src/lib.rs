@@ -5,7 +5,8 @@
 //! CSV queried with SQL, or an LDAP directory), turns each row into a directory object through
 //! its field map, matches it to the destination by key fields, and creates, updates, renames,
 //! deletes or deprovisions entries in an LDAP server or Active Directory
-//! ([`destination::LdapDirectory`]) or, by default, an embedded directory kept in an LDIF file.
+//! ([`destination::LdapDirectory`]) or, by default, an embedded directory store kept in one
+//! SQLite file ([`Store`]; [`LdifDirectory`] keeps a small one in an LDIF file).
 //!
 //! The pipeline, one module a stage:
 //!

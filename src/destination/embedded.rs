@@ -184,6 +184,15 @@ pub(super) fn parse_key(dn: &str) -> Result<(Dn, String), DestinationError> {
     Ok((parsed, k))
 }
 
+/// How many RDNs a tree key has, counted on the key: no DN parsing per entry.
+pub(super) fn key_depth(key: &str) -> usize {
+    if key.is_empty() {
+        0
+    } else {
+        key.matches(SEP).count() + 1
+    }
+}
+
 /// A parent that need not exist as an entry: the root, or a naming context made only of
 /// `DC=` components (a suffix a server would hold, absent from a partial export).
 pub(super) fn rdns_may_be_absent(rdns: &[Vec<crate::dn::Ava>]) -> bool {
@@ -287,16 +296,7 @@ impl LdifDirectory {
     /// by different paths are kept apart. A read-only file is refused: it would be replaced.
     /// Temporary files an earlier, killed run left beside the file are removed.
     pub fn open(path: impl AsRef<Path>) -> Result<LdifDirectory, DestinationError> {
-        let given = path.as_ref();
-        if given.as_os_str().is_empty() {
-            return Err(DestinationError::Rejected {
-                message: "the directory file's path is empty (write ldif:PATH)".into(),
-            });
-        }
-        let path = crate::files::resolve(given).map_err(|source| DestinationError::Io {
-            path: given.to_path_buf(),
-            source,
-        })?;
+        let path = super::resolve_directory_file(path.as_ref(), "ldif:PATH")?;
         let io = |source| DestinationError::Io {
             path: path.clone(),
             source,
@@ -418,26 +418,12 @@ impl LdifDirectory {
     ) -> Result<(), DestinationError> {
         let (_, base_key) = parse_key(base)?;
         let tree = self.read();
-        // Depth below the base, counted on the tree key: no DN parsing per entry.
-        let base_depth = if base_key.is_empty() {
-            0
-        } else {
-            base_key.matches(SEP).count() + 1
-        };
+        let base_depth = key_depth(&base_key);
         let mut found = false;
         for (key, entry) in in_subtree(&tree, &base_key) {
             found = true;
-            let in_scope = match scope {
-                Scope::Subtree => true,
-                _ => {
-                    let depth = if key.is_empty() {
-                        0
-                    } else {
-                        key.matches(SEP).count() + 1
-                    };
-                    depth == base_depth + usize::from(scope == Scope::OneLevel)
-                }
-            };
+            let in_scope = scope == Scope::Subtree
+                || key_depth(key) == base_depth + usize::from(scope == Scope::OneLevel);
             if in_scope && filter.matches(entry) {
                 take(entry);
             }

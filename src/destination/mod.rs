@@ -119,6 +119,24 @@ pub enum DestinationError {
     },
 }
 
+/// The file a directory named `given` is kept in, resolved through symlinks (the file written
+/// is the link's target; the link stays). An empty path is refused with `hint`, the form to
+/// write instead.
+pub(crate) fn resolve_directory_file(
+    given: &std::path::Path,
+    hint: &str,
+) -> Result<PathBuf, DestinationError> {
+    if given.as_os_str().is_empty() {
+        return Err(DestinationError::Rejected {
+            message: format!("the directory file's path is empty (write {hint})"),
+        });
+    }
+    crate::files::resolve(given).map_err(|source| DestinationError::Io {
+        path: given.to_path_buf(),
+        source,
+    })
+}
+
 /// The attribute names that hold a password: the job format's own `password` field and the
 /// directories' password attributes. Whichever a field map or a hook uses, the value is a
 /// password: never kept as text.

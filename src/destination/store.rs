@@ -107,15 +107,7 @@ impl Store {
     }
 
     fn open_with(given: &Path, write: bool) -> Result<Store, DestinationError> {
-        if given.as_os_str().is_empty() {
-            return Err(DestinationError::Rejected {
-                message: "the store's path is empty (write db:PATH)".into(),
-            });
-        }
-        let path = crate::files::resolve(given).map_err(|source| DestinationError::Io {
-            path: given.to_path_buf(),
-            source,
-        })?;
+        let path = super::resolve_directory_file(given, "db:PATH")?;
         let io = |source| DestinationError::Io {
             path: path.clone(),
             source,
@@ -589,15 +581,7 @@ impl Destination for Store {
                 }),
             };
         }
-        // Depth below the base, counted on the key: no DN parsing per entry.
-        let depth = |k: &str| {
-            if k.is_empty() {
-                0
-            } else {
-                k.matches(SEP).count() + 1
-            }
-        };
-        let base_depth = depth(&base_key);
+        let base_depth = embedded::key_depth(&base_key);
         let mut found = false;
         // Only what is asked for and what the filter reads is decoded; the entries handed
         // over may carry the filter's attributes too (the contract allows more).
@@ -605,7 +589,7 @@ impl Destination for Store {
         let wanted = Wanted::for_search(attributes, &filter_attributes);
         self.each_in_range(Some(&base_key), &wanted, &mut |key, entry| {
             found = true;
-            let in_scope = scope == Scope::Subtree || depth(key) == base_depth + 1;
+            let in_scope = scope == Scope::Subtree || embedded::key_depth(key) == base_depth + 1;
             if in_scope && filter.matches(&entry) {
                 each(entry);
             }
