@@ -3,9 +3,11 @@
 //! two allocations instead of two allocations per value).
 //!
 //! The layout: the attribute count, then for each attribute its name and its values, every
-//! count and length a LEB128 varint, every string UTF-8.
+//! count and length a LEB128 varint, every string UTF-8. In memory, a run may give a table of
+//! the names its objects use: a name is then its place in the table (a byte), or 0 and the name
+//! itself when it is not there. The store's records carry every name (no table).
 
-use super::Entry;
+use super::{AttributeName, Entry};
 
 /// Appends `n` as a LEB128 varint.
 fn put_varint(out: &mut Vec<u8>, mut n: usize) {
@@ -38,15 +40,50 @@ fn get_str<'a>(bytes: &'a [u8], at: &mut usize) -> Option<&'a str> {
     Some(s)
 }
 
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    put_varint(out, s.len());
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// Appends an attribute's name: itself without a table, else its place in `names` (from 1),
+/// or 0 and itself.
+fn put_name(out: &mut Vec<u8>, name: &str, names: &[AttributeName]) {
+    if names.is_empty() {
+        return put_str(out, name);
+    }
+    match names.iter().position(|n| n.as_str() == name) {
+        Some(p) => put_varint(out, p + 1),
+        None => {
+            put_varint(out, 0);
+            put_str(out, name);
+        }
+    }
+}
+
+/// Reads what [`put_name`] wrote.
+fn get_name<'a>(bytes: &'a [u8], at: &mut usize, names: &'a [AttributeName]) -> Option<&'a str> {
+    if names.is_empty() {
+        return get_str(bytes, at);
+    }
+    match get_varint(bytes, at)? {
+        0 => get_str(bytes, at),
+        p => names.get(p - 1).map(AttributeName::as_str),
+    }
+}
+
 /// An entry's attributes in one buffer: the attribute count, then for each its name and its
 /// values, every count and length a varint. One allocation per record, read back without
 /// parsing text.
 pub(crate) fn encode(entry: &Entry, out: &mut Vec<u8>) {
+    encode_with(entry, out, &[]);
+}
+
+/// [`encode`], with names found in `names` written as their place in it.
+pub(crate) fn encode_with(entry: &Entry, out: &mut Vec<u8>, names: &[AttributeName]) {
     let attrs = entry.attributes();
     put_varint(out, attrs.len());
     for a in attrs {
-        put_varint(out, a.name.len());
-        out.extend_from_slice(a.name.as_bytes());
+        put_name(out, &a.name, names);
         put_varint(out, a.values.len());
         for v in &a.values {
             put_varint(out, v.len());
@@ -95,12 +132,22 @@ impl<'a> Wanted<'a> {
 
 /// [`decode`], of the attributes `wanted` only. The whole record is still checked.
 pub(crate) fn decode_some(dn: String, bytes: &[u8], wanted: &Wanted<'_>) -> Result<Entry, String> {
+    decode_with(dn, bytes, wanted, &[])
+}
+
+/// [`decode_some`] of what [`encode_with`] wrote with the table `names`.
+pub(crate) fn decode_with(
+    dn: String,
+    bytes: &[u8],
+    wanted: &Wanted<'_>,
+    names: &[AttributeName],
+) -> Result<Entry, String> {
     let damaged = || format!("the record of {dn} is damaged");
     let mut at = 0;
     let count = get_varint(bytes, &mut at).ok_or_else(damaged)?;
     let mut attrs = Vec::with_capacity(count.min(64));
     for _ in 0..count {
-        let name = get_str(bytes, &mut at).ok_or_else(damaged)?;
+        let name = get_name(bytes, &mut at, names).ok_or_else(damaged)?;
         let n = get_varint(bytes, &mut at).ok_or_else(damaged)?;
         if wanted.has(name) {
             let mut values = Vec::with_capacity(n.min(1024));
@@ -127,13 +174,22 @@ pub(crate) fn decode_some(dn: String, bytes: &[u8], wanted: &Wanted<'_>) -> Resu
 /// The values of `name` in a packed buffer, borrowed (none when it has no such attribute or
 /// the buffer is damaged).
 pub(crate) fn values_of<'a>(bytes: &'a [u8], name: &str) -> Vec<&'a str> {
+    values_of_with(bytes, name, &[])
+}
+
+/// [`values_of`] in what [`encode_with`] wrote with the table `names`.
+pub(crate) fn values_of_with<'a>(
+    bytes: &'a [u8],
+    name: &str,
+    names: &'a [AttributeName],
+) -> Vec<&'a str> {
     let mut found = Vec::new();
     let mut at = 0;
     let Some(count) = get_varint(bytes, &mut at) else {
         return found;
     };
     for _ in 0..count {
-        let Some(attr) = get_str(bytes, &mut at) else {
+        let Some(attr) = get_name(bytes, &mut at, names) else {
             return found;
         };
         let Some(n) = get_varint(bytes, &mut at) else {

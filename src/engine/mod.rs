@@ -195,6 +195,8 @@ struct TypeRun<'p> {
     compared: scan::Compared,
     /// What the scan asked of each object: what a changing object's whole entry is read with.
     scan_attributes: Vec<String>,
+    /// The attribute names new objects use, by which they are packed (see `new_object`).
+    names: Vec<crate::destination::AttributeName>,
     /// What the `Resolve` fields look up.
     resolve: resolve::ResolvePlan,
     /// A fixed container as the job writes it and its normal form.
@@ -860,6 +862,7 @@ fn prepare_batches<'p>(
         resolve,
         compared,
         scan_attributes,
+        names: new_object_names(op),
         fixed_container,
         delta: stamp_column.is_some(),
         static_password,
@@ -917,6 +920,29 @@ fn prepare_batches<'p>(
         planned,
         watermark,
     })
+}
+
+/// The names a type's new objects are built with: its fields' attributes, the object classes,
+/// the password attributes a destination stores and the account control.
+fn new_object_names(op: &ObjectPlan) -> Vec<crate::destination::AttributeName> {
+    let mut names: Vec<crate::destination::AttributeName> = Vec::new();
+    let known = [
+        "objectClass",
+        "userPassword",
+        "unicodePwd",
+        "userAccountControl",
+    ];
+    for name in op
+        .fields
+        .iter()
+        .map(|f| f.attribute.clone())
+        .chain(known.map(Into::into))
+    {
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    names
 }
 
 /// Orders two timestamps: as numbers when both are, else as text (ISO 8601 sorts as text).
@@ -1094,7 +1120,7 @@ fn apply_type(
         .iter()
         .enumerate()
         .filter(|(_, p)| !p.cancelled)
-        .filter_map(|(i, p)| p.hashes.key.map(|h| (h, i)))
+        .filter_map(|(i, p)| p.hashes.key.map(|h| (h.get(), i)))
         .collect();
     let mut conflicts: Vec<(usize, String)> = Vec::new();
     let same_key = |i: usize, j: usize| prepared[i].norm_key == prepared[j].norm_key;
@@ -1112,7 +1138,7 @@ fn apply_type(
     let dn_hashes: Vec<(u64, usize)> = prepared
         .iter()
         .enumerate()
-        .filter_map(|(i, p)| p.hashes.new_dn.map(|h| (h, i)))
+        .filter_map(|(i, p)| p.hashes.new_dn.map(|h| (h.get(), i)))
         .collect();
     let same_dn = |i: usize, j: usize| {
         new_dn_key(tr, &prepared[i].planned) == new_dn_key(tr, &prepared[j].planned)
@@ -1155,7 +1181,7 @@ fn apply_type(
     // gets the objects a row refers to before the row: rows go in waves, each after the
     // waves of the objects it names.
     let waves = if shared.destination.references_must_exist() {
-        reference_waves(tr.plan, &prepared)
+        reference_waves(tr.plan, &prepared, &tr.names)
     } else {
         None
     };
@@ -1184,7 +1210,11 @@ fn apply_type(
 /// rows it names (through a `Resolve` field). `None` when no row names another's new DN. In
 /// a cycle (two new objects each naming the other) the reference that closes it is ignored:
 /// the directory then refuses one of them, and says why.
-fn reference_waves(op: &ObjectPlan, prepared: &[row::Prepared]) -> Option<Vec<u32>> {
+fn reference_waves(
+    op: &ObjectPlan,
+    prepared: &[row::Prepared],
+    names: &[crate::destination::AttributeName],
+) -> Option<Vec<u32>> {
     let resolved: Vec<&str> = op
         .fields
         .iter()
@@ -1199,12 +1229,17 @@ fn reference_waves(op: &ObjectPlan, prepared: &[row::Prepared]) -> Option<Vec<u3
         .enumerate()
         .filter_map(|(i, p)| p.planned.new_dn().map(|dn| (dn, i)))
         .collect();
-    fn named<'a>(p: &'a row::Prepared, resolved: &[&str]) -> Vec<&'a str> {
+    fn named<'a>(
+        p: &'a row::Prepared,
+        resolved: &[&str],
+        names: &'a [crate::destination::AttributeName],
+    ) -> Vec<&'a str> {
         let is_resolved = |name: &str| resolved.iter().any(|a| a.eq_ignore_ascii_case(name));
         match &p.planned {
-            row::Planned::Create { entry, .. } => {
-                resolved.iter().flat_map(|a| entry.values(a)).collect()
-            }
+            row::Planned::Create { entry, .. } => resolved
+                .iter()
+                .flat_map(|a| entry.values(a, names))
+                .collect(),
             row::Planned::Update { changes, .. } => changes
                 .iter()
                 .filter(|(name, _)| is_resolved(name))
@@ -1217,7 +1252,7 @@ fn reference_waves(op: &ObjectPlan, prepared: &[row::Prepared]) -> Option<Vec<u3
         .iter()
         .enumerate()
         .map(|(i, p)| {
-            named(p, &resolved)
+            named(p, &resolved, names)
                 .into_iter()
                 .filter_map(|dn| new_dns.get(dn).copied())
                 .filter(|j| *j != i)

@@ -5,15 +5,23 @@
 //! value, about 1.5 KB for a typical user. Once its row is prepared it is packed into one
 //! buffer (see `destination::record`), a third of that, and unpacked for its write. The
 //! rare changes after packing (a `Resolve` field settled once every row is read, or taken
-//! back) unpack and repack it.
+//! back) unpack and repack it. Attribute names are packed as their place in the run's table
+//! of the names its objects use (`TypeRun::names`): a byte, not a dozen.
 
-use crate::destination::Entry;
-use crate::destination::record;
+use crate::destination::record::{self, Wanted};
+use crate::destination::{AttributeName, Entry};
+
+/// The run's table of attribute names (see `record::encode_with`).
+type Names<'a> = &'a [AttributeName];
 
 /// A new object: built while its row is prepared, packed while it waits.
 pub(super) enum NewObject {
-    Built(Entry),
-    Packed { dn: Box<str>, attributes: Box<[u8]> },
+    /// Boxed: the enum is then as small as the packed form, which every waiting row holds.
+    Built(Box<Entry>),
+    Packed {
+        dn: Box<str>,
+        attributes: Box<[u8]>,
+    },
 }
 
 impl NewObject {
@@ -26,28 +34,28 @@ impl NewObject {
     }
 
     /// The values of `name`.
-    pub fn values(&self, name: &str) -> Vec<&str> {
+    pub fn values<'a>(&'a self, name: &str, names: Names<'a>) -> Vec<&'a str> {
         match self {
             NewObject::Built(entry) => entry.get(name).iter().map(String::as_str).collect(),
-            NewObject::Packed { attributes, .. } => record::values_of(attributes, name),
+            NewObject::Packed { attributes, .. } => record::values_of_with(attributes, name, names),
         }
     }
 
     /// The first value of `name`.
-    pub fn first(&self, name: &str) -> Option<&str> {
+    pub fn first<'a>(&'a self, name: &str, names: Names<'a>) -> Option<&'a str> {
         match self {
             NewObject::Built(entry) => entry.first(name),
-            NewObject::Packed { attributes, .. } => {
-                record::values_of(attributes, name).first().copied()
-            }
+            NewObject::Packed { attributes, .. } => record::values_of_with(attributes, name, names)
+                .first()
+                .copied(),
         }
     }
 
     /// Packs the object for the wait until its write.
-    pub fn pack(&mut self) {
+    pub fn pack(&mut self, names: Names<'_>) {
         if let NewObject::Built(entry) = self {
             let mut buffer = Vec::with_capacity(256);
-            record::encode(entry, &mut buffer);
+            record::encode_with(entry, &mut buffer, names);
             *self = NewObject::Packed {
                 dn: std::mem::take(&mut entry.dn).into_boxed_str(),
                 attributes: buffer.into_boxed_slice(),
@@ -56,16 +64,18 @@ impl NewObject {
     }
 
     /// Changes the object, packed or not (a packed one is unpacked and packed again).
-    pub fn modify(&mut self, change: impl FnOnce(&mut Entry)) {
+    pub fn modify(&mut self, names: Names<'_>, change: impl FnOnce(&mut Entry)) {
         match self {
             NewObject::Built(entry) => change(entry),
             NewObject::Packed { dn, attributes } => {
                 // A buffer that does not read back stays as it is: its row fails at the write
                 // (see `into_entry`).
-                if let Ok(mut entry) = record::decode(dn.to_string(), attributes) {
+                if let Ok(mut entry) =
+                    record::decode_with(dn.to_string(), attributes, &Wanted::All, names)
+                {
                     change(&mut entry);
-                    *self = NewObject::Built(entry);
-                    self.pack();
+                    *self = NewObject::Built(Box::new(entry));
+                    self.pack(names);
                 }
             }
         }
@@ -73,10 +83,12 @@ impl NewObject {
 
     /// The object as an entry, for its write. `Err` only if the packed buffer does not
     /// read back, which `pack` never writes: the row then fails, never writes half an object.
-    pub fn into_entry(self) -> Result<Entry, String> {
+    pub fn into_entry(self, names: Names<'_>) -> Result<Entry, String> {
         match self {
-            NewObject::Built(entry) => Ok(entry),
-            NewObject::Packed { dn, attributes } => record::decode(dn.into_string(), &attributes),
+            NewObject::Built(entry) => Ok(*entry),
+            NewObject::Packed { dn, attributes } => {
+                record::decode_with(dn.into_string(), &attributes, &Wanted::All, names)
+            }
         }
     }
 }
@@ -90,16 +102,25 @@ mod tests {
         let mut e = Entry::new("CN=Ann,DC=lab");
         e.set("objectClass", vec!["top".into(), "user".into()]);
         e.set("manager", vec!["CN=Bob,DC=lab".into()]);
-        let mut packed = NewObject::Built(e.clone());
-        packed.pack();
+        // One name in the table, one not: both read back.
+        let names: Vec<AttributeName> = vec!["manager".into()];
+        let mut packed = NewObject::Built(Box::new(e.clone()));
+        packed.pack(&names);
         assert!(matches!(packed, NewObject::Packed { .. }));
         assert_eq!(packed.dn(), "CN=Ann,DC=lab");
-        assert_eq!(packed.values("OBJECTCLASS"), ["top", "user"]);
-        assert_eq!(packed.first("manager"), Some("CN=Bob,DC=lab"));
-        assert_eq!(packed.first("mail"), None);
-        packed.modify(|e| e.remove("manager"));
+        assert_eq!(packed.values("OBJECTCLASS", &names), ["top", "user"]);
+        assert_eq!(packed.first("manager", &names), Some("CN=Bob,DC=lab"));
+        assert_eq!(packed.first("mail", &names), None);
+        if let NewObject::Packed { attributes, .. } = &packed {
+            // "manager" is one byte, "objectClass" is spelt out.
+            assert_eq!(
+                attributes.len(),
+                1 + (1 + 1 + 11 + 1 + 1 + 3 + 1 + 4) + (1 + 1 + 1 + 13)
+            );
+        }
+        packed.modify(&names, |e| e.remove("manager"));
         assert!(matches!(packed, NewObject::Packed { .. }));
         e.remove("manager");
-        assert_eq!(packed.into_entry().unwrap(), e);
+        assert_eq!(packed.into_entry(&names).unwrap(), e);
     }
 }

@@ -130,7 +130,7 @@ pub(super) struct PlannedValues {
 fn value_after_run<'a>(tr: &'a TypeRun<'_>, p: &'a Prepared, attribute: &str) -> Option<&'a str> {
     let current = || p.entry.and_then(|i| tr.index.first(i, attribute));
     match &p.planned {
-        Planned::Create { entry, .. } => entry.first(attribute),
+        Planned::Create { entry, .. } => entry.first(attribute, &tr.names),
         Planned::Update { changes, .. } => changes
             .iter()
             .find(|(name, _)| name.eq_ignore_ascii_case(attribute))
@@ -456,7 +456,7 @@ fn apply(tr: &TypeRun<'_>, p: &mut Prepared, field: usize, values: Vec<String>) 
             // A stored password stays the last attribute (see `row::store_password`).
             let stored = usize::from(*password_stored);
             let name = f.attribute.clone();
-            entry.modify(|entry| {
+            entry.modify(&tr.names, |entry| {
                 let at = entry.attributes().len().saturating_sub(stored);
                 entry.add_owned_at(at, name, values);
             });
@@ -488,7 +488,7 @@ fn apply(tr: &TypeRun<'_>, p: &mut Prepared, field: usize, values: Vec<String>) 
 fn take_back(tr: &TypeRun<'_>, planned: &mut Planned, field: usize) {
     let attribute = &tr.plan.fields[field].attribute;
     match planned {
-        Planned::Create { entry, .. } => entry.modify(|e| e.remove(attribute)),
+        Planned::Create { entry, .. } => entry.modify(&tr.names, |e| e.remove(attribute)),
         Planned::Update {
             changes,
             password,

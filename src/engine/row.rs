@@ -129,10 +129,20 @@ pub(super) struct Prepared {
 
 /// Hashes of a row's normalised key and of the normal form of the DN it creates or renames
 /// to (see `new_dn_key`).
+/// Held as non-zero numbers so that each takes 8 bytes, not 16: a row holds them until every
+/// row is read.
 #[derive(Default)]
 pub(super) struct ConflictHashes {
-    pub key: Option<u64>,
-    pub new_dn: Option<u64>,
+    pub key: Option<std::num::NonZeroU64>,
+    pub new_dn: Option<std::num::NonZeroU64>,
+}
+
+impl ConflictHashes {
+    /// A hash as held: 0 becomes 1 (two values that hash to 0 and 1 are then compared as a
+    /// collision is, by their text).
+    pub fn of(hash: u64) -> std::num::NonZeroU64 {
+        std::num::NonZeroU64::new(hash).unwrap_or(std::num::NonZeroU64::MIN)
+    }
 }
 
 impl Prepared {
@@ -382,7 +392,7 @@ pub(super) fn prepare(
     });
     super::with_scratch(|buffer| {
         push_normalized_key(buffer, &parts);
-        out.hashes.key = Some(super::hash_str(buffer));
+        out.hashes.key = Some(ConflictHashes::of(super::hash_str(buffer)));
         out.norm_key = Some(SmolStr::new(buffer.as_str()));
     });
     drop(parts);
@@ -426,10 +436,10 @@ pub(super) fn prepare(
     };
     resolve::answer_early(tr, earlier, &mut out);
     store_password(shared, tr, &mut out.planned);
-    out.hashes.new_dn = super::new_dn_hash(tr, &out.planned);
+    out.hashes.new_dn = super::new_dn_hash(tr, &out.planned).map(ConflictHashes::of);
     // The object waits for every other row: packed, a third of its size.
     if let Planned::Create { entry, .. } = &mut out.planned {
-        entry.pack();
+        entry.pack(&tr.names);
     }
     out
 }
@@ -468,7 +478,7 @@ fn store_password(shared: &Shared<'_>, tr: &TypeRun<'_>, planned: &mut Planned) 
         && let Some(stored) =
             secret(tr, password, generated).and_then(|s| shared.destination.stored_password(s))
     {
-        entry.modify(|e| e.set(&stored.name, stored.values));
+        entry.modify(&tr.names, |e| e.set(&stored.name, stored.values));
         *password_stored = true;
     }
 }
@@ -602,7 +612,7 @@ fn plan_create(
         _ => None,
     };
     Planned::Create {
-        entry: NewObject::Built(entry),
+        entry: NewObject::Built(Box::new(entry)),
         container: own_container,
         password,
         generated,
@@ -965,7 +975,7 @@ fn begin(shared: &Shared<'_>, tr: &TypeRun<'_>, p: Prepared, ensured: &mut Strin
             generated,
             password_stored,
         } => {
-            let mut entry = match entry.into_entry() {
+            let mut entry = match entry.into_entry(&tr.names) {
                 Ok(entry) => entry,
                 Err(m) => {
                     result.failure = Some((None, format!("the new object was lost: {m}")));
