@@ -881,14 +881,21 @@ fn schedule_jobs(args: &ScheduleArgs) -> Result<(), CliError> {
     // schedule their files give; the others run alone.
     let mut collections: BTreeMap<String, Vec<Arc<Job>>> = BTreeMap::new();
     for (path, wire) in wires {
-        let job = load_job(
-            wire,
-            path,
-            None,
-            &args.target,
-            destination.clone(),
-            hooks.clone(),
-        )?;
+        // Each job gets its own connection to a store, so that two jobs running at the same
+        // moment are two transactions, kept apart by the store's lock (the second waits, or
+        // fails as locked and is retried), never one transaction shared. A server's
+        // connection pool, and an LDIF file (one lock per file), are shared.
+        let destination = if args.target.destination.starts_with("db:") {
+            open_destination(
+                &args.target,
+                &job::job_name(&wire),
+                provider.as_deref(),
+                false,
+            )?
+        } else {
+            destination.clone()
+        };
+        let job = load_job(wire, path, None, &args.target, destination, hooks.clone())?;
         let collection = job
             .definition
             .job_info

@@ -1650,3 +1650,82 @@ fn the_store_reads_whole_entries_only_for_objects_that_change() {
         assert_eq!(listed(&store), listed(&memory));
     }
 }
+
+/// Holds every add until it is let go: a run that stays in the middle of its writes.
+struct HeldAdds {
+    writing: std::sync::mpsc::SyncSender<()>,
+    go: Mutex<std::sync::mpsc::Receiver<()>>,
+}
+
+impl Hooks for HeldAdds {
+    fn row_adding(&self, _: &HookContext, _: &mut RowWrite) -> HookResult<ControlFlow<()>> {
+        let _ = self.writing.try_send(());
+        let go = self.go.lock().unwrap();
+        let _ = go.recv_timeout(std::time::Duration::from_secs(60));
+        Ok(ControlFlow::Continue(()))
+    }
+}
+
+/// Two runs on one store, each through its own `Store` (as `datasync schedule` gives each job):
+/// while one is in the middle of its writes, the other is refused as locked (a transient
+/// error: the runner retries it) and writes nothing; the first then commits whole, and the
+/// second, run again, adds its own objects.
+#[test]
+fn two_runs_on_one_store_are_kept_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("d.db");
+    let (mut users_job, mut groups_job) = (main_job(), main_job());
+    users_only(&mut users_job);
+    support::groups_only(&mut groups_job);
+    let fx = TempWorkbook::new(&people());
+    let (writing, started) = std::sync::mpsc::sync_channel(1);
+    let (go, wait) = std::sync::mpsc::channel();
+    let held = HeldAdds {
+        writing,
+        go: Mutex::new(wait),
+    };
+    let first_store = datasync::Store::open(&path).unwrap();
+    std::thread::scope(|s| {
+        let first = s.spawn(|| {
+            let options = RunOptions {
+                threads: 1,
+                ..Default::default()
+            };
+            run_with(&plan(&users_job), &fx.path(), &first_store, &held, &options)
+        });
+        started
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("the first run did not start writing");
+        let second_store = datasync::Store::open(&path).unwrap();
+        let mut src = source::open(&fx.path()).unwrap();
+        let refused = datasync::run(
+            &plan(&groups_job),
+            src.as_mut(),
+            &second_store,
+            &NoHooks,
+            &RunOptions::default(),
+        );
+        match refused {
+            Err(datasync::Error::Destination { source, .. }) => {
+                assert!(
+                    matches!(source, datasync::DestinationError::Locked { .. }),
+                    "{source}"
+                );
+                assert!(source.is_transient());
+            }
+            other => panic!("the second run was not kept out: {other:?}"),
+        }
+        drop(second_store);
+        for _ in 0..people().len() {
+            let _ = go.send(());
+        }
+        let report = first.join().unwrap();
+        assert_eq!(report.counts.added, people().len(), "{:?}", report.failed);
+    });
+    drop(first_store);
+    let store = datasync::Store::open(&path).unwrap();
+    let groups_report = support::run_job(&plan(&groups_job), &fx.path(), &store, 0);
+    assert_eq!(groups_report.counts.added, groups().len());
+    let users_again = support::run_job(&plan(&users_job), &fx.path(), &store, 0);
+    assert_eq!(users_again.counts.unchanged, people().len());
+}
