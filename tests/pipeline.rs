@@ -1533,6 +1533,7 @@ fn objects_are_written_before_the_rows_that_name_them_where_references_must_exis
 struct CountedReads {
     inner: datasync::Store,
     reads: AtomicUsize,
+    searches: AtomicUsize,
 }
 
 impl Destination for CountedReads {
@@ -1544,6 +1545,7 @@ impl Destination for CountedReads {
         attributes: &[String],
         each: &mut dyn FnMut(Entry),
     ) -> Result<(), datasync::DestinationError> {
+        self.searches.fetch_add(1, Ordering::SeqCst);
         self.inner
             .search_each(base, scope, filter, attributes, each)
     }
@@ -1597,8 +1599,9 @@ impl Destination for CountedReads {
 
 /// The embedded store, through the engine: a run keeps of each object only its DN, key and
 /// fingerprint, so an unchanged re-run reads no whole entry, and a re-run where a few rows
-/// changed reads exactly those objects, and writes only them. Results match the LDIF
-/// directory's, for 1 and 4 workers.
+/// changed reads exactly those objects, and writes only them. A re-run whose every `Resolve`
+/// value names another row's object searches the directory once (its scope), not a second
+/// time for `Resolve`. Results match the LDIF directory's, for 1 and 4 workers.
 #[test]
 fn the_store_reads_whole_entries_only_for_objects_that_change() {
     let mut job = main_job();
@@ -1611,15 +1614,22 @@ fn the_store_reads_whole_entries_only_for_objects_that_change() {
         let store = CountedReads {
             inner: datasync::Store::open(&path).unwrap(),
             reads: AtomicUsize::new(0),
+            searches: AtomicUsize::new(0),
         };
         let first = support::run_job(&plan(&job), &fx.path(), &store, threads);
         assert_eq!(first.counts.added, 2_000, "{:?}", first.failed.first());
+        let searched = store.searches.load(Ordering::SeqCst);
         let again = support::run_job(&plan(&job), &fx.path(), &store, threads);
         assert_eq!(again.counts.unchanged, 2_000);
         assert_eq!(
             store.reads.load(Ordering::SeqCst),
             0,
             "an unchanged run read entries"
+        );
+        assert_eq!(
+            store.searches.load(Ordering::SeqCst) - searched,
+            1,
+            "the rows answered every Resolve, yet the directory was searched for them"
         );
 
         let mut changed = staff.clone();

@@ -41,7 +41,7 @@ use crate::destination::{Destination, DestinationError};
 use crate::dn::Dn;
 use crate::hooks::{HookContext, HookResult, Hooks, QueryEvent};
 use crate::job::{ContainerRule, ObjectPlan, Plan};
-use crate::matching::{KeyIndex, ResolveIndex};
+use crate::matching::KeyIndex;
 use crate::query::{Filter, parse_destination_query};
 use crate::report::{DetailType, Report, RunStatus};
 use crate::source::{Columns, RowSink, Source, SourceError, SourceRow};
@@ -190,7 +190,7 @@ struct TypeRun<'p> {
     filter: Filter,
     /// The objects in scope: of each, what matching needs (see `scan`).
     index: KeyIndex,
-    resolver: ResolveIndex,
+    resolver: scan::DirectoryLookup,
     /// The fields an update compares, summed up per object by a fingerprint.
     compared: scan::Compared,
     /// What the scan asked of each object: what a changing object's whole entry is read with.
@@ -845,7 +845,7 @@ fn prepare_batches<'p>(
             let run = crate::transform::RunValues {
                 now: shared.now,
                 today: shared.today,
-                resolver: &resolver,
+                resolver: &resolver.on(shared.destination),
             };
             let value = bound[i].apply(&columns, &[], &op.fields[i].attribute, &run);
             Some((i, crate::Secret::new(value.ok().flatten()?)))
@@ -1158,7 +1158,7 @@ fn apply_type(
     planned.fail_rows(tr, &mut prepared, conflicts);
     // 2b. `Resolve` fields not answered while rows were prepared, or whose answer no longer
     // stands, now that every row is known.
-    planned.settle(tr, &mut prepared, pool);
+    planned.settle(tr, shared.destination, &mut prepared, pool);
 
     // 3. writes, in parallel, each row on its own (taken out of the list, so each thread
     // frees its own). Rows go to workers in runs of consecutive rows whose new objects are

@@ -299,6 +299,7 @@ impl PlannedValues {
     pub fn settle(
         mut self,
         tr: &TypeRun<'_>,
+        destination: &dyn crate::destination::Destination,
         prepared: &mut [Prepared],
         pool: Option<&rayon::ThreadPool>,
     ) {
@@ -337,7 +338,7 @@ impl PlannedValues {
                 .map(|d| {
                     (
                         d.field,
-                        self.answer(tr, prepared, d.field, d.value.as_deref()),
+                        self.answer(tr, destination, prepared, d.field, d.value.as_deref()),
                     )
                 })
                 .collect();
@@ -368,6 +369,7 @@ impl PlannedValues {
     fn answer(
         &self,
         tr: &TypeRun<'_>,
+        destination: &dyn crate::destination::Destination,
         rows: &[Prepared],
         field: usize,
         value: Option<&str>,
@@ -382,7 +384,7 @@ impl PlannedValues {
         };
         match self.planned_dns(tr, rows, key, value).as_slice() {
             [dn] => Ok(Some(dn.to_string())),
-            [] => tr.resolver.resolve(attribute, value),
+            [] => tr.resolver.on(destination).resolve(attribute, value),
             many => Err(format!(
                 "Resolve: {} objects have {attribute}={value}: {}",
                 many.len(),

@@ -287,7 +287,7 @@ pub(super) fn prepare(
     let run = RunValues {
         now: shared.now,
         today: shared.today,
-        resolver: &tr.resolver,
+        resolver: &tr.resolver.on(shared.destination),
     };
     // One entry per field map entry, in order (the password's stays empty).
     let mut desired: Vec<Vec<String>> = Vec::with_capacity(op.fields.len());
