@@ -157,7 +157,7 @@ impl KeyIndex {
 
     /// The first value the object at a position has of a kept attribute.
     pub fn first(&self, i: usize, name: &str) -> Option<&str> {
-        self.values(i, name).first().copied()
+        crate::destination::record::first_of_with(&self.objects[i].kept, name, &[])
     }
 
     /// The fingerprint given for the entry at a position.

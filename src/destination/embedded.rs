@@ -57,6 +57,15 @@ impl std::fmt::Debug for LdifDirectory {
     }
 }
 
+/// The tree-order key of a DN as written: [`key`] of its parse, or, for a DN that does not
+/// parse (a server may send one), the text lower-cased. What lists are sorted by, parents
+/// first.
+pub(crate) fn sort_key(dn: &str) -> String {
+    Dn::parse(dn)
+        .map(|d| key(&d))
+        .unwrap_or_else(|_| dn.to_lowercase())
+}
+
 /// The tree-order key of a DN: normalized RDNs from the root down, so a sorted map lists
 /// parents before their children.
 pub(crate) fn key(dn: &Dn) -> String {

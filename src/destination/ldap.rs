@@ -435,10 +435,7 @@ pub(crate) fn paged_search(
         filter,
         attributes,
         &mut |entry| {
-            let key = Dn::parse(&entry.dn)
-                .map(|d| super::embedded::key(&d))
-                .unwrap_or_else(|_| entry.dn.to_lowercase());
-            entries.push((key, entry));
+            entries.push((super::embedded::sort_key(&entry.dn), entry));
         },
     )?;
     entries.sort_by(|a, b| a.0.cmp(&b.0));

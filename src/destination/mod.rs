@@ -265,10 +265,7 @@ pub trait Destination: Send + Sync {
     ) -> Result<Vec<Entry>, DestinationError> {
         let mut found: Vec<(String, Entry)> = Vec::new();
         self.search_each(base, scope, filter, attributes, &mut |e| {
-            let key = crate::dn::Dn::parse(&e.dn)
-                .map(|d| embedded::key(&d))
-                .unwrap_or_else(|_| e.dn.to_lowercase());
-            found.push((key, e));
+            found.push((embedded::sort_key(&e.dn), e));
         })?;
         found.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(found.into_iter().map(|(_, e)| e).collect())

@@ -183,30 +183,40 @@ pub(crate) fn values_of_with<'a>(
     name: &str,
     names: &'a [AttributeName],
 ) -> Vec<&'a str> {
-    let mut found = Vec::new();
-    let mut at = 0;
-    let Some(count) = get_varint(bytes, &mut at) else {
-        return found;
+    let Some((mut at, n)) = locate(bytes, name, names) else {
+        return Vec::new();
     };
+    (0..n).map_while(|_| get_str(bytes, &mut at)).collect()
+}
+
+/// The first value of `name` in what [`encode_with`] wrote with the table `names`, found
+/// without gathering the others: what most lookups ask for.
+pub(crate) fn first_of_with<'a>(
+    bytes: &'a [u8],
+    name: &str,
+    names: &'a [AttributeName],
+) -> Option<&'a str> {
+    let (mut at, n) = locate(bytes, name, names)?;
+    if n == 0 {
+        return None;
+    }
+    get_str(bytes, &mut at)
+}
+
+/// Where the values of `name` start in a packed buffer, and how many there are; `None` when
+/// it has no such attribute or the buffer is damaged.
+fn locate(bytes: &[u8], name: &str, names: &[AttributeName]) -> Option<(usize, usize)> {
+    let mut at = 0;
+    let count = get_varint(bytes, &mut at)?;
     for _ in 0..count {
-        let Some(attr) = get_name(bytes, &mut at, names) else {
-            return found;
-        };
-        let Some(n) = get_varint(bytes, &mut at) else {
-            return found;
-        };
-        let wanted = attr.eq_ignore_ascii_case(name);
-        for _ in 0..n {
-            let Some(v) = get_str(bytes, &mut at) else {
-                return found;
-            };
-            if wanted {
-                found.push(v);
-            }
+        let attr = get_name(bytes, &mut at, names)?;
+        let n = get_varint(bytes, &mut at)?;
+        if attr.eq_ignore_ascii_case(name) {
+            return Some((at, n));
         }
-        if wanted {
-            return found;
+        for _ in 0..n {
+            get_str(bytes, &mut at)?;
         }
     }
-    found
+    None
 }

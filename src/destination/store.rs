@@ -779,17 +779,11 @@ impl Destination for Store {
 }
 
 /// `entry` with only `attributes` (all of them when none are named).
-fn project(entry: Entry, attributes: &[String]) -> Entry {
-    if attributes.is_empty() {
-        return entry;
+fn project(mut entry: Entry, attributes: &[String]) -> Entry {
+    if !attributes.is_empty() {
+        entry.retain(|name| attributes.iter().any(|a| a.eq_ignore_ascii_case(name)));
     }
-    let dn = entry.dn.clone();
-    let kept = entry
-        .into_attributes()
-        .into_iter()
-        .filter(|(name, _)| attributes.iter().any(|a| a.eq_ignore_ascii_case(name)))
-        .collect();
-    Entry::from_attributes(dn, kept)
+    entry
 }
 
 #[cfg(test)]

@@ -45,9 +45,7 @@ impl NewObject {
     pub fn first<'a>(&'a self, name: &str, names: Names<'a>) -> Option<&'a str> {
         match self {
             NewObject::Built(entry) => entry.first(name),
-            NewObject::Packed { attributes, .. } => record::values_of_with(attributes, name, names)
-                .first()
-                .copied(),
+            NewObject::Packed { attributes, .. } => record::first_of_with(attributes, name, names),
         }
     }
 

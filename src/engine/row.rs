@@ -654,7 +654,7 @@ fn plan_update(
     let rdn_attr = op.rdn_field.map(|i| op.fields[i].attribute.as_str());
     let mut changes = Vec::new();
     let mut rename_to = None;
-    for (i, (f, values)) in op.fields.iter().zip(desired).enumerate() {
+    for (f, values) in op.fields.iter().zip(desired) {
         let attr = &f.attribute;
         if f.create_only
             || f.password.is_some()
@@ -696,7 +696,6 @@ fn plan_update(
             continue;
         }
         if let Some(entry) = &whole
-            && tr.compared.has(i)
             && !same_values(entry.get(attr), values)
         {
             changes.push((attr.clone(), values.clone()));

@@ -51,11 +51,6 @@ impl Compared {
         Compared { fields }
     }
 
-    /// Whether field `i` is compared.
-    pub fn has(&self, i: usize) -> bool {
-        self.fields.binary_search(&i).is_ok()
-    }
-
     /// The fingerprint of the compared fields' values, `values(i)` giving field `i`'s:
     /// the same for the same values in any order.
     pub fn fingerprint<'a>(&self, values: impl Fn(usize) -> &'a [String]) -> u128 {
