@@ -233,7 +233,7 @@ fn active_directory(testing: bool) {
         let embedded = LdifDirectory::open(&ldif).expect("LDIF file");
         let mut base = datasync::Entry::new(theirs.to_string());
         base.set("objectClass", vec!["organizationalUnit".into()]);
-        datasync::Destination::add(&embedded, base, None).expect("base");
+        datasync::Destination::add(&embedded, &base, None).expect("base");
         let r = support::run_job(&plan_for(&theirs), &workbook, &embedded, 0);
         assert_eq!(r.counts.added, users);
     }

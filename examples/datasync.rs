@@ -209,11 +209,6 @@ impl Hooks for CliHooks {
         }
         Ok(())
     }
-
-    // Only rows are counted: new objects are built while the source is still read.
-    fn reads_new_objects(&self) -> bool {
-        false
-    }
 }
 
 fn main() -> ExitCode {

@@ -143,10 +143,10 @@ pub struct RowWrite {
     pub key: String,
     /// The object's DN (the new DN for a rename).
     pub dn: String,
-    /// For a create, every attribute of the new object (none when the hooks say they do not
-    /// read them, see [`Hooks::reads_new_objects`]); for a change, the attributes that change,
-    /// with their new values (no values removes the attribute). A `*_ing` hook may edit this
-    /// list. The password is not in it.
+    /// For a create, every attribute of the new object, moved in from it (no copy) and moved
+    /// back for the add; for a change, the attributes that change, with their new values (no
+    /// values removes the attribute). A `*_ing` hook may edit this list: what `row_adding`
+    /// leaves is the object created (a name given twice is merged). The password is not in it.
     pub attributes: Vec<(AttributeName, Vec<String>)>,
 }
 
@@ -288,20 +288,6 @@ pub trait Hooks: Sync {
     /// (`IsNotificationEnabled`, `Notification.When`) say to tell someone: send the mail
     /// here. Called once per run, after its last attempt, on the runner's thread.
     fn notify(&self, notification: &Notification<'_>) {}
-
-    /// Whether [`row_adding`](Hooks::row_adding) or [`row_added`](Hooks::row_added) look at
-    /// a new object's attributes. The default says yes.
-    ///
-    /// Saying no (as [`NoHooks`] does) lets the engine build each new object, and have the
-    /// destination hash its password, while the source is still being read rather than after
-    /// it, and move the object into the write instead of copying it: on a large create run
-    /// that is most of the write step. Both events then get the DN and key with an empty
-    /// attribute list. `row_adding` keeps its powers: it can cancel the create, change its DN,
-    /// or put attributes in the list, each of which then replaces that attribute of the new
-    /// object (an attribute with no values is removed).
-    fn reads_new_objects(&self) -> bool {
-        true
-    }
 }
 
 /// A finished run to announce, and which of the job's rules chose it.
@@ -321,8 +307,4 @@ pub struct Notification<'a> {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct NoHooks;
 
-impl Hooks for NoHooks {
-    fn reads_new_objects(&self) -> bool {
-        false
-    }
-}
+impl Hooks for NoHooks {}

@@ -387,7 +387,7 @@ mod tests {
         let dir = crate::LdifDirectory::in_memory();
         let mut root = Entry::new("DC=lab");
         root.set("objectClass", vec!["domain".into()]);
-        dir.add(root, None).unwrap();
+        dir.add(&root, None).unwrap();
         for (cn, ids) in [
             ("Ann", &["AB-1", "ab-1"][..]),
             ("Bob", &["CD-2"][..]),
@@ -396,7 +396,7 @@ mod tests {
             let mut e = Entry::new(format!("CN={cn},DC=lab"));
             e.set("objectClass", vec!["user".into()]);
             e.set("employeeID", ids.iter().map(|s| s.to_string()).collect());
-            dir.add(e, None).unwrap();
+            dir.add(&e, None).unwrap();
         }
         let index = ResolveIndex::build(&dir, "DC=lab", &["employeeID".into()]).unwrap();
         // Ann has the value twice (in two cases): still one object.

@@ -114,7 +114,7 @@ fn conformance_on_ad_the_same_jobs_give_the_same_entries_and_counts() {
     let embedded = LdifDirectory::in_memory();
     let mut base_entry = datasync::Entry::new(ou.to_string());
     base_entry.set("objectClass", vec!["organizationalUnit".into()]);
-    embedded.add(base_entry, None).unwrap();
+    embedded.add(&base_entry, None).unwrap();
     let mut job = ad_job(&ou);
     job["objectsOption"][0]["isDeprovisioning"] = json!(false);
     // Users live in an OU per department (a host script names it), so a new department is a
@@ -597,7 +597,7 @@ fn a_domain_controller_killed_mid_run_ends_the_run_and_a_rerun_converges() {
     let expected = LdifDirectory::in_memory();
     let mut base_entry = datasync::Entry::new(ou.to_string());
     base_entry.set("objectClass", vec!["organizationalUnit".into()]);
-    expected.add(base_entry, None).unwrap();
+    expected.add(&base_entry, None).unwrap();
     support::run_job(&plan, &book.path(), &expected, 2);
     assert_eq!(snapshot(&ad, &ou), snapshot(&expected, &ou));
     let settled = support::run_job(&plan, &book.path(), &ad, 4);

@@ -251,11 +251,11 @@ fn a_hook_cannot_write_a_plain_password_or_a_bad_attribute_name() {
     let dir = LdifDirectory::in_memory();
     let mut ou = Entry::new("OU=API,DC=lab");
     ou.set("ou", vec!["API".into()]);
-    dir.add(ou, None).unwrap();
+    dir.add(&ou, None).unwrap();
     let mut e = Entry::new("CN=Ann,OU=API,DC=lab");
     e.set("cn", vec!["Ann".into()]);
     e.set("userPassword", vec!["in-clear-1".into()]);
-    dir.add(e, None).unwrap();
+    dir.add(&e, None).unwrap();
     let stored = dir.get("CN=Ann,OU=API,DC=lab").unwrap();
     assert!(
         stored
@@ -275,6 +275,6 @@ fn a_hook_cannot_write_a_plain_password_or_a_bad_attribute_name() {
     assert!(!dir.to_ldif().contains("in-clear-2"));
     let mut bad = Entry::new("CN=Bo,OU=API,DC=lab");
     bad.set("info\nobjectClass", vec!["x".into()]);
-    assert!(dir.add(bad, None).is_err());
+    assert!(dir.add(&bad, None).is_err());
     assert!(dir.get("CN=Bo,OU=API,DC=lab").is_none());
 }

@@ -225,7 +225,7 @@ impl Destination for Flaky {
     fn exists(&self, dn: &str) -> Result<bool, DestinationError> {
         self.inner.exists(dn)
     }
-    fn add(&self, entry: Entry, password: Option<&Secret>) -> Result<(), DestinationError> {
+    fn add(&self, entry: &Entry, password: Option<&Secret>) -> Result<(), DestinationError> {
         self.inner.add(entry, password)
     }
     fn modify(&self, dn: &str, changes: &[Modification]) -> Result<(), DestinationError> {

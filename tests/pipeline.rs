@@ -242,15 +242,15 @@ fn objects_outside_the_scope_or_query_are_never_touched() {
     let mut computer = Entry::new(format!("CN=PC1,{USERS}"));
     computer.set("objectClass", vec!["computer".into()]);
     computer.set("employeeID", vec!["9999".into()]);
-    dir.add(computer.clone(), None).unwrap();
+    dir.add(&computer, None).unwrap();
     let mut outside = Entry::new("CN=Admin,DC=groupid,DC=lab");
     outside.set("objectClass", vec!["user".into()]);
     outside.set("employeeID", vec!["9998".into()]);
-    dir.add(outside.clone(), None).unwrap();
+    dir.add(&outside, None).unwrap();
     // and a user in scope without a key value
     let mut keyless = Entry::new(format!("CN=Service,{USERS}"));
     keyless.set("objectClass", vec!["user".into()]);
-    dir.add(keyless.clone(), None).unwrap();
+    dir.add(&keyless, None).unwrap();
     let report = run(&plan, &fx.path(), &dir);
     assert_eq!(report.counts.deleted, 0, "{report:#?}");
     assert!(dir.get(&computer.dn).is_some() && dir.get(&outside.dn).is_some());
@@ -615,7 +615,7 @@ impl Hooks for Recorder {
         Ok(ControlFlow::Continue(()))
     }
     fn row_added(&self, _: &HookContext, w: &RowWrite) -> HookResult {
-        // A hook that keeps the default `reads_new_objects` sees what was written.
+        // The object as it was added.
         let info = w.attributes.iter().find(|(name, _)| name == "info");
         let info = info.map_or(String::new(), |(_, v)| format!(" info={}", v.join("|")));
         self.log(format!("added {}{info}", w.dn));
@@ -697,24 +697,26 @@ fn hooks_change_cancel_and_fail_single_rows() {
     assert!(!report.to_json().contains("webdir123R"));
 }
 
-/// Hooks that say they do not read new objects: they get empty attribute lists, and what
-/// `row_adding` does still shapes the object.
+/// Hooks that read and edit new objects: `row_adding` gets every attribute (the password
+/// aside) and what it leaves is the object created; `row_added` sees the object as added.
 #[derive(Default)]
-struct Blind {
-    listed: Mutex<Vec<usize>>,
+struct Shaper {
+    adding: Mutex<Vec<Vec<String>>>,
+    added: Mutex<Vec<(String, Vec<String>)>>,
     passwords: Passwords,
 }
 
-impl Hooks for Blind {
-    fn reads_new_objects(&self) -> bool {
-        false
-    }
+fn names(w: &RowWrite) -> Vec<String> {
+    w.attributes.iter().map(|(n, _)| n.to_string()).collect()
+}
+
+impl Hooks for Shaper {
     fn row_adding(&self, _: &HookContext, w: &mut RowWrite) -> HookResult<ControlFlow<()>> {
-        self.listed.lock().unwrap().push(w.attributes.len());
+        self.adding.lock().unwrap().push(names(w));
         if w.dn.starts_with("CN=Bob") {
             w.attributes
                 .push(("info".into(), vec!["added by hook".into()]));
-            w.attributes.push(("title".into(), vec![]));
+            w.attributes.retain(|(name, _)| name != "title");
         }
         if w.dn.starts_with("CN=José") {
             w.dn = format!("CN=Jose Nunez,{USERS}");
@@ -725,7 +727,7 @@ impl Hooks for Blind {
         Ok(ControlFlow::Continue(()))
     }
     fn row_added(&self, _: &HookContext, w: &RowWrite) -> HookResult {
-        self.listed.lock().unwrap().push(w.attributes.len());
+        self.added.lock().unwrap().push((w.dn.clone(), names(w)));
         Ok(())
     }
     fn password_set(&self, ctx: &HookContext, e: &PasswordSet<'_>) -> HookResult {
@@ -734,7 +736,7 @@ impl Hooks for Blind {
 }
 
 #[test]
-fn hooks_that_do_not_read_new_objects_still_shape_them() {
+fn row_adding_sees_and_shapes_the_new_object() {
     let fx = TempWorkbook::new(&people());
     let mut job = main_job();
     users_only(&mut job);
@@ -745,7 +747,7 @@ fn hooks_that_do_not_read_new_objects_still_shape_them() {
             );
         }
         let dir = LdifDirectory::in_memory();
-        let hooks = Blind::default();
+        let hooks = Shaper::default();
         let report = run_with(
             &plan(&job),
             &fx.path(),
@@ -754,13 +756,29 @@ fn hooks_that_do_not_read_new_objects_still_shape_them() {
             &RunOptions::default(),
         );
         assert_eq!((report.counts.added, report.counts.skipped), (7, 1));
-        let listed = hooks.listed.into_inner().unwrap();
-        assert_eq!(
-            listed.len(),
-            8 + 7,
-            "row_adding for 8 rows, row_added for 7"
-        );
-        assert!(listed.iter().all(|n| *n == 0), "empty lists: {listed:?}");
+        let adding = hooks.adding.into_inner().unwrap();
+        assert_eq!(adding.len(), 8, "row_adding for 8 rows");
+        for names in &adding {
+            assert!(names.iter().any(|n| n == "givenName"), "{names:?}");
+            assert!(
+                names.iter().any(|n| n == "manager" || n == "title"),
+                "{names:?}"
+            );
+            assert!(
+                !names.iter().any(|n| n.eq_ignore_ascii_case("userPassword")
+                    || n.eq_ignore_ascii_case("password")),
+                "no password in a hook's list: {names:?}"
+            );
+        }
+        let added = hooks.added.into_inner().unwrap();
+        assert_eq!(added.len(), 7, "row_added for 7");
+        let (_, bob_added) = added
+            .iter()
+            .find(|(dn, _)| dn.starts_with("CN=Bob"))
+            .unwrap();
+        assert!(bob_added.iter().any(|n| n == "info"), "{bob_added:?}");
+        assert!(!bob_added.iter().any(|n| n == "title"), "{bob_added:?}");
+        assert!(added.iter().any(|(dn, _)| dn.starts_with("CN=Jose Nunez,")));
 
         let bob = user(&dir, "Bob Stone");
         assert_eq!(
@@ -1134,11 +1152,11 @@ fn an_add_that_fails_fails_its_row_only() {
         let dir = LdifDirectory::in_memory();
         let mut ou = Entry::new(USERS);
         ou.set("objectClass", vec!["organizationalUnit".into()]);
-        dir.add(ou, None).unwrap();
+        dir.add(&ou, None).unwrap();
         let taken = format!("CN=First700 Last700,{USERS}");
         let mut contact = Entry::new(taken.clone());
         contact.set("objectClass", vec!["contact".into()]);
-        dir.add(contact, None).unwrap();
+        dir.add(&contact, None).unwrap();
         let options = RunOptions {
             threads,
             ..Default::default()
@@ -1477,7 +1495,7 @@ impl Destination for CheckedReferences {
     }
     fn add(
         &self,
-        entry: Entry,
+        entry: &Entry,
         password: Option<&datasync::Secret>,
     ) -> Result<(), datasync::DestinationError> {
         if let Some(manager) = entry.first("manager")
@@ -1502,8 +1520,10 @@ impl Destination for CheckedReferences {
     fn delete(&self, dn: &str) -> Result<(), datasync::DestinationError> {
         self.0.delete(dn)
     }
-    fn references_must_exist(&self) -> bool {
-        true
+    fn capabilities(&self) -> datasync::destination::Capabilities {
+        let mut capabilities = datasync::destination::Capabilities::default();
+        capabilities.references_must_exist = true;
+        capabilities
     }
     fn commit(&self) -> Result<(), datasync::DestinationError> {
         self.0.commit()
@@ -1562,22 +1582,10 @@ impl Destination for CountedReads {
     }
     fn add(
         &self,
-        entry: Entry,
+        entry: &Entry,
         password: Option<&datasync::Secret>,
     ) -> Result<(), datasync::DestinationError> {
         self.inner.add(entry, password)
-    }
-    fn add_all(
-        &self,
-        entries: Vec<(Entry, Option<&datasync::Secret>)>,
-    ) -> Vec<Result<(), datasync::DestinationError>> {
-        self.inner.add_all(entries)
-    }
-    fn stored_password(
-        &self,
-        password: &datasync::Secret,
-    ) -> Option<datasync::destination::Attribute> {
-        self.inner.stored_password(password)
     }
     fn modify(
         &self,

@@ -34,7 +34,7 @@ pub(super) const SEP: char = '\u{1}';
 /// let dir = LdifDirectory::in_memory();
 /// let mut e = Entry::new("DC=lab");
 /// e.set("dc", vec!["lab".into()]);
-/// dir.add(e, None).unwrap();
+/// dir.add(&e, None).unwrap();
 /// assert!(dir.exists("dc=LAB").unwrap());
 /// ```
 pub struct LdifDirectory {
@@ -259,30 +259,51 @@ pub(super) fn new_entry_key(
 /// `userAccountControl` set as Active Directory would (see `new_account_control`), so a job
 /// gives the same objects here as on AD.
 pub(super) fn stored_entry(
-    entry: Entry,
+    entry: &Entry,
     password: Option<&Secret>,
 ) -> Result<Entry, DestinationError> {
-    let mut stored = entry;
-    // One look at every attribute: names checked, passwords found, the account control.
-    let (mut plain_password, mut has_password) = (false, password.is_some());
-    for a in stored.attributes() {
-        check_names(&stored.dn, std::iter::once(a.name.as_str()))?;
+    let mut stored = entry.clone();
+    for a in stored_overrides(entry, password)? {
+        stored.set(&a.name, a.values);
+    }
+    Ok(stored)
+}
+
+/// What [`stored_entry`] changes in `entry`, without copying the rest: attributes that
+/// replace the entry's own of the same name where it has one, and are added after its own
+/// where it has not (as [`Entry::set`] does). The store encodes the entry with these in
+/// place (see `record::encode_stored`).
+pub(super) fn stored_overrides(
+    entry: &Entry,
+    password: Option<&Secret>,
+) -> Result<Vec<super::Attribute>, DestinationError> {
+    let mut overrides = Vec::new();
+    // One look at every attribute: names checked, passwords found.
+    let mut has_password = password.is_some();
+    for a in entry.attributes() {
+        check_names(&entry.dn, std::iter::once(a.name.as_str()))?;
         if super::is_password_attribute(&a.name) {
             has_password = true;
-            plain_password |= a.values.iter().any(|v| !is_stored_form(v));
+            if a.values.iter().any(|v| !is_stored_form(v)) {
+                overrides.push(super::Attribute {
+                    name: a.name.clone(),
+                    values: a.values.iter().map(|v| stored_form(v)).collect(),
+                });
+            }
         }
     }
-    if plain_password {
-        hash_plain_passwords(&mut stored);
-    }
-    if let Some(uac) = super::new_account_control(&stored, has_password) {
-        stored.push_absent("userAccountControl".into(), vec![uac.to_string()]);
+    if let Some(uac) = super::new_account_control(entry, has_password) {
+        overrides.push(super::Attribute {
+            name: "userAccountControl".into(),
+            values: vec![uac.to_string()],
+        });
     }
     if let Some(p) = password {
         let hashed = stored_password(p);
-        stored.set(&hashed.name, hashed.values);
+        overrides.retain(|a| !a.name.eq_ignore_ascii_case(&hashed.name));
+        overrides.push(hashed);
     }
-    Ok(stored)
+    Ok(overrides)
 }
 
 impl LdifDirectory {
@@ -450,7 +471,7 @@ impl LdifDirectory {
     /// 100,000 objects to one container parsed that container 100,000 times.
     fn stage_add(
         &self,
-        entry: Entry,
+        entry: &Entry,
         password: Option<&Secret>,
         last_parent: &mut Option<(String, Arc<ParentKey>)>,
     ) -> Result<StagedAdd, DestinationError> {
@@ -558,25 +579,6 @@ fn stored_form(value: &str) -> String {
         value.to_string()
     } else {
         hash_password(&Secret::new(value))
-    }
-}
-
-/// Hashes the password attributes of `entry` that hold text, whatever put them there (a hook,
-/// a field map that names `userPassword`): this directory stores no password in clear.
-fn hash_plain_passwords(entry: &mut Entry) {
-    let plain: Vec<(String, Vec<String>)> = entry
-        .attributes()
-        .iter()
-        .filter(|a| super::is_password_attribute(&a.name))
-        .map(|a| {
-            (
-                a.name.to_string(),
-                a.values.iter().map(|v| stored_form(v)).collect(),
-            )
-        })
-        .collect();
-    for (name, values) in plain {
-        entry.set(&name, values);
     }
 }
 
@@ -811,32 +813,13 @@ impl Destination for LdifDirectory {
         Ok(self.read().contains_key(&k))
     }
 
-    fn add(&self, entry: Entry, password: Option<&Secret>) -> Result<(), DestinationError> {
+    fn add(&self, entry: &Entry, password: Option<&Secret>) -> Result<(), DestinationError> {
         let staged = self.stage_add(entry, password, &mut None)?;
         let result = Self::insert(&mut self.write(), staged, &mut None);
         if result.is_ok() {
             self.dirty.store(true, Ordering::Release);
         }
         result
-    }
-
-    fn add_all(&self, entries: Vec<(Entry, Option<&Secret>)>) -> Vec<Result<(), DestinationError>> {
-        // Everything but the map itself is done before the lock, which is then taken once.
-        let mut last_parent = None;
-        let staged: Vec<_> = entries
-            .into_iter()
-            .map(|(entry, password)| self.stage_add(entry, password, &mut last_parent))
-            .collect();
-        let mut tree = self.write();
-        let mut present = None;
-        let results: Vec<_> = staged
-            .into_iter()
-            .map(|s| s.and_then(|s| Self::insert(&mut tree, s, &mut present)))
-            .collect();
-        if results.iter().any(Result::is_ok) {
-            self.dirty.store(true, Ordering::Release);
-        }
-        results
     }
 
     fn modify(&self, dn: &str, changes: &[Modification]) -> Result<(), DestinationError> {
@@ -902,10 +885,6 @@ impl Destination for LdifDirectory {
         tree.remove(&k);
         self.dirty.store(true, Ordering::Release);
         Ok(())
-    }
-
-    fn stored_password(&self, password: &Secret) -> Option<super::Attribute> {
-        Some(stored_password(password))
     }
 
     fn password_matches(
@@ -1014,12 +993,12 @@ mod tests {
     fn a_streamed_search_hands_each_entry_once_projected() {
         let d = LdifDirectory::in_memory();
         d.add(
-            entry("OU=S,DC=lab", &[("objectClass", "organizationalUnit")]),
+            &entry("OU=S,DC=lab", &[("objectClass", "organizationalUnit")]),
             None,
         )
         .unwrap();
         d.add(
-            entry(
+            &entry(
                 "CN=Ann,OU=S,DC=lab",
                 &[("objectClass", "user"), ("title", "Clerk")],
             ),
@@ -1048,25 +1027,26 @@ mod tests {
         let d = LdifDirectory::in_memory();
         let ou = "OU=Staff,DC=example,DC=com";
         let ann = "CN=Ann\\, Jr+UID=7,OU=Staff,DC=example,DC=com";
-        match d.add(entry(ann, &[("objectClass", "user")]), None) {
+        match d.add(&entry(ann, &[("objectClass", "user")]), None) {
             Err(DestinationError::NoSuchObject { dn }) => {
                 assert_eq!(dn, format!("{ou} (the parent of {ann})"))
             }
             other => panic!("{other:?}"),
         }
         // Directly under DC= components: the suffix may be absent from a partial tree.
-        d.add(entry(ou, &[("objectClass", "organizationalUnit")]), None)
+        d.add(&entry(ou, &[("objectClass", "organizationalUnit")]), None)
             .unwrap();
         // The parent, spelled in another case, is found.
         d.add(
-            entry(
+            &entry(
                 "CN=Bob,ou=STAFF,dc=Example,dc=com",
                 &[("objectClass", "user")],
             ),
             None,
         )
         .unwrap();
-        d.add(entry(ann, &[("objectClass", "user")]), None).unwrap();
+        d.add(&entry(ann, &[("objectClass", "user")]), None)
+            .unwrap();
         assert!(matches!(
             d.rename(
                 "CN=Bob,ou=STAFF,dc=Example,dc=com",
@@ -1077,12 +1057,12 @@ mod tests {
     }
 
     #[test]
-    fn adding_in_a_batch_is_adding_one_by_one() {
+    fn each_add_stands_or_fails_on_its_own() {
         let d = LdifDirectory::in_memory();
         let ou = "OU=Staff,DC=example,DC=com";
         let secret = Secret::new("s3cret!".to_string());
-        let results = d.add_all(vec![
-            // The parent comes earlier in the same batch.
+        let adds = [
+            // The parent comes first.
             (entry(ou, &[("objectClass", "organizationalUnit")]), None),
             (
                 entry("CN=Ann,OU=Staff,DC=example,DC=com", &[("sn", "Lee")]),
@@ -1101,7 +1081,8 @@ mod tests {
                 entry("CN=Cy,OU=Staff,DC=example,DC=com", &[("sn", "Last")]),
                 None,
             ),
-        ]);
+        ];
+        let results: Vec<_> = adds.iter().map(|(e, p)| d.add(e, *p)).collect();
         let kinds: Vec<&str> = results
             .iter()
             .map(|r| match r {
@@ -1129,22 +1110,22 @@ mod tests {
     #[test]
     fn tree_operations() {
         let dir = LdifDirectory::in_memory();
-        dir.add(entry("DC=lab", &[("objectClass", "domain")]), None)
+        dir.add(&entry("DC=lab", &[("objectClass", "domain")]), None)
             .unwrap();
         dir.add(
-            entry("OU=API,DC=lab", &[("objectClass", "organizationalUnit")]),
+            &entry("OU=API,DC=lab", &[("objectClass", "organizationalUnit")]),
             None,
         )
         .unwrap();
         let e = dir
             .add(
-                entry("CN=x,OU=Nope,DC=lab", &[("objectClass", "user")]),
+                &entry("CN=x,OU=Nope,DC=lab", &[("objectClass", "user")]),
                 None,
             )
             .unwrap_err();
         assert!(matches!(e, DestinationError::NoSuchObject { .. }), "{e}");
         dir.add(
-            entry(
+            &entry(
                 "CN=Ann,OU=API,DC=lab",
                 &[("objectClass", "user"), ("cn", "Ann")],
             ),
@@ -1152,7 +1133,7 @@ mod tests {
         )
         .unwrap();
         assert!(matches!(
-            dir.add(entry("cn=ann,ou=api,dc=LAB", &[]), None),
+            dir.add(&entry("cn=ann,ou=api,dc=LAB", &[]), None),
             Err(DestinationError::AlreadyExists { .. })
         ));
         assert_eq!(
@@ -1253,7 +1234,7 @@ mod tests {
             LdifDirectory::open(&path),
             Err(DestinationError::Locked { .. })
         ));
-        dir.add(entry("DC=lab", &[("dc", "lab")]), None).unwrap();
+        dir.add(&entry("DC=lab", &[("dc", "lab")]), None).unwrap();
         dir.commit().unwrap();
         drop(dir);
         let again = LdifDirectory::open(&path).unwrap();

@@ -243,13 +243,6 @@ impl Entry {
         self.attrs.push(Attribute { name, values });
     }
 
-    /// Appends an attribute the caller knows the entry does not have (no lookup: for values
-    /// added to every new object).
-    pub(crate) fn push_absent(&mut self, name: AttributeName, values: Vec<String>) {
-        debug_assert!(self.position(&name).is_none());
-        self.attrs.push(Attribute { name, values });
-    }
-
     /// Adds `values` to `name` as [`Entry::add_values`] does, moving them in: a name the
     /// entry does not have yet takes them whole, placed at `index` (at the end when `index`
     /// is past it).

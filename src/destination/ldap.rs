@@ -492,7 +492,7 @@ impl Destination for LdapDirectory {
         found.map_err(|f| destination_error(f, "look up", dn))
     }
 
-    fn add(&self, entry: Entry, password: Option<&Secret>) -> Result<(), DestinationError> {
+    fn add(&self, entry: &Entry, password: Option<&Secret>) -> Result<(), DestinationError> {
         let dn = entry.dn.clone();
         if password.is_some() {
             self.refuse_plain_password(&dn)?;
@@ -502,7 +502,7 @@ impl Destination for LdapDirectory {
         if self.kind == ServerKind::ActiveDirectory {
             // The password goes in the add itself, so AD checks it against the domain's
             // policy with the rest, and a refused one leaves no object behind.
-            if let Some(uac) = super::new_account_control(&entry, password.is_some()) {
+            if let Some(uac) = super::new_account_control(entry, password.is_some()) {
                 extra.push(("userAccountControl", vec![uac.to_string()]));
             }
             if password.is_some() && self.must_change_password {
@@ -629,16 +629,12 @@ impl Destination for LdapDirectory {
             .map_err(|f| destination_error(f, "delete", dn))
     }
 
-    fn references_must_exist(&self) -> bool {
-        self.kind == ServerKind::ActiveDirectory
-    }
-
-    fn password_rules(&self) -> Option<super::PasswordRules> {
-        self.password_rules
-    }
-
-    fn preferred_workers(&self) -> Option<usize> {
-        Some(self.pool.config().max_connections)
+    fn capabilities(&self) -> super::Capabilities {
+        super::Capabilities {
+            password_rules: self.password_rules,
+            references_must_exist: self.kind == ServerKind::ActiveDirectory,
+            connections: Some(self.pool.config().max_connections),
+        }
     }
 
     /// Every write was made as it happened: nothing is left to do.
@@ -682,7 +678,7 @@ mod tests {
             password_rules: None,
         };
         let err = dir
-            .add(Entry::new("CN=a,DC=lab"), Some(&Secret::new("pw")))
+            .add(&Entry::new("CN=a,DC=lab"), Some(&Secret::new("pw")))
             .unwrap_err();
         assert!(err.to_string().contains("encrypted"), "{err}");
         let err = dir

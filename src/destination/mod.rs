@@ -228,6 +228,32 @@ impl DestinationError {
     }
 }
 
+/// What a destination tells the engine about itself before a run (see
+/// [`Destination::capabilities`]).
+///
+/// ```
+/// let mut ad = datasync::destination::Capabilities::default();
+/// ad.references_must_exist = true;
+/// ad.connections = Some(8);
+/// assert!(ad.password_rules.is_none());
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Capabilities {
+    /// What the directory asks of every password, when it says (Active Directory's domain
+    /// policy). The engine checks the job's generated passwords against it before it reads
+    /// anything.
+    pub password_rules: Option<PasswordRules>,
+    /// A DN-valued attribute (`manager`, `member`) must name an entry that exists when it is
+    /// written, as Active Directory requires. The engine then writes the objects a row names
+    /// before the row.
+    pub references_must_exist: bool,
+    /// How many operations the destination can have in flight at once (an LDAP server's
+    /// connection pool). A run the caller leaves the worker count to runs that many workers,
+    /// to cover the round trips; `None` runs one per core.
+    pub connections: Option<usize>,
+}
+
 /// A directory the engine writes to.
 ///
 /// All methods take `&self` and the type is `Sync`: the engine calls them from several worker
@@ -289,29 +315,14 @@ pub trait Destination: Send + Sync {
     /// True when an entry with this DN exists.
     fn exists(&self, dn: &str) -> Result<bool, DestinationError>;
 
-    /// Adds an entry; its parent must exist. `password`, if any, is set with it.
-    fn add(&self, entry: Entry, password: Option<&Secret>) -> Result<(), DestinationError>;
-
-    /// Adds several entries, each as [`add`](Self::add) would, in order (an entry's parent may
-    /// come earlier in the same call); one result per entry. The engine hands a worker's new
-    /// objects over in such batches. The default adds them one by one; the embedded directory
-    /// takes its lock once per batch, so parallel workers do not queue on it for every object.
-    fn add_all(&self, entries: Vec<(Entry, Option<&Secret>)>) -> Vec<Result<(), DestinationError>> {
-        entries
-            .into_iter()
-            .map(|(entry, password)| self.add(entry, password))
-            .collect()
-    }
-
-    /// How a new entry stores `password`, when the destination keeps passwords as an
-    /// attribute whose value it derives itself (the embedded directory keeps a salted hash in
-    /// `userPassword`): the engine then puts that attribute in the entry while rows are still
-    /// being read, so hashing is not left to the write step, and adds the entry with no
-    /// password. `None` (the default): the password is handed to [`add`](Self::add).
-    fn stored_password(&self, password: &Secret) -> Option<Attribute> {
-        let _ = password;
-        None
-    }
+    /// Adds `entry`; its parent must exist. `password`, if any, is set with it, as the
+    /// destination keeps passwords (a salted hash in the embedded directory, `unicodePwd` on
+    /// Active Directory). The entry is lent, not given: the engine hands it on to the
+    /// `row_added` hook afterwards without a copy.
+    ///
+    /// Several workers call this at once: an implementation does the work that needs no lock
+    /// (checking names, hashing the password, encoding the record) before it takes one.
+    fn add(&self, entry: &Entry, password: Option<&Secret>) -> Result<(), DestinationError>;
 
     /// Applies all `changes` to the entry at `dn`, or none of them.
     fn modify(&self, dn: &str, changes: &[Modification]) -> Result<(), DestinationError>;
@@ -323,18 +334,11 @@ pub trait Destination: Send + Sync {
     /// Deletes the leaf entry at `dn`.
     fn delete(&self, dn: &str) -> Result<(), DestinationError>;
 
-    /// What this directory asks of every password, when it says (Active Directory's domain
-    /// policy). The engine checks the job's generated passwords against it before it reads
-    /// anything. Default: `None`.
-    fn password_rules(&self) -> Option<PasswordRules> {
-        None
-    }
-
-    /// Whether a DN-valued attribute (`manager`, `member`) must name an entry that exists
-    /// when it is written, as Active Directory requires. The engine then writes the objects a
-    /// row names before the row. Default: `false`.
-    fn references_must_exist(&self) -> bool {
-        false
+    /// What the destination is, as far as planning a run goes: its password policy, whether
+    /// references must exist, how many writes it takes at once. Default:
+    /// [`Capabilities::default`], a local directory with no policy.
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::default()
     }
 
     /// Whether `password` is the entry's current password: `Some` when the destination can
@@ -346,13 +350,6 @@ pub trait Destination: Send + Sync {
     ) -> Result<Option<bool>, DestinationError> {
         let _ = (dn, password);
         Ok(None)
-    }
-
-    /// How many rows the engine should have in flight when the caller leaves the worker count
-    /// to it: a network directory wants more than there are cores, to cover round trips.
-    /// `None` means one per core.
-    fn preferred_workers(&self) -> Option<usize> {
-        None
     }
 
     /// Makes the run's writes durable: the embedded store commits its transaction, the LDIF

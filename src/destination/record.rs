@@ -92,6 +92,36 @@ pub(crate) fn encode_with(entry: &Entry, out: &mut Vec<u8>, names: &[AttributeNa
     }
 }
 
+/// [`encode`] of `entry` with `overrides` in it: each replaces the entry's attribute of the
+/// same name (compared without case) in its place, or comes after the entry's own, as
+/// [`Entry::set`] would have put it. What the store writes for a new entry, whose hashed
+/// password and account control are made without copying the entry.
+pub(crate) fn encode_stored(entry: &Entry, overrides: &[super::Attribute], out: &mut Vec<u8>) {
+    let overridden = |name: &str| overrides.iter().find(|o| o.name.eq_ignore_ascii_case(name));
+    let attrs = entry.attributes();
+    let added = overrides
+        .iter()
+        .filter(|o| entry.get(&o.name).is_empty())
+        .count();
+    put_varint(out, attrs.len() + added);
+    let mut put = |name: &str, values: &[String]| {
+        put_str(out, name);
+        put_varint(out, values.len());
+        for v in values {
+            put_str(out, v);
+        }
+    };
+    for a in attrs {
+        match overridden(&a.name) {
+            Some(o) => put(&a.name, &o.values),
+            None => put(&a.name, &a.values),
+        }
+    }
+    for o in overrides.iter().filter(|o| entry.get(&o.name).is_empty()) {
+        put(&o.name, &o.values);
+    }
+}
+
 /// The entry [`encode`] wrote; `Err` names what is damaged.
 pub(crate) fn decode(dn: String, bytes: &[u8]) -> Result<Entry, String> {
     decode_some(dn, bytes, &Wanted::All)

@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::embedded::{self, ParentCache, ParentKey, SEP, parse_key};
-use super::record::{Wanted, decode, decode_some, encode};
+use super::record::{self, Wanted, decode, decode_some, encode};
 use super::{Destination, DestinationError, Entry, Modification, Scope, ldif};
 use crate::Secret;
 use crate::dn::Dn;
@@ -48,7 +48,7 @@ const LAYOUT_VERSION: i64 = 1;
 /// let store = Store::open(dir.path().join("directory.db")).unwrap();
 /// let mut e = Entry::new("DC=lab");
 /// e.set("dc", vec!["lab".into()]);
-/// store.add(e, None).unwrap();
+/// store.add(&e, None).unwrap();
 /// store.commit().unwrap();
 /// assert!(store.exists("dc=LAB").unwrap());
 /// ```
@@ -62,6 +62,10 @@ pub struct Store {
 struct Inner {
     conn: Connection,
     in_transaction: bool,
+    /// A parent the last add found present: rows share a few containers, so an add under
+    /// the same parent skips the lookup. Forgotten at every delete and rename, the only
+    /// writes that can take a parent away.
+    present: Option<Arc<ParentKey>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -148,6 +152,7 @@ impl Store {
             inner: Mutex::new(Inner {
                 conn,
                 in_transaction: false,
+                present: None,
             }),
             parents: ParentCache::default(),
         };
@@ -366,7 +371,7 @@ impl Store {
         let mut added = 0;
         for (entry, line) in parsed {
             let dn = entry.dn.clone();
-            self.add(entry, None)
+            self.add(&entry, None)
                 .map_err(|e| at(line, format!("{dn}: {e}")))?;
             added += 1;
         }
@@ -491,25 +496,35 @@ impl Store {
         entry: &Entry,
         replace: bool,
     ) -> Result<(), DestinationError> {
+        let mut buffer = Vec::with_capacity(256);
+        encode(entry, &mut buffer);
+        Self::write_encoded(inner, path, key, &entry.dn, &buffer, replace)
+    }
+
+    /// Writes a record already encoded (see [`record::encode_stored`]).
+    fn write_encoded(
+        inner: &Inner,
+        path: &Path,
+        key: &str,
+        dn: &str,
+        attrs: &[u8],
+        replace: bool,
+    ) -> Result<(), DestinationError> {
         let sql = if replace {
             "INSERT OR REPLACE INTO entry (key, dn, attrs) VALUES (?1, ?2, ?3)"
         } else {
             "INSERT INTO entry (key, dn, attrs) VALUES (?1, ?2, ?3)"
         };
-        let mut buffer = Vec::with_capacity(256);
-        encode(entry, &mut buffer);
         let mut stmt = inner
             .conn
             .prepare_cached(sql)
             .map_err(|e| sql_error(path, e))?;
-        match stmt.execute(params![key, entry.dn, buffer]) {
+        match stmt.execute(params![key, dn, attrs]) {
             Ok(_) => Ok(()),
             Err(rusqlite::Error::SqliteFailure(f, _))
                 if f.code == rusqlite::ErrorCode::ConstraintViolation =>
             {
-                Err(DestinationError::AlreadyExists {
-                    dn: entry.dn.clone(),
-                })
+                Err(DestinationError::AlreadyExists { dn: dn.to_string() })
             }
             Err(e) => Err(sql_error(path, e)),
         }
@@ -524,26 +539,30 @@ impl Store {
         Ok(())
     }
 
-    /// The locked half of an add (see [`Destination::add_all`]).
+    /// The locked half of an add: the parent's check (skipped when the last add found the
+    /// same parent) and the write.
     fn insert(
         &self,
-        inner: &Inner,
+        inner: &mut Inner,
         key: &str,
         parent: Option<&Arc<ParentKey>>,
-        entry: &Entry,
-        present: &mut Option<Arc<ParentKey>>,
+        dn: &str,
+        attrs: &[u8],
     ) -> Result<(), DestinationError> {
         if let Some(parent) = parent
-            && !present.as_ref().is_some_and(|p| Arc::ptr_eq(p, parent))
+            && !inner
+                .present
+                .as_ref()
+                .is_some_and(|p| Arc::ptr_eq(p, parent))
         {
             if !Self::contains(inner, &self.path, &parent.key)? {
                 return Err(DestinationError::NoSuchObject {
-                    dn: format!("{} (the parent of {})", parent.display, entry.dn),
+                    dn: format!("{} (the parent of {dn})", parent.display),
                 });
             }
-            *present = Some(parent.clone());
+            inner.present = Some(parent.clone());
         }
-        Self::write_record(inner, &self.path, key, entry, false)
+        Self::write_encoded(inner, &self.path, key, dn, attrs, false)
     }
 }
 
@@ -618,54 +637,15 @@ impl Destination for Store {
         Self::contains(&inner, &self.path, &k)
     }
 
-    fn add(&self, entry: Entry, password: Option<&Secret>) -> Result<(), DestinationError> {
-        self.add_all(vec![(entry, password)])
-            .pop()
-            .unwrap_or_else(|| {
-                Err(DestinationError::Rejected {
-                    message: "the store gave no answer for an add".into(),
-                })
-            })
-    }
-
-    fn add_all(&self, entries: Vec<(Entry, Option<&Secret>)>) -> Vec<Result<(), DestinationError>> {
-        // Keys, checks and hashes before the lock, which is then taken once.
-        let mut last_parent = None;
-        let staged: Vec<_> = entries
-            .into_iter()
-            .map(|(entry, password)| {
-                let (key, parent) =
-                    embedded::new_entry_key(&self.parents, &entry.dn, &mut last_parent)?;
-                Ok((key, parent, embedded::stored_entry(entry, password)?))
-            })
-            .collect();
-        let inner = match self.begin() {
-            Ok(inner) => inner,
-            Err(e) => {
-                let message = e.to_string();
-                return staged
-                    .into_iter()
-                    .map(|_| {
-                        Err(DestinationError::Rejected {
-                            message: message.clone(),
-                        })
-                    })
-                    .collect();
-            }
-        };
-        let mut present = None;
-        staged
-            .into_iter()
-            .map(|s| {
-                s.and_then(|(key, parent, entry)| {
-                    self.insert(&inner, &key, parent.as_ref(), &entry, &mut present)
-                })
-            })
-            .collect()
-    }
-
-    fn stored_password(&self, password: &Secret) -> Option<super::Attribute> {
-        Some(embedded::stored_password(password))
+    fn add(&self, entry: &Entry, password: Option<&Secret>) -> Result<(), DestinationError> {
+        // The key, the checks, the password's hash and the record are made before the lock:
+        // workers then queue only for SQLite's own write.
+        let (key, parent) = embedded::new_entry_key(&self.parents, &entry.dn, &mut None)?;
+        let overrides = embedded::stored_overrides(entry, password)?;
+        let mut attrs = Vec::with_capacity(512);
+        record::encode_stored(entry, &overrides, &mut attrs);
+        let mut inner = self.begin()?;
+        self.insert(&mut inner, &key, parent.as_ref(), &entry.dn, &attrs)
     }
 
     fn modify(&self, dn: &str, changes: &[Modification]) -> Result<(), DestinationError> {
@@ -692,7 +672,8 @@ impl Destination for Store {
         if old_key == new_key {
             return Ok(());
         }
-        let inner = self.begin()?;
+        let mut inner = self.begin()?;
+        inner.present = None;
         if Self::contains(&inner, &self.path, &new_key)? {
             return Err(DestinationError::AlreadyExists {
                 dn: new_dn.to_string(),
@@ -742,7 +723,8 @@ impl Destination for Store {
 
     fn delete(&self, dn: &str) -> Result<(), DestinationError> {
         let (_, k) = parse_key(dn)?;
-        let inner = self.begin()?;
+        let mut inner = self.begin()?;
+        inner.present = None;
         if !Self::contains(&inner, &self.path, &k)? {
             return Err(DestinationError::NoSuchObject { dn: dn.to_string() });
         }
@@ -822,7 +804,7 @@ mod tests {
         let path = dir.path().join("d.db");
         let store = Store::open(&path).unwrap();
         store
-            .add(entry("DC=lab", &[("dc", &["lab"])]), None)
+            .add(&entry("DC=lab", &[("dc", &["lab"])]), None)
             .unwrap();
         // While the run is open, another run is refused and a reader sees the old state.
         let second = Store::open(&path).unwrap();
@@ -842,7 +824,7 @@ mod tests {
         drop(reader);
         let store = Store::open(&path).unwrap();
         store
-            .add(entry("OU=x,DC=lab", &[("ou", &["x"])]), None)
+            .add(&entry("OU=x,DC=lab", &[("ou", &["x"])]), None)
             .unwrap();
         drop(store);
         assert_eq!(Store::open_to_read(&path).unwrap().len().unwrap(), 1);
@@ -854,7 +836,7 @@ mod tests {
         let path = dir.path().join("d.db");
         let store = Store::open(&path).unwrap();
         store
-            .add(entry("DC=lab", &[("dc", &["lab"])]), None)
+            .add(&entry("DC=lab", &[("dc", &["lab"])]), None)
             .unwrap();
         store.commit().unwrap();
         drop(store);
@@ -897,20 +879,20 @@ mod tests {
         let both: [&dyn Destination; 2] = [&store, &memory];
         let all = Filter::Present("objectClass".into());
         for d in both {
-            d.add(entry("DC=lab", &[("objectClass", &["domain"])]), None)
+            d.add(&entry("DC=lab", &[("objectClass", &["domain"])]), None)
                 .unwrap();
             d.add(
-                entry("OU=a,DC=lab", &[("objectClass", &["ou"]), ("ou", &["a"])]),
+                &entry("OU=a,DC=lab", &[("objectClass", &["ou"]), ("ou", &["a"])]),
                 None,
             )
             .unwrap();
             d.add(
-                entry("OU=ab,DC=lab", &[("objectClass", &["ou"]), ("ou", &["ab"])]),
+                &entry("OU=ab,DC=lab", &[("objectClass", &["ou"]), ("ou", &["ab"])]),
                 None,
             )
             .unwrap();
             d.add(
-                entry(
+                &entry(
                     "CN=Ann,OU=a,DC=lab",
                     &[("objectClass", &["person"]), ("cn", &["Ann"])],
                 ),
@@ -918,11 +900,11 @@ mod tests {
             )
             .unwrap();
             assert!(matches!(
-                d.add(entry("CN=x,OU=none,DC=lab", &[("cn", &["x"])]), None),
+                d.add(&entry("CN=x,OU=none,DC=lab", &[("cn", &["x"])]), None),
                 Err(DestinationError::NoSuchObject { .. })
             ));
             assert!(matches!(
-                d.add(entry("cn=ANN,ou=A,dc=lab", &[("cn", &["x"])]), None),
+                d.add(&entry("cn=ANN,ou=A,dc=lab", &[("cn", &["x"])]), None),
                 Err(DestinationError::AlreadyExists { .. })
             ));
             assert!(matches!(

@@ -335,12 +335,13 @@ pub fn run(
         ctx.add_to_context(name, value.clone());
     }
     guard(|| hooks.startup(&ctx)).map_err(|m| hook_error("startup", m))?;
-    check_generated_passwords(plan, destination)?;
+    let capabilities = destination.capabilities();
+    check_generated_passwords(plan, &capabilities)?;
 
     let control = options.control.as_ref();
     let threads = if options.threads == 0 {
-        destination
-            .preferred_workers()
+        capabilities
+            .connections
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
     } else {
         options.threads
@@ -362,7 +363,7 @@ pub fn run(
         today: &today,
         containers: std::sync::RwLock::new(HashSet::new()),
         control,
-        early_objects: !hooks.reads_new_objects(),
+        references_must_exist: capabilities.references_must_exist,
     };
 
     // Read and prepare every type before the first write: any problem there is an error
@@ -605,8 +606,11 @@ impl RowSink for ChannelSink {
 
 /// Refuses a job whose generated passwords could not meet the destination's password rules
 /// (AD's domain policy): every new user would fail, one by one, after the read.
-fn check_generated_passwords(plan: &Plan, destination: &dyn Destination) -> Result<(), Error> {
-    let Some(rules) = destination.password_rules() else {
+fn check_generated_passwords(
+    plan: &Plan,
+    capabilities: &crate::destination::Capabilities,
+) -> Result<(), Error> {
+    let Some(rules) = capabilities.password_rules else {
         return Ok(());
     };
     for op in &plan.objects {
@@ -1180,7 +1184,7 @@ fn apply_type(
     // A directory that checks references (AD: a `manager` must name an existing object)
     // gets the objects a row refers to before the row: rows go in waves, each after the
     // waves of the objects it names.
-    let waves = if shared.destination.references_must_exist() {
+    let waves = if shared.references_must_exist {
         reference_waves(tr.plan, &prepared, &tr.names)
     } else {
         None

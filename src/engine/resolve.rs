@@ -450,16 +450,10 @@ fn early_answer(
 fn apply(tr: &TypeRun<'_>, p: &mut Prepared, field: usize, values: Vec<String>) {
     let f = &tr.plan.fields[field];
     match &mut p.planned {
-        Planned::Create {
-            entry,
-            password_stored,
-            ..
-        } if !values.is_empty() => {
-            // A stored password stays the last attribute (see `row::store_password`).
-            let stored = usize::from(*password_stored);
+        Planned::Create { entry, .. } if !values.is_empty() => {
             let name = f.attribute.clone();
             entry.modify(&tr.names, |entry| {
-                let at = entry.attributes().len().saturating_sub(stored);
+                let at = entry.attributes().len();
                 entry.add_owned_at(at, name, values);
             });
         }

@@ -31,9 +31,9 @@ pub(super) struct Shared<'a> {
     pub containers: RwLock<HashSet<String>>,
     /// Cancellation and progress.
     pub control: Option<&'a super::RunControl>,
-    /// The hooks do not look at new objects' attributes ([`Hooks::reads_new_objects`]): new
-    /// objects are then built with their stored password while rows are prepared.
-    pub early_objects: bool,
+    /// The destination wants the objects a row names written before the row
+    /// ([`Capabilities::references_must_exist`](crate::destination::Capabilities)).
+    pub references_must_exist: bool,
 }
 
 /// Where a new object's password comes from. The job's own static password and policies are
@@ -70,9 +70,6 @@ pub(super) enum Planned {
         password: Option<NewPassword>,
         /// A password generated for it (not in a dry run).
         generated: Option<Secret>,
-        /// The password is already in `entry`, as the destination stores it
-        /// ([`Destination::stored_password`]), and is not handed to the add.
-        password_stored: bool,
     },
     Update {
         dn: String,
@@ -435,7 +432,6 @@ pub(super) fn prepare(
         ),
     };
     resolve::answer_early(tr, earlier, &mut out);
-    store_password(shared, tr, &mut out.planned);
     out.hashes.new_dn = super::new_dn_hash(tr, &out.planned).map(ConflictHashes::of);
     // The object waits for every other row: packed, a third of its size.
     if let Planned::Create { entry, .. } = &mut out.planned {
@@ -459,28 +455,6 @@ pub(super) fn split_values(cell: &str, delimiter: &str) -> Vec<String> {
         }
     }
     values
-}
-
-/// With hooks that do not read new objects, a new object's password is stored in it now, on
-/// the pool while the source is read: hashing 100,000 of them is a good part of a large
-/// create run. It goes last, and so stays last (`Resolve` answers settled later go before it).
-fn store_password(shared: &Shared<'_>, tr: &TypeRun<'_>, planned: &mut Planned) {
-    if !shared.early_objects || shared.dry_run {
-        return;
-    }
-    if let Planned::Create {
-        entry,
-        password,
-        generated,
-        password_stored,
-        ..
-    } = planned
-        && let Some(stored) =
-            secret(tr, password, generated).and_then(|s| shared.destination.stored_password(s))
-    {
-        entry.modify(&tr.names, |e| e.set(&stored.name, stored.values));
-        *password_stored = true;
-    }
 }
 
 /// The spreadsheet error of a cell a bound transform reads, if any.
@@ -616,7 +590,6 @@ fn plan_create(
         container: own_container,
         password,
         generated,
-        password_stored: false,
     }
 }
 
@@ -813,7 +786,7 @@ pub(super) fn ensure_container(
                     classes.iter().map(|c| c.to_string()).collect(),
                 );
                 entry.set(&ava.attr.to_ascii_lowercase(), vec![ava.value.clone()]);
-                match shared.destination.add(entry, None) {
+                match shared.destination.add(&entry, None) {
                     Ok(()) | Err(DestinationError::AlreadyExists { .. }) => {}
                     Err(e) => return Err(format!("cannot create the container {sub_dn}: {e}")),
                 }
@@ -825,8 +798,7 @@ pub(super) fn ensure_container(
     Ok(())
 }
 
-/// A new object waiting for its add: step 3 adds a worker's new objects in batches (see
-/// [`apply_all`]), then finishes their rows.
+/// A new object about to be added (see [`add`]).
 pub(super) struct PendingAdd {
     result: RowResult,
     write: RowWrite,
@@ -835,8 +807,6 @@ pub(super) struct PendingAdd {
     password: Option<NewPassword>,
     /// A password generated for this object.
     generated: Option<Secret>,
-    /// The password is in `entry` already (see `Planned::Create`).
-    password_stored: bool,
 }
 
 /// The password a new object gets: the job's static one (lent, not copied per row), the
@@ -854,17 +824,15 @@ fn secret<'a>(
 }
 
 /// A row after the first half of step 3.
-// Transient (a worker holds one run of at most 256 rows): boxing the pending add would cost an
-// allocation per new object for nothing.
+// Transient (one row at a time): boxing the pending add would cost an allocation per new
+// object for nothing.
 #[allow(clippy::large_enum_variant)]
 pub(super) enum Begun {
     Done(RowRecord),
     Adding(PendingAdd),
 }
 
-/// Step 3 for a run of consecutive rows, in order: each row's hooks and writes, with the new
-/// objects added in one [`Destination::add_all`] call between their `row_adding` and
-/// `row_added` events. Within a row, events keep their order; rows' events interleave.
+/// Step 3 for a run of consecutive rows, in order: each row's hooks and writes.
 pub(super) fn apply_all(
     shared: &Shared<'_>,
     tr: &TypeRun<'_>,
@@ -874,48 +842,11 @@ pub(super) fn apply_all(
     // containers, and checking the run's shared list for every object had the workers
     // taking turns on its lock.
     let mut ensured = String::new();
-    let mut begun: Vec<Begun> = rows
-        .into_iter()
-        .map(|p| begin(shared, tr, p, &mut ensured))
-        .collect();
-    // Each pending add with an entry (all of them, unless this is a dry run), with its password.
-    let entries: Vec<(Entry, Option<&Secret>)> = begun
-        .iter_mut()
-        .filter_map(|b| match b {
-            Begun::Adding(pending) => {
-                let entry = pending.entry.take()?;
-                let pending: &PendingAdd = pending;
-                let password = secret(tr, &pending.password, &pending.generated)
-                    .filter(|_| !pending.password_stored);
-                Some((entry, password))
-            }
-            Begun::Done(_) => None,
-        })
-        .collect();
-    let added = if entries.is_empty() {
-        Vec::new()
-    } else {
-        shared.destination.add_all(entries)
-    };
-    let mut added = added.into_iter();
-    begun
-        .into_iter()
-        .map(|b| {
-            let result = match b {
+    rows.into_iter()
+        .map(|p| {
+            let result = match begin(shared, tr, p, &mut ensured) {
                 Begun::Done(result) => result,
-                Begun::Adding(pending) => {
-                    let outcome = if shared.dry_run {
-                        Ok(())
-                    } else {
-                        // A destination that answers fewer adds than it was given fails the rest.
-                        added.next().unwrap_or_else(|| {
-                            Err(DestinationError::Rejected {
-                                message: "the destination gave no answer for this add".into(),
-                            })
-                        })
-                    };
-                    finish_add(shared, tr, pending, outcome)
-                }
+                Begun::Adding(pending) => add(shared, tr, pending),
             };
             if let Some(c) = shared.control {
                 c.row_done();
@@ -923,6 +854,22 @@ pub(super) fn apply_all(
             result
         })
         .collect()
+}
+
+/// Step 3, the add of a create whose `row_adding` let it go ahead. The new object is lent
+/// to the destination, then handed back to the write for `row_added`: moved, not copied.
+fn add(shared: &Shared<'_>, tr: &TypeRun<'_>, mut pending: PendingAdd) -> RowRecord {
+    let outcome = match pending.entry.take() {
+        // A dry run adds nothing.
+        None => Ok(()),
+        Some(entry) => {
+            let password = secret(tr, &pending.password, &pending.generated);
+            let outcome = shared.destination.add(&entry, password);
+            pending.write.attributes = entry.into_attributes();
+            outcome
+        }
+    };
+    finish_add(shared, tr, pending, outcome)
 }
 
 /// Step 3, first half: hooks and writes for one row, except a new object's add, which is
@@ -972,7 +919,6 @@ fn begin(shared: &Shared<'_>, tr: &TypeRun<'_>, p: Prepared, ensured: &mut Strin
             container,
             password,
             generated,
-            password_stored,
         } => {
             let mut entry = match entry.into_entry(&tr.names) {
                 Ok(entry) => entry,
@@ -981,14 +927,10 @@ fn begin(shared: &Shared<'_>, tr: &TypeRun<'_>, p: Prepared, ensured: &mut Strin
                     return Begun::Done(finish(shared, tr.plan, result, None));
                 }
             };
-            // Hooks that read new objects get their attributes (moved, and copied back after
-            // `row_adding`); the others get an empty list, and the entry waits here.
+            // The hooks get the new object's attributes, moved: `row_adding` may change them,
+            // and they are moved back into the object for its add.
             let dn = std::mem::take(&mut entry.dn);
-            let (attributes, early) = if shared.early_objects {
-                (Vec::new(), Some(entry))
-            } else {
-                (entry.into_attributes(), None)
-            };
+            let attributes = entry.into_attributes();
             let mut write = RowWrite {
                 object_type: op.object_type,
                 row,
@@ -1001,7 +943,7 @@ fn begin(shared: &Shared<'_>, tr: &TypeRun<'_>, p: Prepared, ensured: &mut Strin
                 Ok(ControlFlow::Break(())) => result.outcome = RowOutcome::Skipped,
                 Ok(ControlFlow::Continue(())) => {
                     let container = tr.container(&container);
-                    match stage_create(shared, op, container, ensured, &mut write, early) {
+                    match stage_create(shared, op, container, ensured, &mut write) {
                         Err(m) => result.failure = Some((None, m)),
                         Ok(entry) => {
                             return Begun::Adding(PendingAdd {
@@ -1010,7 +952,6 @@ fn begin(shared: &Shared<'_>, tr: &TypeRun<'_>, p: Prepared, ensured: &mut Strin
                                 entry,
                                 password,
                                 generated,
-                                password_stored,
                             });
                         }
                     }
@@ -1168,7 +1109,6 @@ fn stage_create(
     container: &str,
     ensured: &mut String,
     write: &mut RowWrite,
-    early: Option<Entry>,
 ) -> Result<Option<Entry>, String> {
     if ensured != container {
         ensure_container(shared, container, op.create_containers)?;
@@ -1178,18 +1118,9 @@ fn stage_create(
     if shared.dry_run {
         return Ok(None);
     }
-    let entry = match early {
-        Some(mut entry) => {
-            // What `row_adding` put in the list replaces the object's own.
-            for (name, values) in std::mem::take(&mut write.attributes) {
-                entry.set(&name, values);
-            }
-            entry.dn = write.dn.clone();
-            entry
-        }
-        None => Entry::from_attributes(write.dn.clone(), write.attributes.clone()),
-    };
-    Ok(Some(entry))
+    // What `row_adding` left in the list is the object (a name it added twice is merged).
+    let attributes = std::mem::take(&mut write.attributes);
+    Ok(Some(Entry::from_attributes(write.dn.clone(), attributes)))
 }
 
 fn deliver_password(
