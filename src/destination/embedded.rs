@@ -545,7 +545,7 @@ impl LdifDirectory {
 const PASSWORD_ATTRIBUTE: &str = "userPassword";
 
 /// How an entry keeps `password`: its salted hash in `userPassword`. Every way a password
-/// gets in (an add, a change, an entry built ahead for the engine) goes through here.
+/// gets in (an add, a change) goes through here.
 pub(super) fn stored_password(password: &Secret) -> super::Attribute {
     super::Attribute {
         name: PASSWORD_ATTRIBUTE.into(),
@@ -822,6 +822,25 @@ impl Destination for LdifDirectory {
         result
     }
 
+    fn add_batch(&self, adds: &[(&Entry, Option<&Secret>)]) -> Vec<Result<(), DestinationError>> {
+        // Everything but the map itself is done before the lock, which is then taken once.
+        let mut last_parent = None;
+        let staged: Vec<_> = adds
+            .iter()
+            .map(|(entry, password)| self.stage_add(entry, *password, &mut last_parent))
+            .collect();
+        let mut tree = self.write();
+        let mut present = None;
+        let results: Vec<_> = staged
+            .into_iter()
+            .map(|s| s.and_then(|s| Self::insert(&mut tree, s, &mut present)))
+            .collect();
+        if results.iter().any(Result::is_ok) {
+            self.dirty.store(true, Ordering::Release);
+        }
+        results
+    }
+
     fn modify(&self, dn: &str, changes: &[Modification]) -> Result<(), DestinationError> {
         let (parsed, k) = parse_key(dn)?;
         // Checked and hashed outside the lock: hashing is the slow part.
@@ -1057,7 +1076,7 @@ mod tests {
     }
 
     #[test]
-    fn each_add_stands_or_fails_on_its_own() {
+    fn adding_in_a_batch_is_adding_one_by_one() {
         let d = LdifDirectory::in_memory();
         let ou = "OU=Staff,DC=example,DC=com";
         let secret = Secret::new("s3cret!".to_string());
@@ -1082,7 +1101,15 @@ mod tests {
                 None,
             ),
         ];
-        let results: Vec<_> = adds.iter().map(|(e, p)| d.add(e, *p)).collect();
+        let one_by_one = LdifDirectory::in_memory();
+        let singly: Vec<_> = adds.iter().map(|(e, p)| one_by_one.add(e, *p)).collect();
+        let lent: Vec<(&Entry, Option<&Secret>)> = adds.iter().map(|(e, p)| (e, *p)).collect();
+        let results = d.add_batch(&lent);
+        assert_eq!(
+            format!("{singly:?}"),
+            format!("{results:?}"),
+            "one result per entry, as one by one"
+        );
         let kinds: Vec<&str> = results
             .iter()
             .map(|r| match r {

@@ -324,6 +324,19 @@ pub trait Destination: Send + Sync {
     /// (checking names, hashing the password, encoding the record) before it takes one.
     fn add(&self, entry: &Entry, password: Option<&Secret>) -> Result<(), DestinationError>;
 
+    /// Adds each entry of `adds` as [`add`](Self::add) would, in order (an entry's parent may
+    /// come earlier in the same batch), with one result per entry: one failing leaves the
+    /// others. The engine hands each worker's new objects over this way. The default adds them
+    /// one by one, which is right for a server. A destination with one writer (the embedded
+    /// store: one SQLite connection) takes its lock once per batch: adds taken one at a time
+    /// from two workers made a million-row first run 1.4 times slower, the workers passing
+    /// the connection, and its pages, back and forth.
+    fn add_batch(&self, adds: &[(&Entry, Option<&Secret>)]) -> Vec<Result<(), DestinationError>> {
+        adds.iter()
+            .map(|(entry, password)| self.add(entry, *password))
+            .collect()
+    }
+
     /// Applies all `changes` to the entry at `dn`, or none of them.
     fn modify(&self, dn: &str, changes: &[Modification]) -> Result<(), DestinationError>;
 

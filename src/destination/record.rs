@@ -130,7 +130,13 @@ pub(crate) fn decode(dn: String, bytes: &[u8]) -> Result<Entry, String> {
 /// Which attributes a read decodes: the others are passed over without a copy.
 pub(crate) enum Wanted<'a> {
     All,
-    Only(Vec<&'a str>),
+    Only {
+        names: Vec<&'a str>,
+        /// The answers for the names met at each place of the last records read: records
+        /// of one store mostly list the same names in the same order, so a name is then
+        /// compared once, byte for byte, instead of against every wanted name without case.
+        seen: std::cell::RefCell<Vec<(Box<str>, bool)>>,
+    },
 }
 
 impl<'a> Wanted<'a> {
@@ -143,20 +149,36 @@ impl<'a> Wanted<'a> {
         if attributes.is_empty() {
             return Wanted::All;
         }
-        Wanted::Only(
-            attributes
+        Wanted::Only {
+            names: attributes
                 .iter()
                 .chain(filter_attributes)
                 .map(String::as_str)
                 .collect(),
-        )
+            seen: Default::default(),
+        }
     }
 
-    fn has(&self, name: &str) -> bool {
-        match self {
-            Wanted::All => true,
-            Wanted::Only(names) => names.iter().any(|n| n.eq_ignore_ascii_case(name)),
+    /// Whether the attribute `name`, the record's `place`-th, is wanted.
+    fn has(&self, place: usize, name: &str) -> bool {
+        let Wanted::Only { names, seen } = self else {
+            return true;
+        };
+        let mut seen = seen.borrow_mut();
+        if let Some((known, answer)) = seen.get(place)
+            && **known == *name
+        {
+            return *answer;
         }
+        let answer = names.iter().any(|n| n.eq_ignore_ascii_case(name));
+        // A handful of places is enough for the records of one job.
+        if place < 64 {
+            if seen.len() <= place {
+                seen.resize(place + 1, (Box::from(""), false));
+            }
+            seen[place] = (name.into(), answer);
+        }
+        answer
     }
 }
 
@@ -176,10 +198,10 @@ pub(crate) fn decode_with(
     let mut at = 0;
     let count = get_varint(bytes, &mut at).ok_or_else(damaged)?;
     let mut attrs = Vec::with_capacity(count.min(64));
-    for _ in 0..count {
+    for place in 0..count {
         let name = get_name(bytes, &mut at, names).ok_or_else(damaged)?;
         let n = get_varint(bytes, &mut at).ok_or_else(damaged)?;
-        if wanted.has(name) {
+        if wanted.has(place, name) {
             let mut values = Vec::with_capacity(n.min(1024));
             for _ in 0..n {
                 values.push(get_str(bytes, &mut at).ok_or_else(damaged)?.to_string());

@@ -221,6 +221,7 @@ impl Store {
 
     // A poisoned lock means a thread panicked mid-call; SQLite's own state is whole (a failed
     // statement changes nothing), so carry on with it.
+    //
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -638,14 +639,52 @@ impl Destination for Store {
     }
 
     fn add(&self, entry: &Entry, password: Option<&Secret>) -> Result<(), DestinationError> {
-        // The key, the checks, the password's hash and the record are made before the lock:
-        // workers then queue only for SQLite's own write.
-        let (key, parent) = embedded::new_entry_key(&self.parents, &entry.dn, &mut None)?;
-        let overrides = embedded::stored_overrides(entry, password)?;
-        let mut attrs = Vec::with_capacity(512);
-        record::encode_stored(entry, &overrides, &mut attrs);
-        let mut inner = self.begin()?;
-        self.insert(&mut inner, &key, parent.as_ref(), &entry.dn, &attrs)
+        let mut results = self.add_batch(&[(entry, password)]);
+        results.pop().unwrap_or_else(|| {
+            Err(DestinationError::Rejected {
+                message: "the store gave no answer for an add".into(),
+            })
+        })
+    }
+
+    fn add_batch(&self, adds: &[(&Entry, Option<&Secret>)]) -> Vec<Result<(), DestinationError>> {
+        // The keys, the checks, the passwords' hashes and the records are made before the
+        // lock, which is then taken once: workers queue only for SQLite's own writes.
+        let mut last_parent = None;
+        let staged: Vec<_> = adds
+            .iter()
+            .map(|(entry, password)| {
+                let (key, parent) =
+                    embedded::new_entry_key(&self.parents, &entry.dn, &mut last_parent)?;
+                let overrides = embedded::stored_overrides(entry, *password)?;
+                let mut attrs = Vec::with_capacity(512);
+                record::encode_stored(entry, &overrides, &mut attrs);
+                Ok((key, parent, attrs))
+            })
+            .collect();
+        let mut inner = match self.begin() {
+            Ok(inner) => inner,
+            Err(e) => {
+                let message = e.to_string();
+                return adds
+                    .iter()
+                    .map(|_| {
+                        Err(DestinationError::Rejected {
+                            message: message.clone(),
+                        })
+                    })
+                    .collect();
+            }
+        };
+        staged
+            .into_iter()
+            .zip(adds)
+            .map(|(s, (entry, _))| {
+                s.and_then(|(key, parent, attrs)| {
+                    self.insert(&mut inner, &key, parent.as_ref(), &entry.dn, &attrs)
+                })
+            })
+            .collect()
     }
 
     fn modify(&self, dn: &str, changes: &[Modification]) -> Result<(), DestinationError> {

@@ -798,7 +798,8 @@ pub(super) fn ensure_container(
     Ok(())
 }
 
-/// A new object about to be added (see [`add`]).
+/// A new object waiting for its add: step 3 adds a worker's new objects in batches (see
+/// [`apply_all`]), then finishes their rows.
 pub(super) struct PendingAdd {
     result: RowResult,
     write: RowWrite,
@@ -832,7 +833,9 @@ pub(super) enum Begun {
     Adding(PendingAdd),
 }
 
-/// Step 3 for a run of consecutive rows, in order: each row's hooks and writes.
+/// Step 3 for a run of consecutive rows, in order: each row's hooks and writes, with the new
+/// objects added in one [`Destination::add_batch`] call between their `row_adding` and
+/// `row_added` events. Within a row, events keep their order; rows' events interleave.
 pub(super) fn apply_all(
     shared: &Shared<'_>,
     tr: &TypeRun<'_>,
@@ -842,11 +845,52 @@ pub(super) fn apply_all(
     // containers, and checking the run's shared list for every object had the workers
     // taking turns on its lock.
     let mut ensured = String::new();
-    rows.into_iter()
-        .map(|p| {
-            let result = match begin(shared, tr, p, &mut ensured) {
+    let begun: Vec<Begun> = rows
+        .into_iter()
+        .map(|p| begin(shared, tr, p, &mut ensured))
+        .collect();
+    // Each pending add with an entry (all of them, unless this is a dry run), lent with its
+    // password.
+    let adds: Vec<(&Entry, Option<&Secret>)> = begun
+        .iter()
+        .filter_map(|b| match b {
+            Begun::Adding(pending) => Some((
+                pending.entry.as_ref()?,
+                secret(tr, &pending.password, &pending.generated),
+            )),
+            Begun::Done(_) => None,
+        })
+        .collect();
+    let added = if adds.is_empty() {
+        Vec::new()
+    } else {
+        shared.destination.add_batch(&adds)
+    };
+    drop(adds);
+    let mut added = added.into_iter();
+    begun
+        .into_iter()
+        .map(|b| {
+            let result = match b {
                 Begun::Done(result) => result,
-                Begun::Adding(pending) => add(shared, tr, pending),
+                Begun::Adding(mut pending) => {
+                    let outcome = match pending.entry.take() {
+                        // A dry run adds nothing.
+                        None => Ok(()),
+                        Some(entry) => {
+                            // The object goes back to the write for `row_added`: moved.
+                            pending.write.attributes = entry.into_attributes();
+                            // A destination that answers fewer adds than it was given fails
+                            // the rest.
+                            added.next().unwrap_or_else(|| {
+                                Err(DestinationError::Rejected {
+                                    message: "the destination gave no answer for this add".into(),
+                                })
+                            })
+                        }
+                    };
+                    finish_add(shared, tr, pending, outcome)
+                }
             };
             if let Some(c) = shared.control {
                 c.row_done();
@@ -854,22 +898,6 @@ pub(super) fn apply_all(
             result
         })
         .collect()
-}
-
-/// Step 3, the add of a create whose `row_adding` let it go ahead. The new object is lent
-/// to the destination, then handed back to the write for `row_added`: moved, not copied.
-fn add(shared: &Shared<'_>, tr: &TypeRun<'_>, mut pending: PendingAdd) -> RowRecord {
-    let outcome = match pending.entry.take() {
-        // A dry run adds nothing.
-        None => Ok(()),
-        Some(entry) => {
-            let password = secret(tr, &pending.password, &pending.generated);
-            let outcome = shared.destination.add(&entry, password);
-            pending.write.attributes = entry.into_attributes();
-            outcome
-        }
-    };
-    finish_add(shared, tr, pending, outcome)
 }
 
 /// Step 3, first half: hooks and writes for one row, except a new object's add, which is
