@@ -448,22 +448,13 @@ impl LdifDirectory {
     ) -> Result<(), DestinationError> {
         let (_, base_key) = parse_key(base)?;
         let tree = self.read();
-        let base_depth = key_depth(&base_key);
-        let mut found = false;
+        let mut walk = ScopeWalk::new(&base_key, scope);
         for (key, entry) in in_subtree(&tree, &base_key) {
-            found = true;
-            let in_scope = scope == Scope::Subtree
-                || key_depth(key) == base_depth + usize::from(scope == Scope::OneLevel);
-            if in_scope && filter.matches(entry) {
+            if walk.in_scope(key) && filter.matches(entry) {
                 take(entry);
             }
         }
-        if !found && !base_key.is_empty() {
-            return Err(DestinationError::NoSuchObject {
-                dn: base.to_string(),
-            });
-        }
-        Ok(())
+        walk.finish(base, &base_key)
     }
 
     /// An add's work that needs no lock: the tree key, the parent to check and the password's
@@ -492,16 +483,9 @@ impl LdifDirectory {
         staged: StagedAdd,
         present: &mut Option<Arc<ParentKey>>,
     ) -> Result<(), DestinationError> {
-        if let Some(parent) = &staged.parent
-            && !present.as_ref().is_some_and(|p| Arc::ptr_eq(p, parent))
-        {
-            if !tree.contains_key(&parent.key) {
-                return Err(DestinationError::NoSuchObject {
-                    dn: format!("{} (the parent of {})", parent.display, staged.entry.dn),
-                });
-            }
-            *present = Some(parent.clone());
-        }
+        check_parent_once(present, staged.parent.as_ref(), &staged.entry.dn, |k| {
+            Ok(tree.contains_key(k))
+        })?;
         match tree.entry(staged.key) {
             std::collections::btree_map::Entry::Occupied(_) => {
                 Err(DestinationError::AlreadyExists {
@@ -514,30 +498,92 @@ impl LdifDirectory {
             }
         }
     }
+}
 
-    /// Checks that the parent of `dn` (whose tree key is `k`) exists. The parent's key is the
-    /// child's up to its last separator, so no second DN is built.
-    fn check_parent(
-        tree: &BTreeMap<String, Arc<Entry>>,
-        dn: &Dn,
-        k: &str,
-        original: &str,
-    ) -> Result<(), DestinationError> {
-        let parent = dn.rdns.get(1..).unwrap_or(&[]);
-        if parent.is_empty() || rdns_may_be_absent(parent) {
-            return Ok(());
+/// Checks that the parent of `dn` (whose tree key is `k`) exists, asking `exists` of its
+/// key. The parent's key is the child's up to its last separator, so no second DN is built.
+/// `original` is the DN as the caller wrote it, for the message.
+pub(super) fn check_parent(
+    dn: &Dn,
+    k: &str,
+    original: &str,
+    exists: impl FnOnce(&str) -> Result<bool, DestinationError>,
+) -> Result<(), DestinationError> {
+    let parent = dn.rdns.get(1..).unwrap_or(&[]);
+    if parent.is_empty() || rdns_may_be_absent(parent) {
+        return Ok(());
+    }
+    let parent_key = k.rfind(SEP).map_or("", |i| &k[..i]);
+    if exists(parent_key)? {
+        Ok(())
+    } else {
+        let parent = Dn {
+            rdns: parent.to_vec(),
+        };
+        Err(DestinationError::NoSuchObject {
+            dn: format!("{parent} (the parent of {original})"),
+        })
+    }
+}
+
+/// The parent check of an add under its directory's lock: `parent` (from [`new_entry_key`];
+/// `None` when it need not exist) is asked of `exists` unless it is `present`, the parent an
+/// earlier add under the same lock found (adds share their parent, and a parent is not
+/// removed while the lock is held), which it then becomes.
+pub(super) fn check_parent_once(
+    present: &mut Option<Arc<ParentKey>>,
+    parent: Option<&Arc<ParentKey>>,
+    dn: &str,
+    exists: impl FnOnce(&str) -> Result<bool, DestinationError>,
+) -> Result<(), DestinationError> {
+    let Some(parent) = parent else {
+        return Ok(());
+    };
+    if present.as_ref().is_some_and(|p| Arc::ptr_eq(p, parent)) {
+        return Ok(());
+    }
+    if !exists(&parent.key)? {
+        return Err(DestinationError::NoSuchObject {
+            dn: format!("{} (the parent of {dn})", parent.display),
+        });
+    }
+    *present = Some(parent.clone());
+    Ok(())
+}
+
+/// Which entries of a base's subtree range a search in one scope hands over, and whether the
+/// base was there at all: the walk the embedded directories share over their key-ordered
+/// entries.
+pub(super) struct ScopeWalk {
+    scope: Scope,
+    base_depth: usize,
+    found: bool,
+}
+
+impl ScopeWalk {
+    pub(super) fn new(base_key: &str, scope: Scope) -> ScopeWalk {
+        ScopeWalk {
+            scope,
+            base_depth: key_depth(base_key),
+            found: false,
         }
-        let parent_key = k.rfind(SEP).map_or("", |i| &k[..i]);
-        if tree.contains_key(parent_key) {
-            Ok(())
-        } else {
-            let parent = Dn {
-                rdns: parent.to_vec(),
-            };
-            Err(DestinationError::NoSuchObject {
-                dn: format!("{parent} (the parent of {original})"),
-            })
+    }
+
+    /// Whether the entry at `key`, next in the base's range, is in scope.
+    pub(super) fn in_scope(&mut self, key: &str) -> bool {
+        self.found = true;
+        self.scope == Scope::Subtree
+            || key_depth(key) == self.base_depth + usize::from(self.scope == Scope::OneLevel)
+    }
+
+    /// After the walk: a base that is not there (other than the root) is no such object.
+    pub(super) fn finish(self, base: &str, base_key: &str) -> Result<(), DestinationError> {
+        if !self.found && !base_key.is_empty() {
+            return Err(DestinationError::NoSuchObject {
+                dn: base.to_string(),
+            });
         }
+        Ok(())
     }
 }
 
@@ -871,7 +917,7 @@ impl Destination for LdifDirectory {
                 dn: new_dn.to_string(),
             });
         }
-        Self::check_parent(&tree, &new, &new_key, new_dn)?;
+        check_parent(&new, &new_key, new_dn, |k| Ok(tree.contains_key(k)))?;
         if new.is_within(&old) {
             return Err(DestinationError::Rejected {
                 message: format!("cannot move {dn} below itself"),

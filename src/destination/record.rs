@@ -83,12 +83,16 @@ pub(crate) fn encode_with(entry: &Entry, out: &mut Vec<u8>, names: &[AttributeNa
     let attrs = entry.attributes();
     put_varint(out, attrs.len());
     for a in attrs {
-        put_name(out, &a.name, names);
-        put_varint(out, a.values.len());
-        for v in &a.values {
-            put_varint(out, v.len());
-            out.extend_from_slice(v.as_bytes());
-        }
+        put_attribute(out, &a.name, &a.values, names);
+    }
+}
+
+/// Appends one attribute: its name (see [`put_name`]), its value count and its values.
+fn put_attribute(out: &mut Vec<u8>, name: &str, values: &[String], names: &[AttributeName]) {
+    put_name(out, name, names);
+    put_varint(out, values.len());
+    for v in values {
+        put_str(out, v);
     }
 }
 
@@ -99,26 +103,17 @@ pub(crate) fn encode_with(entry: &Entry, out: &mut Vec<u8>, names: &[AttributeNa
 pub(crate) fn encode_stored(entry: &Entry, overrides: &[super::Attribute], out: &mut Vec<u8>) {
     let overridden = |name: &str| overrides.iter().find(|o| o.name.eq_ignore_ascii_case(name));
     let attrs = entry.attributes();
-    let added = overrides
+    let added: Vec<&super::Attribute> = overrides
         .iter()
         .filter(|o| entry.get(&o.name).is_empty())
-        .count();
-    put_varint(out, attrs.len() + added);
-    let mut put = |name: &str, values: &[String]| {
-        put_str(out, name);
-        put_varint(out, values.len());
-        for v in values {
-            put_str(out, v);
-        }
-    };
+        .collect();
+    put_varint(out, attrs.len() + added.len());
     for a in attrs {
-        match overridden(&a.name) {
-            Some(o) => put(&a.name, &o.values),
-            None => put(&a.name, &a.values),
-        }
+        let values = overridden(&a.name).map_or(&a.values, |o| &o.values);
+        put_attribute(out, &a.name, values, &[]);
     }
-    for o in overrides.iter().filter(|o| entry.get(&o.name).is_empty()) {
-        put(&o.name, &o.values);
+    for o in added {
+        put_attribute(out, &o.name, &o.values, &[]);
     }
 }
 

@@ -31,7 +31,6 @@ use super::embedded::{self, ParentCache, ParentKey, SEP, parse_key};
 use super::record::{self, Wanted, decode, decode_some, encode};
 use super::{Destination, DestinationError, Entry, Modification, Scope, ldif};
 use crate::Secret;
-use crate::dn::Dn;
 use crate::query::Filter;
 
 /// SQLite's `application_id` for a datasync store ("dsyn"), so a file of another program is
@@ -72,6 +71,12 @@ impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store").field("path", &self.path).finish()
     }
+}
+
+/// The first key past `key`'s subtree: below a key come the keys that continue it with the
+/// separator (U+0001), so every one of them sorts before `key` followed by U+0002.
+fn past_subtree(key: &str) -> String {
+    format!("{key}{}", char::from_u32(SEP as u32 + 1).unwrap_or(SEP))
 }
 
 /// An SQLite failure on the store at `path`, as the destination's error.
@@ -221,7 +226,6 @@ impl Store {
 
     // A poisoned lock means a thread panicked mid-call; SQLite's own state is whole (a failed
     // statement changes nothing), so carry on with it.
-    //
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -418,9 +422,8 @@ impl Store {
                 }
             }
             Some(base) => {
-                // The base, and the keys that continue it with the separator: below the base
-                // comes the separator (U+0001), so every key under it sorts before base+U+0002.
-                let upper = format!("{base}{}", char::from_u32(SEP as u32 + 1).unwrap_or(SEP));
+                // The base and the keys below it (see `past_subtree`).
+                let upper = past_subtree(base);
                 let mut stmt = inner
                     .conn
                     .prepare_cached(
@@ -470,9 +473,8 @@ impl Store {
         }
     }
 
-    fn contains(inner: &Inner, path: &Path, key: &str) -> Result<bool, DestinationError> {
-        let mut stmt = inner
-            .conn
+    fn contains(conn: &Connection, path: &Path, key: &str) -> Result<bool, DestinationError> {
+        let mut stmt = conn
             .prepare_cached("SELECT 1 FROM entry WHERE key = ?1")
             .map_err(|e| sql_error(path, e))?;
         stmt.exists([key]).map_err(|e| sql_error(path, e))
@@ -481,7 +483,7 @@ impl Store {
     /// Whether any key lies below `key`.
     fn has_children(inner: &Inner, path: &Path, key: &str) -> Result<bool, DestinationError> {
         let lower = format!("{key}{SEP}");
-        let upper = format!("{key}{}", char::from_u32(SEP as u32 + 1).unwrap_or(SEP));
+        let upper = past_subtree(key);
         let mut stmt = inner
             .conn
             .prepare_cached("SELECT 1 FROM entry WHERE key >= ?1 AND key < ?2 LIMIT 1")
@@ -550,19 +552,8 @@ impl Store {
         dn: &str,
         attrs: &[u8],
     ) -> Result<(), DestinationError> {
-        if let Some(parent) = parent
-            && !inner
-                .present
-                .as_ref()
-                .is_some_and(|p| Arc::ptr_eq(p, parent))
-        {
-            if !Self::contains(inner, &self.path, &parent.key)? {
-                return Err(DestinationError::NoSuchObject {
-                    dn: format!("{} (the parent of {dn})", parent.display),
-                });
-            }
-            inner.present = Some(parent.clone());
-        }
+        let Inner { conn, present, .. } = inner;
+        embedded::check_parent_once(present, parent, dn, |k| Self::contains(conn, &self.path, k))?;
         Self::write_encoded(inner, &self.path, key, dn, attrs, false)
     }
 }
@@ -601,25 +592,17 @@ impl Destination for Store {
                 }),
             };
         }
-        let base_depth = embedded::key_depth(&base_key);
-        let mut found = false;
+        let mut walk = embedded::ScopeWalk::new(&base_key, scope);
         // Only what is asked for and what the filter reads is decoded; the entries handed
         // over may carry the filter's attributes too (the contract allows more).
         let filter_attributes = filter.attributes();
         let wanted = Wanted::for_search(attributes, &filter_attributes);
         self.each_in_range(Some(&base_key), &wanted, &mut |key, entry| {
-            found = true;
-            let in_scope = scope == Scope::Subtree || embedded::key_depth(key) == base_depth + 1;
-            if in_scope && filter.matches(&entry) {
+            if walk.in_scope(key) && filter.matches(&entry) {
                 each(entry);
             }
         })?;
-        if !found && !base_key.is_empty() {
-            return Err(DestinationError::NoSuchObject {
-                dn: base.to_string(),
-            });
-        }
-        Ok(())
+        walk.finish(base, &base_key)
     }
 
     fn read_entry(
@@ -635,7 +618,7 @@ impl Destination for Store {
     fn exists(&self, dn: &str) -> Result<bool, DestinationError> {
         let (_, k) = parse_key(dn)?;
         let inner = self.begin_or_read()?;
-        Self::contains(&inner, &self.path, &k)
+        Self::contains(&inner.conn, &self.path, &k)
     }
 
     fn add(&self, entry: &Entry, password: Option<&Secret>) -> Result<(), DestinationError> {
@@ -713,23 +696,14 @@ impl Destination for Store {
         }
         let mut inner = self.begin()?;
         inner.present = None;
-        if Self::contains(&inner, &self.path, &new_key)? {
+        if Self::contains(&inner.conn, &self.path, &new_key)? {
             return Err(DestinationError::AlreadyExists {
                 dn: new_dn.to_string(),
             });
         }
-        let parent = new.rdns.get(1..).unwrap_or(&[]);
-        if !parent.is_empty() && !embedded::rdns_may_be_absent(parent) {
-            let parent_key = new_key.rfind(SEP).map_or("", |i| &new_key[..i]);
-            if !Self::contains(&inner, &self.path, parent_key)? {
-                let parent = Dn {
-                    rdns: parent.to_vec(),
-                };
-                return Err(DestinationError::NoSuchObject {
-                    dn: format!("{parent} (the parent of {new_dn})"),
-                });
-            }
-        }
+        embedded::check_parent(&new, &new_key, new_dn, |k| {
+            Self::contains(&inner.conn, &self.path, k)
+        })?;
         if new.is_within(&old) {
             return Err(DestinationError::Rejected {
                 message: format!("cannot move {dn} below itself"),
@@ -764,7 +738,7 @@ impl Destination for Store {
         let (_, k) = parse_key(dn)?;
         let mut inner = self.begin()?;
         inner.present = None;
-        if !Self::contains(&inner, &self.path, &k)? {
+        if !Self::contains(&inner.conn, &self.path, &k)? {
             return Err(DestinationError::NoSuchObject { dn: dn.to_string() });
         }
         if Self::has_children(&inner, &self.path, &k)? {

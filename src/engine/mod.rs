@@ -926,8 +926,9 @@ fn prepare_batches<'p>(
     })
 }
 
-/// The names a type's new objects are built with: its fields' attributes, the object classes,
-/// the password attributes a destination stores and the account control.
+/// The names a type's new objects are built with: its fields' attributes, and the few others
+/// a new object may carry beside them (its object classes, a password attribute a field map
+/// writes as text, the account control).
 fn new_object_names(op: &ObjectPlan) -> Vec<crate::destination::AttributeName> {
     let mut names: Vec<crate::destination::AttributeName> = Vec::new();
     let known = [

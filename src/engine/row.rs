@@ -198,6 +198,7 @@ pub(super) struct RowRecord {
 }
 
 /// The rarer parts of a [`RowRecord`].
+#[derive(Default)]
 pub(super) struct RecordRest {
     pub key: Option<String>,
     pub failure: Option<(Option<String>, String)>,
@@ -825,8 +826,8 @@ fn secret<'a>(
 }
 
 /// A row after the first half of step 3.
-// Transient (one row at a time): boxing the pending add would cost an allocation per new
-// object for nothing.
+// Transient (a worker holds one run of at most 256 rows): boxing the pending add would cost an
+// allocation per new object for nothing.
 #[allow(clippy::large_enum_variant)]
 pub(super) enum Begun {
     Done(RowRecord),
@@ -1229,12 +1230,7 @@ pub(super) fn record(op: &ObjectPlan, results: Vec<Vec<RowRecord>>, report: &mut
         if let Some(dn) = r.added {
             report.added.push(dn.into_string());
         }
-        let rest = r.rest.map(|rest| *rest).unwrap_or(RecordRest {
-            key: None,
-            failure: None,
-            modified: None,
-            renamed: None,
-        });
+        let rest = r.rest.map(|rest| *rest).unwrap_or_default();
         if let Some(dn) = rest.modified {
             report.modified.push(dn);
         }
