@@ -281,19 +281,15 @@ fn export(store: &str, ldif: &Path) -> Result<String, String> {
         let mut out = std::io::BufWriter::new(stdout.lock());
         store.export_ldif(&mut out).map_err(|e| e.to_string())?
     } else {
-        let same = |a: &Path, b: &Path| {
-            datasync::files::resolve(a)
-                .ok()
-                .is_some_and(|a| datasync::files::resolve(b).ok() == Some(a))
-        };
-        if same(ldif, store.path()) {
+        let target =
+            datasync::files::resolve(ldif).map_err(|e| format!("{}: {e}", ldif.display()))?;
+        // The store's path is resolved already (through symlinks, canonical).
+        if target == store.path() {
             return Err(format!(
                 "--ldif {} is the store itself; nothing was written",
                 ldif.display()
             ));
         }
-        let target =
-            datasync::files::resolve(ldif).map_err(|e| format!("{}: {e}", ldif.display()))?;
         let io = |e: std::io::Error| format!("{}: {e}", target.display());
         let mut replacement = datasync::files::Replacement::begin(&target, 0o600).map_err(io)?;
         let count = {
