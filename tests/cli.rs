@@ -1089,6 +1089,14 @@ fn the_store_keeps_every_byte_on_an_unchanged_run_and_round_trips_through_ldif()
     let exported = std::fs::read_to_string(c.path("out.ldif")).unwrap();
     assert!(exported.starts_with("version: 1\n"), "{exported}");
     assert!(exported.contains("sAMAccountName: "), "{exported}");
+    // An export never writes over the store it reads, named as it is or through a link.
+    std::os::unix::fs::symlink("directory.db", c.path("link.ldif")).unwrap();
+    for target in ["directory.db", "link.ldif"] {
+        let out = c.run(&["export", "db:directory.db", "--ldif", target]);
+        assert_eq!(out.status.code(), Some(2), "{target}: {}", text(&out));
+        assert!(text(&out).contains("is the store itself"), "{}", text(&out));
+        assert_eq!(std::fs::read(c.path("directory.db")).unwrap(), store);
+    }
     let out = c.run(&["import", "out.ldif", "--into", "copy.db"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let out = c.run(&["export", "copy.db", "--ldif", "-"]);
