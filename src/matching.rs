@@ -97,7 +97,7 @@ impl KeyIndex {
     /// Indexes whole `entries` by the first value of each key attribute (fingerprints 0).
     pub fn build(entries: Vec<Entry>, key_attributes: &[&str]) -> KeyIndex {
         let mut index = KeyIndex::default();
-        for e in entries {
+        for e in &entries {
             index.push(e, key_attributes, None, 0);
         }
         index
@@ -109,7 +109,7 @@ impl KeyIndex {
     /// with `fingerprint`: what the caller made of the rest.
     pub fn push(
         &mut self,
-        entry: Entry,
+        entry: &Entry,
         key_attributes: &[&str],
         keep: Option<&[String]>,
         fingerprint: u128,
@@ -127,14 +127,13 @@ impl KeyIndex {
         } else {
             OneOrMore::add(&mut self.by_key, normalize_key(&parts), position);
         }
-        let mut entry = entry;
-        if let Some(keep) = keep {
-            entry.retain(|name| keep.iter().any(|k| k.eq_ignore_ascii_case(name)));
-        }
         let mut kept = Vec::new();
-        crate::destination::record::encode(&entry, &mut kept);
+        match keep {
+            Some(keep) => crate::destination::record::encode_only(entry, keep, &mut kept),
+            None => crate::destination::record::encode(entry, &mut kept),
+        }
         self.objects.push(IndexedObject {
-            dn: std::mem::take(&mut entry.dn).into_boxed_str(),
+            dn: entry.dn.as_str().into(),
             kept: kept.into_boxed_slice(),
             fingerprint,
         });
@@ -284,13 +283,16 @@ impl ResolveIndex {
                 Scope::Subtree,
                 &Filter::Present(attr.clone()),
                 std::slice::from_ref(attr),
-                &mut |mut e| {
+                &mut |e| {
                     // Only the attribute looked up is kept of each object.
-                    e.retain(|name| name.eq_ignore_ascii_case(attr));
                     let mut packed = Vec::new();
-                    crate::destination::record::encode(&e, &mut packed);
+                    crate::destination::record::encode_only(
+                        e,
+                        std::slice::from_ref(attr),
+                        &mut packed,
+                    );
                     let holder = Arc::new(Holder {
-                        dn: std::mem::take(&mut e.dn).into_boxed_str(),
+                        dn: e.dn.as_str().into(),
                         values: packed.into_boxed_slice(),
                     });
                     let values = e.get(attr);

@@ -208,7 +208,7 @@ impl Destination for Flaky {
         scope: Scope,
         filter: &Filter,
         attributes: &[String],
-        each: &mut dyn FnMut(Entry),
+        each: &mut dyn FnMut(&Entry),
     ) -> Result<(), DestinationError> {
         if self
             .failures

@@ -1479,7 +1479,7 @@ impl Destination for CheckedReferences {
         scope: datasync::destination::Scope,
         filter: &datasync::query::Filter,
         attributes: &[String],
-        each: &mut dyn FnMut(Entry),
+        each: &mut dyn FnMut(&Entry),
     ) -> Result<(), datasync::DestinationError> {
         self.0.search_each(base, scope, filter, attributes, each)
     }
@@ -1563,7 +1563,7 @@ impl Destination for CountedReads {
         scope: datasync::destination::Scope,
         filter: &datasync::query::Filter,
         attributes: &[String],
-        each: &mut dyn FnMut(Entry),
+        each: &mut dyn FnMut(&Entry),
     ) -> Result<(), datasync::DestinationError> {
         self.searches.fetch_add(1, Ordering::SeqCst);
         self.inner

@@ -827,9 +827,9 @@ impl Destination for LdifDirectory {
         scope: Scope,
         filter: &Filter,
         attributes: &[String],
-        each: &mut dyn FnMut(Entry),
+        each: &mut dyn FnMut(&Entry),
     ) -> Result<(), DestinationError> {
-        self.select(base, scope, filter, |e| each(project(e, attributes)))
+        self.select(base, scope, filter, |e| each(&project(e, attributes)))
     }
 
     fn search(
@@ -1077,7 +1077,7 @@ mod tests {
             Scope::Subtree,
             &users,
             &["cn".into()],
-            &mut |e| handed.push(e),
+            &mut |e| handed.push(e.clone()),
         )
         .unwrap();
         assert_eq!(handed.len(), 1);

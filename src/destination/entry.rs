@@ -147,30 +147,9 @@ impl Entry {
         attributes: Vec<(AttributeName, Vec<String>)>,
     ) -> Entry {
         let dn = dn.into();
-        // Names seen so far, by a one-bit sketch of their length and first byte: a name whose
-        // bit is clear is new without comparing it to every name before it (an entry is built
-        // this way for every object a run creates).
-        let sketch = |name: &str| {
-            let first = name.bytes().next().unwrap_or(0).to_ascii_lowercase();
-            1u64 << ((name.len() * 7 + usize::from(first)) % 64)
-        };
-        let mut seen = 0u64;
-        let mut distinct = true;
-        for (i, (name, values)) in attributes.iter().enumerate() {
-            let bit = sketch(name);
-            if values.is_empty()
-                || is_reserved(name)
-                || (seen & bit != 0
-                    && attributes[..i]
-                        .iter()
-                        .any(|(n, _)| n.eq_ignore_ascii_case(name)))
-            {
-                distinct = false;
-                break;
-            }
-            seen |= bit;
-        }
-        if distinct {
+        if distinct(&attributes, |(name, values)| {
+            (name.as_str(), values.is_empty())
+        }) {
             // Same layout: collected in place, no new vector.
             let attrs = attributes
                 .into_iter()
@@ -183,13 +162,56 @@ impl Entry {
             attrs: Vec::with_capacity(attributes.capacity()),
         };
         for (name, values) in attributes {
-            if entry.position(&name).is_some() {
-                entry.add_values(&name, &values);
-            } else {
-                entry.set_owned(name, values);
-            }
+            entry.merge_in(name, values);
         }
         entry
+    }
+
+    /// [`from_attributes`](Self::from_attributes) of attributes already built: what a store
+    /// decodes its records into.
+    pub(crate) fn from_attribute_list(dn: String, attributes: Vec<Attribute>) -> Entry {
+        if distinct(&attributes, |a| (a.name.as_str(), a.values.is_empty())) {
+            return Entry {
+                dn,
+                attrs: attributes,
+            };
+        }
+        let mut entry = Entry {
+            dn,
+            attrs: Vec::with_capacity(attributes.len()),
+        };
+        for a in attributes {
+            entry.merge_in(a.name, a.values);
+        }
+        entry
+    }
+
+    /// The entry's attributes to be overwritten in place, for a decoder that reuses an entry;
+    /// [`settle`](Self::settle) must follow.
+    pub(crate) fn attribute_slots(&mut self) -> &mut Vec<Attribute> {
+        &mut self.attrs
+    }
+
+    /// Makes the entry whole again after [`attribute_slots`](Self::attribute_slots): names
+    /// given twice merge, attributes without values go (what a damaged record may hold; a
+    /// good one needs nothing).
+    pub(crate) fn settle(&mut self) {
+        if !distinct(&self.attrs, |a| (a.name.as_str(), a.values.is_empty())) {
+            let attrs = std::mem::take(&mut self.attrs);
+            for a in attrs {
+                self.merge_in(a.name, a.values);
+            }
+        }
+    }
+
+    /// Adds an attribute as [`from_attributes`](Self::from_attributes) does: a name already
+    /// there merges its values.
+    fn merge_in(&mut self, name: AttributeName, values: Vec<String>) {
+        if self.position(&name).is_some() {
+            self.add_values(&name, &values);
+        } else {
+            self.set_owned(name, values);
+        }
     }
 
     fn position(&self, name: &str) -> Option<usize> {
@@ -294,6 +316,34 @@ impl Entry {
 }
 
 /// `dn` and `changetype` name parts of an LDIF record, never attributes.
+/// True when the attributes `items` (each seen through `name_and_empty`) have distinct,
+/// allowed names and some values each: an entry can keep them as they are.
+fn distinct<T>(items: &[T], name_and_empty: impl Fn(&T) -> (&str, bool)) -> bool {
+    // Names seen so far, by a one-bit sketch of their length and first byte: a name whose
+    // bit is clear is new without comparing it to every name before it (an entry is built
+    // this way for every object a run creates or reads).
+    let sketch = |name: &str| {
+        let first = name.bytes().next().unwrap_or(0).to_ascii_lowercase();
+        1u64 << ((name.len() * 7 + usize::from(first)) % 64)
+    };
+    let mut seen = 0u64;
+    for (i, item) in items.iter().enumerate() {
+        let (name, empty) = name_and_empty(item);
+        let bit = sketch(name);
+        if empty
+            || is_reserved(name)
+            || (seen & bit != 0
+                && items[..i]
+                    .iter()
+                    .any(|other| name_and_empty(other).0.eq_ignore_ascii_case(name)))
+        {
+            return false;
+        }
+        seen |= bit;
+    }
+    true
+}
+
 fn is_reserved(name: &str) -> bool {
     name.eq_ignore_ascii_case("dn") || name.eq_ignore_ascii_case("changetype")
 }

@@ -449,7 +449,7 @@ impl Destination for LdapDirectory {
         scope: Scope,
         filter: &Filter,
         attributes: &[String],
-        each: &mut dyn FnMut(Entry),
+        each: &mut dyn FnMut(&Entry),
     ) -> Result<(), DestinationError> {
         let filter = filter.to_string();
         let page = self.pool.config().page_size;
@@ -471,7 +471,7 @@ impl Destination for LdapDirectory {
                         seen += 1;
                         if seen > handed {
                             handed += 1;
-                            each(entry_from(e, attributes));
+                            each(&entry_from(e, attributes));
                         }
                     },
                 )

@@ -271,13 +271,17 @@ pub trait Destination: Send + Sync {
     /// they are read, in no promised order. `attributes` names what the caller will read (none:
     /// all of them); an implementation may hand over more. A `base` that does not exist gives
     /// [`DestinationError::NoSuchObject`]. `each` must not call back into the destination.
+    ///
+    /// Each entry is lent for the call only, so an implementation may hand over entries it
+    /// keeps, or decode every record into the same one: a scan of a million objects then
+    /// allocates nothing per object. The caller copies what it keeps.
     fn search_each(
         &self,
         base: &str,
         scope: Scope,
         filter: &Filter,
         attributes: &[String],
-        each: &mut dyn FnMut(Entry),
+        each: &mut dyn FnMut(&Entry),
     ) -> Result<(), DestinationError>;
 
     /// [`search_each`](Self::search_each)'s entries gathered, in tree order (parents before
@@ -291,7 +295,7 @@ pub trait Destination: Send + Sync {
     ) -> Result<Vec<Entry>, DestinationError> {
         let mut found: Vec<(String, Entry)> = Vec::new();
         self.search_each(base, scope, filter, attributes, &mut |e| {
-            found.push((embedded::sort_key(&e.dn), e));
+            found.push((embedded::sort_key(&e.dn), e.clone()));
         })?;
         found.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(found.into_iter().map(|(_, e)| e).collect())
@@ -306,7 +310,9 @@ pub trait Destination: Send + Sync {
         let mut found = None;
         // Every entry has an objectClass: the filter every server takes for "any".
         let any = Filter::Present("objectClass".into());
-        match self.search_each(dn, Scope::Base, &any, attributes, &mut |e| found = Some(e)) {
+        match self.search_each(dn, Scope::Base, &any, attributes, &mut |e| {
+            found = Some(e.clone())
+        }) {
             Ok(()) | Err(DestinationError::NoSuchObject { .. }) => Ok(found),
             Err(e) => Err(e),
         }

@@ -78,6 +78,16 @@ pub(crate) fn encode(entry: &Entry, out: &mut Vec<u8>) {
     encode_with(entry, out, &[]);
 }
 
+/// [`encode`] of the attributes of `entry` named in `keep` (compared without case) only.
+pub(crate) fn encode_only(entry: &Entry, keep: &[String], out: &mut Vec<u8>) {
+    let kept = |a: &&super::Attribute| keep.iter().any(|k| k.eq_ignore_ascii_case(&a.name));
+    let attrs = entry.attributes();
+    put_varint(out, attrs.iter().filter(kept).count());
+    for a in attrs.iter().filter(kept) {
+        put_attribute(out, &a.name, &a.values, &[]);
+    }
+}
+
 /// [`encode`], with names found in `names` written as their place in it.
 pub(crate) fn encode_with(entry: &Entry, out: &mut Vec<u8>, names: &[AttributeName]) {
     let attrs = entry.attributes();
@@ -125,13 +135,7 @@ pub(crate) fn decode(dn: String, bytes: &[u8]) -> Result<Entry, String> {
 /// Which attributes a read decodes: the others are passed over without a copy.
 pub(crate) enum Wanted<'a> {
     All,
-    Only {
-        names: Vec<&'a str>,
-        /// The answers for the names met at each place of the last records read: records
-        /// of one store mostly list the same names in the same order, so a name is then
-        /// compared once, byte for byte, instead of against every wanted name without case.
-        seen: std::cell::RefCell<Vec<(Box<str>, bool)>>,
-    },
+    Only { names: Vec<&'a str> },
 }
 
 impl<'a> Wanted<'a> {
@@ -150,30 +154,115 @@ impl<'a> Wanted<'a> {
                 .chain(filter_attributes)
                 .map(String::as_str)
                 .collect(),
-            seen: Default::default(),
         }
     }
 
-    /// Whether the attribute `name`, the record's `place`-th, is wanted.
-    fn has(&self, place: usize, name: &str) -> bool {
-        let Wanted::Only { names, seen } = self else {
-            return true;
-        };
-        let mut seen = seen.borrow_mut();
-        if let Some((known, answer)) = seen.get(place)
+    fn has(&self, name: &str) -> bool {
+        match self {
+            Wanted::All => true,
+            Wanted::Only { names } => names.iter().any(|n| n.eq_ignore_ascii_case(name)),
+        }
+    }
+}
+
+/// A reader of many records that wants the same attributes of each: what a scan decodes with.
+///
+/// Records of one store mostly list the same names in the same order, so the reader keeps,
+/// for each place in a record, the name last met there and its answer (the name itself,
+/// ready to clone into an entry, or `None`: not wanted). A name is then compared once, byte
+/// for byte, and never parsed into a new [`AttributeName`].
+pub(crate) struct Decoder<'a> {
+    wanted: Wanted<'a>,
+    seen: Vec<(Box<str>, Option<AttributeName>)>,
+}
+
+impl<'a> Decoder<'a> {
+    /// A decoder of the attributes `wanted`.
+    pub(crate) fn new(wanted: Wanted<'a>) -> Decoder<'a> {
+        Decoder {
+            wanted,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The name to give the record's `place`-th attribute, `name`, or `None` to pass it over.
+    fn name_at(&mut self, place: usize, name: &str) -> Option<AttributeName> {
+        if let Some((known, answer)) = self.seen.get(place)
             && **known == *name
         {
-            return *answer;
+            return answer.clone();
         }
-        let answer = names.iter().any(|n| n.eq_ignore_ascii_case(name));
+        let answer = self.wanted.has(name).then(|| AttributeName::from(name));
         // A handful of places is enough for the records of one job.
         if place < 64 {
-            if seen.len() <= place {
-                seen.resize(place + 1, (Box::from(""), false));
+            if self.seen.len() <= place {
+                self.seen.resize(place + 1, (Box::from(""), None));
             }
-            seen[place] = (name.into(), answer);
+            self.seen[place] = (name.into(), answer.clone());
         }
         answer
+    }
+
+    /// Makes `entry` the entry `dn` whose record is `bytes`, of the wanted attributes,
+    /// reusing what `entry` held: its strings and vectors take the new values, so records of
+    /// one shape, decoded one after another, allocate nothing. The whole record is still
+    /// checked; `Err` names what is damaged (and `entry` is then left half made).
+    pub(crate) fn decode_reusing(
+        &mut self,
+        entry: &mut Entry,
+        dn: &str,
+        bytes: &[u8],
+    ) -> Result<(), String> {
+        let damaged = || format!("the record of {dn} is damaged");
+        let text = std::str::from_utf8(bytes).ok();
+        let string = |at: &mut usize| get_str_in(bytes, text, at);
+        entry.dn.clear();
+        entry.dn.push_str(dn);
+        let attrs = entry.attribute_slots();
+        let mut used = 0;
+        let mut at = 0;
+        let count = get_varint(bytes, &mut at).ok_or_else(damaged)?;
+        for place in 0..count {
+            let name = string(&mut at).ok_or_else(damaged)?;
+            let n = get_varint(bytes, &mut at).ok_or_else(damaged)?;
+            let Some(name) = self.name_at(place, name) else {
+                for _ in 0..n {
+                    let len = get_varint(bytes, &mut at).ok_or_else(damaged)?;
+                    at = at
+                        .checked_add(len)
+                        .filter(|end| *end <= bytes.len())
+                        .ok_or_else(damaged)?;
+                }
+                continue;
+            };
+            if used == attrs.len() {
+                attrs.push(super::Attribute {
+                    name,
+                    values: Vec::new(),
+                });
+            } else if attrs[used].name != name.as_str() {
+                attrs[used].name = name;
+            }
+            let values = &mut attrs[used].values;
+            for k in 0..n {
+                let v = string(&mut at).ok_or_else(damaged)?;
+                match values.get_mut(k) {
+                    Some(held) => {
+                        held.clear();
+                        held.push_str(v);
+                    }
+                    None => values.push(v.to_string()),
+                }
+            }
+            values.truncate(n);
+            used += 1;
+        }
+        attrs.truncate(used);
+        if at != bytes.len() {
+            return Err(damaged());
+        }
+        entry.settle();
+        Ok(())
     }
 }
 
@@ -189,19 +278,54 @@ pub(crate) fn decode_with(
     wanted: &Wanted<'_>,
     names: &[AttributeName],
 ) -> Result<Entry, String> {
+    decode_into(dn, bytes, names, &mut |_, name| {
+        wanted.has(name).then(|| AttributeName::from(name))
+    })
+}
+
+/// Reads a string of a record at `*at`: sliced from `text`, the whole record when it is
+/// UTF-8 through and through (checked once, for every string in it), else checked alone.
+fn get_str_in<'a>(bytes: &'a [u8], text: Option<&'a str>, at: &mut usize) -> Option<&'a str> {
+    let len = get_varint(bytes, at)?;
+    let end = at.checked_add(len)?;
+    let s = match text {
+        Some(text) => text.get(*at..end)?,
+        None => std::str::from_utf8(bytes.get(*at..end)?).ok()?,
+    };
+    *at = end;
+    Some(s)
+}
+
+/// The decoding loop: `name_for(place, name)` says what to call an attribute, or to pass it
+/// over.
+fn decode_into(
+    dn: String,
+    bytes: &[u8],
+    names: &[AttributeName],
+    name_for: &mut dyn FnMut(usize, &str) -> Option<AttributeName>,
+) -> Result<Entry, String> {
+    // Most records are UTF-8 through and through (ASCII, lengths below 128 included):
+    // checked once here, their strings need no check of their own.
+    let text = std::str::from_utf8(bytes).ok();
+    let string = |at: &mut usize| get_str_in(bytes, text, at);
     let damaged = || format!("the record of {dn} is damaged");
     let mut at = 0;
     let count = get_varint(bytes, &mut at).ok_or_else(damaged)?;
     let mut attrs = Vec::with_capacity(count.min(64));
     for place in 0..count {
-        let name = get_name(bytes, &mut at, names).ok_or_else(damaged)?;
+        let name = if names.is_empty() {
+            string(&mut at)
+        } else {
+            get_name(bytes, &mut at, names)
+        }
+        .ok_or_else(damaged)?;
         let n = get_varint(bytes, &mut at).ok_or_else(damaged)?;
-        if wanted.has(place, name) {
+        if let Some(name) = name_for(place, name) {
             let mut values = Vec::with_capacity(n.min(1024));
             for _ in 0..n {
-                values.push(get_str(bytes, &mut at).ok_or_else(damaged)?.to_string());
+                values.push(string(&mut at).ok_or_else(damaged)?.to_string());
             }
-            attrs.push((name.into(), values));
+            attrs.push(super::Attribute { name, values });
         } else {
             for _ in 0..n {
                 let len = get_varint(bytes, &mut at).ok_or_else(damaged)?;
@@ -215,7 +339,7 @@ pub(crate) fn decode_with(
     if at != bytes.len() {
         return Err(damaged());
     }
-    Ok(Entry::from_attributes(dn, attrs))
+    Ok(Entry::from_attribute_list(dn, attrs))
 }
 
 /// The values of `name` in a packed buffer, borrowed (none when it has no such attribute or
@@ -266,4 +390,87 @@ fn locate(bytes: &[u8], name: &str, names: &[AttributeName]) -> Option<(usize, u
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(dn: &str, attrs: &[(&str, &[&str])]) -> Entry {
+        let mut e = Entry::new(dn);
+        for (name, values) in attrs {
+            e.set(name, values.iter().map(|v| v.to_string()).collect());
+        }
+        e
+    }
+
+    #[test]
+    fn one_entry_reused_for_records_of_any_shape_reads_each_exactly() {
+        let records = [
+            entry(
+                "CN=Ann,DC=lab",
+                &[
+                    ("objectClass", &["top", "user"]),
+                    ("cn", &["Ann"]),
+                    ("telephoneNumber", &["1", "2", "3"]),
+                    ("title", &["Clerk"]),
+                ],
+            ),
+            // Fewer attributes, fewer values, another order, text that is not ASCII.
+            entry(
+                "CN=Åsa,DC=lab",
+                &[("cn", &["Åsa"]), ("objectClass", &["user"])],
+            ),
+            entry(
+                "CN=Bob,DC=lab",
+                &[
+                    ("objectClass", &["top", "person", "user"]),
+                    ("cn", &["Bob"]),
+                    ("telephoneNumber", &["9"]),
+                    ("title", &["Boss"]),
+                    ("mail", &["bob@lab"]),
+                ],
+            ),
+        ];
+        let all = Wanted::All;
+        let wanted = ["cn".to_string(), "TELEPHONENUMBER".to_string()];
+        let some = Wanted::for_search(&wanted, &[]);
+        for (wanted, names) in [(all, None), (some, Some(&wanted))] {
+            let mut decoder = Decoder::new(wanted);
+            let mut reused = Entry::new("");
+            for record in records.iter().chain(records.iter().rev()) {
+                let mut bytes = Vec::new();
+                encode(record, &mut bytes);
+                decoder
+                    .decode_reusing(&mut reused, &record.dn, &bytes)
+                    .unwrap();
+                let mut expected = record.clone();
+                if let Some(names) = names {
+                    expected.retain(|n| names.iter().any(|w| w.eq_ignore_ascii_case(n)));
+                }
+                assert_eq!(reused, expected);
+            }
+        }
+    }
+
+    #[test]
+    fn a_damaged_record_is_an_error_not_an_entry() {
+        let mut bytes = Vec::new();
+        encode(&entry("CN=Ann,DC=lab", &[("cn", &["Ann"])]), &mut bytes);
+        let mut decoder = Decoder::new(Wanted::All);
+        let mut reused = Entry::new("");
+        for cut in [bytes.len() - 1, 2] {
+            let err = decoder
+                .decode_reusing(&mut reused, "CN=Ann,DC=lab", &bytes[..cut])
+                .unwrap_err();
+            assert!(err.contains("CN=Ann,DC=lab"), "{err}");
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(decoder.decode_reusing(&mut reused, "x", &longer).is_err());
+        // Invalid UTF-8 in a value.
+        let at = bytes.len() - 1;
+        bytes[at] = 0xff;
+        assert!(decoder.decode_reusing(&mut reused, "x", &bytes).is_err());
+    }
 }

@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::embedded::{self, ParentCache, ParentKey, SEP, parse_key};
-use super::record::{self, Wanted, decode, decode_some, encode};
+use super::record::{self, Decoder, Wanted, decode, encode};
 use super::{Destination, DestinationError, Entry, Modification, Scope, ldif};
 use crate::Secret;
 use crate::query::Filter;
@@ -275,13 +275,13 @@ impl Store {
         let mut count = 0;
         let mut failed = None;
         let mut text = String::new();
-        self.each_in_range(None, &Wanted::All, &mut |_, entry| {
+        self.each_in_range(None, Wanted::All, &mut |_, entry| {
             if failed.is_some() {
                 return;
             }
             text.clear();
             text.push('\n');
-            ldif::write_entry(&mut text, &entry);
+            ldif::write_entry(&mut text, entry);
             match out.write_all(text.as_bytes()) {
                 Ok(()) => count += 1,
                 Err(e) => failed = Some(e),
@@ -388,26 +388,33 @@ impl Store {
     fn each_in_range(
         &self,
         base_key: Option<&str>,
-        wanted: &Wanted<'_>,
-        each: &mut dyn FnMut(&str, Entry),
+        wanted: Wanted<'_>,
+        each: &mut dyn FnMut(&str, &Entry),
     ) -> Result<(), DestinationError> {
         let inner = self.begin_or_read()?;
         let err = |e| sql_error(&self.path, e);
+        let mut decoder = Decoder::new(wanted);
+        // Every record is decoded into this one entry (see `Decoder::decode_reusing`).
+        let mut entry = Entry::new("");
         let mut decode_and_hand = |row: &rusqlite::Row<'_>| -> Result<(), DestinationError> {
             let key: &str = row
                 .get_ref(0)
                 .and_then(|v| v.as_str().map_err(Into::into))
                 .map_err(err)?;
-            let dn: String = row.get(1).map_err(err)?;
+            let dn: &str = row
+                .get_ref(1)
+                .and_then(|v| v.as_str().map_err(Into::into))
+                .map_err(err)?;
             let attrs = row
                 .get_ref(2)
                 .and_then(|v| v.as_blob().map_err(Into::into))
                 .map_err(err)?;
-            let entry =
-                decode_some(dn, attrs, wanted).map_err(|message| DestinationError::Rejected {
+            decoder
+                .decode_reusing(&mut entry, dn, attrs)
+                .map_err(|message| DestinationError::Rejected {
                     message: format!("{}: {message}", self.path.display()),
                 })?;
-            each(key, entry);
+            each(key, &entry);
             Ok(())
         };
         match base_key.filter(|k| !k.is_empty()) {
@@ -575,7 +582,7 @@ impl Destination for Store {
         scope: Scope,
         filter: &Filter,
         attributes: &[String],
-        each: &mut dyn FnMut(Entry),
+        each: &mut dyn FnMut(&Entry),
     ) -> Result<(), DestinationError> {
         let (_, base_key) = parse_key(base)?;
         if scope == Scope::Base {
@@ -583,7 +590,7 @@ impl Destination for Store {
             return match Self::load(&inner, &self.path, &base_key)? {
                 Some(e) => {
                     if filter.matches(&e) {
-                        each(project(e, attributes));
+                        each(&project(e, attributes));
                     }
                     Ok(())
                 }
@@ -597,8 +604,8 @@ impl Destination for Store {
         // over may carry the filter's attributes too (the contract allows more).
         let filter_attributes = filter.attributes();
         let wanted = Wanted::for_search(attributes, &filter_attributes);
-        self.each_in_range(Some(&base_key), &wanted, &mut |key, entry| {
-            if walk.in_scope(key) && filter.matches(&entry) {
+        self.each_in_range(Some(&base_key), wanted, &mut |key, entry| {
+            if walk.in_scope(key) && filter.matches(entry) {
                 each(entry);
             }
         })?;
@@ -685,8 +692,8 @@ impl Destination for Store {
         let (new, new_key) = parse_key(new_dn)?;
         // The subtree is read first: the range read holds the connection.
         let mut moved: Vec<(String, Entry)> = Vec::new();
-        self.each_in_range(Some(&old_key), &Wanted::All, &mut |key, entry| {
-            moved.push((key.to_string(), entry))
+        self.each_in_range(Some(&old_key), Wanted::All, &mut |key, entry| {
+            moved.push((key.to_string(), entry.clone()))
         })?;
         if moved.first().is_none_or(|(k, _)| *k != old_key) {
             return Err(DestinationError::NoSuchObject { dn: dn.to_string() });

@@ -196,16 +196,16 @@ pub(super) fn scan(
         .collect();
     let mut index = KeyIndex::default();
     let scanned = destination.search_each(&op.scope_base, scope, filter, &attributes, &mut |e| {
-        let fingerprint = compared.of_entry(op, &e);
+        let fingerprint = compared.of_entry(op, e);
         index.push(e, &key_attributes, Some(&keep), fingerprint);
     });
-    match scanned {
-        Ok(()) => {}
+    let index = match scanned {
+        Ok(()) => index,
         // The container does not exist yet: nothing is in scope (it is created with the
         // first object, per the container strategy).
-        Err(DestinationError::NoSuchObject { .. }) => index = KeyIndex::default(),
+        Err(DestinationError::NoSuchObject { .. }) => KeyIndex::default(),
         Err(e) => return Err(e),
-    }
+    };
     let resolver = DirectoryLookup::new(
         super::naming_context(&op.scope_base),
         resolve.attributes().to_vec(),
