@@ -79,6 +79,60 @@ fn past_subtree(key: &str) -> String {
     format!("{key}{}", char::from_u32(SEP as u32 + 1).unwrap_or(SEP))
 }
 
+/// The records a pipelined scan's reading thread hands over at once.
+const RAW_CHUNK: usize = 1024;
+
+/// How many chunks the reading thread may be ahead of the decoding one.
+const RAW_CHUNKS_AHEAD: usize = 4;
+
+/// Records as SQLite has them, copied into two buffers: their keys and DNs in one string,
+/// their encoded attributes in one byte vector.
+#[derive(Default)]
+struct RawChunk {
+    text: String,
+    attrs: Vec<u8>,
+    /// Where each record's key, DN and attributes end.
+    ends: Vec<(usize, usize, usize)>,
+}
+
+impl RawChunk {
+    fn push(&mut self, key: &str, dn: &str, attrs: &[u8]) {
+        self.text.push_str(key);
+        let key_end = self.text.len();
+        self.text.push_str(dn);
+        self.attrs.extend_from_slice(attrs);
+        self.ends.push((key_end, self.text.len(), self.attrs.len()));
+    }
+
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// The chunk emptied, its room kept.
+    fn cleared(mut self) -> RawChunk {
+        self.text.clear();
+        self.attrs.clear();
+        self.ends.clear();
+        self
+    }
+
+    /// Each record's key, DN and attributes.
+    fn records(&self) -> impl Iterator<Item = (&str, &str, &[u8])> {
+        let mut text_start = 0;
+        let mut attrs_start = 0;
+        self.ends.iter().map(move |&(key_end, dn_end, attrs_end)| {
+            let record = (
+                &self.text[text_start..key_end],
+                &self.text[key_end..dn_end],
+                &self.attrs[attrs_start..attrs_end],
+            );
+            text_start = dn_end;
+            attrs_start = attrs_end;
+            record
+        })
+    }
+}
+
 /// An SQLite failure on the store at `path`, as the destination's error.
 fn sql_error(path: &Path, e: rusqlite::Error) -> DestinationError {
     if let rusqlite::Error::SqliteFailure(f, _) = &e
@@ -391,31 +445,117 @@ impl Store {
         wanted: Wanted<'_>,
         each: &mut dyn FnMut(&str, &Entry),
     ) -> Result<(), DestinationError> {
-        let inner = self.begin_or_read()?;
-        let err = |e| sql_error(&self.path, e);
         let mut decoder = Decoder::new(wanted);
         // Every record is decoded into this one entry (see `Decoder::decode_reusing`).
         let mut entry = Entry::new("");
-        let mut decode_and_hand = |row: &rusqlite::Row<'_>| -> Result<(), DestinationError> {
-            let key: &str = row
-                .get_ref(0)
-                .and_then(|v| v.as_str().map_err(Into::into))
-                .map_err(err)?;
-            let dn: &str = row
-                .get_ref(1)
-                .and_then(|v| v.as_str().map_err(Into::into))
-                .map_err(err)?;
+        self.read_range(base_key, &mut |key, dn, attrs| {
+            self.decode_reusing(&mut decoder, &mut entry, dn, attrs)?;
+            each(key, &entry);
+            Ok(())
+        })
+    }
+
+    /// [`each_in_range`](Self::each_in_range) in two stages, a thread each: a reading thread
+    /// steps SQLite and copies the records into chunks while this one decodes the chunks read
+    /// before and hands their entries to `each`. What a scan of a large scope takes: reading
+    /// and decoding are each about half of it.
+    fn each_in_range_pipelined(
+        &self,
+        base_key: Option<&str>,
+        wanted: Wanted<'_>,
+        each: &mut dyn FnMut(&str, &Entry),
+    ) -> Result<(), DestinationError> {
+        let (full, filled) = crossbeam_channel::bounded::<RawChunk>(RAW_CHUNKS_AHEAD);
+        // Chunks come back to the reader to be filled again: no allocation per chunk, and
+        // none freed on another thread than the one that made it.
+        let (give_back, returned) = crossbeam_channel::unbounded::<RawChunk>();
+        std::thread::scope(|threads| {
+            let reader = std::thread::Builder::new()
+                .name("datasync-store-read".into())
+                .spawn_scoped(threads, move || {
+                    let mut chunk = RawChunk::default();
+                    let read = self.read_range(base_key, &mut |key, dn, attrs| {
+                        chunk.push(key, dn, attrs);
+                        if chunk.len() == RAW_CHUNK {
+                            let next = returned.try_recv().unwrap_or_default();
+                            // The decoding side stops taking chunks only after an error of
+                            // its own, which it reports: the read stops too.
+                            full.send(std::mem::replace(&mut chunk, next.cleared()))
+                                .map_err(|_| DestinationError::Rejected {
+                                    message: "the scan stopped".into(),
+                                })?;
+                        }
+                        Ok(())
+                    });
+                    if read.is_ok() && chunk.len() > 0 {
+                        let _ = full.send(chunk);
+                    }
+                    read
+                })
+                .map_err(|e| DestinationError::Io {
+                    path: self.path.clone(),
+                    source: e,
+                })?;
+            let mut decoder = Decoder::new(wanted);
+            let mut entry = Entry::new("");
+            let mut decoded = Ok(());
+            for chunk in filled.iter() {
+                decoded = chunk.records().try_for_each(|(key, dn, attrs)| {
+                    self.decode_reusing(&mut decoder, &mut entry, dn, attrs)?;
+                    each(key, &entry);
+                    Ok(())
+                });
+                if decoded.is_err() {
+                    break;
+                }
+                let _ = give_back.send(chunk);
+            }
+            drop(filled);
+            let read = reader.join().unwrap_or_else(|_| {
+                Err(DestinationError::Rejected {
+                    message: format!("{}: reading the store panicked", self.path.display()),
+                })
+            });
+            // A damaged record is the error to report, not the read it stopped.
+            decoded.and(read)
+        })
+    }
+
+    /// [`Decoder::decode_reusing`], its error naming the store.
+    fn decode_reusing(
+        &self,
+        decoder: &mut Decoder<'_>,
+        entry: &mut Entry,
+        dn: &str,
+        attrs: &[u8],
+    ) -> Result<(), DestinationError> {
+        decoder
+            .decode_reusing(entry, dn, attrs)
+            .map_err(|message| DestinationError::Rejected {
+                message: format!("{}: {message}", self.path.display()),
+            })
+    }
+
+    /// Hands `each` the key, DN and encoded attributes of every record whose key lies in
+    /// `range` (see [`each_in_range`](Self::each_in_range)), in key order, as SQLite has them.
+    fn read_range(
+        &self,
+        base_key: Option<&str>,
+        each: &mut dyn FnMut(&str, &str, &[u8]) -> Result<(), DestinationError>,
+    ) -> Result<(), DestinationError> {
+        let inner = self.begin_or_read()?;
+        let err = |e| sql_error(&self.path, e);
+        let mut hand = |row: &rusqlite::Row<'_>| -> Result<(), DestinationError> {
+            let text = |i| {
+                row.get_ref(i)
+                    .and_then(|v| v.as_str().map_err(Into::into))
+                    .map_err(err)
+            };
             let attrs = row
                 .get_ref(2)
                 .and_then(|v| v.as_blob().map_err(Into::into))
                 .map_err(err)?;
-            decoder
-                .decode_reusing(&mut entry, dn, attrs)
-                .map_err(|message| DestinationError::Rejected {
-                    message: format!("{}: {message}", self.path.display()),
-                })?;
-            each(key, &entry);
-            Ok(())
+            each(text(0)?, text(1)?, attrs)
         };
         match base_key.filter(|k| !k.is_empty()) {
             None => {
@@ -425,7 +565,7 @@ impl Store {
                     .map_err(err)?;
                 let mut rows = stmt.query([]).map_err(err)?;
                 while let Some(row) = rows.next().map_err(err)? {
-                    decode_and_hand(row)?;
+                    hand(row)?;
                 }
             }
             Some(base) => {
@@ -439,7 +579,7 @@ impl Store {
                     .map_err(err)?;
                 let mut rows = stmt.query(params![base, upper]).map_err(err)?;
                 while let Some(row) = rows.next().map_err(err)? {
-                    decode_and_hand(row)?;
+                    hand(row)?;
                 }
             }
         }
@@ -604,7 +744,8 @@ impl Destination for Store {
         // over may carry the filter's attributes too (the contract allows more).
         let filter_attributes = filter.attributes();
         let wanted = Wanted::for_search(attributes, &filter_attributes);
-        self.each_in_range(Some(&base_key), wanted, &mut |key, entry| {
+        // Pipelined: a search is what a run's scan makes, over a whole scope.
+        self.each_in_range_pipelined(Some(&base_key), wanted, &mut |key, entry| {
             if walk.in_scope(key) && filter.matches(entry) {
                 each(entry);
             }
@@ -816,6 +957,58 @@ mod tests {
             let err = decode("CN=Ann".into(), &buffer[..cut]).unwrap_err();
             assert!(err.contains("CN=Ann"), "{err}");
         }
+    }
+
+    #[test]
+    fn a_scan_over_many_chunks_hands_every_entry_in_order_and_stops_at_a_damaged_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("d.db")).unwrap();
+        store
+            .add(&entry("DC=lab", &[("dc", &["lab"])]), None)
+            .unwrap();
+        // More than two of the reading thread's chunks.
+        let count = RAW_CHUNK * 2 + 100;
+        for i in 0..count {
+            let cn = format!("u{i:05}");
+            let e = entry(
+                &format!("CN={cn},DC=lab"),
+                &[("cn", &[cn.as_str()]), ("title", &["Clerk"])],
+            );
+            store.add(&e, None).unwrap();
+        }
+        let any = Filter::Present("cn".into());
+        let cn = ["cn".to_string()];
+        let mut seen = Vec::new();
+        store
+            .search_each("DC=lab", Scope::OneLevel, &any, &cn, &mut |e| {
+                seen.push(e.first("cn").unwrap_or("").to_string());
+                assert_eq!(e.first("title"), None, "only what was asked for");
+            })
+            .unwrap();
+        let expected: Vec<String> = (0..count).map(|i| format!("u{i:05}")).collect();
+        assert!(
+            seen == expected,
+            "{} of {count} entries, in another order",
+            seen.len()
+        );
+
+        // A record in the second chunk is damaged: the scan hands the ones before it and
+        // fails naming it.
+        let damaged = format!("u{:05}", RAW_CHUNK + 10);
+        store
+            .lock()
+            .conn
+            .execute(
+                "UPDATE entry SET attrs = x'0501' WHERE dn = ?1",
+                [format!("CN={damaged},DC=lab")],
+            )
+            .unwrap();
+        let mut seen = 0;
+        let err = store
+            .search_each("DC=lab", Scope::OneLevel, &any, &cn, &mut |_| seen += 1)
+            .unwrap_err();
+        assert!(err.to_string().contains(&damaged), "{err}");
+        assert_eq!(seen, RAW_CHUNK + 10);
     }
 
     #[test]
