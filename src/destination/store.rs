@@ -79,6 +79,9 @@ fn past_subtree(key: &str) -> String {
     format!("{key}{}", char::from_u32(SEP as u32 + 1).unwrap_or(SEP))
 }
 
+/// What takes a record's key, DN and encoded attributes as SQLite has them.
+type RawRecordSink<'a> = dyn FnMut(&str, &str, &[u8]) -> Result<(), DestinationError> + 'a;
+
 /// The records a pipelined scan's reading thread hands over at once.
 const RAW_CHUNK: usize = 1024;
 
@@ -541,7 +544,7 @@ impl Store {
     fn read_range(
         &self,
         base_key: Option<&str>,
-        each: &mut dyn FnMut(&str, &str, &[u8]) -> Result<(), DestinationError>,
+        each: &mut RawRecordSink<'_>,
     ) -> Result<(), DestinationError> {
         let inner = self.begin_or_read()?;
         let err = |e| sql_error(&self.path, e);
