@@ -11,6 +11,9 @@
 //! the workbook: calamine reading it (this binary, in a process of its own), then the job's
 //! first run. Every figure is a separate process: its wall time and its peak resident memory
 //! (`wait4`'s `ru_maxrss`). Ratios are against the read of the same file in the same run.
+//! Beside each CSV size's figures, SQLite alone (`--store-alone`, a process of its own) writes
+//! the records of the first run into a new store in its kindest order and reads them all
+//! back: the floor the store puts under a run, in the same units.
 //! Targets (issue 15): 1M-row CSV first run <= 2.0x and re-run <= 1.5x the Python read,
 //! peak RSS <= 1 GiB; the xlsx run <= 1.5x the calamine read; time and memory per row flat
 //! from 10k to 1M.
@@ -119,6 +122,106 @@ fn write_job(dir: &Path, file: &str) -> PathBuf {
     path
 }
 
+/// What SQLite alone takes for the store's share of a run, in a process of its own: writing
+/// the records the first run wrote (loaded first, not timed) into a new store with the same
+/// table and page cache, in one transaction, in key order (SQLite's kindest order), and
+/// reading them all back. Prints the two times in seconds.
+fn store_alone(source: &str, target: &str) {
+    use rusqlite::Connection;
+    let source = Connection::open(source).expect("store opens");
+    let schema: String = source
+        .query_row(
+            "SELECT sql FROM sqlite_master WHERE name = 'entry'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("the store's table");
+    let mut records: Vec<(String, String, Vec<u8>)> = Vec::new();
+    {
+        let mut stmt = source
+            .prepare("SELECT key, dn, attrs FROM entry ORDER BY key")
+            .expect("read");
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .expect("read");
+        records.extend(rows.map(|r| r.expect("a record")));
+    }
+    let _ = std::fs::remove_file(target);
+    let conn = Connection::open(target).expect("new store");
+    conn.pragma_update(None, "cache_size", -16384)
+        .expect("pragma");
+    conn.execute_batch(&schema).expect("table");
+    let started = Instant::now();
+    conn.execute_batch("BEGIN IMMEDIATE").expect("begin");
+    {
+        let mut insert = conn
+            .prepare("INSERT INTO entry (key, dn, attrs) VALUES (?1, ?2, ?3)")
+            .expect("insert");
+        for (key, dn, attrs) in &records {
+            insert
+                .execute(rusqlite::params![key, dn, attrs])
+                .expect("insert");
+        }
+    }
+    conn.execute_batch("COMMIT").expect("commit");
+    let write = started.elapsed();
+    drop(records);
+    drop(conn);
+    let conn = Connection::open(target).expect("store opens");
+    conn.pragma_update(None, "cache_size", -16384)
+        .expect("pragma");
+    let started = Instant::now();
+    let mut bytes = 0usize;
+    let mut stmt = conn
+        .prepare("SELECT key, dn, attrs FROM entry ORDER BY key")
+        .expect("read");
+    let mut rows = stmt.query([]).expect("read");
+    while let Some(row) = rows.next().expect("a record") {
+        bytes += row
+            .get_ref(2)
+            .expect("attrs")
+            .as_blob()
+            .expect("blob")
+            .len();
+    }
+    let read = started.elapsed();
+    println!("{} {} {bytes}", write.as_secs_f64(), read.as_secs_f64());
+    let _ = std::fs::remove_file(target);
+}
+
+/// Runs [`store_alone`] in a child and prints its times beside the bare read of the input.
+fn print_store_alone(store: &Path, target: &Path, read: Option<Measured>) {
+    let exe = std::env::current_exe().expect("this bench");
+    let out = Command::new(exe)
+        .arg("--store-alone")
+        .arg(store)
+        .arg(target)
+        .output()
+        .expect("the child starts");
+    assert!(out.status.success(), "store alone failed");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let figures: Vec<f64> = text
+        .split_whitespace()
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    let [write, scan, ..] = figures[..] else {
+        panic!("store alone printed {text}");
+    };
+    let ratio = |secs: f64| {
+        read.map_or("".into(), |r| {
+            format!(" ({:.2}x the read)", secs / r.secs())
+        })
+    };
+    println!(
+        "{:>15} | SQLite alone: writing the first run's records {:.2} s{}, reading them all {:.2} s{}",
+        "",
+        write,
+        ratio(write),
+        scan,
+        ratio(scan)
+    );
+}
+
 /// A digest of a file's bytes, read in chunks.
 fn digest(path: &Path) -> Vec<u8> {
     use sha2::Digest;
@@ -156,6 +259,10 @@ fn main() {
     }
     // Inputs are made in a process of their own: a child forked from a parent that had held
     // a million rows would start with the parent's resident pages counted in its peak.
+    if let Some(i) = args.iter().position(|a| a == "--store-alone") {
+        store_alone(&args[i + 1], &args[i + 2]);
+        return;
+    }
     if let Some(i) = args.iter().position(|a| a == "--write-input") {
         let rows: usize = args[i + 1].parse().expect("a row count");
         let path = Path::new(&args[i + 2]);
@@ -221,6 +328,9 @@ fn main() {
         let unchanged = digest(&store) == before;
         print_line(rows, "csv", read, first, Some(again), unchanged);
         assert!(unchanged, "the unchanged re-run wrote to the store");
+        if benching {
+            print_store_alone(&store, &dir.join("alone.db"), read);
+        }
         let _ = std::fs::remove_file(&store);
         let _ = std::fs::remove_file(&csv);
     }
