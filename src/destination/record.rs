@@ -226,13 +226,7 @@ impl<'a> Decoder<'a> {
             let name = string(&mut at).ok_or_else(damaged)?;
             let n = get_varint(bytes, &mut at).ok_or_else(damaged)?;
             let Some(name) = self.name_at(place, name) else {
-                for _ in 0..n {
-                    let len = get_varint(bytes, &mut at).ok_or_else(damaged)?;
-                    at = at
-                        .checked_add(len)
-                        .filter(|end| *end <= bytes.len())
-                        .ok_or_else(damaged)?;
-                }
+                skip_values(bytes, &mut at, n).ok_or_else(damaged)?;
                 continue;
             };
             if used == attrs.len() {
@@ -283,6 +277,15 @@ pub(crate) fn decode_with(
     })
 }
 
+/// Moves `*at` past `n` values without reading them; `None` when the record ends first.
+fn skip_values(bytes: &[u8], at: &mut usize, n: usize) -> Option<()> {
+    for _ in 0..n {
+        let len = get_varint(bytes, at)?;
+        *at = at.checked_add(len).filter(|end| *end <= bytes.len())?;
+    }
+    Some(())
+}
+
 /// Reads a string of a record at `*at`: sliced from `text`, the whole record when it is
 /// UTF-8 through and through (checked once, for every string in it), else checked alone.
 fn get_str_in<'a>(bytes: &'a [u8], text: Option<&'a str>, at: &mut usize) -> Option<&'a str> {
@@ -327,13 +330,7 @@ fn decode_into(
             }
             attrs.push(super::Attribute { name, values });
         } else {
-            for _ in 0..n {
-                let len = get_varint(bytes, &mut at).ok_or_else(damaged)?;
-                at = at
-                    .checked_add(len)
-                    .filter(|end| *end <= bytes.len())
-                    .ok_or_else(damaged)?;
-            }
+            skip_values(bytes, &mut at, n).ok_or_else(damaged)?;
         }
     }
     if at != bytes.len() {
@@ -393,10 +390,11 @@ fn locate(bytes: &[u8], name: &str, names: &[AttributeName]) -> Option<(usize, u
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn entry(dn: &str, attrs: &[(&str, &[&str])]) -> Entry {
+    /// An entry with these attributes, for the destinations' tests.
+    pub(crate) fn entry(dn: &str, attrs: &[(&str, &[&str])]) -> Entry {
         let mut e = Entry::new(dn);
         for (name, values) in attrs {
             e.set(name, values.iter().map(|v| v.to_string()).collect());

@@ -934,15 +934,8 @@ fn project(mut entry: Entry, attributes: &[String]) -> Entry {
 
 #[cfg(test)]
 mod tests {
+    use super::super::record::tests::entry;
     use super::*;
-
-    fn entry(dn: &str, attrs: &[(&str, &[&str])]) -> Entry {
-        let mut e = Entry::new(dn);
-        for (name, values) in attrs {
-            e.set(name, values.iter().map(|v| v.to_string()).collect());
-        }
-        e
-    }
 
     #[test]
     fn records_round_trip_and_damage_is_named() {
