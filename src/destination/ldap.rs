@@ -6,6 +6,14 @@
 //! [`RetryPolicy`](crate::ldap::RetryPolicy)). Passwords follow the server: Active Directory
 //! takes `unicodePwd` (and only over TLS or StartTLS), other servers the Password Modify
 //! extended operation (RFC 3062), falling back to `userPassword`.
+//!
+//! Large multi-valued attributes are read range by range, as Active Directory hands them out:
+//! it answers a request for `member` with at most 1,500 values, named `member;range=0-1499`,
+//! and the rest must be asked for (`member;range=1500-*`) until an answer's range ends in
+//! `*`. Every search here follows such answers to their end and gives the attribute its plain
+//! name; on Active Directory it also asks for `member` in ranges itself (Samba answers a plain
+//! request whole but honours the ranges it is asked for), in windows of
+//! [`LdapDirectory::with_range_window`].
 
 use std::collections::HashSet;
 
@@ -55,6 +63,8 @@ pub struct LdapDirectory {
     pool: Pool,
     kind: ServerKind,
     must_change_password: bool,
+    /// How many values of a large attribute to ask for at once (Active Directory only).
+    range_window: Option<u32>,
     /// The domain's password policy (Active Directory), read at connect.
     password_rules: Option<super::PasswordRules>,
 }
@@ -218,8 +228,23 @@ impl LdapDirectory {
             pool,
             kind,
             must_change_password: false,
+            range_window: match kind {
+                ServerKind::ActiveDirectory => Some(AD_RANGE_WINDOW),
+                ServerKind::Ldap => None,
+            },
             password_rules,
         })
+    }
+
+    /// On Active Directory, how many values of a large multi-valued attribute (`member`) one
+    /// request asks for: 1,500 by default, as Active Directory's own `MaxValRange`. Smaller
+    /// windows mean more requests; a window the server finds too large is answered with the
+    /// server's own, which is followed as well. Ignored on other servers, which know no ranges.
+    pub fn with_range_window(mut self, values: u32) -> LdapDirectory {
+        if self.kind == ServerKind::ActiveDirectory {
+            self.range_window = Some(values.max(1));
+        }
+        self
     }
 
     /// On Active Directory, new users with a password must change it at their first logon
@@ -376,25 +401,172 @@ fn decode_entry(raw: ldap3::ResultEntry) -> Option<SearchEntry> {
     })
 }
 
+/// Active Directory's `MaxValRange`: the most values of one attribute it hands out at once.
+const AD_RANGE_WINDOW: u32 = 1500;
+
+/// The attributes asked for in ranges when a window is given: the large multi-valued ones.
+fn asked_in_ranges(attribute: &str) -> bool {
+    attribute.eq_ignore_ascii_case("member")
+}
+
+/// An attribute description with a range option, `name;range=LOW-HIGH` (`HIGH` a number or
+/// `*`): the name, the first value's place and the last's (`None` for `*`, the end).
+fn ranged(description: &str) -> Option<(&str, u64, Option<u64>)> {
+    let (name, options) = description.split_once(';')?;
+    let range = options.split(';').find_map(|o| {
+        o.get(..6)
+            .filter(|p| p.eq_ignore_ascii_case("range="))
+            .map(|_| &o[6..])
+    })?;
+    let (low, high) = range.split_once('-')?;
+    let low = low.parse().ok()?;
+    let high = if high == "*" {
+        None
+    } else {
+        Some(high.parse().ok()?)
+    };
+    Some((name, low, high))
+}
+
+/// The attributes of `entry` that came in ranges, renamed to their plain names (values of one
+/// name gathered), with where each must go on from: `None` when every one is complete.
+fn gather_ranges(entry: &mut SearchEntry) -> Vec<(String, u64)> {
+    let ranged_names: Vec<String> = entry
+        .attrs
+        .keys()
+        .filter(|k| ranged(k).is_some())
+        .cloned()
+        .collect();
+    let mut unfinished = Vec::new();
+    for description in ranged_names {
+        let Some(values) = entry.attrs.remove(&description) else {
+            continue;
+        };
+        let Some((name, low, high)) = ranged(&description) else {
+            continue;
+        };
+        let name = name.to_string();
+        if let Some(high) = high {
+            // A range that does not move on would be asked for forever: take it as the end.
+            if high >= low && !values.is_empty() {
+                unfinished.push((name.clone(), high + 1));
+            }
+        }
+        entry.attrs.entry(name).or_default().extend(values);
+    }
+    unfinished
+}
+
+/// Asks for the rest of `entry`'s ranged attributes, window by window (or as the server's
+/// answers go), until each answer's range ends in `*`.
+fn complete_ranges(
+    conn: &mut LdapConn,
+    entry: &mut SearchEntry,
+    mut unfinished: Vec<(String, u64)>,
+    window: Option<u32>,
+) -> Result<(), LdapError> {
+    let malformed =
+        |what: String| LdapError::from(std::io::Error::new(std::io::ErrorKind::InvalidData, what));
+    while let Some((name, from)) = unfinished.pop() {
+        let asked = match window {
+            Some(w) => format!("{name};range={from}-{}", from + u64::from(w) - 1),
+            None => format!("{name};range={from}-*"),
+        };
+        let (found, _) = conn
+            .search(
+                &entry.dn,
+                ldap3::Scope::Base,
+                "(objectClass=*)",
+                vec![asked.as_str()],
+            )?
+            .success()?;
+        let Some(mut part) = found
+            .into_iter()
+            .filter(|r| !r.is_ref() && !r.is_intermediate())
+            .find_map(decode_entry)
+        else {
+            return Err(malformed(format!("{}: no answer for {asked}", entry.dn)));
+        };
+        let answer = part
+            .attrs
+            .keys()
+            .find(|k| ranged(k).is_some_and(|(n, _, _)| n.eq_ignore_ascii_case(&name)))
+            .cloned();
+        let Some(description) = answer else {
+            // The values ran out exactly at the end of the last window: nothing more.
+            continue;
+        };
+        let values = part.attrs.remove(&description).unwrap_or_default();
+        let Some((_, low, high)) = ranged(&description) else {
+            continue;
+        };
+        if low != from {
+            return Err(malformed(format!(
+                "{}: asked for {asked}, the server answered {description}",
+                entry.dn
+            )));
+        }
+        let count = values.len() as u64;
+        entry.attrs.entry(name.clone()).or_default().extend(values);
+        if let Some(high) = high
+            && count > 0
+            && high >= low
+        {
+            unfinished.push((name, high + 1));
+        }
+    }
+    Ok(())
+}
+
+/// What [`paged_search_each`] asks a server for.
+#[derive(Clone, Copy)]
+pub(crate) struct PagedSearch<'a> {
+    /// Entries a page.
+    pub page_size: i32,
+    pub base: &'a str,
+    pub scope: ldap3::Scope,
+    pub filter: &'a str,
+    /// The attributes (none: all of them).
+    pub attributes: &'a [String],
+    /// Ask for `member` in ranges of this many values (Active Directory).
+    pub range_window: Option<u32>,
+}
+
 /// Runs a paged search on `conn`, handing `each` its entries as pages arrive: a search over
 /// 100,000 objects holds one page, not all of them. Returns how many it handed over.
+///
+/// Attributes the server answers in ranges are asked for again until they are whole (see
+/// the module docs); `range_window`, when given, asks for `member` in ranges of that many
+/// values from the start. An entry with such an attribute is handed over after the paged
+/// search ends, as the connection is the search's until then.
 pub(crate) fn paged_search_each(
     conn: &mut LdapConn,
-    page_size: i32,
-    base: &str,
-    scope: ldap3::Scope,
-    filter: &str,
-    attributes: &[String],
+    search: &PagedSearch<'_>,
     each: &mut dyn FnMut(SearchEntry),
 ) -> Result<usize, LdapError> {
-    let asked: Vec<&str> = if attributes.is_empty() {
-        vec!["*"]
+    let PagedSearch {
+        page_size,
+        base,
+        scope,
+        filter,
+        attributes,
+        range_window,
+    } = *search;
+    let asked: Vec<String> = if attributes.is_empty() {
+        vec!["*".into()]
     } else {
-        attributes.iter().map(String::as_str).collect()
+        attributes
+            .iter()
+            .map(|a| match range_window {
+                Some(w) if asked_in_ranges(a) => format!("{a};range=0-{}", w - 1),
+                _ => a.clone(),
+            })
+            .collect()
     };
     let paging = ldap3::adapters::PagedResults::new(page_size);
     let mut stream = conn.streaming_search_with(paging, base, scope, filter, asked)?;
     let mut handed = 0;
+    let mut waiting: Vec<(SearchEntry, Vec<(String, u64)>)> = Vec::new();
     while let Some(raw) = stream.next()? {
         // Referrals and continuation references (AD answers a search of the domain root with
         // its DomainDnsZones, ForestDnsZones and Configuration partitions) are not entries of
@@ -402,16 +574,28 @@ pub(crate) fn paged_search_each(
         if raw.is_ref() || raw.is_intermediate() {
             continue;
         }
-        let Some(entry) = decode_entry(raw) else {
+        let Some(mut entry) = decode_entry(raw) else {
             return Err(LdapError::from(std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
                 "the server sent a search entry that is not well-formed",
             )));
         };
+        let unfinished = gather_ranges(&mut entry);
+        if unfinished.is_empty() {
+            each(entry);
+            handed += 1;
+        } else {
+            waiting.push((entry, unfinished));
+        }
+    }
+    // The search is over (`result` takes the stream): the connection is free for the rest
+    // of the ranges.
+    stream.result().success()?;
+    for (mut entry, unfinished) in waiting {
+        complete_ranges(conn, &mut entry, unfinished, range_window)?;
         each(entry);
         handed += 1;
     }
-    stream.result().success()?;
     Ok(handed)
 }
 
@@ -427,17 +611,17 @@ pub(crate) fn paged_search(
     attributes: &[String],
 ) -> Result<Vec<SearchEntry>, LdapError> {
     let mut entries = Vec::new();
-    paged_search_each(
-        conn,
+    let search = PagedSearch {
         page_size,
         base,
         scope,
         filter,
         attributes,
-        &mut |entry| {
-            entries.push((super::embedded::sort_key(&entry.dn), entry));
-        },
-    )?;
+        range_window: None,
+    };
+    paged_search_each(conn, &search, &mut |entry| {
+        entries.push((super::embedded::sort_key(&entry.dn), entry));
+    })?;
     entries.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(entries.into_iter().map(|(_, e)| e).collect())
 }
@@ -460,21 +644,21 @@ impl Destination for LdapDirectory {
         self.pool
             .run(|conn, _| {
                 let mut seen = 0usize;
-                paged_search_each(
-                    conn,
-                    page,
+                let search = PagedSearch {
+                    page_size: page,
                     base,
-                    ldap_scope(scope),
-                    &filter,
+                    scope: ldap_scope(scope),
+                    filter: &filter,
                     attributes,
-                    &mut |e| {
-                        seen += 1;
-                        if seen > handed {
-                            handed += 1;
-                            each(&entry_from(e, attributes));
-                        }
-                    },
-                )
+                    range_window: self.range_window,
+                };
+                paged_search_each(conn, &search, &mut |e| {
+                    seen += 1;
+                    if seen > handed {
+                        handed += 1;
+                        each(&entry_from(e, attributes));
+                    }
+                })
             })
             .map_err(|f| destination_error(f, "search", base))?;
         Ok(())
@@ -645,6 +829,47 @@ impl Destination for LdapDirectory {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn range_options_are_read_as_the_server_writes_them() {
+        assert_eq!(
+            ranged("member;range=0-1499"),
+            Some(("member", 0, Some(1499)))
+        );
+        assert_eq!(ranged("member;Range=1500-*"), Some(("member", 1500, None)));
+        assert_eq!(
+            ranged("member;binary;range=3-4"),
+            Some(("member", 3, Some(4)))
+        );
+        assert_eq!(ranged("member"), None);
+        assert_eq!(ranged("member;range=x-2"), None);
+        assert_eq!(ranged("member;range=2"), None);
+    }
+
+    #[test]
+    fn ranged_answers_get_their_plain_name_and_say_where_to_go_on() {
+        let values = |n: std::ops::Range<u32>| n.map(|i| format!("CN=u{i}")).collect::<Vec<_>>();
+        let mut entry = SearchEntry {
+            dn: "CN=g".into(),
+            attrs: [
+                ("member;range=0-2".to_string(), values(0..3)),
+                ("cn".to_string(), vec!["g".to_string()]),
+                (
+                    "otherTelephone;range=0-*".to_string(),
+                    vec!["1".to_string()],
+                ),
+            ]
+            .into_iter()
+            .collect(),
+            bin_attrs: Default::default(),
+        };
+        let unfinished = gather_ranges(&mut entry);
+        assert_eq!(unfinished, vec![("member".to_string(), 3)]);
+        assert_eq!(entry.attrs["member"], values(0..3));
+        assert_eq!(entry.attrs["otherTelephone"], vec!["1".to_string()]);
+        assert!(entry.attrs.keys().all(|k| !k.contains(';')));
+    }
+
     use super::*;
 
     #[test]
@@ -675,6 +900,7 @@ mod tests {
             pool: Pool::new(LdapConfig::parse("ldap://127.0.0.1:1").unwrap()).unwrap(),
             kind: ServerKind::ActiveDirectory,
             must_change_password: false,
+            range_window: Some(AD_RANGE_WINDOW),
             password_rules: None,
         };
         let err = dir
