@@ -429,7 +429,7 @@ fn ranged(description: &str) -> Option<(&str, u64, Option<u64>)> {
 }
 
 /// The attributes of `entry` that came in ranges, renamed to their plain names (values of one
-/// name gathered), with where each must go on from: `None` when every one is complete.
+/// name gathered), with where each must go on from: empty when every one is complete.
 fn gather_ranges(entry: &mut SearchEntry) -> Vec<(String, u64)> {
     let ranged_names: Vec<String> = entry
         .attrs
@@ -446,11 +446,12 @@ fn gather_ranges(entry: &mut SearchEntry) -> Vec<(String, u64)> {
             continue;
         };
         let name = name.to_string();
-        if let Some(high) = high {
-            // A range that does not move on would be asked for forever: take it as the end.
-            if high >= low && !values.is_empty() {
-                unfinished.push((name.clone(), high + 1));
-            }
+        // A range that does not move on would be asked for forever: take it as the end.
+        if let Some(next) = high
+            .filter(|high| *high >= low && !values.is_empty())
+            .and_then(|high| high.checked_add(1))
+        {
+            unfinished.push((name.clone(), next));
         }
         entry.attrs.entry(name).or_default().extend(values);
     }
@@ -469,7 +470,10 @@ fn complete_ranges(
         |what: String| LdapError::from(std::io::Error::new(std::io::ErrorKind::InvalidData, what));
     while let Some((name, from)) = unfinished.pop() {
         let asked = match window {
-            Some(w) => format!("{name};range={from}-{}", from + u64::from(w) - 1),
+            Some(w) => format!(
+                "{name};range={from}-{}",
+                from.saturating_add(u64::from(w) - 1)
+            ),
             None => format!("{name};range={from}-*"),
         };
         let (found, _) = conn
@@ -508,11 +512,11 @@ fn complete_ranges(
         }
         let count = values.len() as u64;
         entry.attrs.entry(name.clone()).or_default().extend(values);
-        if let Some(high) = high
-            && count > 0
-            && high >= low
+        if let Some(next) = high
+            .filter(|high| count > 0 && *high >= low)
+            .and_then(|high| high.checked_add(1))
         {
-            unfinished.push((name, high + 1));
+            unfinished.push((name, next));
         }
     }
     Ok(())
@@ -868,6 +872,16 @@ mod tests {
         assert_eq!(entry.attrs["member"], values(0..3));
         assert_eq!(entry.attrs["otherTelephone"], vec!["1".to_string()]);
         assert!(entry.attrs.keys().all(|k| !k.contains(';')));
+        // A server's range at the very end of the numbers ends the attribute, not the run.
+        let mut entry = SearchEntry {
+            dn: "CN=g".into(),
+            attrs: [(format!("member;range=0-{}", u64::MAX), values(0..1))]
+                .into_iter()
+                .collect(),
+            bin_attrs: Default::default(),
+        };
+        assert!(gather_ranges(&mut entry).is_empty());
+        assert_eq!(entry.attrs["member"], values(0..1));
     }
 
     use super::*;
