@@ -95,9 +95,9 @@ struct IndexedObject {
 
 impl KeyIndex {
     /// Indexes whole `entries` by the first value of each key attribute (fingerprints 0).
-    pub fn build(entries: Vec<Entry>, key_attributes: &[&str]) -> KeyIndex {
+    pub fn build(entries: &[Entry], key_attributes: &[&str]) -> KeyIndex {
         let mut index = KeyIndex::default();
-        for e in &entries {
+        for e in entries {
             index.push(e, key_attributes, None, 0);
         }
         index
@@ -357,7 +357,7 @@ mod tests {
         let mut a = Entry::new("CN=a,DC=lab");
         a.set("sAMAccountName", vec!["Ann_Lee".into()]);
         let b = Entry::new("CN=b,DC=lab");
-        let index = KeyIndex::build(vec![a, b], &["samaccountname"]);
+        let index = KeyIndex::build(&[a, b], &["samaccountname"]);
         assert_eq!(index.find(&normalize_key(&["ANN_LEE"])), &[0]);
         assert_eq!(index.keyless(), 1);
     }
@@ -375,7 +375,7 @@ mod tests {
             entry("CN=c,DC=lab", "7"),
             entry("CN=d,DC=lab", "7"),
         ];
-        let index = KeyIndex::build(entries, &["employeeID"]);
+        let index = KeyIndex::build(&entries, &["employeeID"]);
         assert_eq!(index.find("7"), &[0, 2, 3]);
         assert_eq!(index.find("8"), &[1]);
         assert_eq!(index.find("9"), &[] as &[usize]);

@@ -170,19 +170,11 @@ impl Entry {
     /// [`from_attributes`](Self::from_attributes) of attributes already built: what a store
     /// decodes its records into.
     pub(crate) fn from_attribute_list(dn: String, attributes: Vec<Attribute>) -> Entry {
-        if distinct(&attributes, |a| (a.name.as_str(), a.values.is_empty())) {
-            return Entry {
-                dn,
-                attrs: attributes,
-            };
-        }
         let mut entry = Entry {
             dn,
-            attrs: Vec::with_capacity(attributes.len()),
+            attrs: attributes,
         };
-        for a in attributes {
-            entry.merge_in(a.name, a.values);
-        }
+        entry.settle();
         entry
     }
 
@@ -315,7 +307,6 @@ impl Entry {
     }
 }
 
-/// `dn` and `changetype` name parts of an LDIF record, never attributes.
 /// True when the attributes `items` (each seen through `name_and_empty`) have distinct,
 /// allowed names and some values each: an entry can keep them as they are.
 fn distinct<T>(items: &[T], name_and_empty: impl Fn(&T) -> (&str, bool)) -> bool {
@@ -344,6 +335,7 @@ fn distinct<T>(items: &[T], name_and_empty: impl Fn(&T) -> (&str, bool)) -> bool
     true
 }
 
+/// `dn` and `changetype` name parts of an LDIF record, never attributes.
 fn is_reserved(name: &str) -> bool {
     name.eq_ignore_ascii_case("dn") || name.eq_ignore_ascii_case("changetype")
 }

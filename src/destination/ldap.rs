@@ -428,32 +428,38 @@ fn ranged(description: &str) -> Option<(&str, u64, Option<u64>)> {
     Some((name, low, high))
 }
 
+/// Where the range after an answer's `low`-`high` starts, `None` when that answer was the
+/// last: its range ends in `*`, or it does not move on (no values, or a range that ends before
+/// it starts, or at the end of the numbers), which would otherwise be asked for forever.
+fn next_range(low: u64, high: Option<u64>, values: usize) -> Option<u64> {
+    high.filter(|high| *high >= low && values > 0)?
+        .checked_add(1)
+}
+
 /// The attributes of `entry` that came in ranges, renamed to their plain names (values of one
 /// name gathered), with where each must go on from: empty when every one is complete.
 fn gather_ranges(entry: &mut SearchEntry) -> Vec<(String, u64)> {
-    let ranged_names: Vec<String> = entry
+    let ranged_descriptions: Vec<String> = entry
         .attrs
         .keys()
         .filter(|k| ranged(k).is_some())
         .cloned()
         .collect();
     let mut unfinished = Vec::new();
-    for description in ranged_names {
-        let Some(values) = entry.attrs.remove(&description) else {
+    for description in ranged_descriptions {
+        let (Some(values), Some((name, low, high))) =
+            (entry.attrs.remove(&description), ranged(&description))
+        else {
             continue;
         };
-        let Some((name, low, high)) = ranged(&description) else {
-            continue;
-        };
-        let name = name.to_string();
-        // A range that does not move on would be asked for forever: take it as the end.
-        if let Some(next) = high
-            .filter(|high| *high >= low && !values.is_empty())
-            .and_then(|high| high.checked_add(1))
-        {
-            unfinished.push((name.clone(), next));
+        if let Some(next) = next_range(low, high, values.len()) {
+            unfinished.push((name.to_string(), next));
         }
-        entry.attrs.entry(name).or_default().extend(values);
+        entry
+            .attrs
+            .entry(name.to_string())
+            .or_default()
+            .extend(values);
     }
     unfinished
 }
@@ -491,31 +497,25 @@ fn complete_ranges(
         else {
             return Err(malformed(format!("{}: no answer for {asked}", entry.dn)));
         };
-        let answer = part
-            .attrs
-            .keys()
-            .find(|k| ranged(k).is_some_and(|(n, _, _)| n.eq_ignore_ascii_case(&name)))
-            .cloned();
-        let Some(description) = answer else {
+        let answer = part.attrs.keys().find_map(|k| {
+            let (n, low, high) = ranged(k)?;
+            n.eq_ignore_ascii_case(&name)
+                .then(|| (k.clone(), low, high))
+        });
+        let Some((description, low, high)) = answer else {
             // The values ran out exactly at the end of the last window: nothing more.
             continue;
         };
         let values = part.attrs.remove(&description).unwrap_or_default();
-        let Some((_, low, high)) = ranged(&description) else {
-            continue;
-        };
         if low != from {
             return Err(malformed(format!(
                 "{}: asked for {asked}, the server answered {description}",
                 entry.dn
             )));
         }
-        let count = values.len() as u64;
+        let next = next_range(low, high, values.len());
         entry.attrs.entry(name.clone()).or_default().extend(values);
-        if let Some(next) = high
-            .filter(|high| count > 0 && *high >= low)
-            .and_then(|high| high.checked_add(1))
-        {
+        if let Some(next) = next {
             unfinished.push((name, next));
         }
     }

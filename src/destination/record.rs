@@ -135,7 +135,7 @@ pub(crate) fn decode(dn: String, bytes: &[u8]) -> Result<Entry, String> {
 /// Which attributes a read decodes: the others are passed over without a copy.
 pub(crate) enum Wanted<'a> {
     All,
-    Only { names: Vec<&'a str> },
+    Only(Vec<&'a str>),
 }
 
 impl<'a> Wanted<'a> {
@@ -148,19 +148,19 @@ impl<'a> Wanted<'a> {
         if attributes.is_empty() {
             return Wanted::All;
         }
-        Wanted::Only {
-            names: attributes
+        Wanted::Only(
+            attributes
                 .iter()
                 .chain(filter_attributes)
                 .map(String::as_str)
                 .collect(),
-        }
+        )
     }
 
     fn has(&self, name: &str) -> bool {
         match self {
             Wanted::All => true,
-            Wanted::Only { names } => names.iter().any(|n| n.eq_ignore_ascii_case(name)),
+            Wanted::Only(names) => names.iter().any(|n| n.eq_ignore_ascii_case(name)),
         }
     }
 }
@@ -272,9 +272,39 @@ pub(crate) fn decode_with(
     wanted: &Wanted<'_>,
     names: &[AttributeName],
 ) -> Result<Entry, String> {
-    decode_into(dn, bytes, names, &mut |_, name| {
-        wanted.has(name).then(|| AttributeName::from(name))
-    })
+    // Most records are UTF-8 through and through (ASCII, lengths below 128 included):
+    // checked once here, their strings need no check of their own.
+    let text = std::str::from_utf8(bytes).ok();
+    let string = |at: &mut usize| get_str_in(bytes, text, at);
+    let damaged = || format!("the record of {dn} is damaged");
+    let mut at = 0;
+    let count = get_varint(bytes, &mut at).ok_or_else(damaged)?;
+    let mut attrs = Vec::with_capacity(count.min(64));
+    for _ in 0..count {
+        let name = if names.is_empty() {
+            string(&mut at)
+        } else {
+            get_name(bytes, &mut at, names)
+        }
+        .ok_or_else(damaged)?;
+        let n = get_varint(bytes, &mut at).ok_or_else(damaged)?;
+        if wanted.has(name) {
+            let mut values = Vec::with_capacity(n.min(1024));
+            for _ in 0..n {
+                values.push(string(&mut at).ok_or_else(damaged)?.to_string());
+            }
+            attrs.push(super::Attribute {
+                name: name.into(),
+                values,
+            });
+        } else {
+            skip_values(bytes, &mut at, n).ok_or_else(damaged)?;
+        }
+    }
+    if at != bytes.len() {
+        return Err(damaged());
+    }
+    Ok(Entry::from_attribute_list(dn, attrs))
 }
 
 /// Moves `*at` past `n` values without reading them; `None` when the record ends first.
@@ -297,46 +327,6 @@ fn get_str_in<'a>(bytes: &'a [u8], text: Option<&'a str>, at: &mut usize) -> Opt
     };
     *at = end;
     Some(s)
-}
-
-/// The decoding loop: `name_for(place, name)` says what to call an attribute, or to pass it
-/// over.
-fn decode_into(
-    dn: String,
-    bytes: &[u8],
-    names: &[AttributeName],
-    name_for: &mut dyn FnMut(usize, &str) -> Option<AttributeName>,
-) -> Result<Entry, String> {
-    // Most records are UTF-8 through and through (ASCII, lengths below 128 included):
-    // checked once here, their strings need no check of their own.
-    let text = std::str::from_utf8(bytes).ok();
-    let string = |at: &mut usize| get_str_in(bytes, text, at);
-    let damaged = || format!("the record of {dn} is damaged");
-    let mut at = 0;
-    let count = get_varint(bytes, &mut at).ok_or_else(damaged)?;
-    let mut attrs = Vec::with_capacity(count.min(64));
-    for place in 0..count {
-        let name = if names.is_empty() {
-            string(&mut at)
-        } else {
-            get_name(bytes, &mut at, names)
-        }
-        .ok_or_else(damaged)?;
-        let n = get_varint(bytes, &mut at).ok_or_else(damaged)?;
-        if let Some(name) = name_for(place, name) {
-            let mut values = Vec::with_capacity(n.min(1024));
-            for _ in 0..n {
-                values.push(string(&mut at).ok_or_else(damaged)?.to_string());
-            }
-            attrs.push(super::Attribute { name, values });
-        } else {
-            skip_values(bytes, &mut at, n).ok_or_else(damaged)?;
-        }
-    }
-    if at != bytes.len() {
-        return Err(damaged());
-    }
-    Ok(Entry::from_attribute_list(dn, attrs))
 }
 
 /// The values of `name` in a packed buffer, borrowed (none when it has no such attribute or

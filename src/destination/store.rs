@@ -560,31 +560,25 @@ impl Store {
                 .map_err(err)?;
             each(text(0)?, text(1)?, attrs)
         };
-        match base_key.filter(|k| !k.is_empty()) {
-            None => {
-                let mut stmt = inner
-                    .conn
-                    .prepare_cached("SELECT key, dn, attrs FROM entry ORDER BY key")
-                    .map_err(err)?;
-                let mut rows = stmt.query([]).map_err(err)?;
-                while let Some(row) = rows.next().map_err(err)? {
-                    hand(row)?;
-                }
-            }
-            Some(base) => {
-                // The base and the keys below it (see `past_subtree`).
-                let upper = past_subtree(base);
-                let mut stmt = inner
-                    .conn
-                    .prepare_cached(
-                        "SELECT key, dn, attrs FROM entry WHERE key >= ?1 AND key < ?2 ORDER BY key",
-                    )
-                    .map_err(err)?;
-                let mut rows = stmt.query(params![base, upper]).map_err(err)?;
-                while let Some(row) = rows.next().map_err(err)? {
-                    hand(row)?;
-                }
-            }
+        // The base and the keys below it (see `past_subtree`), or every key.
+        let range = base_key
+            .filter(|k| !k.is_empty())
+            .map(|base| (base, past_subtree(base)));
+        let mut stmt = inner
+            .conn
+            .prepare_cached(if range.is_some() {
+                "SELECT key, dn, attrs FROM entry WHERE key >= ?1 AND key < ?2 ORDER BY key"
+            } else {
+                "SELECT key, dn, attrs FROM entry ORDER BY key"
+            })
+            .map_err(err)?;
+        let mut rows = match &range {
+            Some((base, upper)) => stmt.query(params![base, upper]),
+            None => stmt.query([]),
+        }
+        .map_err(err)?;
+        while let Some(row) = rows.next().map_err(err)? {
+            hand(row)?;
         }
         Ok(())
     }

@@ -29,6 +29,8 @@ pub(super) struct ResolvePlan {
     /// Per field: a `Resolve` field that may be answered early. Its attribute is written by
     /// no other field, so an early answer can be taken back by removing the attribute.
     early: Vec<bool>,
+    /// How many fields are `Resolve` fields (counted once, read for every row).
+    field_count: usize,
 }
 
 impl ResolvePlan {
@@ -36,7 +38,7 @@ impl ResolvePlan {
     /// made room for, exactly (grown one push at a time it took room for four, 192 bytes a
     /// row held to the end of the run).
     pub fn field_count(&self) -> usize {
-        self.key_of.iter().filter(|k| k.is_some()).count()
+        self.field_count
     }
 
     pub fn new(op: &ObjectPlan) -> ResolvePlan {
@@ -71,6 +73,7 @@ impl ResolvePlan {
             .collect();
         ResolvePlan {
             keys,
+            field_count: key_of.iter().filter(|k| k.is_some()).count(),
             key_of,
             early,
         }
