@@ -148,6 +148,30 @@ pub struct RowWrite {
     /// values removes the attribute). A `*_ing` hook may edit this list: what `row_adding`
     /// leaves is the object created (a name given twice is merged). The password is not in it.
     pub attributes: Vec<(AttributeName, Vec<String>)>,
+    /// Sets of DNs changed value by value rather than replaced: a group's `member` (the members
+    /// added and removed), and a user row's `memberOf` (the groups it joins and leaves, written
+    /// to those groups' `member` once the type's rows are done). Empty for most writes. A
+    /// `*_ing` hook may edit it: what `row_changing` leaves is what is written.
+    pub value_changes: Vec<ValueChanges>,
+}
+
+/// The values added to and removed from one multi-valued attribute by a write (see
+/// [`RowWrite::value_changes`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValueChanges {
+    /// The attribute (`member`, or `memberOf` for the groups a user joins and leaves).
+    pub attribute: AttributeName,
+    /// Values added (DNs as the run resolved them).
+    pub added: Vec<String>,
+    /// Values removed (DNs as the directory holds them).
+    pub removed: Vec<String>,
+}
+
+impl ValueChanges {
+    /// True when nothing is added or removed.
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty()
+    }
 }
 
 /// An object about to be (or just) deleted or deprovisioned.

@@ -12,8 +12,8 @@ use datasync::query::Filter;
 use datasync::report::Counts;
 use datasync::transform::TransformContext;
 use datasync::{
-    Destination, DestinationError, LdifDirectory, NoHooks, Plan, Report, RunOptions, RunStatus,
-    Secret, dn, source,
+    Destination, DestinationError, Entry, LdifDirectory, NoHooks, Plan, Report, RunOptions,
+    RunStatus, Secret, dn, source,
 };
 use serde_json::Value;
 use support::slapd::{ADMIN_DN, ADMIN_PASSWORD, SUFFIX, Slapd};
@@ -710,4 +710,162 @@ fn the_cli_runs_the_main_job_against_slapd() {
     let report: Value =
         serde_json::from_str(&std::fs::read_to_string(&report_path).unwrap()).unwrap();
     assert_eq!(report["status"], "FinishedSuccess", "{report}");
+}
+
+/// Group membership on slapd, whose `groupOfNames` needs at least one `member` and which keeps
+/// no references itself (no `refint` overlay): the groups are filled from the source's keys,
+/// including a nested group created later in the sheet; a changed group gets only its
+/// difference; a renamed member is written under its new DN and a deleted one leaves, in the
+/// groups the job fills and in one it does not. After each step slapd holds what the embedded
+/// directory holds for the same steps.
+#[test]
+fn groups_of_names_are_filled_from_keys_and_follow_renames_and_deletes() {
+    use support::{Member, MembershipShape, membership_job, write_membership_workbook};
+    let server = Slapd::start();
+    let ldap = connect(&server, &server.ldaps_url(), ServerKind::Ldap);
+    let embedded = LdifDirectory::in_memory();
+    let base = "ou=Sync,dc=lab";
+    let mut shape = MembershipShape::new(base);
+    shape.group_class = Some("groupOfNames".into());
+    shape.member_key = "cn".into();
+    let mut job = membership_job(&shape);
+    // A group the job leaves to others: not among the job's groups, yet in its scope.
+    job["syncQuery"][1]["query"] = "(&(objectClass=groupOfNames)(!(cn=Manual)))".into();
+    let plan = plan(&job);
+    let book = tempfile::tempdir().unwrap();
+    let path = book.path().join("book.xlsx");
+    let mut people = vec![
+        Member::new(1, "Ann", "Lee", ""),
+        Member::new(2, "Bob", "Stone", ""),
+        Member::new(3, "Cy", "Young", ""),
+        Member::new(4, "Dee", "Dunn", ""),
+    ];
+    let members = |dir: &dyn Destination, group: &str| -> Vec<String> {
+        let mut found: Vec<String> = dir
+            .read_entry(&format!("CN={group},OU=Teams,{base}"), &["member".into()])
+            .unwrap()
+            .unwrap_or_else(|| panic!("no group {group}"))
+            .get("member")
+            .iter()
+            .map(|v| dn::normalize(v).unwrap())
+            .collect();
+        found.sort();
+        found
+    };
+    let person = |cn: &str| dn::normalize(&format!("CN={cn},OU=People,{base}")).unwrap();
+    let group = |cn: &str| dn::normalize(&format!("CN={cn},OU=Teams,{base}")).unwrap();
+    let step = |name: &str, people: &[Member], teams: &[(&str, &str, &str)]| -> Report {
+        write_membership_workbook(&path, people, teams);
+        let a = run(&plan, &path, &embedded, 2);
+        let b = run(&plan, &path, &ldap, 4);
+        assert_eq!(b.status, RunStatus::FinishedSuccess, "{name}: {b:?}");
+        assert_eq!(counts(&a), counts(&b), "{name}: {b:?}");
+        // The embedded directory gives accounts AD's `userAccountControl`; slapd as a plain
+        // LDAP server is not asked to.
+        let without_uac = |dir: &dyn Destination| {
+            let mut entries = snapshot(dir, base);
+            for attributes in entries.values_mut() {
+                attributes.remove("useraccountcontrol");
+            }
+            entries
+        };
+        assert_eq!(
+            without_uac(&embedded),
+            without_uac(&ldap),
+            "{name}: entries differ"
+        );
+        b
+    };
+
+    let first = step(
+        "first run",
+        &people,
+        &[
+            ("Leads", "Ann Lee;Staff;Nobody", ""),
+            ("Staff", "Bob Stone;Cy Young", ""),
+        ],
+    );
+    assert_eq!(first.counts.added, 6);
+    assert_eq!(members(&ldap, "Leads"), [person("Ann Lee"), group("Staff")]);
+    assert_eq!(
+        members(&ldap, "Staff"),
+        [person("Bob Stone"), person("Cy Young")]
+    );
+
+    // A group the job does not fill, naming Ann and Bob.
+    for dir in [&ldap as &dyn Destination, &embedded] {
+        let mut manual = Entry::new(format!("CN=Manual,{base}"));
+        manual.set("objectClass", vec!["top".into(), "groupOfNames".into()]);
+        manual.set("cn", vec!["Manual".into()]);
+        manual.set(
+            "member",
+            vec![
+                format!("CN=Ann Lee,OU=People,{base}"),
+                format!("CN=Bob Stone,OU=People,{base}"),
+            ],
+        );
+        dir.add(&manual, None).unwrap();
+    }
+
+    let same = step(
+        "unchanged",
+        &people,
+        &[
+            ("Leads", "Ann Lee;Staff;Nobody", ""),
+            ("Staff", "Bob Stone;Cy Young", ""),
+        ],
+    );
+    assert_eq!(same.counts.unchanged, 6, "{same:?}");
+
+    // Staff swaps Cy for Dee; Ann is renamed; Bob leaves the company.
+    people[0].last = "Park".into();
+    people.remove(1);
+    let changed = step(
+        "renamed, deleted, changed",
+        &people,
+        &[
+            ("Leads", "Ann Park;Staff", ""),
+            ("Staff", "Dee Dunn;Ann Park", ""),
+        ],
+    );
+    assert_eq!(changed.counts.deleted, 1, "{changed:?}");
+    assert_eq!(
+        members(&ldap, "Leads"),
+        [person("Ann Park"), group("Staff")]
+    );
+    assert_eq!(
+        members(&ldap, "Staff"),
+        [person("Ann Park"), person("Dee Dunn")]
+    );
+    let manual: Vec<String> = ldap
+        .read_entry(&format!("CN=Manual,{base}"), &[])
+        .unwrap()
+        .unwrap()
+        .get("member")
+        .iter()
+        .map(|v| dn::normalize(v).unwrap())
+        .collect();
+    assert_eq!(manual, [person("Ann Park")]);
+
+    // A value added twice or removed when gone is not an error (permissive modify): what a
+    // re-run after a broken connection meets.
+    let leads = format!("CN=Leads,OU=Teams,{base}");
+    ldap.modify(
+        &leads,
+        &[
+            datasync::destination::Modification::AddValues(
+                "member".into(),
+                vec![format!("cn=ann park,ou=people,{base}")],
+            ),
+            datasync::destination::Modification::DeleteValues(
+                "member".into(),
+                vec![format!("CN=Bob Stone,OU=People,{base}")],
+            ),
+        ],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        members(&ldap, "Leads"),
+        [person("Ann Park"), group("Staff")]
+    );
 }

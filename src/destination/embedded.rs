@@ -697,16 +697,15 @@ pub(super) fn stage_modifications(
 ) -> Result<Vec<Option<super::Attribute>>, DestinationError> {
     check_names(
         dn,
-        changes.iter().filter_map(|c| match c {
-            Modification::Replace(attr, _) => Some(attr.as_str()),
-            Modification::SetPassword(_) => None,
-        }),
+        changes
+            .iter()
+            .filter_map(|c| c.attribute().map(super::AttributeName::as_str)),
     )?;
     Ok(changes
         .iter()
         .map(|c| match c {
             Modification::SetPassword(p) => Some(stored_password(p)),
-            Modification::Replace(..) => None,
+            _ => None,
         })
         .collect())
 }
@@ -722,6 +721,49 @@ pub(super) fn apply_modifications(
 ) -> Result<(), DestinationError> {
     for (change, hash) in changes.iter().zip(hashed) {
         match change {
+            Modification::AddValues(attr, _) | Modification::DeleteValues(attr, _)
+                if super::is_password_attribute(attr) =>
+            {
+                // A password is replaced whole (and stored hashed), never edited by value.
+                return Err(DestinationError::Rejected {
+                    message: format!(
+                        "{dn}: {attr} is a password: replace it, do not edit its values"
+                    ),
+                });
+            }
+            Modification::AddValues(attr, values) => {
+                let mut kept = entry.get(attr).to_vec();
+                let mut present: std::collections::HashSet<String> =
+                    kept.iter().map(|v| super::value_key(v)).collect();
+                for value in values {
+                    if present.insert(super::value_key(value)) {
+                        kept.push(value.clone());
+                    }
+                }
+                entry.set(attr, kept);
+            }
+            Modification::DeleteValues(attr, values) => {
+                let removed: std::collections::HashSet<String> =
+                    values.iter().map(|v| super::value_key(v)).collect();
+                let naming = parsed.rdns.first().into_iter().flatten().any(|ava| {
+                    ava.attr.eq_ignore_ascii_case(attr)
+                        && removed.contains(&super::value_key(&ava.value))
+                });
+                if naming {
+                    return Err(DestinationError::Rejected {
+                        message: format!(
+                            "{dn}: {attr} is the naming attribute; rename the entry to change it"
+                        ),
+                    });
+                }
+                let kept: Vec<String> = entry
+                    .get(attr)
+                    .iter()
+                    .filter(|v| !removed.contains(&super::value_key(v)))
+                    .cloned()
+                    .collect();
+                entry.set(attr, kept);
+            }
             Modification::Replace(attr, values) => {
                 if let Some(ava) = parsed
                     .rdns

@@ -340,6 +340,22 @@ fn is_reserved(name: &str) -> bool {
     name.eq_ignore_ascii_case("dn") || name.eq_ignore_ascii_case("changetype")
 }
 
+/// A value as sets of values compare it (a group's members): a DN by its normal form, so
+/// `CN=Ann,DC=lab` and `cn=ann, dc=lab` are one member, as a directory compares DN values;
+/// anything else as written.
+///
+/// ```
+/// use datasync::destination::value_key;
+/// assert_eq!(value_key("CN=Ann Lee, OU=People,DC=lab"), value_key("cn=ann lee,ou=people,dc=lab"));
+/// assert_ne!(value_key("Ann"), value_key("ann"));
+/// ```
+pub fn value_key(value: &str) -> String {
+    match value.contains('=').then(|| crate::dn::normalize(value)) {
+        Some(Ok(normal)) => normal,
+        _ => value.to_string(),
+    }
+}
+
 /// Case-insensitive comparison as directory matching rules do for most string attributes.
 pub fn eq_ignore_case(a: &str, b: &str) -> bool {
     if a.is_ascii() && b.is_ascii() {

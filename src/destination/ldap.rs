@@ -17,6 +17,7 @@
 
 use std::collections::HashSet;
 
+use ldap3::controls::RawControl;
 use ldap3::exop::PasswordModify;
 use ldap3::{LdapConn, LdapError, Mod, SearchEntry};
 
@@ -404,6 +405,10 @@ fn decode_entry(raw: ldap3::ResultEntry) -> Option<SearchEntry> {
 /// Active Directory's `MaxValRange`: the most values of one attribute it hands out at once.
 const AD_RANGE_WINDOW: u32 = 1500;
 
+/// The permissive-modify control (`LDAP_SERVER_PERMISSIVE_MODIFY_OID`): adding a value an
+/// attribute has, or deleting one it lacks, succeeds instead of failing the whole modify.
+const PERMISSIVE_MODIFY: &str = "1.2.840.113556.1.4.1413";
+
 /// The attributes asked for in ranges when a window is given: the large multi-valued ones.
 fn asked_in_ranges(attribute: &str) -> bool {
     attribute.eq_ignore_ascii_case("member")
@@ -630,6 +635,127 @@ pub(crate) fn paged_search(
     Ok(entries.into_iter().map(|(_, e)| e).collect())
 }
 
+impl LdapDirectory {
+    /// One modify request (and for a plain LDAP server, the password after it).
+    fn modify_once(&self, dn: &str, changes: &[Modification]) -> Result<(), DestinationError> {
+        let mut mods: Vec<Mod<Vec<u8>>> = Vec::with_capacity(changes.len());
+        let mut password = None;
+        // Value edits ask AD for permissive modify (see `modify`).
+        let mut permissive = false;
+        for change in changes {
+            match change {
+                Modification::Replace(attr, values) => {
+                    mods.push(Mod::Replace(attr.as_bytes().to_vec(), values_set(values)));
+                }
+                // No values to edit is nothing to do (to LDAP, a delete without values
+                // would remove the whole attribute).
+                Modification::AddValues(_, values) | Modification::DeleteValues(_, values)
+                    if values.is_empty() => {}
+                Modification::AddValues(attr, values) => {
+                    permissive = true;
+                    mods.push(Mod::Add(attr.as_bytes().to_vec(), values_set(values)));
+                }
+                Modification::DeleteValues(attr, values) => {
+                    permissive = true;
+                    mods.push(Mod::Delete(attr.as_bytes().to_vec(), values_set(values)));
+                }
+                Modification::SetPassword(secret) => {
+                    self.refuse_plain_password(dn)?;
+                    if self.kind == ServerKind::ActiveDirectory {
+                        mods.push(Mod::Replace(
+                            b"unicodePwd".to_vec(),
+                            HashSet::from([unicode_pwd(secret)]),
+                        ));
+                    } else {
+                        password = Some(secret);
+                    }
+                }
+            }
+        }
+        if !mods.is_empty() {
+            // What was sent, for the message of a refusal only.
+            let sent = || -> Vec<(&str, &[String])> {
+                changes
+                    .iter()
+                    .filter_map(|c| Some((c.attribute()?.as_str(), c.values())))
+                    .collect()
+            };
+            self.pool
+                .run(|conn, _| {
+                    if permissive && self.kind == ServerKind::ActiveDirectory {
+                        conn.with_controls(RawControl {
+                            ctype: PERMISSIVE_MODIFY.to_string(),
+                            crit: false,
+                            val: None,
+                        });
+                    }
+                    conn.modify(dn, mods.clone())?.success().map(|_| ())
+                })
+                .map_err(|f| self.failed(f, "modify", dn, &sent()))?;
+        }
+        if let Some(secret) = password {
+            self.set_password(dn, secret)?;
+        }
+        Ok(())
+    }
+
+    /// `changes` without the values the entry has settled already: values it has among those
+    /// to add, values it lacks among those to delete (compared as [`super::value_key`] does).
+    /// A value edit left with no values is dropped.
+    fn unsettled(
+        &self,
+        dn: &str,
+        changes: &[Modification],
+    ) -> Result<Vec<Modification>, DestinationError> {
+        let names: Vec<String> = changes
+            .iter()
+            .filter(|c| {
+                matches!(
+                    c,
+                    Modification::AddValues(..) | Modification::DeleteValues(..)
+                )
+            })
+            .filter_map(|c| Some(c.attribute()?.to_string()))
+            .collect();
+        let entry = self
+            .read_entry(dn, &names)?
+            .ok_or_else(|| DestinationError::NoSuchObject { dn: dn.to_string() })?;
+        let has = |name: &str| -> std::collections::HashSet<String> {
+            entry
+                .get(name)
+                .iter()
+                .map(|v| super::value_key(v))
+                .collect()
+        };
+        let mut left = Vec::with_capacity(changes.len());
+        for change in changes {
+            let kept = match change {
+                Modification::AddValues(name, values) => {
+                    let present = has(name);
+                    let missing: Vec<String> = values
+                        .iter()
+                        .filter(|v| !present.contains(&super::value_key(v)))
+                        .cloned()
+                        .collect();
+                    (!missing.is_empty()).then(|| Modification::AddValues(name.clone(), missing))
+                }
+                Modification::DeleteValues(name, values) => {
+                    let present = has(name);
+                    let there: Vec<String> = values
+                        .iter()
+                        .filter(|v| present.contains(&super::value_key(v)))
+                        .cloned()
+                        .collect();
+                    (!there.is_empty()).then(|| Modification::DeleteValues(name.clone(), there))
+                }
+                other => Some(other.clone()),
+            };
+            left.extend(kept);
+        }
+        Ok(left)
+    }
+}
+
 impl Destination for LdapDirectory {
     fn search_each(
         &self,
@@ -693,6 +819,9 @@ impl Destination for LdapDirectory {
             if let Some(uac) = super::new_account_control(entry, password.is_some()) {
                 extra.push(("userAccountControl", vec![uac.to_string()]));
             }
+            if let Some(kind) = super::new_group_type(entry) {
+                extra.push(("groupType", vec![kind.to_string()]));
+            }
             if password.is_some() && self.must_change_password {
                 extra.push(("pwdLastSet", vec!["0".into()]));
             }
@@ -735,48 +864,30 @@ impl Destination for LdapDirectory {
         Ok(())
     }
 
+    /// Value adds and deletes are permissive (see [`Modification::AddValues`]): a value
+    /// already there, or already gone, is not an error, so a change retried after a broken
+    /// connection, or one AD made itself when a member was renamed or deleted, converges.
+    /// Active Directory (and Samba) take the permissive-modify control for it. OpenLDAP 2.5
+    /// offers no such control, so when a server answers `attributeOrValueExists` or
+    /// `noSuchAttribute` the attributes are read and the change is sent again without the
+    /// values that are settled already.
     fn modify(&self, dn: &str, changes: &[Modification]) -> Result<(), DestinationError> {
-        let mut mods: Vec<Mod<Vec<u8>>> = Vec::with_capacity(changes.len());
-        let mut password = None;
-        for change in changes {
-            match change {
-                Modification::Replace(attr, values) => {
-                    mods.push(Mod::Replace(attr.as_bytes().to_vec(), values_set(values)));
+        let edits_values = changes.iter().any(|c| {
+            matches!(
+                c,
+                Modification::AddValues(..) | Modification::DeleteValues(..)
+            )
+        });
+        match self.modify_once(dn, changes) {
+            Err(DestinationError::Ldap { code: 16 | 20, .. }) if edits_values => {
+                let unsettled = self.unsettled(dn, changes)?;
+                if unsettled.is_empty() {
+                    return Ok(());
                 }
-                Modification::SetPassword(secret) => {
-                    self.refuse_plain_password(dn)?;
-                    if self.kind == ServerKind::ActiveDirectory {
-                        mods.push(Mod::Replace(
-                            b"unicodePwd".to_vec(),
-                            HashSet::from([unicode_pwd(secret)]),
-                        ));
-                    } else {
-                        password = Some(secret);
-                    }
-                }
+                self.modify_once(dn, &unsettled)
             }
+            done => done,
         }
-        if !mods.is_empty() {
-            // What was sent, for the message of a refusal only.
-            let sent = || -> Vec<(&str, &[String])> {
-                changes
-                    .iter()
-                    .filter_map(|c| match c {
-                        Modification::Replace(attr, values) => {
-                            Some((attr.as_str(), values.as_slice()))
-                        }
-                        Modification::SetPassword(_) => None,
-                    })
-                    .collect()
-            };
-            self.pool
-                .run(|conn, _| conn.modify(dn, mods.clone())?.success().map(|_| ()))
-                .map_err(|f| self.failed(f, "modify", dn, &sent()))?;
-        }
-        if let Some(secret) = password {
-            self.set_password(dn, secret)?;
-        }
-        Ok(())
     }
 
     fn rename(&self, dn: &str, new_dn: &str) -> Result<(), DestinationError> {
@@ -822,6 +933,7 @@ impl Destination for LdapDirectory {
             password_rules: self.password_rules,
             references_must_exist: self.kind == ServerKind::ActiveDirectory,
             connections: Some(self.pool.config().max_connections),
+            maintains_references: self.kind == ServerKind::ActiveDirectory,
         }
     }
 

@@ -12,7 +12,7 @@ pub mod store;
 use std::path::PathBuf;
 
 pub use embedded::LdifDirectory;
-pub use entry::{Attribute, AttributeName, Entry, check_attribute_description};
+pub use entry::{Attribute, AttributeName, Entry, check_attribute_description, value_key};
 pub use ldap::{LdapDirectory, ServerKind};
 pub use store::Store;
 
@@ -36,9 +36,41 @@ pub enum Scope {
 pub enum Modification {
     /// Replace the values of an attribute; no values removes it.
     Replace(AttributeName, Vec<String>),
+    /// Add these values to an attribute, keeping the values it has (LDAP modify `add`).
+    /// A value the attribute has already is left as it is, not an error, so that a retried or
+    /// repeated change converges: the LDAP destination sends it with the permissive-modify
+    /// control (`1.2.840.113556.1.4.1413`), which Active Directory, Samba and OpenLDAP honour.
+    /// Values compare as the destination compares them; DN values by their normal form.
+    AddValues(AttributeName, Vec<String>),
+    /// Remove these values from an attribute, keeping the others (LDAP modify `delete` with
+    /// values). A value the attribute does not have is not an error (see
+    /// [`AddValues`](Self::AddValues)). No values is no change, never the whole attribute.
+    DeleteValues(AttributeName, Vec<String>),
     /// Set the password; the destination stores it in its own form (a salted hash in the
     /// embedded directory, `unicodePwd` in Active Directory).
     SetPassword(Secret),
+}
+
+impl Modification {
+    /// The attribute changed, `None` for a password.
+    pub fn attribute(&self) -> Option<&AttributeName> {
+        match self {
+            Modification::Replace(name, _)
+            | Modification::AddValues(name, _)
+            | Modification::DeleteValues(name, _) => Some(name),
+            Modification::SetPassword(_) => None,
+        }
+    }
+
+    /// The values given, none for a password.
+    pub fn values(&self) -> &[String] {
+        match self {
+            Modification::Replace(_, values)
+            | Modification::AddValues(_, values)
+            | Modification::DeleteValues(_, values) => values,
+            Modification::SetPassword(_) => &[],
+        }
+    }
 }
 
 /// What a destination could not do.
@@ -197,6 +229,84 @@ pub fn new_account_control(entry: &Entry, has_password: bool) -> Option<u32> {
     })
 }
 
+/// Active Directory's `groupType` of a global security group: what a new group gets when its
+/// field map sets none (AD's own default, written out so the job's groups do not depend on it).
+pub const GLOBAL_SECURITY_GROUP: i32 = GROUP_GLOBAL | GROUP_SECURITY;
+const GROUP_GLOBAL: i32 = 0x2;
+const GROUP_DOMAIN_LOCAL: i32 = 0x4;
+const GROUP_UNIVERSAL: i32 = 0x8;
+const GROUP_SECURITY: i32 = i32::MIN; // 0x80000000
+
+/// The `groupType` a field map value names, as Active Directory stores it (a signed 32-bit
+/// number): the number itself, or a scope (`global`, `domain local`, `universal`) and a kind
+/// (`security`, `distribution`) in either order, in any case, separated by spaces, `-` or `_`.
+/// A scope alone is a security group; a kind alone is global.
+///
+/// ```
+/// use datasync::destination::group_type;
+/// assert_eq!(group_type("Universal Distribution"), Ok(8));
+/// assert_eq!(group_type("domain-local security"), Ok(-2147483644));
+/// assert_eq!(group_type("security"), Ok(-2147483646));
+/// assert_eq!(group_type("-2147483646"), Ok(-2147483646));
+/// assert!(group_type("global global").is_err());
+/// ```
+pub fn group_type(value: &str) -> Result<i32, String> {
+    let text = value.trim();
+    if let Ok(n) = text.parse::<i32>() {
+        return Ok(n);
+    }
+    // Unsigned, as some tools print it (2147483650 for a global security group).
+    if let Ok(n) = text.parse::<u32>() {
+        return Ok(n as i32);
+    }
+    let lower = text.to_ascii_lowercase().replace(['-', '_'], " ");
+    let words: Vec<&str> = lower.split_whitespace().collect();
+    let (mut scope, mut security) = (None, None);
+    let mut i = 0;
+    while i < words.len() {
+        let (found_scope, found_kind, used) = match (words[i], words.get(i + 1)) {
+            ("domain", Some(&"local")) => (Some(GROUP_DOMAIN_LOCAL), None, 2),
+            ("domainlocal" | "local", _) => (Some(GROUP_DOMAIN_LOCAL), None, 1),
+            ("global", _) => (Some(GROUP_GLOBAL), None, 1),
+            ("universal", _) => (Some(GROUP_UNIVERSAL), None, 1),
+            ("security", _) => (None, Some(true), 1),
+            ("distribution", _) => (None, Some(false), 1),
+            (word, _) => {
+                return Err(format!(
+                    "groupType {value:?}: {word:?} is not a group scope (global, domain local, universal) or kind (security, distribution)"
+                ));
+            }
+        };
+        if (found_scope.is_some() && scope.is_some())
+            || (found_kind.is_some() && security.is_some())
+        {
+            return Err(format!("groupType {value:?} names a scope or a kind twice"));
+        }
+        scope = scope.or(found_scope);
+        security = security.or(found_kind);
+        i += used;
+    }
+    if scope.is_none() && security.is_none() {
+        return Err("groupType is empty".into());
+    }
+    let kind = if security.unwrap_or(true) {
+        GROUP_SECURITY
+    } else {
+        0
+    };
+    Ok(scope.unwrap_or(GROUP_GLOBAL) | kind)
+}
+
+/// The `groupType` a new Active Directory group gets when it has none: a global security
+/// group. `None` for an entry that is not a group (`objectClass` group) or that has one.
+pub fn new_group_type(entry: &Entry) -> Option<i32> {
+    let is_group = entry
+        .get("objectClass")
+        .iter()
+        .any(|c| c.eq_ignore_ascii_case("group"));
+    (is_group && entry.get("groupType").is_empty()).then_some(GLOBAL_SECURITY_GROUP)
+}
+
 /// What Active Directory refused, and why (see [`DestinationError::Domain`]).
 #[derive(Debug, thiserror::Error)]
 #[error("{reason}: cannot {operation} {dn} (LDAP {code} {name}: {message})")]
@@ -252,6 +362,11 @@ pub struct Capabilities {
     /// connection pool). A run the caller leaves the worker count to runs that many workers,
     /// to cover the round trips; `None` runs one per core.
     pub connections: Option<usize>,
+    /// The directory keeps DN-valued attributes true itself: a renamed object's DN changes in
+    /// every group's `member`, a deleted one leaves them (Active Directory's linked
+    /// attributes). Otherwise the engine edits the groups in the job's scope after renames and
+    /// deletes.
+    pub maintains_references: bool,
 }
 
 /// A directory the engine writes to.

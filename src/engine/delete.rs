@@ -33,13 +33,16 @@ impl Orphan<'_> {
     }
 }
 
-/// Runs the deletes of one object type; returns `true` when they were withheld.
+/// Runs the deletes of one object type; returns `true` when they were withheld. Each object
+/// deleted goes into `moved` as (its DN, `None`), each deprovisioned one moved elsewhere as
+/// (its old DN, its new one), for the references to them (see `membership`).
 pub(super) fn run(
     shared: &Shared<'_>,
     tr: &TypeRun<'_>,
     results: &[Vec<RowRecord>],
     report: &mut Report,
     pool: Option<&rayon::ThreadPool>,
+    moved: &mut Vec<(String, Option<String>)>,
 ) -> bool {
     let op = tr.plan;
     if !op.delete {
@@ -125,7 +128,18 @@ pub(super) fn run(
     }
 
     let outcomes = par_map(pool, &candidates, |entry| remove(shared, tr, entry));
-    for (dn, outcome) in outcomes {
+    for (orphan, (dn, outcome)) in candidates.iter().zip(outcomes) {
+        if matches!(outcome, Removal::Done | Removal::DoneButHookFailed(_))
+            && !shared.dry_run
+            && dn != orphan.dn
+        {
+            moved.push((orphan.dn.to_string(), Some(dn.clone())));
+        } else if matches!(outcome, Removal::Done | Removal::DoneButHookFailed(_))
+            && !shared.dry_run
+            && !op.deprovision
+        {
+            moved.push((dn.clone(), None));
+        }
         match outcome {
             Removal::Kept => {}
             Removal::Done => {

@@ -21,6 +21,7 @@
 //! the same for one thread or many.
 
 mod delete;
+mod membership;
 mod new_object;
 mod resolve;
 mod row;
@@ -364,6 +365,9 @@ pub fn run(
         containers: std::sync::RwLock::new(HashSet::new()),
         control,
         references_must_exist: capabilities.references_must_exist,
+        scopes: membership::job_scopes(plan),
+        group_changes: Default::default(),
+        moved: Default::default(),
     };
 
     // Read and prepare every type before the first write: any problem there is an error
@@ -382,18 +386,43 @@ pub fn run(
         c.set_total(prepared.iter().map(|read| read.run.row_count).sum());
     }
 
+    // A type that fills groups from other objects' keys runs after the types that create
+    // those objects, whatever the job's order: its members are then found in the directory.
+    prepared.sort_by_key(|read| read.run.plan.fields.iter().any(|f| f.is_dn_set()));
+    let reference_attributes = membership::reference_attributes(plan);
     for read in prepared {
         let tr = &read.run;
         report.counts.read += tr.row_count;
-        let results = apply_type(&shared, tr, read.rows, read.planned, pool.as_ref());
+        let (results, warnings) = apply_type(&shared, tr, read.rows, read.planned, pool.as_ref());
+        add_warnings(&mut report, tr.plan.object_type.code(), warnings);
+        membership::write_member_of(&shared, &mut report, pool.as_ref());
         // A stopped run starts no deletes (its rows are not all known), nor does a delta run
         // (it sees only the rows that changed).
         let stopped = control.and_then(RunControl::stop_reason).is_some();
+        let mut moved: Vec<(String, Option<String>)> = Vec::new();
         let withheld = if stopped || tr.delta {
             false
         } else {
-            delete::run(&shared, tr, &results, &mut report, pool.as_ref())
+            delete::run(
+                &shared,
+                tr,
+                &results,
+                &mut report,
+                pool.as_ref(),
+                &mut moved,
+            )
         };
+        moved.extend(results.iter().flatten().filter_map(|r| {
+            let (old, new) = r.rest.as_ref()?.renamed.as_ref()?;
+            Some((old.clone(), Some(new.clone())))
+        }));
+        if !capabilities.maintains_references {
+            for failure in membership::fix_references(&shared, &reference_attributes, &moved) {
+                report.detail(DetailType::Error, failure);
+                report.status = RunStatus::FinishedFail;
+            }
+        }
+        shared.moved.record(&moved);
         row::record(tr.plan, results, &mut report);
         if withheld {
             report.status = RunStatus::FinishedFail;
@@ -427,6 +456,28 @@ pub fn run(
     report.stop_time = report::now_iso();
     report.duration = started.elapsed().as_millis() as u64;
     Ok(report)
+}
+
+/// The most warnings a type's left-out values add to the report, one detail each; the rest
+/// are counted in one more.
+const MAX_WARNINGS: usize = 1000;
+
+/// Adds a type's warnings (values `Resolve` left out of a set of DNs, groups `memberOf` named
+/// that are not in scope) to the report as warning details.
+fn add_warnings(report: &mut Report, code: i64, warnings: Vec<String>) {
+    let count = warnings.len();
+    for w in warnings.into_iter().take(MAX_WARNINGS) {
+        report.detail(DetailType::Warning, format!("object type {code}: {w}"));
+    }
+    if count > MAX_WARNINGS {
+        report.detail(
+            DetailType::Warning,
+            format!(
+                "object type {code}: {} more values were left out (the first {MAX_WARNINGS} are listed)",
+                count - MAX_WARNINGS
+            ),
+        );
+    }
 }
 
 /// A type after its read half.
@@ -1114,7 +1165,7 @@ fn apply_type(
     mut prepared: Vec<row::Prepared>,
     mut planned: resolve::PlannedValues,
     pool: Option<&rayon::ThreadPool>,
-) -> Vec<Vec<row::RowRecord>> {
+) -> (Vec<Vec<row::RowRecord>>, Vec<String>) {
     // 1. (rows were computed, with no writes, while the source was read)
 
     // 2. conflicts, so the outcome does not depend on thread timing. Rows are grouped by
@@ -1163,7 +1214,9 @@ fn apply_type(
     planned.fail_rows(tr, &mut prepared, conflicts);
     // 2b. `Resolve` fields not answered while rows were prepared, or whose answer no longer
     // stands, now that every row is known.
-    planned.settle(tr, shared.destination, &mut prepared, pool);
+    let mut warnings = planned.settle(tr, shared.destination, &mut prepared, pool, &shared.moved);
+    // 2c. The groups a user row names (`memberOf`), against the groups as they are now.
+    warnings.extend(membership::plan_member_of(shared, tr, &mut prepared, pool));
 
     // 3. writes, in parallel, each row on its own (taken out of the list, so each thread
     // frees its own). Rows go to workers in runs of consecutive rows whose new objects are
@@ -1191,7 +1244,7 @@ fn apply_type(
         None
     };
     let Some(waves) = waves else {
-        return apply_rows(&mut prepared);
+        return (apply_rows(&mut prepared), warnings);
     };
     // Rows by wave in one pass (a chain as long as the source has as many waves as rows).
     let highest = waves.iter().copied().max().unwrap_or(0) as usize;
@@ -1207,7 +1260,7 @@ fn apply_type(
             results[i] = Some(result);
         }
     }
-    vec![results.into_iter().flatten().collect()]
+    (vec![results.into_iter().flatten().collect()], warnings)
 }
 
 /// For each row, the wave it is written in when references must exist: 0 for a row that
@@ -1245,10 +1298,20 @@ fn reference_waves(
                 .iter()
                 .flat_map(|a| entry.values(a, names))
                 .collect(),
-            row::Planned::Update { changes, .. } => changes
+            row::Planned::Update {
+                changes,
+                value_changes,
+                ..
+            } => changes
                 .iter()
                 .filter(|(name, _)| is_resolved(name))
                 .flat_map(|(_, values)| values.iter().map(String::as_str))
+                .chain(
+                    value_changes
+                        .iter()
+                        .filter(|c| is_resolved(&c.attribute))
+                        .flat_map(|c| c.added.iter().map(String::as_str)),
+                )
                 .collect(),
             _ => Vec::new(),
         }

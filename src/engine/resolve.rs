@@ -15,7 +15,9 @@
 use foldhash::{HashMap, HashMapExt, HashSet};
 
 use super::TypeRun;
+use super::membership::Moved;
 use super::row::{Planned, Prepared};
+use crate::hooks::ValueChanges;
 use crate::job::ObjectPlan;
 use crate::matching::{lowercase, same_values};
 use crate::transform::{self, Resolver};
@@ -43,11 +45,12 @@ impl ResolvePlan {
 
     pub fn new(op: &ObjectPlan) -> ResolvePlan {
         let mut keys: Vec<String> = Vec::new();
+        // `memberOf` is resolved against the groups in scope, not here (see `membership`).
         let key_of = op
             .fields
             .iter()
             .map(|f| match &f.transform {
-                transform::Transform::Resolve { attribute, .. } => {
+                transform::Transform::Resolve { attribute, .. } if !f.is_member_of() => {
                     let a = attribute.to_ascii_lowercase();
                     Some(keys.iter().position(|k| *k == a).unwrap_or_else(|| {
                         keys.push(a);
@@ -57,12 +60,14 @@ impl ResolvePlan {
                 _ => None,
             })
             .collect::<Vec<_>>();
+        // A set of DNs is answered once every row is known, value by value.
         let early = op
             .fields
             .iter()
             .zip(&key_of)
             .map(|(f, key)| {
                 key.is_some()
+                    && f.delimiter.is_none()
                     && op
                         .fields
                         .iter()
@@ -73,7 +78,11 @@ impl ResolvePlan {
             .collect();
         ResolvePlan {
             keys,
-            field_count: key_of.iter().filter(|k| k.is_some()).count(),
+            field_count: op
+                .fields
+                .iter()
+                .filter(|f| matches!(f.transform, transform::Transform::Resolve { .. }))
+                .count(),
             key_of,
             early,
         }
@@ -102,8 +111,9 @@ pub(super) struct Deferred {
     pub answer: Option<u64>,
 }
 
-/// What a lookup finds: the DN, if any, or why there is none to take.
-type Answer = Result<Option<String>, String>;
+/// What a field's lookups find: the DNs (none, one, or for a set of DNs any number), and for a
+/// set the values left out and why; `Err` fails the row.
+type Answer = Result<(Vec<String>, Vec<String>), String>;
 
 /// The rows that will have a value, by the value's hash.
 struct Holders {
@@ -326,13 +336,15 @@ impl PlannedValues {
     }
 
     /// Settles every `Resolve` field left once all rows are known (see the module docs).
+    /// Returns the warnings for values a set of DNs left out, each naming its row.
     pub fn settle(
         mut self,
         tr: &TypeRun<'_>,
         destination: &dyn crate::destination::Destination,
         prepared: &mut [Prepared],
         pool: Option<&rayon::ThreadPool>,
-    ) {
+        moved: &Moved,
+    ) -> Vec<String> {
         use rayon::prelude::*;
         let mut pending = std::mem::take(&mut self.pending);
         if !self.spoiled.is_empty() {
@@ -364,7 +376,7 @@ impl PlannedValues {
             let answers = p
                 .deferred
                 .iter()
-                .filter(|d| d.answer.is_none())
+                .filter(|d| d.answer.is_none() && !tr.plan.fields[d.field].is_member_of())
                 .map(|d| {
                     (
                         d.field,
@@ -378,13 +390,22 @@ impl PlannedValues {
             Some(pool) => pool.install(|| pending.par_iter().map(answers).collect()),
             None => pending.iter().map(answers).collect(),
         };
+        let mut warnings = Vec::new();
         for (row, answers) in answered {
             let Some(p) = prepared.get_mut(row as usize) else {
                 continue;
             };
             for (field, answer) in answers {
                 match answer {
-                    Ok(dn) => apply(tr, p, field, dn.into_iter().collect()),
+                    Ok((dns, left_out)) => {
+                        let location = tr.plan.fields[field].location();
+                        warnings.extend(
+                            left_out
+                                .into_iter()
+                                .map(|why| format!("row {}: {location}: {why}", p.row)),
+                        );
+                        apply(tr, Some(moved), p, field, dns);
+                    }
                     Err(message) => {
                         p.fail(Some(tr.plan.fields[field].location()), message);
                         break;
@@ -392,10 +413,13 @@ impl PlannedValues {
                 }
             }
         }
+        warnings
     }
 
-    /// The answer to a lookup once every row is known: this run's objects first, then the
-    /// directory.
+    /// The answer to a field's lookups once every row is known: this run's objects first,
+    /// then the directory. A set of DNs (a field with a delimiter) looks each value up on its
+    /// own and leaves out, with a warning, a value that names no object or several; a DN found
+    /// twice counts once.
     fn answer(
         &self,
         tr: &TypeRun<'_>,
@@ -404,23 +428,43 @@ impl PlannedValues {
         field: usize,
         value: Option<&str>,
     ) -> Answer {
-        let (Some(value), transform::Transform::Resolve { attribute, .. }) =
-            (value, &tr.plan.fields[field].transform)
+        let f = &tr.plan.fields[field];
+        let (Some(value), transform::Transform::Resolve { attribute, .. }, Some(key)) =
+            (value, &f.transform, tr.resolve.key_of[field])
         else {
-            return Ok(None);
+            return Ok((Vec::new(), Vec::new()));
         };
-        let Some(key) = tr.resolve.key_of[field] else {
-            return Ok(None);
+        let lookup = |value: &str| -> Result<Option<String>, String> {
+            match self.planned_dns(tr, rows, key, value).as_slice() {
+                [dn] => Ok(Some(dn.to_string())),
+                [] => tr.resolver.on(destination).resolve(attribute, value),
+                many => Err(format!(
+                    "Resolve: {} objects have {attribute}={value}: {}",
+                    many.len(),
+                    many.join("; ")
+                )),
+            }
         };
-        match self.planned_dns(tr, rows, key, value).as_slice() {
-            [dn] => Ok(Some(dn.to_string())),
-            [] => tr.resolver.on(destination).resolve(attribute, value),
-            many => Err(format!(
-                "Resolve: {} objects have {attribute}={value}: {}",
-                many.len(),
-                many.join("; ")
-            )),
+        let Some(delimiter) = &f.delimiter else {
+            return lookup(value).map(|dn| (dn.into_iter().collect(), Vec::new()));
+        };
+        let mut dns: Vec<String> = Vec::new();
+        let mut seen: HashSet<String> = HashSet::default();
+        let mut left_out = Vec::new();
+        for one in super::row::split_values(value, delimiter) {
+            match lookup(&one) {
+                Ok(Some(dn)) => {
+                    if seen.insert(crate::dn::normalize(&dn).unwrap_or_else(|_| dn.clone())) {
+                        dns.push(dn);
+                    }
+                }
+                Ok(None) => {
+                    left_out.push(format!("{one:?} left out: no object has {attribute}={one}"))
+                }
+                Err(why) => left_out.push(format!("{one:?} left out: {why}")),
+            }
         }
+        Ok((dns, left_out))
     }
 }
 
@@ -439,14 +483,18 @@ pub(super) fn answer_early(tr: &TypeRun<'_>, earlier: &Earlier<'_>, p: &mut Prep
     }
     let mut deferred = std::mem::take(&mut p.deferred);
     deferred.retain_mut(|d| {
+        if tr.plan.fields[d.field].is_dn_set() {
+            // Settled with every row known, against the directory after earlier types' writes.
+            return true;
+        }
         let Some(value) = &d.value else {
             // No value resolves to no value, whatever the other rows hold.
-            apply(tr, p, d.field, Vec::new());
+            apply(tr, None, p, d.field, Vec::new());
             return false;
         };
         if let Some(dn) = early_answer(tr, earlier, d.field, value) {
             d.answer = Some(hash(value));
-            apply(tr, p, d.field, vec![dn]);
+            apply(tr, None, p, d.field, vec![dn]);
         }
         true
     });
@@ -477,8 +525,18 @@ fn early_answer(
 
 /// Puts a `Resolve` field's values in the row's write: into a new object, or, for an existing
 /// one, as a change when they differ from what it has.
-fn apply(tr: &TypeRun<'_>, p: &mut Prepared, field: usize, values: Vec<String>) {
+fn apply(
+    tr: &TypeRun<'_>,
+    moved: Option<&Moved>,
+    p: &mut Prepared,
+    field: usize,
+    values: Vec<String>,
+) {
     let f = &tr.plan.fields[field];
+    if f.is_member_of() {
+        // Written to the groups, never to the object (see `membership`).
+        return;
+    }
     match &mut p.planned {
         Planned::Create { entry, .. } if !values.is_empty() => {
             let name = f.attribute.clone();
@@ -491,23 +549,60 @@ fn apply(tr: &TypeRun<'_>, p: &mut Prepared, field: usize, values: Vec<String>) 
             let Some(i) = p.entry else {
                 return;
             };
-            if same_values(&tr.index.values(i, &f.attribute), &values) {
-                return;
-            }
+            let current = tr.index.values(i, &f.attribute);
+            let change = if f.is_dn_set() {
+                let current = match moved {
+                    Some(moved) => moved.apply(current),
+                    None => current
+                        .into_iter()
+                        .map(std::borrow::Cow::Borrowed)
+                        .collect(),
+                };
+                let changes = super::membership::set_difference(&current, values);
+                if changes.0.is_empty() && changes.1.is_empty() {
+                    return;
+                }
+                Change::Values(changes)
+            } else {
+                if same_values(&current, &values) {
+                    return;
+                }
+                Change::Replace(values)
+            };
             if let Planned::Unchanged = &p.planned {
                 p.planned = Planned::Update {
                     dn: tr.index.dn(i).to_string(),
                     changes: Vec::new(),
+                    value_changes: Vec::new(),
                     password: None,
                     rename_to: None,
                 };
             }
-            if let Planned::Update { changes, .. } = &mut p.planned {
-                changes.push((f.attribute.clone(), values));
+            if let Planned::Update {
+                changes,
+                value_changes,
+                ..
+            } = &mut p.planned
+            {
+                match change {
+                    Change::Replace(values) => changes.push((f.attribute.clone(), values)),
+                    Change::Values((added, removed)) => value_changes.push(ValueChanges {
+                        attribute: f.attribute.clone(),
+                        added,
+                        removed,
+                    }),
+                }
             }
         }
         _ => {}
     }
+}
+
+/// How a `Resolve` field changes an existing object: its values replaced, or for a set of
+/// DNs the values (added, removed).
+enum Change {
+    Replace(Vec<String>),
+    Values((Vec<String>, Vec<String>)),
 }
 
 /// Undoes [`apply`] for a field written by no other field.
@@ -517,12 +612,17 @@ fn take_back(tr: &TypeRun<'_>, planned: &mut Planned, field: usize) {
         Planned::Create { entry, .. } => entry.modify(&tr.names, |e| e.remove(attribute)),
         Planned::Update {
             changes,
+            value_changes,
             password,
             rename_to,
             ..
         } => {
             changes.retain(|(name, _)| name != attribute);
-            if changes.is_empty() && password.is_none() && rename_to.is_none() {
+            if changes.is_empty()
+                && value_changes.is_empty()
+                && password.is_none()
+                && rename_to.is_none()
+            {
                 *planned = Planned::Unchanged;
             }
         }

@@ -5,12 +5,15 @@ use smol_str::SmolStr;
 use std::ops::ControlFlow;
 use std::sync::RwLock;
 
+use super::membership::{VALUES_PER_REQUEST, value_requests};
 use super::new_object::NewObject;
 use super::resolve::{self, Deferred, Earlier};
 use super::{TypeRun, guard};
 use crate::destination::{AttributeName, Destination, DestinationError, Entry, Modification};
 use crate::dn::{self, Dn};
-use crate::hooks::{HookContext, Hooks, PasswordSet, RowDone, RowOutcome, RowStart, RowWrite};
+use crate::hooks::{
+    HookContext, Hooks, PasswordSet, RowDone, RowOutcome, RowStart, RowWrite, ValueChanges,
+};
 use crate::job::{ContainerRule, ObjectPlan};
 use crate::matching::{push_normalized_key, same_values};
 use crate::report::{Report, RowFailure};
@@ -34,6 +37,14 @@ pub(super) struct Shared<'a> {
     /// The destination wants the objects a row names written before the row
     /// ([`Capabilities::references_must_exist`](crate::destination::Capabilities)).
     pub references_must_exist: bool,
+    /// Where the job looks: each object type's scan base and scope (what `memberOf` and
+    /// reference updates take as the job's groups).
+    pub scopes: Vec<(String, crate::destination::Scope)>,
+    /// The `memberOf` changes of the rows written, made per group once a type's rows are done.
+    pub group_changes: super::membership::PendingGroupChanges,
+    /// The objects earlier types renamed or deleted: a later type's sets of DNs compare
+    /// through them (see `membership::Moved`).
+    pub moved: super::membership::Moved,
 }
 
 /// Where a new object's password comes from. The job's own static password and policies are
@@ -74,6 +85,8 @@ pub(super) enum Planned {
     Update {
         dn: String,
         changes: Vec<(AttributeName, Vec<String>)>,
+        /// Sets of DNs changed value by value (a group's members, a user's groups).
+        value_changes: Vec<ValueChanges>,
         password: Option<Secret>,
         rename_to: Option<String>,
     },
@@ -354,11 +367,25 @@ pub(super) fn prepare(
                 password = Some((NewPassword::Generate(fi), true));
                 desired.push(Vec::new());
             }
-            None => desired.push(match (value, &f.delimiter) {
-                (None, _) => Vec::new(),
-                (Some(v), Some(d)) => split_values(&v, d),
-                (Some(v), None) => vec![v],
-            }),
+            None => {
+                let mut values = match (value, &f.delimiter) {
+                    (None, _) => Vec::new(),
+                    (Some(v), Some(d)) => split_values(&v, d),
+                    (Some(v), None) => vec![v],
+                };
+                // A group's kind may be named (`universal distribution`): AD stores a number.
+                if f.attribute.eq_ignore_ascii_case("groupType") {
+                    for v in values.iter_mut() {
+                        match crate::destination::group_type(v) {
+                            Ok(n) => *v = n.to_string(),
+                            Err(e) => {
+                                first_failure.get_or_insert((f.location(), e));
+                            }
+                        }
+                    }
+                }
+                desired.push(values);
+            }
         }
     }
     let value_of = |attr: &str| -> Option<&Vec<String>> {
@@ -712,6 +739,7 @@ fn plan_update(
     Planned::Update {
         dn: current_dn.to_string(),
         changes,
+        value_changes: Vec::new(),
         password: new_password,
         rename_to,
     }
@@ -812,6 +840,9 @@ pub(super) struct PendingAdd {
     password: Option<NewPassword>,
     /// A password generated for this object.
     generated: Option<Secret>,
+    /// Values of a large set of DNs left out of the add, added after it in batches (a group
+    /// created with more members than one request takes).
+    more_values: Vec<ValueChanges>,
 }
 
 /// The password a new object gets: the job's static one (lent, not copied per row), the
@@ -964,13 +995,29 @@ fn begin(shared: &Shared<'_>, tr: &TypeRun<'_>, p: Prepared, ensured: &mut Strin
             // The hooks get the new object's attributes, moved: `row_adding` may change them,
             // and they are moved back into the object for its add.
             let dn = std::mem::take(&mut entry.dn);
-            let attributes = entry.into_attributes();
+            let mut attributes = entry.into_attributes();
+            // The groups a new user joins are never an attribute of the user.
+            let mut value_changes = Vec::new();
+            if op.fields.iter().any(|f| f.is_member_of()) {
+                attributes.retain_mut(|(name, values)| {
+                    if !name.eq_ignore_ascii_case("memberOf") {
+                        return true;
+                    }
+                    value_changes.push(ValueChanges {
+                        attribute: name.clone(),
+                        added: std::mem::take(values),
+                        removed: Vec::new(),
+                    });
+                    false
+                });
+            }
             let mut write = RowWrite {
                 object_type: op.object_type,
                 row,
                 key: result.key.take().unwrap_or_default(),
                 dn,
                 attributes,
+                value_changes,
             };
             match guard(|| shared.hooks.row_adding(shared.ctx, &mut write)) {
                 Err(m) => result.failure = Some((None, format!("row_adding: {m}"))),
@@ -979,13 +1026,14 @@ fn begin(shared: &Shared<'_>, tr: &TypeRun<'_>, p: Prepared, ensured: &mut Strin
                     let container = tr.container(&container);
                     match stage_create(shared, op, container, ensured, &mut write) {
                         Err(m) => result.failure = Some((None, m)),
-                        Ok(entry) => {
+                        Ok((entry, more_values)) => {
                             return Begun::Adding(PendingAdd {
                                 result,
                                 write,
                                 entry,
                                 password,
                                 generated,
+                                more_values,
                             });
                         }
                     }
@@ -997,6 +1045,7 @@ fn begin(shared: &Shared<'_>, tr: &TypeRun<'_>, p: Prepared, ensured: &mut Strin
         Planned::Update {
             dn,
             changes,
+            value_changes,
             password,
             rename_to,
         } => {
@@ -1006,6 +1055,7 @@ fn begin(shared: &Shared<'_>, tr: &TypeRun<'_>, p: Prepared, ensured: &mut Strin
                 key: result.key.take().unwrap_or_default(),
                 dn: rename_to.clone().unwrap_or_else(|| dn.clone()),
                 attributes: changes,
+                value_changes,
             };
             match guard(|| shared.hooks.row_changing(shared.ctx, &mut write)) {
                 Err(m) => result.failure = Some((None, format!("row_changing: {m}"))),
@@ -1013,7 +1063,7 @@ fn begin(shared: &Shared<'_>, tr: &TypeRun<'_>, p: Prepared, ensured: &mut Strin
                 Ok(ControlFlow::Continue(())) => {
                     let pw = password.as_ref();
                     let to = rename_to.as_deref();
-                    match update(shared, &dn, &write, pw, to, row, op.create_containers) {
+                    match update(shared, &dn, &write, pw, to, op.create_containers) {
                         Err(m) => result.failure = Some((None, m)),
                         Ok(renamed) => {
                             result.outcome = RowOutcome::Updated;
@@ -1046,21 +1096,29 @@ fn finish_add(
 ) -> RowRecord {
     let PendingAdd {
         mut result,
-        write,
+        mut write,
         password,
         generated,
+        more_values,
         ..
     } = pending;
-    let delivered = added.map_err(|e| e.to_string()).and_then(|()| {
-        match (&password, secret(tr, &password, &generated)) {
-            (Some(password), Some(secret)) if !shared.dry_run => {
-                let notify_manager = password
-                    .policy(tr.plan)
-                    .is_some_and(|p| p.manager_notification);
-                deliver_password(shared, &write.dn, write.row, secret, notify_manager)
+    let added = added.map_err(|e| e.to_string()).and_then(|()| {
+        add_more_values(shared, &mut write, more_values)?;
+        if !shared.dry_run {
+            for c in write.value_changes.iter().filter(|c| is_member_of(c)) {
+                shared.group_changes.push(write.row, &write.dn, c);
             }
-            _ => Ok(()),
         }
+        Ok(())
+    });
+    let delivered = added.and_then(|()| match (&password, secret(tr, &password, &generated)) {
+        (Some(password), Some(secret)) if !shared.dry_run => {
+            let notify_manager = password
+                .policy(tr.plan)
+                .is_some_and(|p| p.manager_notification);
+            deliver_password(shared, &write.dn, write.row, secret, notify_manager)
+        }
+        _ => Ok(()),
     });
     match delivered {
         Err(m) => result.failure = Some((None, m)),
@@ -1133,28 +1191,77 @@ fn finish(
 }
 
 /// Everything a create needs before its add: the container, and the entry (unless this is
-/// a dry run) with what `row_adding` did to it. `early` is the entry built while rows were
-/// prepared, for hooks that do not read new objects; without it the entry is built from the
-/// write, which `row_added` will read again. `ensured` is the container the last object went
-/// into, known to exist; it becomes this one's.
+/// a dry run) built from what `row_adding` left in the write, with the values of any set of
+/// DNs past the first request's worth held back to be added after it (see
+/// [`add_more_values`]). `ensured` is the container the last object went into, known to
+/// exist; it becomes this one's.
 fn stage_create(
     shared: &Shared<'_>,
     op: &ObjectPlan,
     container: &str,
     ensured: &mut String,
     write: &mut RowWrite,
-) -> Result<Option<Entry>, String> {
+) -> Result<(Option<Entry>, Vec<ValueChanges>), String> {
     if ensured != container {
         ensure_container(shared, container, op.create_containers)?;
         ensured.clear();
         ensured.push_str(container);
     }
     if shared.dry_run {
-        return Ok(None);
+        return Ok((None, Vec::new()));
     }
     // What `row_adding` left in the list is the object (a name it added twice is merged).
-    let attributes = std::mem::take(&mut write.attributes);
-    Ok(Some(Entry::from_attributes(write.dn.clone(), attributes)))
+    let mut attributes = std::mem::take(&mut write.attributes);
+    let mut more_values = Vec::new();
+    for (name, values) in attributes.iter_mut() {
+        if values.len() > VALUES_PER_REQUEST
+            && op
+                .fields
+                .iter()
+                .any(|f| f.is_dn_set() && f.attribute.eq_ignore_ascii_case(name))
+        {
+            more_values.push(ValueChanges {
+                attribute: name.clone(),
+                added: values.split_off(VALUES_PER_REQUEST),
+                removed: Vec::new(),
+            });
+        }
+    }
+    Ok((
+        Some(Entry::from_attributes(write.dn.clone(), attributes)),
+        more_values,
+    ))
+}
+
+/// After a new object's add: the values its add held back (see [`stage_create`]), in
+/// batches, and back into the write for `row_added`. A failure leaves the object with the
+/// values added so far; the next run adds the rest.
+fn add_more_values(
+    shared: &Shared<'_>,
+    write: &mut RowWrite,
+    more_values: Vec<ValueChanges>,
+) -> Result<(), String> {
+    for request in value_requests(&more_values) {
+        shared
+            .destination
+            .modify(&write.dn, &request)
+            .map_err(|e| format!("created, but not with all its values: {e}"))?;
+    }
+    for more in more_values {
+        if let Some((_, values)) = write
+            .attributes
+            .iter_mut()
+            .find(|(name, _)| *name == more.attribute)
+        {
+            values.extend(more.added);
+        }
+    }
+    Ok(())
+}
+
+/// A user's groups (`memberOf`), written to the groups, not to the user.
+fn is_member_of(c: &ValueChanges) -> bool {
+    c.attribute.eq_ignore_ascii_case("memberOf")
 }
 
 fn deliver_password(
@@ -1178,14 +1285,16 @@ fn deliver_password(
     .map_err(|m| format!("written, but password_set failed: {m}"))
 }
 
-/// Applies a change; `Ok(true)` when the object was renamed.
+/// Applies a change; `Ok(true)` when the object was renamed. Replaced attributes, the
+/// password and the first batch of value changes go in one modify, further batches in more
+/// (see `membership::value_requests`); the groups a user joins and leaves are gathered, under
+/// the user's DN after the rename, to be written per group (see `membership`).
 fn update(
     shared: &Shared<'_>,
     dn: &str,
     write: &RowWrite,
     password: Option<&Secret>,
     rename_to: Option<&str>,
-    row: u64,
     create_containers: bool,
 ) -> Result<bool, String> {
     if shared.dry_run {
@@ -1199,11 +1308,21 @@ fn update(
     if let Some(p) = password {
         mods.push(Modification::SetPassword(p.clone()));
     }
-    if !mods.is_empty() {
-        shared
-            .destination
-            .modify(dn, &mods)
-            .map_err(|e| e.to_string())?;
+    let sets: Vec<ValueChanges> = write
+        .value_changes
+        .iter()
+        .filter(|c| !is_member_of(c))
+        .cloned()
+        .collect();
+    let mut requests = value_requests(&sets).into_iter();
+    mods.extend(requests.next().into_iter().flatten());
+    for request in std::iter::once(mods).chain(requests) {
+        if !request.is_empty() {
+            shared
+                .destination
+                .modify(dn, &request)
+                .map_err(|e| e.to_string())?;
+        }
     }
     let renamed = match rename_to {
         Some(to) => {
@@ -1222,9 +1341,12 @@ fn update(
         }
         None => false,
     };
+    for c in write.value_changes.iter().filter(|c| is_member_of(c)) {
+        shared.group_changes.push(write.row, &write.dn, c);
+    }
     if let Some(p) = password {
         // A static password is the same for every row: there is no one to notify.
-        deliver_password(shared, &write.dn, row, p, false)?;
+        deliver_password(shared, &write.dn, write.row, p, false)?;
     }
     Ok(renamed)
 }

@@ -164,10 +164,11 @@ pub(super) fn scan(
     compared: &Compared,
 ) -> Result<Scanned, DestinationError> {
     // The attributes the job maps, the keys, and what deletes and deprovisioning read.
+    // Not `memberOf`: a user's groups are read from the groups (see `membership`).
     let mut attributes: Vec<String> = op
         .fields
         .iter()
-        .filter(|f| f.password.is_none())
+        .filter(|f| f.password.is_none() && !f.is_member_of())
         .map(|f| f.attribute.to_string())
         .collect();
     attributes.extend(filter.attributes());
@@ -178,7 +179,7 @@ pub(super) fn scan(
     keep.extend(
         op.fields
             .iter()
-            .filter(|f| matches!(f.transform, Transform::Resolve { .. }))
+            .filter(|f| matches!(f.transform, Transform::Resolve { .. }) && !f.is_member_of())
             .map(|f| f.attribute.to_string()),
     );
     if op.deprovision {

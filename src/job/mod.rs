@@ -219,6 +219,23 @@ impl FieldPlan {
     pub fn location(&self) -> String {
         format!("fieldsMap[{}] ({})", self.map_index, self.attribute)
     }
+
+    /// True for a user row's `memberOf` field: the groups it names (a `Resolve` to the
+    /// groups' key attribute) get the row's object as a `member`, and the in-scope groups it no
+    /// longer names lose it. `memberOf` itself is never written: the directory computes it.
+    pub fn is_member_of(&self) -> bool {
+        self.attribute.eq_ignore_ascii_case("memberOf")
+    }
+
+    /// True for a `Resolve` field with a delimiter (a group's `member`): each delimited value
+    /// resolves on its own, one that resolves to no object or to several is left out with a
+    /// warning, and the DNs are a set, changed value by value (added and removed) rather than
+    /// replaced whole.
+    pub fn is_dn_set(&self) -> bool {
+        self.delimiter.is_some()
+            && matches!(self.transform, Transform::Resolve { .. })
+            && !self.is_member_of()
+    }
 }
 
 /// Everything the engine needs for one object type.
@@ -499,6 +516,15 @@ pub fn compile(job: &DataSyncJob, context: &TransformContext) -> Result<Plan, Jo
             let delimiter = f.delimiter.get().filter(|d| !d.is_empty()).cloned();
             if is_key && delimiter.is_some() {
                 err(at("delimiter"), "a key field cannot be multi-valued".into());
+                continue;
+            }
+            if attribute.eq_ignore_ascii_case("memberOf")
+                && !matches!(transform, Transform::Resolve { .. })
+            {
+                err(
+                    at("transform"),
+                    "memberOf is computed by the directory from the groups' members: map it with a Resolve to the groups' key attribute (Resolve:field=Groups;attribute=cn) and a delimiter, and the groups get the object as a member".into(),
+                );
                 continue;
             }
             fields.push(FieldPlan {

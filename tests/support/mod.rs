@@ -541,3 +541,243 @@ pub fn typical_changes(staff: &mut Vec<Person>, newcomer_last: &str) -> Person {
     staff.push(newcomer);
     gone
 }
+
+/// A sheet to write: its name, its header, and rows of text cells.
+pub type Table<'a> = (&'a str, &'a [&'a str], Vec<Vec<String>>);
+
+/// Writes a workbook of named sheets, each a header and rows of text cells (an empty cell is
+/// left blank).
+pub fn write_tables(path: &Path, tables: &[Table<'_>]) {
+    let mut wb = Workbook::new();
+    let created = ExcelDateTime::from_ymd(2024, 6, 4).unwrap();
+    wb.set_properties(&DocProperties::new().set_creation_datetime(&created));
+    for (name, header, rows) in tables {
+        let sheet = wb.add_worksheet();
+        sheet.set_name(*name).unwrap();
+        for (c, h) in header.iter().enumerate() {
+            sheet.write_string(0, c as u16, *h).unwrap();
+        }
+        for (r, row) in rows.iter().enumerate() {
+            for (c, v) in row.iter().enumerate().filter(|(_, v)| !v.is_empty()) {
+                sheet.write_string(r as u32 + 1, c as u16, v).unwrap();
+            }
+        }
+    }
+    wb.save(path).unwrap();
+}
+
+/// A member of the membership job's `People` sheet.
+#[derive(Clone, Debug)]
+pub struct Member {
+    pub id: u32,
+    pub first: String,
+    pub last: String,
+    /// The groups the row names (`memberOf`), `;`-separated.
+    pub groups: String,
+}
+
+impl Member {
+    pub fn new(id: u32, first: &str, last: &str, groups: &str) -> Member {
+        Member {
+            id,
+            first: first.into(),
+            last: last.into(),
+            groups: groups.into(),
+        }
+    }
+    /// The `cn` (and RDN value) the job gives the person.
+    pub fn cn(&self) -> String {
+        format!("{} {}", self.first, self.last)
+    }
+    /// The `sAMAccountName` the job gives the person.
+    pub fn account(&self) -> String {
+        format!("{}.{}", self.first, self.last)
+    }
+}
+
+/// How the membership job is shaped for a directory.
+#[derive(Clone, Debug)]
+pub struct MembershipShape {
+    /// Where users and groups live: users in `OU=People,{base}`, groups in `OU=Teams,{base}`;
+    /// both types scan `base`'s subtree.
+    pub base: String,
+    /// The attribute group `Members` values resolve by (`sAMAccountName`: users and groups).
+    pub member_key: String,
+    /// Users carry a `memberOf` field resolving their `Groups` column by the groups' `cn`.
+    pub member_of: bool,
+    /// The groups' object classes and destination query: `None` for AD's `group` (keyed by
+    /// `sAMAccountName`), `Some("groupOfNames")` for LDAP's (keyed by `cn`).
+    pub group_class: Option<String>,
+    /// The groups' `groupType` column is mapped.
+    pub group_type: bool,
+    /// Objects in scope without a row are deleted.
+    pub delete: bool,
+}
+
+impl MembershipShape {
+    pub fn new(base: &str) -> MembershipShape {
+        MembershipShape {
+            base: base.into(),
+            member_key: "sAMAccountName".into(),
+            member_of: false,
+            group_class: None,
+            group_type: false,
+            delete: true,
+        }
+    }
+}
+
+fn map_field(
+    object_type: u8,
+    source: &str,
+    destination: &str,
+    transform: &str,
+    delimiter: &str,
+    key: bool,
+) -> serde_json::Value {
+    serde_json::json!({
+        "action": 0, "sourceField": source, "destinationField": destination, "id": 0,
+        "delimiter": delimiter, "transform": transform, "forCreateOnly": key,
+        "objectType": object_type, "isKey": key, "options": null
+    })
+}
+
+/// A job of two types from one workbook: users from `People` (EmployeeID, First, Last,
+/// Groups) and groups from `Teams` (Name, Members, Kind), the groups listed first (the engine
+/// runs a type that fills groups after the others), each group's `member` resolved from its
+/// `;`-separated `Members`.
+pub fn membership_job(shape: &MembershipShape) -> serde_json::Value {
+    let mut job = main_job();
+    let base = &shape.base;
+    let mut users = vec![
+        map_field(
+            1,
+            "",
+            "cn",
+            "Join:field=First;separator= ;field=Last",
+            "",
+            false,
+        ),
+        map_field(1, "First", "givenName", "", "", false),
+        map_field(1, "Last", "sn", "", "", false),
+        map_field(1, "EmployeeID", "employeeID", "", "", true),
+        map_field(
+            1,
+            "",
+            "sAMAccountName",
+            "Join:field=First;separator=.;field=Last",
+            "",
+            false,
+        ),
+    ];
+    if shape.member_of {
+        users.push(map_field(
+            1,
+            "Groups",
+            "memberOf",
+            "Resolve:field=Groups;attribute=cn",
+            ";",
+            false,
+        ));
+    }
+    let member = map_field(
+        4,
+        "Members",
+        "member",
+        &format!("Resolve:field=Members;attribute={}", shape.member_key),
+        ";",
+        false,
+    );
+    let (group_query, mut groups) = match &shape.group_class {
+        None => (
+            "objectClass is exactly \"group\"".to_string(),
+            vec![
+                map_field(4, "Name", "cn", "", "", false),
+                map_field(
+                    4,
+                    "",
+                    "sAMAccountName",
+                    "Replace:field=Name;pattern=[^A-Za-z0-9]+;with=",
+                    "",
+                    true,
+                ),
+                member,
+            ],
+        ),
+        Some(class) => (
+            format!("(objectClass={class})"),
+            vec![
+                map_field(4, "Name", "cn", "", "", true),
+                map_field(
+                    4,
+                    "",
+                    "objectClass",
+                    &format!("Static:value=top,{class}"),
+                    ",",
+                    false,
+                ),
+                member,
+            ],
+        ),
+    };
+    if shape.group_type {
+        groups.push(map_field(4, "Kind", "groupType", "", "", false));
+    }
+    job["fieldsMap"] = serde_json::Value::Array(groups.into_iter().chain(users).collect());
+    let option = |object_type: u8, name: &str, ou: &str| {
+        serde_json::json!({
+            "objectType": object_type, "id": 0, "jobId": 0, "isCreate": true, "displayName": name,
+            "isDelete": shape.delete, "isSelected": true, "containerOption": "1",
+            "containerOptionValue": format!("OU={ou},{base}"), "createObjectContainerStrategy": 1,
+            "isDeprovisioning": false, "objectTypeSettings": null, "action": 0
+        })
+    };
+    job["objectsOption"] =
+        serde_json::json!([option(4, "Group", "Teams"), option(1, "User", "People")]);
+    let query = |object_type: u8, text: &str, source: bool| {
+        serde_json::json!({
+            "action": 0, "id": 0, "queryFor": null, "objectType": object_type, "query": text,
+            "queryType": if source { "SQL" } else { "GroupID" }, "isSource": source,
+            "timeStampField": "", "updateAll": source
+        })
+    };
+    job["syncQuery"] = serde_json::json!([
+        query(4, "SELECT * FROM [Teams$]", true),
+        query(4, &group_query, false),
+        query(1, "SELECT * FROM [People$]", true),
+        query(1, "objectClass is exactly \"user\"", false),
+    ]);
+    set_setting(&mut job, "Destination.Container", base);
+    set_setting(&mut job, "Destination.ShouldIncludeSubTree", "True");
+    job
+}
+
+/// Writes the membership job's workbook: people, and teams as (name, members, kind).
+pub fn write_membership_workbook(path: &Path, people: &[Member], teams: &[(&str, &str, &str)]) {
+    let people_rows = people
+        .iter()
+        .map(|p| {
+            vec![
+                p.id.to_string(),
+                p.first.clone(),
+                p.last.clone(),
+                p.groups.clone(),
+            ]
+        })
+        .collect();
+    let team_rows = teams
+        .iter()
+        .map(|(name, members, kind)| vec![name.to_string(), members.to_string(), kind.to_string()])
+        .collect();
+    write_tables(
+        path,
+        &[
+            (
+                "People",
+                &["EmployeeID", "First", "Last", "Groups"],
+                people_rows,
+            ),
+            ("Teams", &["Name", "Members", "Kind"], team_rows),
+        ],
+    );
+}
