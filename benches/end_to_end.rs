@@ -18,8 +18,14 @@
 //! peak RSS <= 1 GiB; the xlsx run <= 1.5x the calamine read; time and memory per row flat
 //! from 10k to 1M.
 //!
-//! Under `cargo test` (no `--bench` argument) it runs 2,000 rows once, with the debug build,
-//! to check that it works.
+//! Group membership (issue 18): `GROUPS=50x2000` (the default) makes a workbook of 50 groups
+//! with 2,000 members each (100,000 users, each in one group, named by `employeeID` in the
+//! group's `;`-separated `Members`), and measures the membership job's first run (users
+//! created, groups created and filled in batches) and its unchanged re-run, against
+//! calamine reading the same workbook.
+//!
+//! Under `cargo test` (no `--bench` argument) it runs 2,000 rows once (and 3 groups of 50),
+//! with the debug build, to check that it works.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -243,8 +249,12 @@ fn digest(path: &Path) -> Vec<u8> {
 fn read_workbook(path: &str) {
     use calamine::{Reader, open_workbook_auto};
     let mut wb = open_workbook_auto(path).expect("workbook opens");
-    let range = wb.worksheet_range("TTSheet1").expect("sheet");
-    println!("{}", range.height());
+    // Every sheet: the membership workbook holds people and groups.
+    let mut rows = 0;
+    for name in wb.sheet_names() {
+        rows += wb.worksheet_range(&name).expect("sheet").height();
+    }
+    println!("{rows}");
 }
 
 const PYTHON_READ: &str = "import csv, sys\n\
@@ -261,6 +271,12 @@ fn main() {
     // a million rows would start with the parent's resident pages counted in its peak.
     if let Some(i) = args.iter().position(|a| a == "--store-alone") {
         store_alone(&args[i + 1], &args[i + 2]);
+        return;
+    }
+    if let Some(i) = args.iter().position(|a| a == "--write-groups") {
+        let groups: usize = args[i + 1].parse().expect("a group count");
+        let members: usize = args[i + 2].parse().expect("a member count");
+        write_groups(groups, members, Path::new(&args[i + 3]));
         return;
     }
     if let Some(i) = args.iter().position(|a| a == "--write-input") {
@@ -350,9 +366,104 @@ fn main() {
         );
         print_line(rows, "xlsx", Some(read), first, None, true);
     }
+    let groups = std::env::var("GROUPS")
+        .unwrap_or_else(|_| if benching { "50x2000" } else { "3x50" }.to_string());
+    if let Some((count, members)) = groups
+        .split_once('x')
+        .and_then(|(g, m)| Some((g.trim().parse().ok()?, m.trim().parse().ok()?)))
+        .filter(|&(g, m): &(usize, usize)| g > 0 && m > 0)
+    {
+        bench_groups(dir, &datasync, count, members);
+    }
     if python.is_none() {
         println!("(python3 not found: the CSV runs have no bare read to compare with)");
     }
+}
+
+/// The membership job on `groups` groups of `members` members each: calamine's read of the
+/// workbook, the first run into a new store, and the unchanged re-run (which must leave the
+/// store's bytes as they were).
+fn bench_groups(dir: &Path, datasync: &Path, groups: usize, members: usize) {
+    let book = dir.join(format!("groups-{groups}x{members}.xlsx"));
+    let exe = std::env::current_exe().expect("this bench");
+    let status = Command::new(&exe)
+        .arg("--write-groups")
+        .arg(groups.to_string())
+        .arg(members.to_string())
+        .arg(&book)
+        .status()
+        .expect("the generator starts");
+    assert!(status.success(), "the generator failed");
+    let mut shape = support::MembershipShape::new("OU=Sync,DC=groupid,DC=lab");
+    shape.member_key = "employeeID".into();
+    shape.delete = false;
+    let mut job = support::membership_job(&shape);
+    support::set_setting(
+        &mut job,
+        "Source.File",
+        book.file_name().and_then(|n| n.to_str()).unwrap_or(""),
+    );
+    let job_path = dir.join("groups.job.json");
+    std::fs::write(&job_path, job.to_string()).expect("job written");
+    let store = dir.join("store-groups.db");
+    let read = measure(Command::new(&exe).arg("--read-xlsx").arg(&book));
+    let run = || {
+        measure(
+            Command::new(datasync)
+                .arg("run")
+                .arg(&job_path)
+                .arg("--destination")
+                .arg(format!("db:{}", store.display())),
+        )
+    };
+    let first = run();
+    let before = digest(&store);
+    let again = run();
+    let unchanged = digest(&store) == before;
+    println!();
+    println!(
+        "{groups} groups x {members} members ({} users) | calamine read {:.2} s {:.0} MB | first run {:.2} s {:.0} MB {:.2}x | unchanged re-run {:.2} s {:.0} MB {:.2}x{}",
+        groups * members,
+        read.secs(),
+        read.mb(),
+        first.secs(),
+        first.mb(),
+        first.secs() / read.secs(),
+        again.secs(),
+        again.mb(),
+        again.secs() / read.secs(),
+        if unchanged { "" } else { " CHANGED" }
+    );
+    assert!(unchanged, "the unchanged re-run wrote to the store");
+}
+
+/// The membership workbook: `groups * members` people (ids from 100000), each in one group,
+/// and the groups naming their members by `employeeID`.
+fn write_groups(groups: usize, members: usize, path: &Path) {
+    let people: Vec<support::Member> = (0..groups * members)
+        .map(|i| {
+            support::Member::new(
+                100_000 + i as u32,
+                &format!("First{i}"),
+                &format!("Last{i}"),
+                "",
+            )
+        })
+        .collect();
+    let lists: Vec<(String, String)> = (0..groups)
+        .map(|g| {
+            let ids: Vec<String> = people[g * members..(g + 1) * members]
+                .iter()
+                .map(|p| p.id.to_string())
+                .collect();
+            (format!("Group {g:03}"), ids.join(";"))
+        })
+        .collect();
+    let teams: Vec<(&str, &str, &str)> = lists
+        .iter()
+        .map(|(name, ids)| (name.as_str(), ids.as_str(), ""))
+        .collect();
+    support::write_membership_workbook(path, &people, &teams);
 }
 
 /// Writes `rows` generated people to `path` (CSV or xlsx by its extension), in a child.

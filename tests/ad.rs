@@ -692,4 +692,173 @@ fn large_groups_are_read_whole_range_by_range() {
             searched[0].len()
         );
     }
+
+    // A job creates a group of the same 1,600 members: added with the first 1,000 and filled
+    // with the rest; read back whole through windows of 300. Then 100 members leave: only
+    // they are deleted, and a re-run leaves the group alone.
+    let mut shape = support::MembershipShape::new(&ou);
+    shape.delete = false;
+    let plan = plan(&support::membership_job(&shape));
+    let book = tempfile::tempdir().unwrap();
+    let path = book.path().join("book.xlsx");
+    let accounts: Vec<String> = (0..MEMBERS).map(|i| format!("rng{i:04}")).collect();
+    let ad = connect().with_range_window(300);
+    let big = format!("CN=Big,OU=Teams,{}", &*ou);
+    for (step, count) in [("created", MEMBERS), ("shrunk", MEMBERS - 100)] {
+        support::write_membership_workbook(
+            &path,
+            &[],
+            &[("Big", &accounts[..count].join(";"), "")],
+        );
+        let report = support::run_job(&plan, &path, &ad, 0);
+        assert_eq!(
+            report.status,
+            RunStatus::FinishedSuccess,
+            "{step}: {report:?}"
+        );
+        let read = ad.read_entry(&big, &member).unwrap().unwrap();
+        assert!(
+            members(&read) == expected[..count],
+            "{step}: {} members",
+            members(&read).len()
+        );
+        let again = support::run_job(&plan, &path, &ad, 0);
+        assert_eq!(again.counts.unchanged, 1, "{step}: {again:?}");
+    }
+}
+
+/// Group membership on Samba's AD: groups filled from keys, nested, of named kinds; a member
+/// renamed and one deleted by the same run (AD changes the groups itself: the run must not
+/// fail on it, nor write the groups again); users naming their groups (`memberOf`), which AD
+/// then reports on the users.
+#[test]
+fn groups_on_ad_nest_follow_renamed_members_and_take_users_naming_them() {
+    use support::{Member, MembershipShape, membership_job, write_membership_workbook};
+    let ou = samba::dc().ou("members");
+    let base: &str = &ou;
+    let ad = connect();
+    let book = tempfile::tempdir().unwrap();
+    let path = book.path().join("book.xlsx");
+    let mut shape = MembershipShape::new(base);
+    shape.group_type = true;
+    let filling = plan(&membership_job(&shape));
+    let person = |cn: &str| dn::normalize(&format!("CN={cn},OU=People,{base}")).unwrap();
+    let group = |cn: &str| dn::normalize(&format!("CN={cn},OU=Teams,{base}")).unwrap();
+    let values = |dn: &str, attribute: &str| -> Vec<String> {
+        let mut found: Vec<String> = ad
+            .read_entry(dn, &[attribute.to_string()])
+            .unwrap()
+            .unwrap_or_else(|| panic!("no {dn}"))
+            .get(attribute)
+            .iter()
+            .map(|v| dn::normalize(v).unwrap_or_else(|_| v.clone()))
+            .collect();
+        found.sort();
+        found
+    };
+    let mut people = vec![
+        Member::new(1, "Ann", "Lee", ""),
+        Member::new(2, "Bob", "Stone", ""),
+        Member::new(3, "Cy", "Young", ""),
+        Member::new(4, "Dee", "Dunn", ""),
+    ];
+    write_membership_workbook(
+        &path,
+        &people,
+        &[
+            ("Leads", "Ann.Lee;Staff;Nobody", "universal distribution"),
+            ("Staff", "Bob.Stone;Cy.Young", ""),
+        ],
+    );
+    let first = support::run_job(&filling, &path, &ad, 0);
+    assert_eq!(first.status, RunStatus::FinishedSuccess, "{first:?}");
+    assert_eq!(first.counts.added, 6);
+    assert_eq!(
+        values(&group("Leads"), "member"),
+        [person("Ann Lee"), group("Staff")]
+    );
+    assert_eq!(
+        values(&group("Staff"), "member"),
+        [person("Bob Stone"), person("Cy Young")]
+    );
+    assert_eq!(values(&group("Leads"), "groupType"), ["8"]);
+    assert_eq!(values(&group("Staff"), "groupType"), ["-2147483646"]);
+    // AD computes memberOf from the groups: the nested group and the user show it.
+    assert_eq!(values(&person("Ann Lee"), "memberOf"), [group("Leads")]);
+    assert_eq!(values(&group("Staff"), "memberOf"), [group("Leads")]);
+    assert!(
+        first.details.iter().any(|d| d.details_type == 1
+            && d.message
+                .contains("\"Nobody\" left out: no object has sAMAccountName=Nobody")),
+        "{first:?}"
+    );
+    let same = support::run_job(&filling, &path, &ad, 0);
+    assert_eq!(same.counts.unchanged, 6, "{same:?}");
+
+    // Ann is renamed (AD moves her DN in Leads itself), Bob leaves the company (AD takes him
+    // out of Staff), and Staff swaps Cy for Dee and Ann.
+    people[0].last = "Park".into();
+    people.remove(1);
+    write_membership_workbook(
+        &path,
+        &people,
+        &[
+            ("Leads", "Ann.Park;Staff", "universal distribution"),
+            ("Staff", "Dee.Dunn;Ann.Park", ""),
+        ],
+    );
+    let changed = support::run_job(&filling, &path, &ad, 0);
+    assert_eq!(changed.status, RunStatus::FinishedSuccess, "{changed:?}");
+    assert_eq!(changed.counts.deleted, 1, "{changed:?}");
+    assert!(
+        !changed
+            .modified
+            .iter()
+            .any(|d| dn::normalize(d).unwrap() == group("Leads")),
+        "Leads was written again: {changed:?}"
+    );
+    assert_eq!(
+        values(&group("Leads"), "member"),
+        [person("Ann Park"), group("Staff")]
+    );
+    assert_eq!(
+        values(&group("Staff"), "member"),
+        [person("Ann Park"), person("Dee Dunn")]
+    );
+
+    // Users name their groups; the job no longer fills them.
+    let mut shape = MembershipShape::new(base);
+    shape.member_of = true;
+    shape.group_type = true;
+    let mut job = membership_job(&shape);
+    job["fieldsMap"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|f| f["destinationField"] != "member");
+    let by_users = plan(&job);
+    people[0].groups = "Staff".into(); // Ann leaves Leads
+    people[1].groups = "Leads;Staff".into(); // Cy joins both
+    people[2].groups = String::new(); // Dee leaves Staff
+    write_membership_workbook(
+        &path,
+        &people,
+        &[("Leads", "", "universal distribution"), ("Staff", "", "")],
+    );
+    let joined = support::run_job(&by_users, &path, &ad, 0);
+    assert_eq!(joined.status, RunStatus::FinishedSuccess, "{joined:?}");
+    assert_eq!(
+        values(&group("Leads"), "member"),
+        [person("Cy Young"), group("Staff")]
+    );
+    assert_eq!(
+        values(&group("Staff"), "member"),
+        [person("Ann Park"), person("Cy Young")]
+    );
+    assert_eq!(
+        values(&person("Cy Young"), "memberOf"),
+        [group("Leads"), group("Staff")]
+    );
+    let same = support::run_job(&by_users, &path, &ad, 0);
+    assert_eq!(same.counts.unchanged, 5, "{same:?}");
+    assert!(same.modified.is_empty(), "{same:?}");
 }

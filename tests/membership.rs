@@ -564,6 +564,7 @@ fn group_kinds_are_named_or_numbered_and_a_wrong_one_fails_its_row() {
             ("Mail", "", "Universal Distribution"),
             ("Local", "", "domain local security"),
             ("Number", "", "-2147483646"),
+            ("Default", "", ""),
             ("Wrong", "", "planetary"),
         ],
     );
@@ -576,6 +577,8 @@ fn group_kinds_are_named_or_numbered_and_a_wrong_one_fails_its_row() {
     assert_eq!(kind("Mail"), Some(vec!["8".to_string()]));
     assert_eq!(kind("Local"), Some(vec!["-2147483644".to_string()]));
     assert_eq!(kind("Number"), Some(vec!["-2147483646".to_string()]));
+    // An empty cell is the default kind (AD cannot remove a group's groupType).
+    assert_eq!(kind("Default"), Some(vec!["-2147483646".to_string()]));
     assert_eq!(kind("Wrong"), None);
     assert_eq!(report.failed.len(), 1, "{report:?}");
     let failure = &report.failed[0];

@@ -374,7 +374,11 @@ pub(super) fn prepare(
                     (Some(v), None) => vec![v],
                 };
                 // A group's kind may be named (`universal distribution`): AD stores a number.
+                // An empty cell is the default kind, global security: AD cannot remove it.
                 if f.attribute.eq_ignore_ascii_case("groupType") {
+                    if values.is_empty() {
+                        values.push(crate::destination::GLOBAL_SECURITY_GROUP.to_string());
+                    }
                     for v in values.iter_mut() {
                         match crate::destination::group_type(v) {
                             Ok(n) => *v = n.to_string(),
