@@ -511,6 +511,33 @@ fn users_naming_their_groups_join_and_leave_them_and_memberof_is_never_written()
             }],
             "{name}"
         );
+        drop(seen);
+
+        // Ann is renamed as she leaves Sales for Support: she ends up in Support under her
+        // new DN, and nowhere under the old one.
+        people[0].last = "Park".into();
+        people[0].groups = "Support".into();
+        write_membership_workbook(&book, &people, &[("Sales", "", ""), ("Support", "", "")]);
+        let report = run(&plan, &book, dir.as_ref(), &NoHooks);
+        assert_eq!(
+            report.status,
+            RunStatus::FinishedSuccess,
+            "{name}: {report:?}"
+        );
+        assert_eq!(
+            dns_of(dir.as_ref(), &team_dn("Sales"), "member"),
+            BTreeSet::new(),
+            "{name}: {report:?}"
+        );
+        assert_eq!(
+            dns_of(dir.as_ref(), &team_dn("Support"), "member"),
+            normal(&[
+                person_dn(&people[0]),
+                person_dn(&people[2]),
+                person_dn(&people[3])
+            ]),
+            "{name}: {report:?}"
+        );
     }
 }
 

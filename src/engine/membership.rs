@@ -277,7 +277,7 @@ pub(super) fn plan_member_of(
                 p.planned = Planned::Update {
                     dn: tr.index.dn(i).to_string(),
                     changes: Vec::new(),
-                    value_changes: vec![changes],
+                    value_changes: super::row::ValueEdits::one(changes),
                     password: None,
                     rename_to: None,
                 };

@@ -395,7 +395,6 @@ pub fn run(
         report.counts.read += tr.row_count;
         let (results, warnings) = apply_type(&shared, tr, read.rows, read.planned, pool.as_ref());
         add_warnings(&mut report, tr.plan.object_type.code(), warnings);
-        membership::write_member_of(&shared, &mut report, pool.as_ref());
         // A stopped run starts no deletes (its rows are not all known), nor does a delta run
         // (it sees only the rows that changed).
         let stopped = control.and_then(RunControl::stop_reason).is_some();
@@ -423,6 +422,9 @@ pub fn run(
             }
         }
         shared.moved.record(&moved);
+        // After the references are fixed: a user renamed by this type is in its groups under
+        // the new DN by then, which is the DN its joins and leaves name.
+        membership::write_member_of(&shared, &mut report, pool.as_ref());
         row::record(tr.plan, results, &mut report);
         if withheld {
             report.status = RunStatus::FinishedFail;

@@ -573,7 +573,7 @@ fn apply(
                 p.planned = Planned::Update {
                     dn: tr.index.dn(i).to_string(),
                     changes: Vec::new(),
-                    value_changes: Vec::new(),
+                    value_changes: Default::default(),
                     password: None,
                     rename_to: None,
                 };
