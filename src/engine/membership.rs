@@ -458,9 +458,9 @@ pub(super) fn write_member_of(
 
 /// After a type's renames and deletes (`changed`: each object's old DN and its new one, or
 /// `None` when it was deleted), on a directory that does not keep DN values true itself:
-/// every group in the job's scope with a `member` (and every other attribute the job
-/// fills with DNs) naming a renamed object names its new DN, and one naming a deleted object
-/// no longer names it. Returns the failures, each naming the entry.
+/// every entry in the job's scope whose `member` (or other set of DNs the job fills, see
+/// [`reference_attributes`]) names a renamed object names its new DN, and one naming a
+/// deleted object no longer names it. Returns the failures, each naming the entry.
 pub(super) fn fix_references(
     shared: &Shared<'_>,
     attributes: &[AttributeName],
@@ -530,14 +530,13 @@ pub(super) fn fix_references(
 }
 
 /// The attributes a run keeps true when objects are renamed or deleted: `member`, and every
-/// attribute the job fills with `Resolve` (a `manager`, a set of DNs).
+/// set of DNs the job fills. A single `Resolve` value (a `manager`) is not among them: a row
+/// naming a renamed or deleted object gets its new value from its own `Resolve` in the same
+/// run, and following every such value would read every user at every rename.
 pub(super) fn reference_attributes(plan: &crate::job::Plan) -> Vec<AttributeName> {
     let mut names: Vec<AttributeName> = vec![MEMBER.into()];
     for f in plan.objects.iter().flat_map(|op| &op.fields) {
-        if matches!(f.transform, Transform::Resolve { .. })
-            && !f.is_member_of()
-            && !names.iter().any(|n| n.eq_ignore_ascii_case(&f.attribute))
-        {
+        if f.is_dn_set() && !names.iter().any(|n| n.eq_ignore_ascii_case(&f.attribute)) {
             names.push(f.attribute.clone());
         }
     }

@@ -106,6 +106,7 @@ pub(super) enum Planned {
 /// every row's plan holds the room (8 bytes instead of a vector's 24, which made an update the
 /// largest plan and every one of a million rows 16 bytes larger).
 #[derive(Default)]
+#[allow(clippy::box_collection)] // the point: 8 bytes in the plan, not a Vec's 24
 pub(super) struct ValueEdits(Option<Box<Vec<ValueChanges>>>);
 
 impl ValueEdits {
