@@ -1,7 +1,8 @@
 //! The datasync command line.
 //!
 //! ```text
-//! datasync run JOB.json [--source FILE|LDAP-URL] [--destination db:PATH|ldif:PATH|LDAP-URL]
+//! datasync run JOB.json [--source FILE|db:PATH|ldif:PATH|LDAP-URL]
+//!                       [--destination db:PATH|ldif:PATH|LDAP-URL]
 //!                       [--bind-dn DN] [--source-bind-dn DN] [--ca-file PEM]
 //!                       [--insecure-skip-tls-verify] [--server-kind ad|ldap]
 //!                       [--must-change-password] [--dry-run]
@@ -47,7 +48,7 @@ use datasync::lifecycle::{
     StateStore, StepOutcome, SystemClock,
 };
 use datasync::report::RowFailure;
-use datasync::source::{LdapSource, Source};
+use datasync::source::{DirectorySource, LdapSource, Source};
 use datasync::transform::TransformContext;
 use datasync::{Destination, Error, Hooks, LdifDirectory, Report, Secret, job, source};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -101,8 +102,9 @@ enum Command {
 struct RunArgs {
     /// The job JSON.
     job: PathBuf,
-    /// The source: a file (default: the job's Source.File setting, relative to the job file)
-    /// or an LDAP URL with the search base as its path (ldaps://host/OU=Staff,DC=example,DC=com).
+    /// The source: a file (default: the job's Source.File setting, relative to the job file),
+    /// the embedded directory (db:PATH for a store, ldif:PATH or a .ldif file), or an LDAP URL
+    /// with the search base as its path (ldaps://host/OU=Staff,DC=example,DC=com).
     #[arg(long)]
     source: Option<String>,
     #[command(flatten)]
@@ -447,6 +449,13 @@ fn load_job(
                 LdapSource::connect(config.clone()).map(|s| Box::new(s) as Box<dyn Source + Send>)
             })
         }
+        // The embedded directory as the source: a store or an LDIF file.
+        Some(url) if url.starts_with("db:") || url.starts_with("ldif:") => {
+            let url = url.to_string();
+            Box::new(move || {
+                DirectorySource::open(&url).map(|s| Box::new(s) as Box<dyn Source + Send>)
+            })
+        }
         Some(path) => {
             let path = PathBuf::from(path);
             Box::new(move || source::open(&path))
@@ -774,7 +783,11 @@ impl Outputs {
         let mut inputs: Vec<(String, PathBuf)> =
             vec![("the job file".into(), resolve("job", &args.job)?)];
         let source = match args.source.as_deref() {
-            Some(s) if !is_ldap_url(s) => Some(PathBuf::from(s)),
+            Some(s) if !is_ldap_url(s) => Some(PathBuf::from(
+                s.strip_prefix("db:")
+                    .or_else(|| s.strip_prefix("ldif:"))
+                    .unwrap_or(s),
+            )),
             Some(_) => None,
             None => wire.and_then(|w| source_file(w, &args.job)),
         };

@@ -61,7 +61,7 @@
 //! | `Replace` | `field`, `pattern` (regex), `with` | every match replaced; `$1` names a group |
 //! | `Split` | `field`, `separator`, `index` (0-based, negative from the end; default 0) | one piece |
 //! | `Date` | `field`, `from` (optional), `to` | the date re-formatted (`strftime` formats); without `from`, ISO 8601 input |
-//! | `Resolve` | `field`, `attribute` | the DN of the one destination object whose `attribute` equals the value (none: empty; several: the row fails) |
+//! | `Resolve` | `field`, `attribute` | the DN of the one destination object whose `attribute` equals the value (none: empty; several: the row fails). With a `delimiter` (a group's `member`), each value on its own, one naming no object or several left out with a warning; on `memberOf`, the groups the row's object joins (see the README) |
 //! | `Script` | `name` (or the product's `text`) | a Rust function the host registered in [`transform::Scripts`] |
 //!
 //! Characters are Unicode scalar values. An empty result means "no value".

@@ -1202,3 +1202,65 @@ fn a_run_killed_while_it_writes_leaves_the_previous_store() {
     let after = c.directory().unwrap();
     assert_eq!(after.matches("(acting)").count(), 30_000);
 }
+
+/// The store a job filled is the source of another job (`--source db:PATH`), which copies its
+/// users into an LDIF directory; the store named as both source and destination is refused
+/// before anything is written.
+#[test]
+fn the_store_as_a_source_feeds_another_directory_and_never_itself() {
+    let c = Case::new();
+    let fill = c.job(support::users_only);
+    let out = c.run(&["run", fill.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let copy = c.job_named("copy.json", |job| {
+        support::users_only(job);
+        let field = |source: &str, destination: &str, key: bool| {
+            json!({
+                "action": 0, "sourceField": source, "destinationField": destination, "id": 0,
+                "delimiter": "", "transform": "", "forCreateOnly": false, "objectType": 1,
+                "isKey": key, "options": null
+            })
+        };
+        job["fieldsMap"] = json!([
+            field("cn", "cn", false),
+            field("sn", "sn", false),
+            field("employeeID", "employeeID", true),
+        ]);
+        job["syncQuery"][0]["query"] = json!("(&(objectClass=user)(employeeID=*))");
+        job["syncQuery"][0]["queryType"] = json!("GroupID");
+    });
+    let copy = copy.to_str().unwrap();
+    let out = c.run(&[
+        "run",
+        copy,
+        "--source",
+        "db:directory.db",
+        "--destination",
+        "ldif:copy.ldif",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let copied = std::fs::read_to_string(c.path("copy.ldif")).unwrap();
+    assert_eq!(
+        copied.matches("employeeID: ").count(),
+        support::people().len(),
+        "{copied}"
+    );
+    assert!(!copied.contains("userPassword"), "{copied}");
+
+    let before = std::fs::read(c.path("directory.db")).unwrap();
+    let out = c.run(&[
+        "run",
+        copy,
+        "--source",
+        "db:directory.db",
+        "--destination",
+        "db:directory.db",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("is the source: nothing was written"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(std::fs::read(c.path("directory.db")).unwrap(), before);
+}

@@ -320,6 +320,12 @@ impl Store {
         Ok(self.len()? == 0)
     }
 
+    /// Hands `each` every entry of the store, in tree order (parents first), each lent for the
+    /// call (see [`Destination::search_each`]).
+    pub fn each_entry(&self, each: &mut dyn FnMut(&Entry)) -> Result<(), DestinationError> {
+        self.each_in_range(None, Wanted::All, &mut |_, entry| each(entry))
+    }
+
     /// Writes every entry to `out` as LDIF content records, parents before children (so
     /// `ldapadd` and [`import_ldif`](Self::import_ldif) take the file), one entry at a time;
     /// returns how many.

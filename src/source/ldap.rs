@@ -6,9 +6,7 @@
 //! multi-valued attribute's values joined with `;` (give the field the delimiter `;` to write
 //! them back as several values).
 
-use std::collections::BTreeMap;
-
-use super::{Columns, RowSet, Source, SourceError, SourceRow};
+use super::{RowSet, Source, SourceError, rows_from_entries};
 use crate::destination::ldap::paged_search;
 use crate::ldap::{Failure, LdapConfig, Pool, result_name};
 use crate::query::parse_destination_query;
@@ -78,43 +76,10 @@ impl Source for LdapSource {
             .pool
             .run(|conn, _| paged_search(conn, page, &base, ldap3::Scope::Subtree, &filter, &[]))
             .map_err(|f| source_error(f, &server))?;
-        // Columns: `dn`, then every attribute any entry has, by name (case-insensitively one).
-        let mut names: BTreeMap<String, String> = BTreeMap::new();
-        for e in &entries {
-            for name in e.attrs.keys() {
-                names
-                    .entry(name.to_lowercase())
-                    .or_insert_with(|| name.clone());
-            }
-        }
-        let mut columns = vec!["dn".to_string()];
-        columns.extend(names.values().cloned());
-        let position: BTreeMap<String, usize> = names
-            .keys()
-            .enumerate()
-            .map(|(i, k)| (k.clone(), i + 1))
-            .collect();
-        let rows = entries
-            .into_iter()
-            .enumerate()
-            .map(|(i, e)| {
-                let mut values = vec![None; columns.len()];
-                values[0] = Some(e.dn);
-                for (name, vals) in e.attrs {
-                    if let Some(&p) = position.get(&name.to_lowercase()) {
-                        values[p] = Some(vals.join(VALUE_SEPARATOR)).filter(|v| !v.is_empty());
-                    }
-                }
-                SourceRow {
-                    number: i as u64 + 1,
-                    values,
-                    cell_errors: Vec::new(),
-                }
-            })
-            .collect();
-        Ok(RowSet {
-            columns: Columns::new(columns),
-            rows,
-        })
+        Ok(rows_from_entries(
+            entries
+                .into_iter()
+                .map(|e| (e.dn, e.attrs.into_iter().collect())),
+        ))
     }
 }

@@ -7,6 +7,7 @@
 //! an LDAP filter or a GroupID query under its base DN.
 
 mod csv;
+mod directory;
 mod excel;
 mod ldap;
 pub mod sql;
@@ -16,6 +17,7 @@ use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 pub use self::csv::CsvSource;
+pub use self::directory::DirectorySource;
 pub use self::excel::ExcelSource;
 pub use self::ldap::{LdapSource, VALUE_SEPARATOR};
 
@@ -160,8 +162,16 @@ pub enum SourceError {
         /// Which limit, and how to raise it.
         message: String,
     },
+    /// The embedded directory given as the source (`db:PATH`, `ldif:PATH`) could not be read.
+    #[error("source directory {path}: {source}")]
+    DirectoryFile {
+        /// The store or LDIF file.
+        path: PathBuf,
+        /// Why (boxed: every source error would otherwise be as large as a destination's).
+        source: Box<crate::destination::DestinationError>,
+    },
     /// The file's type is not one datasync reads.
-    #[error("{path}: unsupported source type (xlsx, xlsm, xlsb, xls, ods, csv, tsv, txt)")]
+    #[error("{path}: unsupported source type (xlsx, xlsm, xlsb, xls, ods, csv, tsv, txt, ldif)")]
     Unsupported {
         /// The file.
         path: PathBuf,
@@ -355,9 +365,58 @@ pub fn open(path: &Path) -> Result<Box<dyn Source + Send>, SourceError> {
         "xlsx" | "xlsm" | "xlsb" | "xls" | "xla" | "xlam" | "ods" => {
             Ok(Box::new(ExcelSource::open(path)?))
         }
+        "ldif" => Ok(Box::new(DirectorySource::ldif(path)?)),
         _ => Err(SourceError::Unsupported {
             path: path.to_path_buf(),
         }),
+    }
+}
+
+/// A directory entry as a source reads it: its DN, and its attributes with their values.
+pub(crate) type DirectoryRow = (String, Vec<(String, Vec<String>)>);
+
+/// Directory entries (a DN and its attributes) as rows: a `dn` column, then one column per
+/// attribute any entry has, by name (names that differ only in case are one column), a
+/// multi-valued attribute's values joined with [`VALUE_SEPARATOR`]. What the LDAP and the
+/// embedded directory sources hand a run.
+pub(crate) fn rows_from_entries(entries: impl IntoIterator<Item = DirectoryRow>) -> RowSet {
+    let entries: Vec<DirectoryRow> = entries.into_iter().collect();
+    let mut names: std::collections::BTreeMap<String, String> = Default::default();
+    for (_, attributes) in &entries {
+        for (name, _) in attributes {
+            names
+                .entry(name.to_lowercase())
+                .or_insert_with(|| name.clone());
+        }
+    }
+    let mut columns = vec!["dn".to_string()];
+    columns.extend(names.values().cloned());
+    let position: HashMap<String, usize> = names
+        .keys()
+        .enumerate()
+        .map(|(i, k)| (k.clone(), i + 1))
+        .collect();
+    let rows = entries
+        .into_iter()
+        .enumerate()
+        .map(|(i, (dn, attributes))| {
+            let mut values = vec![None; columns.len()];
+            values[0] = Some(dn);
+            for (name, vals) in attributes {
+                if let Some(&p) = position.get(&name.to_lowercase()) {
+                    values[p] = Some(vals.join(VALUE_SEPARATOR)).filter(|v| !v.is_empty());
+                }
+            }
+            SourceRow {
+                number: i as u64 + 1,
+                values,
+                cell_errors: Vec::new(),
+            }
+        })
+        .collect();
+    RowSet {
+        columns: Columns::new(columns),
+        rows,
     }
 }
 
