@@ -30,9 +30,9 @@ use crate::query::Filter;
 use crate::report::{DetailType, Report, RunStatus};
 use crate::transform::Transform;
 
-/// The most values one modify request adds or deletes. Servers bound a request's size
-/// (Active Directory refuses more than 5,000 values of one attribute in one modify on older
-/// versions and takes ten megabytes at most); a thousand DNs is about 60 KB.
+/// The most values one modify request adds or deletes. Servers bound a request's size (Active
+/// Directory's `MaxReceiveBuffer` is ten megabytes by default, and AD answers at most 1,500
+/// values of an attribute at a time); a thousand DNs is some 60 KB, well inside.
 pub(super) const VALUES_PER_REQUEST: usize = 1000;
 
 /// The attribute group membership is written to.
@@ -96,8 +96,8 @@ pub(super) fn value_requests(changes: &[ValueChanges]) -> Vec<Vec<Modification>>
     requests
 }
 
-/// Where the job looks: the scan base of each of its object types, normalised, and whether
-/// the scan takes the subtree.
+/// Where the job looks: the scan base of each of its object types (each base and scope once),
+/// and whether the scan takes the subtree.
 pub(super) fn job_scopes(plan: &crate::job::Plan) -> Vec<(String, Scope)> {
     let mut scopes: Vec<(String, Scope)> = Vec::new();
     for op in &plan.objects {
