@@ -256,8 +256,8 @@ pub(super) fn new_entry_key(
 
 /// A new entry as this directory keeps it: names checked, passwords hashed (any a hook or a
 /// field map put in as text, and `password` if given), and an account's
-/// `userAccountControl` set as Active Directory would (see `new_account_control`), so a job
-/// gives the same objects here as on AD.
+/// `userAccountControl` and a group's `groupType` set as Active Directory would (see
+/// `new_account_control` and `new_group_type`), so a job gives the same objects here as on AD.
 pub(super) fn stored_entry(
     entry: &Entry,
     password: Option<&Secret>,
@@ -296,6 +296,12 @@ pub(super) fn stored_overrides(
         overrides.push(super::Attribute {
             name: "userAccountControl".into(),
             values: vec![uac.to_string()],
+        });
+    }
+    if let Some(kind) = super::new_group_type(entry) {
+        overrides.push(super::Attribute {
+            name: "groupType".into(),
+            values: vec![kind.to_string()],
         });
     }
     if let Some(p) = password {
