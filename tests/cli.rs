@@ -1214,17 +1214,10 @@ fn the_store_as_a_source_feeds_another_directory_and_never_itself() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let copy = c.job_named("copy.json", |job| {
         support::users_only(job);
-        let field = |source: &str, destination: &str, key: bool| {
-            json!({
-                "action": 0, "sourceField": source, "destinationField": destination, "id": 0,
-                "delimiter": "", "transform": "", "forCreateOnly": false, "objectType": 1,
-                "isKey": key, "options": null
-            })
-        };
         job["fieldsMap"] = json!([
-            field("cn", "cn", false),
-            field("sn", "sn", false),
-            field("employeeID", "employeeID", true),
+            support::copy_field("cn", "cn", false),
+            support::copy_field("sn", "sn", false),
+            support::copy_field("employeeID", "employeeID", true),
         ]);
         job["syncQuery"][0]["query"] = json!("(&(objectClass=user)(employeeID=*))");
         job["syncQuery"][0]["queryType"] = json!("GroupID");

@@ -7,37 +7,7 @@ use datasync::destination::Scope;
 use datasync::query::Filter;
 use datasync::source::{self, DirectorySource, Source, SourceError};
 use datasync::{Destination, LdifDirectory, NoHooks, RunOptions, RunStatus, Store};
-use serde_json::{Value, json};
 use support::{TempWorkbook, main_job, people, users_only};
-
-/// A field map entry copying `source` to `destination`.
-fn field(source: &str, destination: &str, key: bool) -> Value {
-    json!({
-        "action": 0, "sourceField": source, "destinationField": destination, "id": 0,
-        "delimiter": "", "transform": "", "forCreateOnly": false, "objectType": 1,
-        "isKey": key, "options": null
-    })
-}
-
-/// A job copying the main job's users out of a directory: the source's `dn` kept in `info`,
-/// the phones split back into several values.
-fn copy_job() -> Value {
-    let mut job = main_job();
-    users_only(&mut job);
-    job["fieldsMap"] = json!([
-        field("cn", "cn", false),
-        field("sn", "sn", false),
-        field("givenName", "givenName", false),
-        field("employeeID", "employeeID", true),
-        field("telephoneNumber", "telephoneNumber", false),
-        field("dn", "info", false),
-    ]);
-    job["fieldsMap"][4]["delimiter"] = ";".into();
-    job["syncQuery"][0]["query"] =
-        "objectClass is exactly \"user\" AND employeeID is present".into();
-    job["syncQuery"][0]["queryType"] = "GroupID".into();
-    job
-}
 
 /// A store filled by the main job (users only), in `dir`.
 fn filled_store(dir: &std::path::Path) -> std::path::PathBuf {
@@ -53,7 +23,7 @@ fn filled_store(dir: &std::path::Path) -> std::path::PathBuf {
 }
 
 fn copied_by(source: &mut dyn Source) -> LdifDirectory {
-    let plan = support::compile(&copy_job(), &Default::default());
+    let plan = support::compile(&support::directory_copy_job(), &Default::default());
     let copy = LdifDirectory::in_memory();
     let report = datasync::run(&plan, source, &copy, &NoHooks, &RunOptions::default())
         .unwrap_or_else(|e| panic!("{e}"));

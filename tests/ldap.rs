@@ -216,15 +216,6 @@ fn conformance_deprovisioning_disables_and_moves_the_same_way() {
     same_step("settled", &plan, &book, &staff, &embedded, &ldap);
 }
 
-/// A field map entry copying `source` to `destination`.
-fn field(source: &str, destination: &str, key: bool) -> Value {
-    serde_json::json!({
-        "action": 0, "sourceField": source, "destinationField": destination, "id": 0,
-        "delimiter": "", "transform": "", "forCreateOnly": false, "objectType": 1,
-        "isKey": key, "options": null
-    })
-}
-
 fn user_dns(dir: &dyn Destination) -> Vec<String> {
     let users = Filter::parse("(objectClass=user)").unwrap();
     match dir.search(SUFFIX, Scope::Subtree, &users, &[]) {
@@ -450,7 +441,7 @@ fn a_refused_write_fails_its_row_with_the_result_code_and_the_server_message() {
     job["fieldsMap"]
         .as_array_mut()
         .unwrap()
-        .push(field("Title", "carLicense", false));
+        .push(support::copy_field("Title", "carLicense", false));
     let dir = connect(&server, &server.ldaps_url(), ServerKind::ActiveDirectory);
     let report = run(&plan(&job), &Workbook::new(&people()).path(), &dir, 2);
     assert_eq!(report.counts.failed, people().len());
@@ -614,20 +605,7 @@ fn an_ldap_source_feeds_a_directory_to_directory_job() {
         2,
     );
 
-    let mut job = main_job();
-    users_only(&mut job);
-    job["fieldsMap"] = serde_json::json!([
-        field("cn", "cn", false),
-        field("sn", "sn", false),
-        field("givenName", "givenName", false),
-        field("employeeID", "employeeID", true),
-        field("telephoneNumber", "telephoneNumber", false),
-        field("dn", "info", false),
-    ]);
-    job["fieldsMap"][4]["delimiter"] = ";".into();
-    job["syncQuery"][0]["query"] =
-        "objectClass is exactly \"user\" AND employeeID is present".into();
-    job["syncQuery"][0]["queryType"] = "GroupID".into();
+    let job = support::directory_copy_job();
     let plan = plan(&job);
     let mut config = server.config(&format!("{}/OU=API,OU=groupid,DC=lab", server.ldaps_url()));
     config.page_size = 2;

@@ -781,3 +781,32 @@ pub fn write_membership_workbook(path: &Path, people: &[Member], teams: &[(&str,
         ],
     );
 }
+
+/// A user field map entry copying the source column `source` to `destination`.
+pub fn copy_field(source: &str, destination: &str, key: bool) -> serde_json::Value {
+    serde_json::json!({
+        "action": 0, "sourceField": source, "destinationField": destination, "id": 0,
+        "delimiter": "", "transform": "", "forCreateOnly": false, "objectType": 1,
+        "isKey": key, "options": null
+    })
+}
+
+/// A job copying the main job's users out of a directory source (LDAP or the embedded
+/// directory): the source's `dn` kept in `info`, the phones split back into several values.
+pub fn directory_copy_job() -> serde_json::Value {
+    let mut job = main_job();
+    users_only(&mut job);
+    job["fieldsMap"] = serde_json::json!([
+        copy_field("cn", "cn", false),
+        copy_field("sn", "sn", false),
+        copy_field("givenName", "givenName", false),
+        copy_field("employeeID", "employeeID", true),
+        copy_field("telephoneNumber", "telephoneNumber", false),
+        copy_field("dn", "info", false),
+    ]);
+    job["fieldsMap"][4]["delimiter"] = ";".into();
+    job["syncQuery"][0]["query"] =
+        "objectClass is exactly \"user\" AND employeeID is present".into();
+    job["syncQuery"][0]["queryType"] = "GroupID".into();
+    job
+}
