@@ -634,3 +634,68 @@ fn memberof_without_resolve_is_refused_when_the_job_loads() {
         "{error}"
     );
 }
+
+#[test]
+fn a_dry_run_reports_membership_changes_and_writes_none() {
+    let dir = LdifDirectory::in_memory();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut people = staff();
+    people[0].groups = "Sales".into();
+    let book = tmp.path().join("book.xlsx");
+    // One job fills the groups from their rows, another has users name their groups.
+    let filling = plan(&MembershipShape::new(BASE));
+    let mut shape = MembershipShape::new(BASE);
+    shape.member_of = true;
+    let mut job = membership_job(&shape);
+    job["fieldsMap"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|f| f["destinationField"] != "member");
+    let naming = support::compile(&job, &Default::default());
+    write_membership_workbook(
+        &book,
+        &people,
+        &[("Sales", "Bob.Stone", ""), ("Support", "", "")],
+    );
+    run(&filling, &book, &dir, &NoHooks);
+    run(&naming, &book, &dir, &NoHooks);
+    let before = dir.entries();
+
+    // Sales swaps Bob for Cy by its own row; Ann leaves Sales for Support by hers.
+    people[0].groups = "Support".into();
+    write_membership_workbook(
+        &book,
+        &people,
+        &[("Sales", "Cy.Young", ""), ("Support", "", "")],
+    );
+    let dry = RunOptions {
+        dry_run: true,
+        ..Default::default()
+    };
+    for (plan, changed) in [(&filling, "CN=Sales"), (&naming, "CN=Ann Lee")] {
+        let recorder = Recorder::new(&dir);
+        let mut source = datasync::source::open(&book).unwrap();
+        let report = datasync::run(plan, source.as_mut(), &recorder, &NoHooks, &dry).unwrap();
+        assert_eq!(report.status, RunStatus::FinishedSuccess, "{report:?}");
+        assert_eq!(report.counts.updated, 1, "{report:?}");
+        assert!(report.modified[0].starts_with(changed), "{report:?}");
+        assert!(recorder.modifies.lock().unwrap().is_empty());
+        assert!(recorder.adds.lock().unwrap().is_empty());
+    }
+    assert_eq!(dir.entries(), before);
+}
+
+#[test]
+fn a_job_cannot_both_fill_groups_and_have_users_name_them() {
+    let mut shape = MembershipShape::new(BASE);
+    shape.member_of = true;
+    let error =
+        datasync::job::compile(&support::wire(&membership_job(&shape)), &Default::default())
+            .expect_err("member and memberOf in one job must be refused")
+            .to_string();
+    assert!(
+        error.contains("names its groups (memberOf)")
+            && error.contains("each would undo the other"),
+        "{error}"
+    );
+}

@@ -802,6 +802,32 @@ pub fn compile(job: &DataSyncJob, context: &TransformContext) -> Result<Plan, Jo
             update_all,
         });
     }
+    // A group's `member` filled from its rows and users' `memberOf` from theirs would each
+    // undo the other: a user row that does not name a group its row gave the user leaves it.
+    let fills = |member_of: bool| {
+        objects.iter().find_map(|op| {
+            op.fields
+                .iter()
+                .find(|f| {
+                    if member_of {
+                        f.is_member_of()
+                    } else {
+                        f.is_dn_set() && f.attribute.eq_ignore_ascii_case("member")
+                    }
+                })
+                .map(|f| (op.object_type.code(), f.map_index))
+        })
+    };
+    if let (Some((user_type, user_field)), Some((group_type, group_field))) =
+        (fills(true), fills(false))
+    {
+        err(
+            format!("fieldsMap[{user_field}]"),
+            format!(
+                "object type {user_type} names its groups (memberOf) and object type {group_type} fills the groups' members (fieldsMap[{group_field}]): each would undo the other; keep one"
+            ),
+        );
+    }
     // Mappings and queries for object types the job does not run are mistakes too: they
     // would be silently ignored otherwise.
     for (fi, f) in fields_map.iter().enumerate() {
