@@ -18,8 +18,13 @@ pub(crate) fn nfc(s: &str) -> Cow<'_, str> {
 /// `s` lower-cased as [`str::to_lowercase`] does, then in normal form C; borrowed when it
 /// already is (an id, most of what `Resolve` looks up).
 pub(crate) fn lowercase(s: &str) -> Cow<'_, str> {
-    if s.bytes().any(|b| !b.is_ascii() || b.is_ascii_uppercase()) {
+    if !s.is_ascii() {
         Cow::Owned(fold_non_ascii(s))
+    } else if s.bytes().any(|b| b.is_ascii_uppercase()) {
+        // ASCII is its own normal form: no decomposing and composing (which made normalising
+        // a DN such as `CN=Ann Lee,OU=People` ten times slower, a group's 2,000 members most
+        // of a run).
+        Cow::Owned(s.to_ascii_lowercase())
     } else {
         Cow::Borrowed(s)
     }

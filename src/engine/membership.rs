@@ -39,29 +39,41 @@ pub(super) const VALUES_PER_REQUEST: usize = 1000;
 const MEMBER: &str = "member";
 
 /// What turns `current` into `desired` as sets: the values to add (desired ones the set
-/// lacks) and to remove (current ones not desired), each in its own order.
+/// lacks) and to remove (current ones not desired), each in its own order. Values spelt the
+/// same are matched as they are; only the rest are put in normal form (a group read back
+/// holds its members as they were written, so an unchanged group normalises nothing).
 pub(super) fn set_difference<C: AsRef<str>>(
     current: &[C],
     desired: Vec<String>,
 ) -> (Vec<String>, Vec<String>) {
-    let current_keys: Vec<String> = current.iter().map(|v| value_key(v.as_ref())).collect();
-    let desired_keys: HashSet<String> = desired.iter().map(|v| value_key(v)).collect();
+    let exact: HashSet<&str> = current.iter().map(AsRef::as_ref).collect();
+    let (same, mut desired_left): (Vec<String>, Vec<String>) = desired
+        .into_iter()
+        .partition(|d| exact.contains(d.as_str()));
+    let same: HashSet<&str> = same.iter().map(String::as_str).collect();
+    let current_left: Vec<&str> = current
+        .iter()
+        .map(AsRef::as_ref)
+        .filter(|c| !same.contains(c))
+        .collect();
+    if current_left.is_empty() && desired_left.is_empty() {
+        return (Vec::new(), Vec::new());
+    }
+    let current_keys: Vec<String> = current_left.iter().map(|v| value_key(v)).collect();
     let current_set: HashSet<&str> = current_keys.iter().map(String::as_str).collect();
-    let removed = current
+    let desired_keys: HashSet<String> = desired_left.iter().map(|v| value_key(v)).collect();
+    let removed = current_left
         .iter()
         .zip(&current_keys)
         .filter(|(_, k)| !desired_keys.contains(k.as_str()))
-        .map(|(v, _)| v.as_ref().to_string())
+        .map(|(v, _)| v.to_string())
         .collect();
     let mut added_keys = HashSet::new();
-    let added = desired
-        .into_iter()
-        .filter(|v| {
-            let k = value_key(v);
-            !current_set.contains(k.as_str()) && added_keys.insert(k)
-        })
-        .collect();
-    (added, removed)
+    desired_left.retain(|v| {
+        let k = value_key(v);
+        !current_set.contains(k.as_str()) && added_keys.insert(k)
+    });
+    (desired_left, removed)
 }
 
 /// The modifications that make `changes` on one entry, in requests of at most
