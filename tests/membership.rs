@@ -428,13 +428,7 @@ fn users_naming_their_groups_join_and_leave_them_and_memberof_is_never_written()
         let book = tmp.path().join("book.xlsx");
         let mut shape = MembershipShape::new(BASE);
         shape.member_of = true;
-        let mut job = membership_job(&shape);
-        // The groups exist and this job does not fill them (no member field).
-        job["fieldsMap"]
-            .as_array_mut()
-            .unwrap()
-            .retain(|f| f["destinationField"] != "member");
-        let plan = support::compile(&job, &Default::default());
+        let plan = plan(&shape);
         // The people as they are now, run through `destination` with `hooks`.
         let step = |people: &[Member], destination: &dyn Destination, hooks: &dyn Hooks| {
             write_membership_workbook(&book, people, &[("Sales", "", ""), ("Support", "", "")]);
@@ -646,12 +640,7 @@ fn a_dry_run_reports_membership_changes_and_writes_none() {
     let filling = plan(&MembershipShape::new(BASE));
     let mut shape = MembershipShape::new(BASE);
     shape.member_of = true;
-    let mut job = membership_job(&shape);
-    job["fieldsMap"]
-        .as_array_mut()
-        .unwrap()
-        .retain(|f| f["destinationField"] != "member");
-    let naming = support::compile(&job, &Default::default());
+    let naming = plan(&shape);
     write_membership_workbook(
         &book,
         &people,
@@ -689,10 +678,20 @@ fn a_dry_run_reports_membership_changes_and_writes_none() {
 fn a_job_cannot_both_fill_groups_and_have_users_name_them() {
     let mut shape = MembershipShape::new(BASE);
     shape.member_of = true;
-    let error =
-        datasync::job::compile(&support::wire(&membership_job(&shape)), &Default::default())
-            .expect_err("member and memberOf in one job must be refused")
-            .to_string();
+    let mut job = membership_job(&shape);
+    // The groups' member field, from the job that fills them.
+    let filling = membership_job(&MembershipShape::new(BASE));
+    let member = filling["fieldsMap"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["destinationField"] == "member")
+        .unwrap()
+        .clone();
+    job["fieldsMap"].as_array_mut().unwrap().push(member);
+    let error = datasync::job::compile(&support::wire(&job), &Default::default())
+        .expect_err("member and memberOf in one job must be refused")
+        .to_string();
     assert!(
         error.contains("names its groups (memberOf)")
             && error.contains("each would undo the other"),

@@ -79,7 +79,12 @@ pub(super) fn set_difference<C: AsRef<str>>(
 /// The modifications that make `changes` on one entry, in requests of at most
 /// [`VALUES_PER_REQUEST`] values: removals first, so that a value both removed and added in
 /// another spelling ends up present.
-pub(super) fn value_requests(changes: &[ValueChanges]) -> Vec<Vec<Modification>> {
+pub(super) fn value_requests<'a, I>(changes: I) -> Vec<Vec<Modification>>
+where
+    I: IntoIterator<Item = &'a ValueChanges>,
+    I::IntoIter: Clone,
+{
+    let changes = changes.into_iter();
     let mut requests: Vec<Vec<Modification>> = Vec::new();
     let mut room = 0;
     let mut push = |make: fn(AttributeName, Vec<String>) -> Modification,
@@ -99,7 +104,7 @@ pub(super) fn value_requests(changes: &[ValueChanges]) -> Vec<Vec<Modification>>
             rest = later;
         }
     };
-    for c in changes {
+    for c in changes.clone() {
         push(Modification::DeleteValues, &c.attribute, &c.removed);
     }
     for c in changes {
@@ -610,6 +615,6 @@ mod tests {
         assert_eq!(added.len(), 2_300);
         assert_eq!(added[0], "CN=a0,DC=lab");
         assert_eq!(added[2_299], "CN=a2299,DC=lab");
-        assert!(value_requests(&[]).is_empty());
+        assert!(value_requests(&[] as &[ValueChanges]).is_empty());
     }
 }

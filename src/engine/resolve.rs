@@ -454,7 +454,7 @@ impl PlannedValues {
         for one in super::row::split_values(value, delimiter) {
             match lookup(&one) {
                 Ok(Some(dn)) => {
-                    if seen.insert(crate::dn::normalize(&dn).unwrap_or_else(|_| dn.clone())) {
+                    if seen.insert(crate::destination::value_key(&dn)) {
                         dns.push(dn);
                     }
                 }

@@ -1051,7 +1051,7 @@ fn begin(shared: &Shared<'_>, tr: &TypeRun<'_>, p: Prepared, ensured: &mut Strin
             let mut value_changes = Vec::new();
             if op.fields.iter().any(|f| f.is_member_of()) {
                 attributes.retain_mut(|(name, values)| {
-                    if !name.eq_ignore_ascii_case("memberOf") {
+                    if !crate::job::names_member_of(name) {
                         return true;
                     }
                     value_changes.push(ValueChanges {
@@ -1312,7 +1312,7 @@ fn add_more_values(
 
 /// A user's groups (`memberOf`), written to the groups, not to the user.
 fn is_member_of(c: &ValueChanges) -> bool {
-    c.attribute.eq_ignore_ascii_case("memberOf")
+    crate::job::names_member_of(&c.attribute)
 }
 
 fn deliver_password(
@@ -1359,13 +1359,8 @@ fn update(
     if let Some(p) = password {
         mods.push(Modification::SetPassword(p.clone()));
     }
-    let sets: Vec<ValueChanges> = write
-        .value_changes
-        .iter()
-        .filter(|c| !is_member_of(c))
-        .cloned()
-        .collect();
-    let mut requests = value_requests(&sets).into_iter();
+    let sets = write.value_changes.iter().filter(|c| !is_member_of(c));
+    let mut requests = value_requests(sets).into_iter();
     mods.extend(requests.next().into_iter().flatten());
     for request in std::iter::once(mods).chain(requests) {
         if !request.is_empty() {

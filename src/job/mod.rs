@@ -214,6 +214,13 @@ impl fmt::Debug for FieldPlan {
     }
 }
 
+/// True when `attribute` is `memberOf`: the groups an object is a member of, which the
+/// directory computes and a run writes to the groups instead (see
+/// [`FieldPlan::is_member_of`]).
+pub fn names_member_of(attribute: &str) -> bool {
+    attribute.eq_ignore_ascii_case("memberOf")
+}
+
 impl FieldPlan {
     /// `fieldsMap[i] (attr)`, for messages.
     pub fn location(&self) -> String {
@@ -224,7 +231,7 @@ impl FieldPlan {
     /// groups' key attribute) get the row's object as a `member`, and the in-scope groups it no
     /// longer names lose it. `memberOf` itself is never written: the directory computes it.
     pub fn is_member_of(&self) -> bool {
-        self.attribute.eq_ignore_ascii_case("memberOf")
+        names_member_of(&self.attribute)
     }
 
     /// True for a `Resolve` field with a delimiter (a group's `member`): each delimited value
@@ -518,9 +525,7 @@ pub fn compile(job: &DataSyncJob, context: &TransformContext) -> Result<Plan, Jo
                 err(at("delimiter"), "a key field cannot be multi-valued".into());
                 continue;
             }
-            if attribute.eq_ignore_ascii_case("memberOf")
-                && !matches!(transform, Transform::Resolve { .. })
-            {
+            if names_member_of(&attribute) && !matches!(transform, Transform::Resolve { .. }) {
                 err(
                     at("transform"),
                     "memberOf is computed by the directory from the groups' members: map it with a Resolve to the groups' key attribute (Resolve:field=Groups;attribute=cn) and a delimiter, and the groups get the object as a member".into(),

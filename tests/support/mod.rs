@@ -603,7 +603,8 @@ pub struct MembershipShape {
     pub base: String,
     /// The attribute group `Members` values resolve by (`sAMAccountName`: users and groups).
     pub member_key: String,
-    /// Users carry a `memberOf` field resolving their `Groups` column by the groups' `cn`.
+    /// Users carry a `memberOf` field resolving their `Groups` column by the groups' `cn`, and
+    /// the groups no `member` field (a job with both is refused: each would undo the other).
     pub member_of: bool,
     /// The groups' object classes and destination query: `None` for AD's `group` (keyed by
     /// `sAMAccountName`), `Some("groupOfNames")` for LDAP's (keyed by `cn`).
@@ -645,7 +646,7 @@ fn map_field(
 /// A job of two types from one workbook: users from `People` (EmployeeID, First, Last,
 /// Groups) and groups from `Teams` (Name, Members, Kind), the groups listed first (the engine
 /// runs a type that fills groups after the others), each group's `member` resolved from its
-/// `;`-separated `Members`.
+/// `;`-separated `Members` unless the users name their groups instead (`member_of`).
 pub fn membership_job(shape: &MembershipShape) -> serde_json::Value {
     let mut job = main_job();
     let base = &shape.base;
@@ -701,7 +702,6 @@ pub fn membership_job(shape: &MembershipShape) -> serde_json::Value {
                     "",
                     true,
                 ),
-                member,
             ],
         ),
         Some(class) => (
@@ -716,10 +716,12 @@ pub fn membership_job(shape: &MembershipShape) -> serde_json::Value {
                     ",",
                     false,
                 ),
-                member,
             ],
         ),
     };
+    if !shape.member_of {
+        groups.push(member);
+    }
     if shape.group_type {
         groups.push(map_field(4, "Kind", "groupType", "", "", false));
     }
