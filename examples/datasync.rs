@@ -1,7 +1,7 @@
 //! The datasync command line.
 //!
 //! ```text
-//! datasync run JOB.json [--source FILE|db:PATH|ldif:PATH|LDAP-URL]
+//! datasync run JOB.json [--source FILE|db:PATH|ldif:PATH|LDAP-URL|DATABASE-URL]
 //!                       [--destination db:PATH|ldif:PATH|LDAP-URL]
 //!                       [--bind-dn DN] [--source-bind-dn DN] [--ca-file PEM]
 //!                       [--insecure-skip-tls-verify] [--server-kind ad|ldap]
@@ -17,7 +17,8 @@
 //! out as LDIF (parents first, as `ldapadd` takes it) and `import` adds an LDIF file's entries
 //! to a store, all or none.
 //! Bind passwords come from the environment: `DATASYNC_BIND_PASSWORD` (destination) and
-//! `DATASYNC_SOURCE_BIND_PASSWORD` (LDAP source).
+//! `DATASYNC_SOURCE_BIND_PASSWORD` (LDAP source); a database source's (`postgres://USER@HOST/DB`,
+//! or the job's `Source.ConnectionString` setting) from `DATASYNC_SOURCE_PASSWORD`.
 //!
 //! `run` goes through the library's lifecycle runner, as a host service would: `--var` values
 //! are checked against the job's declared parameters, `--timeout` and `--retries` set
@@ -103,8 +104,10 @@ struct RunArgs {
     /// The job JSON.
     job: PathBuf,
     /// The source: a file (default: the job's Source.File setting, relative to the job file),
-    /// the embedded directory (db:PATH for a store, ldif:PATH or a .ldif file), or an LDAP URL
-    /// with the search base as its path (ldaps://host/OU=Staff,DC=example,DC=com).
+    /// the embedded directory (db:PATH for a store, ldif:PATH or a .ldif file), an LDAP URL
+    /// with the search base as its path (ldaps://host/OU=Staff,DC=example,DC=com), or a
+    /// PostgreSQL database (postgres://USER@HOST[:PORT]/DB[?sslmode=require]; the password
+    /// comes from DATASYNC_SOURCE_PASSWORD).
     #[arg(long)]
     source: Option<String>,
     #[command(flatten)]
@@ -449,6 +452,10 @@ fn load_job(
                 LdapSource::connect(config.clone()).map(|s| Box::new(s) as Box<dyn Source + Send>)
             })
         }
+        Some(url) if source::is_database_url(url) => {
+            let config = database_config(target, url);
+            Box::new(move || source::open_database(config.clone()))
+        }
         // The embedded directory as the source: a store or an LDIF file.
         Some(url) if url.starts_with("db:") || url.starts_with("ldif:") => {
             let url = url.to_string();
@@ -460,11 +467,16 @@ fn load_job(
             let path = PathBuf::from(path);
             Box::new(move || source::open(&path))
         }
-        None => match source_file {
-            Some(path) => Box::new(move || source::open(&path)),
-            None => {
+        None => match (source_file, job::setting(&wire, "Source.ConnectionString")) {
+            (_, Some(url)) if source::is_database_url(url) => {
+                let config = database_config(target, url);
+                Box::new(move || source::open_database(config.clone()))
+            }
+            (Some(path), _) => Box::new(move || source::open(&path)),
+            (None, _) => {
                 return Err(CliError::Usage(format!(
-                    "job \"{name}\" has no Source.File setting: pass --source FILE or --source ldap://…"
+                    "job \"{name}\" has no Source.File or Source.ConnectionString setting: pass \
+                     --source FILE, --source postgres://… or --source ldap://…"
                 )));
             }
         },
@@ -479,6 +491,19 @@ fn load_job(
     }
     job.settings.threads = target.threads.min(datasync::engine::MAX_WORKERS);
     Ok(job)
+}
+
+/// A database source's connection: the URL, the password from `DATASYNC_SOURCE_PASSWORD`
+/// (never an argument), and `--ca-file` for its certificate.
+fn database_config(target: &Target, url: &str) -> source::DatabaseConfig {
+    let mut config = source::DatabaseConfig::new(url);
+    if let Ok(password) = std::env::var("DATASYNC_SOURCE_PASSWORD") {
+        config = config.with_password(password);
+    }
+    if let Some(ca) = &target.ca_file {
+        config = config.with_tls_verify(TlsVerify::CaFile(ca.clone()));
+    }
+    config
 }
 
 /// The file the job's `Source.File` setting names, relative to the job file.
@@ -783,7 +808,7 @@ impl Outputs {
         let mut inputs: Vec<(String, PathBuf)> =
             vec![("the job file".into(), resolve("job", &args.job)?)];
         let source = match args.source.as_deref() {
-            Some(s) if !is_ldap_url(s) => Some(PathBuf::from(
+            Some(s) if !is_ldap_url(s) && !source::is_database_url(s) => Some(PathBuf::from(
                 s.strip_prefix("db:")
                     .or_else(|| s.strip_prefix("ldif:"))
                     .unwrap_or(s),

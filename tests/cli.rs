@@ -7,19 +7,8 @@ use std::process::{Command, Output};
 
 use serde_json::{Value, json};
 
-/// The `datasync` example binary, built beside the test binaries.
 fn binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
-    let bin = dir.join("examples").join("datasync");
-    if !bin.exists() {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "--example", "datasync"])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-    bin
+    support::datasync_binary()
 }
 
 struct Case {

@@ -45,7 +45,7 @@ use crate::job::{ContainerRule, ObjectPlan, Plan};
 use crate::matching::KeyIndex;
 use crate::query::{Filter, parse_destination_query};
 use crate::report::{DetailType, Report, RunStatus};
-use crate::source::{Columns, RowSink, Source, SourceError, SourceRow};
+use crate::source::{Columns, RowSink, Since, Source, SourceError, SourceRow};
 use crate::transform::{PasswordRule, Transform};
 use crate::{Error, report};
 
@@ -778,7 +778,19 @@ fn read_type<'p>(
             bytes: 0,
             over_limit: None,
         };
-        let mut read = source.query_into(&query, &mut sink);
+        // A delta run asks a source that can filter for the changed rows only; the preparing
+        // side keeps the same rows either way.
+        let since = match (&op.time_stamp_field, op.update_all) {
+            (Some(column), false) => options
+                .watermarks
+                .get(&op.object_type.code())
+                .map(|value| Since { column, value }),
+            _ => None,
+        };
+        let mut read = match since {
+            Some(since) => source.query_since_into(&query, since, &mut sink),
+            None => source.query_into(&query, &mut sink),
+        };
         if let Some(e) = sink.over_limit.take() {
             read = Err(e);
         }
@@ -1003,12 +1015,28 @@ fn new_object_names(op: &ObjectPlan) -> Vec<crate::destination::AttributeName> {
     names
 }
 
-/// Orders two timestamps: as numbers when both are, else as text (ISO 8601 sorts as text).
+/// Orders two timestamps: as numbers when both are, as instants when both are ISO 8601
+/// times (a database source writes `2026-12-03T08:30:00Z` and `...:00.5Z`, which text order
+/// would put the wrong way round), else as text.
 fn compare_stamps(a: &str, b: &str) -> std::cmp::Ordering {
-    match (a.trim().parse::<f64>(), b.trim().parse::<f64>()) {
-        (Ok(x), Ok(y)) => x.total_cmp(&y),
-        _ => a.cmp(b),
+    let (a, b) = (a.trim(), b.trim());
+    if let (Ok(x), Ok(y)) = (a.parse::<f64>(), b.parse::<f64>()) {
+        return x.total_cmp(&y);
     }
+    if let (Ok(x), Ok(y)) = (
+        chrono::DateTime::parse_from_rfc3339(a),
+        chrono::DateTime::parse_from_rfc3339(b),
+    ) {
+        return x.cmp(&y);
+    }
+    let local = |t: &str| {
+        chrono::NaiveDateTime::parse_from_str(t, "%Y-%m-%dT%H:%M:%S%.f")
+            .or_else(|_| chrono::NaiveDateTime::parse_from_str(t, "%Y-%m-%d %H:%M:%S%.f"))
+    };
+    if let (Ok(x), Ok(y)) = (local(a), local(b)) {
+        return x.cmp(&y);
+    }
+    a.cmp(b)
 }
 
 /// How many other rows a conflict's message names; the rest are counted.
@@ -1364,4 +1392,29 @@ fn reference_waves(
         }
     }
     Some(wave)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::compare_stamps;
+    use std::cmp::Ordering::{Equal, Greater, Less};
+
+    #[test]
+    fn stamps_compare_as_numbers_times_or_text() {
+        assert_eq!(compare_stamps("10", "9"), Greater);
+        // A fraction of a second is later, though its text sorts first.
+        assert_eq!(
+            compare_stamps("2026-12-03T08:30:00.5Z", "2026-12-03T08:30:00Z"),
+            Greater
+        );
+        assert_eq!(
+            compare_stamps("2026-12-03T09:30:00+01:00", "2026-12-03T08:30:00Z"),
+            Equal
+        );
+        assert_eq!(
+            compare_stamps("2026-12-03T08:30:00", "2026-12-03T08:30:00.25"),
+            Less
+        );
+        assert_eq!(compare_stamps("b", "a"), Greater);
+    }
 }

@@ -13,7 +13,7 @@
 //! [`LdapSource`]: crate::source::LdapSource
 
 mod pool;
-mod tls;
+pub(crate) mod tls;
 
 use std::path::PathBuf;
 use std::time::Duration;

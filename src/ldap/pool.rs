@@ -298,34 +298,14 @@ fn ad_bind_reason(text: &str) -> Option<&'static str> {
     })
 }
 
-/// A TLS client configuration trusting only the certificates in `path` (PEM): the CAs that
-/// sign servers' certificates, or a self-signed server certificate itself.
+/// [`super::tls::ca_file_config`], as a pool failure.
 fn ca_config(path: &std::path::Path) -> Result<rustls::ClientConfig, Failure> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    let bad = |m: String| Failure::Other(format!("CA file {}: {m}", path.display()));
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| bad(e.to_string()))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| bad(e.to_string()))?;
-    super::tls::Verifier::new(certs, true)
-        .and_then(super::tls::Verifier::client_config)
-        .map_err(bad)
+    super::tls::ca_file_config(path).map_err(Failure::Other)
 }
 
-/// A TLS client configuration trusting the system's root certificates.
+/// [`super::tls::system_roots_config`], as a pool failure.
 fn system_config() -> Result<rustls::ClientConfig, Failure> {
-    let found = rustls_native_certs::load_native_certs();
-    if found.certs.is_empty() {
-        return Err(Failure::Other(
-            "this system has no CA certificates to check the server's certificate with \
-             (install ca-certificates, or give the server's CA with --ca-file)"
-                .into(),
-        ));
-    }
-    super::tls::Verifier::new(found.certs, false)
-        .and_then(super::tls::Verifier::client_config)
-        .map_err(|m| Failure::Other(format!("the system's CA certificates: {m}")))
+    super::tls::system_roots_config().map_err(Failure::Other)
 }
 
 /// The RFC 4511 name of a result code, for messages (`LDAP 65 objectClassViolation: ...`).

@@ -21,6 +21,36 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, Error, OtherError, SignatureScheme};
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
+/// A TLS client configuration trusting only the certificates in `path` (PEM): the CAs that
+/// sign servers' certificates, or a self-signed server certificate itself. LDAP and database
+/// connections share it, so `--ca-file` means the same for both.
+pub(crate) fn ca_file_config(path: &std::path::Path) -> Result<rustls::ClientConfig, String> {
+    use rustls::pki_types::pem::PemObject;
+    let bad = |m: String| format!("CA file {}: {m}", path.display());
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| bad(e.to_string()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(e.to_string()))?;
+    Verifier::new(certs, true)
+        .and_then(Verifier::client_config)
+        .map_err(bad)
+}
+
+/// A TLS client configuration trusting the system's root certificates.
+pub(crate) fn system_roots_config() -> Result<rustls::ClientConfig, String> {
+    let found = rustls_native_certs::load_native_certs();
+    if found.certs.is_empty() {
+        return Err(
+            "this system has no CA certificates to check the server's certificate with \
+             (install ca-certificates, or give the server's CA with --ca-file)"
+                .into(),
+        );
+    }
+    Verifier::new(found.certs, false)
+        .and_then(Verifier::client_config)
+        .map_err(|m| format!("the system's CA certificates: {m}"))
+}
+
 /// Why a server's certificate is refused, in words a user can act on.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]

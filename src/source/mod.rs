@@ -7,9 +7,11 @@
 //! an LDAP filter or a GroupID query under its base DN.
 
 mod csv;
+mod database;
 mod directory;
 mod excel;
 mod ldap;
+mod postgres;
 pub mod sql;
 
 use std::collections::HashMap;
@@ -17,9 +19,11 @@ use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 pub use self::csv::CsvSource;
+pub use self::database::{DatabaseConfig, Since, is_database_url};
 pub use self::directory::DirectorySource;
 pub use self::excel::ExcelSource;
 pub use self::ldap::{LdapSource, VALUE_SEPARATOR};
+pub use self::postgres::PostgresSource;
 
 /// Column names with a case-insensitive lookup (as the product's SQL and field maps treat them).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -160,6 +164,15 @@ pub enum SourceError {
         /// The column holding the value that is too large, if one is.
         column: Option<String>,
         /// Which limit, and how to raise it.
+        message: String,
+    },
+    /// A database source could not be reached, refused the login or broke off: the server
+    /// (its URL, never a password) and the server's own message.
+    #[error("database source {server}: {message}")]
+    Database {
+        /// The server's URL.
+        server: String,
+        /// What the server (or the connection) said.
         message: String,
     },
     /// The embedded directory given as the source (`db:PATH`, `ldif:PATH`) could not be read.
@@ -333,6 +346,51 @@ pub trait Source {
         feed(self.query(query)?, sink);
         Ok(())
     }
+
+    /// Runs the query for a delta run, which keeps only the rows whose `since.column` is past
+    /// `since.value`. A source whose server can filter (a database) asks it to, so that only
+    /// the changed rows are sent and counted as read; the default reads every row, and the
+    /// run then drops the ones not past the watermark. Either way the run keeps the same rows.
+    fn query_since_into(
+        &mut self,
+        query: &str,
+        since: Since<'_>,
+        sink: &mut dyn RowSink,
+    ) -> Result<(), SourceError> {
+        let _ = since;
+        self.query_into(query, sink)
+    }
+}
+
+/// Opens the database `config.url` names: PostgreSQL (`postgres://`, `postgresql://`).
+pub fn open_database(config: DatabaseConfig) -> Result<Box<dyn Source + Send>, SourceError> {
+    let scheme = config
+        .url
+        .split_once("://")
+        .map(|(s, _)| s.to_ascii_lowercase())
+        .unwrap_or_default();
+    match scheme.as_str() {
+        "postgres" | "postgresql" => Ok(Box::new(PostgresSource::connect(config)?)),
+        _ => Err(config.error("not a database URL this build reads (postgres://)")),
+    }
+}
+
+/// Refuses an answer with two columns of the same name (case-insensitively, as field maps
+/// name them): a mapping could not say which it reads.
+fn check_unique(columns: &Columns, table: &str) -> Result<(), SourceError> {
+    if columns.lookup.len() == columns.names.len() {
+        return Ok(());
+    }
+    let mut seen = std::collections::HashSet::new();
+    for n in &columns.names {
+        if !seen.insert(n.to_lowercase()) {
+            return Err(SourceError::DuplicateColumn {
+                table: table.to_string(),
+                column: n.clone(),
+            });
+        }
+    }
+    Ok(())
 }
 
 impl<T: TableSource> Source for T {
@@ -432,17 +490,7 @@ fn header_names(table: &str, cells: Vec<Option<String>>) -> Result<Columns, Sour
         })
         .collect();
     let columns = Columns::new(names);
-    if columns.lookup.len() != columns.names.len() {
-        let mut seen = std::collections::HashSet::new();
-        for n in &columns.names {
-            if !seen.insert(n.to_lowercase()) {
-                return Err(SourceError::DuplicateColumn {
-                    table: table.to_string(),
-                    column: n.clone(),
-                });
-            }
-        }
-    }
+    check_unique(&columns, table)?;
     Ok(columns)
 }
 

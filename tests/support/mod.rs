@@ -3,6 +3,7 @@
 //! the benches (which generate 100,000-row workbooks at run time instead of committing them).
 #![allow(dead_code)]
 
+pub mod postgres;
 pub mod samba;
 pub mod slapd;
 
@@ -811,4 +812,20 @@ pub fn directory_copy_job() -> serde_json::Value {
         "objectClass is exactly \"user\" AND employeeID is present".into();
     job["syncQuery"][0]["queryType"] = "GroupID".into();
     job
+}
+
+/// The `datasync` example binary, built beside the test binaries (and built now when it is
+/// not there).
+pub fn datasync_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    let bin = dir.join("examples").join("datasync");
+    if !bin.exists() {
+        let status = std::process::Command::new(env!("CARGO"))
+            .args(["build", "--example", "datasync"])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    bin
 }
