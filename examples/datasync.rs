@@ -18,7 +18,8 @@
 //! to a store, all or none.
 //! Bind passwords come from the environment: `DATASYNC_BIND_PASSWORD` (destination) and
 //! `DATASYNC_SOURCE_BIND_PASSWORD` (LDAP source); a database source's (`postgres://USER@HOST/DB`,
-//! or the job's `Source.ConnectionString` setting) from `DATASYNC_SOURCE_PASSWORD`.
+//! `mysql://USER@HOST/DB`, or the job's `Source.ConnectionString` setting) from
+//! `DATASYNC_SOURCE_PASSWORD`.
 //!
 //! `run` goes through the library's lifecycle runner, as a host service would: `--var` values
 //! are checked against the job's declared parameters, `--timeout` and `--retries` set
@@ -106,8 +107,9 @@ struct RunArgs {
     /// The source: a file (default: the job's Source.File setting, relative to the job file),
     /// the embedded directory (db:PATH for a store, ldif:PATH or a .ldif file), an LDAP URL
     /// with the search base as its path (ldaps://host/OU=Staff,DC=example,DC=com), or a
-    /// PostgreSQL database (postgres://USER@HOST[:PORT]/DB[?sslmode=require]; the password
-    /// comes from DATASYNC_SOURCE_PASSWORD).
+    /// database: PostgreSQL (postgres://USER@HOST[:PORT]/DB[?sslmode=require]) or MariaDB/MySQL
+    /// (mysql://USER@HOST[:PORT]/DB[?ssl-mode=REQUIRED]); its password comes from
+    /// DATASYNC_SOURCE_PASSWORD.
     #[arg(long)]
     source: Option<String>,
     #[command(flatten)]

@@ -11,20 +11,28 @@ use datasync::destination::Scope;
 use datasync::ldap::TlsVerify;
 use datasync::query::Filter;
 use datasync::source::{
-    self, Columns, DatabaseConfig, PostgresSource, RowSink, Source, SourceError, SourceRow,
+    self, Columns, DatabaseConfig, MysqlSource, PostgresSource, RowSink, Source, SourceError,
+    SourceRow,
 };
 use datasync::{Destination, LdifDirectory, NoHooks, RunOptions, RunStatus};
+use support::mariadb::Mariadb;
 use support::postgres::{PASSWORD, Postgres};
 use support::{Person, TempWorkbook, main_job, people, users_only};
 
-/// The people of the fixture workbook as a table `staff`, with the workbook's columns in
-/// PostgreSQL's own types, and a `changed` stamp for delta runs.
-fn staff_table(server: &Postgres, people: &[Person]) {
-    let mut sql = String::from(
+/// PostgreSQL's `staff` stamp column: a time with a zone.
+const PG_CHANGED: &str = "Changed timestamptz NOT NULL DEFAULT '2026-01-01T00:00:00Z'";
+/// MariaDB's: a `TIMESTAMP` (kept in UTC) with milliseconds.
+const MARIADB_CHANGED: &str = "Changed TIMESTAMP(3) NOT NULL DEFAULT '2026-01-01 00:00:00'";
+
+/// SQL that makes the people of the fixture workbook a table `staff`, with the workbook's
+/// columns in the database's own types, and a `changed` stamp for delta runs (`changed`, the
+/// column's definition in the database's dialect).
+fn staff_sql(people: &[Person], changed: &str) -> String {
+    let mut sql = format!(
         "DROP TABLE IF EXISTS staff;
          CREATE TABLE staff (EmployeeID integer PRIMARY KEY, First text, Last text,
            Department varchar(64), Title text, Email text, Manager integer, Phones text,
-           Hired date, Active boolean, Changed timestamptz NOT NULL DEFAULT '2026-01-01T00:00:00Z');\n",
+           Hired date, Active boolean, {changed});\n",
     );
     for p in people {
         let text = |s: &str| {
@@ -35,7 +43,8 @@ fn staff_table(server: &Postgres, people: &[Person]) {
             }
         };
         sql.push_str(&format!(
-            "INSERT INTO staff VALUES ({}, {}, {}, {}, {}, {}, {}, {}, '{:04}-{:02}-{:02}', {});\n",
+            "INSERT INTO staff (EmployeeID, First, Last, Department, Title, Email, Manager, \
+             Phones, Hired, Active) VALUES ({}, {}, {}, {}, {}, {}, {}, {}, '{:04}-{:02}-{:02}', {});\n",
             p.id,
             text(&p.first),
             text(&p.last),
@@ -50,7 +59,11 @@ fn staff_table(server: &Postgres, people: &[Person]) {
             p.active,
         ));
     }
-    server.execute(&sql);
+    sql
+}
+
+fn staff_table(server: &Postgres, people: &[Person]) {
+    server.execute(&staff_sql(people, PG_CHANGED));
 }
 
 fn config(server: &Postgres) -> DatabaseConfig {
@@ -80,27 +93,18 @@ fn not_a_password(name: &str) -> bool {
     !matches!(name, "userpassword" | "unicodepwd")
 }
 
-#[test]
-fn a_postgres_table_feeds_the_main_job_as_the_workbook_does() {
-    let server = Postgres::start();
-    staff_table(&server, &people());
+/// Runs the main job's users from `source` (whose `staff` table holds the fixture people)
+/// and from the workbook, and checks the two directories are the same, attribute for
+/// attribute: an integer key, a date, a boolean and NULL phones read as the workbook's cells.
+fn assert_same_directory_as_from_the_workbook(source: &mut dyn Source) {
     let job = staff_job("SELECT * FROM staff ORDER BY EmployeeID");
     let plan = support::compile(&job, &Default::default());
-    let mut source = PostgresSource::connect(config(&server)).unwrap_or_else(|e| panic!("{e}"));
     let from_table = LdifDirectory::in_memory();
-    let report = datasync::run(
-        &plan,
-        &mut source,
-        &from_table,
-        &NoHooks,
-        &RunOptions::default(),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    let report = datasync::run(&plan, source, &from_table, &NoHooks, &RunOptions::default())
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(report.status, RunStatus::FinishedSuccess, "{report:?}");
     assert_eq!(report.counts.added, people().len(), "{report:?}");
 
-    // The same people from the workbook: the same directory, attribute for attribute
-    // (an integer key, a date, a boolean and NULL phones read as the workbook's cells do).
     let book = TempWorkbook::new(&people());
     let from_book = LdifDirectory::in_memory();
     let book_plan = support::compile(&staff_job("SELECT * FROM [TTSheet1$]"), &Default::default());
@@ -110,6 +114,14 @@ fn a_postgres_table_feeds_the_main_job_as_the_workbook_does() {
         support::comparable(everything(&from_table), not_a_password),
         support::comparable(everything(&from_book), not_a_password)
     );
+}
+
+#[test]
+fn a_postgres_table_feeds_the_main_job_as_the_workbook_does() {
+    let server = Postgres::start();
+    staff_table(&server, &people());
+    let mut source = PostgresSource::connect(config(&server)).unwrap_or_else(|e| panic!("{e}"));
+    assert_same_directory_as_from_the_workbook(&mut source);
 }
 
 #[test]
@@ -179,60 +191,63 @@ impl RowSink for Counting {
     }
 }
 
-#[test]
-fn rows_stream_from_the_server_without_the_whole_answer_being_held() {
-    let server = Postgres::start();
-    let mut source = PostgresSource::connect(config(&server)).unwrap();
-    // Two hundred million rows: read whole, this would take minutes and gigabytes. Streamed,
-    // the sink has its rows after the first fetch and the rest are never made.
+/// Reads the first 2,500 rows of `query` (which names two columns, `n` and `h`, and has far
+/// more rows than a run could hold) and stops: read whole, this would take minutes and
+/// gigabytes; streamed, the sink has its rows after the first fetch and the rest are never
+/// made. The connection then answers the next query.
+fn assert_streams(source: &mut dyn Source, query: &str) {
     let mut sink = Counting {
         columns: None,
         rows: 0,
         stop_after: 2_500,
     };
-    source
-        .query_into(
-            "SELECT g AS n, md5(g::text) AS h FROM generate_series(1, 200000000) AS g",
-            &mut sink,
-        )
-        .unwrap();
+    source.query_into(query, &mut sink).unwrap();
     assert_eq!(sink.rows, 2_500);
     assert_eq!(sink.columns.unwrap().names(), ["n", "h"]);
-    // The connection is still good for the next query.
     assert_eq!(source.query("SELECT 1 AS one").unwrap().rows.len(), 1);
 }
 
 #[test]
-fn a_delta_run_asks_the_server_for_the_changed_rows_only() {
+fn rows_stream_from_the_server_without_the_whole_answer_being_held() {
     let server = Postgres::start();
-    staff_table(&server, &people());
+    let mut source = PostgresSource::connect(config(&server)).unwrap();
+    assert_streams(
+        &mut source,
+        "SELECT g AS n, md5(g::text) AS h FROM generate_series(1, 200000000) AS g",
+    );
+}
+
+/// A delta run's three steps on a `staff` table: the first run reads every row and takes the
+/// highest stamp (`first_mark`); after `change` (employee 1003's title, stamped half a second
+/// later) the server sends that row alone, whose stamp (`second_mark`) is the next watermark;
+/// with nothing changed since, nothing is sent.
+fn assert_delta_steps(
+    open: &dyn Fn() -> Box<dyn Source>,
+    execute: &dyn Fn(&str),
+    change: &str,
+    (first_mark, second_mark): (&str, &str),
+) {
     let mut job = staff_job("SELECT * FROM staff");
     job["syncQuery"][0]["timeStampField"] = "Changed".into();
     job["syncQuery"][0]["updateAll"] = false.into();
     let plan = support::compile(&job, &Default::default());
     let dir = LdifDirectory::in_memory();
-    let run = |options: &RunOptions| {
-        let mut source = PostgresSource::connect(config(&server)).unwrap();
-        datasync::run(&plan, &mut source, &dir, &NoHooks, options).unwrap_or_else(|e| panic!("{e}"))
+    let run = |watermark: Option<&str>| {
+        let mut options = RunOptions::default();
+        if let Some(mark) = watermark {
+            options.watermarks.insert(1, mark.into());
+        }
+        let report = datasync::run(&plan, open().as_mut(), &dir, &NoHooks, &options)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(report.status, RunStatus::FinishedSuccess, "{report:?}");
+        report
     };
-    let first = run(&RunOptions::default());
-    assert_eq!(first.status, RunStatus::FinishedSuccess, "{first:?}");
+    let first = run(None);
     assert_eq!(first.counts.read, people().len());
-    assert_eq!(
-        first.watermarks.values().collect::<Vec<_>>(),
-        ["2026-01-01T00:00:00Z"]
-    );
+    assert_eq!(first.watermarks.values().collect::<Vec<_>>(), [first_mark]);
 
-    // One row changes half a second after the watermark: the server sends it alone (its
-    // stamp's text sorts before the watermark's, its time after).
-    server.execute(
-        "UPDATE staff SET Title = 'Chief Scientist', Changed = '2026-01-01T00:00:00.5Z'
-         WHERE EmployeeID = 1003",
-    );
-    let mut options = RunOptions::default();
-    options.watermarks.insert(1, "2026-01-01T00:00:00Z".into());
-    let second = run(&options);
-    assert_eq!(second.status, RunStatus::FinishedSuccess, "{second:?}");
+    execute(change);
+    let second = run(Some(first_mark));
     assert_eq!(second.counts.read, 1, "{second:?}");
     assert_eq!(second.counts.updated, 1, "{second:?}");
     let found = dir
@@ -246,16 +261,25 @@ fn a_delta_run_asks_the_server_for_the_changed_rows_only() {
     assert_eq!(found[0].first("title"), Some("Chief Scientist"));
     assert_eq!(
         second.watermarks.values().collect::<Vec<_>>(),
-        ["2026-01-01T00:00:00.500Z"]
+        [second_mark]
     );
 
-    // Nothing changed since: nothing is sent.
-    let mut options = RunOptions::default();
-    options
-        .watermarks
-        .insert(1, "2026-01-01T00:00:00.500Z".into());
-    let third = run(&options);
+    let third = run(Some(second_mark));
     assert_eq!(third.counts.read, 0, "{third:?}");
+}
+
+#[test]
+fn a_delta_run_asks_the_server_for_the_changed_rows_only() {
+    let server = Postgres::start();
+    staff_table(&server, &people());
+    // The new stamp's text sorts before the watermark's; its time is after.
+    assert_delta_steps(
+        &|| Box::new(PostgresSource::connect(config(&server)).unwrap()),
+        &|sql| server.execute(sql),
+        "UPDATE staff SET Title = 'Chief Scientist', Changed = '2026-01-01T00:00:00.5Z'
+         WHERE EmployeeID = 1003",
+        ("2026-01-01T00:00:00Z", "2026-01-01T00:00:00.500Z"),
+    );
 }
 
 #[test]
@@ -432,4 +456,179 @@ fn a_database_url_opens_through_source_open_database() {
         panic!("an oracle:// URL opened");
     };
     assert!(err.to_string().contains("oracle://db/x"), "{err}");
+}
+
+// MariaDB (the `mysql` driver; MySQL speaks the same protocol).
+
+fn mariadb_config(server: &Mariadb) -> DatabaseConfig {
+    DatabaseConfig::new(server.url()).with_password(support::mariadb::PASSWORD)
+}
+
+fn mariadb_staff(server: &Mariadb) {
+    server.execute(&format!(
+        "SET time_zone = '+00:00'; {}",
+        staff_sql(&people(), MARIADB_CHANGED)
+    ));
+}
+
+#[test]
+fn a_mariadb_table_feeds_the_main_job_as_the_workbook_does() {
+    let server = Mariadb::start();
+    mariadb_staff(&server);
+    let mut source =
+        MysqlSource::connect(mariadb_config(&server)).unwrap_or_else(|e| panic!("{e}"));
+    assert_same_directory_as_from_the_workbook(&mut source);
+}
+
+#[test]
+fn mariadb_columns_keep_their_types_and_binary_columns_are_cell_errors() {
+    let server = Mariadb::start();
+    server.execute(
+        "SET time_zone = '+00:00';
+         CREATE TABLE typed (id bigint, salary decimal(12, 3), ratio double, active boolean,
+           born date, seen timestamp(3) NULL, local datetime, doc json, m enum('calm', 'busy'),
+           note text, photo blob, code varbinary(8), flags bit(8));
+         INSERT INTO typed VALUES (9007199254740993, -12345.678, 0.25, false, '1999-12-31',
+           '2026-12-03 08:30:00.5', '2026-12-03 08:30:00', '{\"a\": 1}', 'busy', NULL,
+           X'FFD8FF', X'00', b'101');",
+    );
+    let mut source = MysqlSource::connect(mariadb_config(&server)).unwrap();
+    let rows = source.query("SELECT * FROM typed").unwrap();
+    let row = &rows.rows[0];
+    let value = |name: &str| row.values[rows.columns.index(name).unwrap()].as_deref();
+    assert_eq!(value("id"), Some("9007199254740993"));
+    assert_eq!(value("salary"), Some("-12345.678"));
+    assert_eq!(value("ratio"), Some("0.25"));
+    assert_eq!(value("active"), Some("FALSE"));
+    assert_eq!(value("born"), Some("1999-12-31"));
+    assert_eq!(value("seen"), Some("2026-12-03T08:30:00.500Z"), "in UTC");
+    assert_eq!(value("local"), Some("2026-12-03T08:30:00"));
+    assert_eq!(value("doc"), Some("{\"a\": 1}"));
+    assert_eq!(value("m"), Some("busy"));
+    assert_eq!(value("note"), None, "NULL is no value");
+    let binary: Vec<usize> = ["photo", "code", "flags"]
+        .iter()
+        .map(|c| rows.columns.index(c).unwrap())
+        .collect();
+    let errors: Vec<usize> = row.cell_errors.iter().map(|(c, _)| *c).collect();
+    assert_eq!(errors, binary, "{:?}", row.cell_errors);
+}
+
+#[test]
+fn mariadb_rows_stream_and_a_stop_ends_the_query_on_the_server() {
+    let server = Mariadb::start();
+    let mut source = MysqlSource::connect(mariadb_config(&server)).unwrap();
+    assert_streams(
+        &mut source,
+        "SELECT seq AS n, md5(seq) AS h FROM seq_1_to_200000000",
+    );
+}
+
+#[test]
+fn a_mariadb_delta_run_asks_the_server_for_the_changed_rows_only() {
+    let server = Mariadb::start();
+    mariadb_staff(&server);
+    assert_delta_steps(
+        &|| Box::new(MysqlSource::connect(mariadb_config(&server)).unwrap()),
+        &|sql| server.execute(&format!("SET time_zone = '+00:00'; {sql}")),
+        "UPDATE staff SET Title = 'Chief Scientist', Changed = '2026-01-01 00:00:00.5'
+         WHERE EmployeeID = 1003",
+        ("2026-01-01T00:00:00.000Z", "2026-01-01T00:00:00.500Z"),
+    );
+}
+
+#[test]
+fn mariadb_log_on_and_query_failures_are_typed_errors() {
+    let server = Mariadb::start();
+    mariadb_staff(&server);
+    let wrong = DatabaseConfig::new(server.url()).with_password("not-it");
+    let err = MysqlSource::connect(wrong).unwrap_err();
+    assert!(matches!(err, SourceError::Database { .. }), "{err:?}");
+    assert!(err.to_string().contains("Access denied"), "{err}");
+    assert!(!err.to_string().contains("not-it"), "{err}");
+    let dead = DatabaseConfig::new("mysql://datasync@127.0.0.1:1/hr");
+    assert!(matches!(
+        MysqlSource::connect(dead).unwrap_err(),
+        SourceError::Database { .. }
+    ));
+
+    let mut source = MysqlSource::connect(mariadb_config(&server)).unwrap();
+    for (query, says) in [
+        ("SELEC * FROM staff", "syntax"),
+        ("SELECT * FROM nowhere", "doesn't exist"),
+        (
+            "INSERT INTO staff (EmployeeID) VALUES (1) RETURNING EmployeeID",
+            "READ ONLY",
+        ),
+        ("SELECT 1 AS a, 2 AS A", "twice"),
+    ] {
+        let err = source.query(query).unwrap_err();
+        assert!(err.to_string().contains(says), "{query}: {err}");
+    }
+    assert_eq!(
+        source
+            .query("SELECT COUNT(*) AS n FROM staff")
+            .unwrap()
+            .rows[0]
+            .values[0]
+            .as_deref(),
+        Some("8"),
+        "the refused insert left the table as it was"
+    );
+}
+
+#[test]
+fn mariadb_tls_checks_the_servers_certificate_against_the_ca_file() {
+    let server = Mariadb::start();
+    let url = format!("{}?ssl-mode=VERIFY_IDENTITY", server.url());
+    let trusted = mariadb_config(&server).with_tls_verify(TlsVerify::CaFile(server.ca_file()));
+    let trusted = DatabaseConfig {
+        url: url.clone(),
+        ..trusted
+    };
+    let mut source = MysqlSource::connect(trusted).unwrap_or_else(|e| panic!("{e}"));
+    let rows = source
+        .query("SHOW SESSION STATUS LIKE 'Ssl_cipher'")
+        .unwrap();
+    assert!(
+        rows.rows[0].values[1]
+            .as_deref()
+            .is_some_and(|c| !c.is_empty()),
+        "{rows:?}"
+    );
+
+    let other = tempfile::tempdir().unwrap();
+    support::slapd::write_certificates(other.path(), support::slapd::ServerCertificate::CaSigned);
+    let untrusted = DatabaseConfig::new(url)
+        .with_password(support::mariadb::PASSWORD)
+        .with_tls_verify(TlsVerify::CaFile(other.path().join("ca.pem")));
+    let err = MysqlSource::connect(untrusted).unwrap_err();
+    assert!(
+        err.to_string().to_lowercase().contains("certificate"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_command_line_reads_mariadb() {
+    let server = Mariadb::start();
+    mariadb_staff(&server);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("job.json"),
+        staff_job("SELECT * FROM staff ORDER BY EmployeeID").to_string(),
+    )
+    .unwrap();
+    let out = Command::new(support::datasync_binary())
+        .args(["run", "job.json", "--source", &server.url()])
+        .env("DATASYNC_SOURCE_PASSWORD", support::mariadb::PASSWORD)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(entries_in(dir.path()), people().len(), "the people");
 }

@@ -11,6 +11,7 @@ mod database;
 mod directory;
 mod excel;
 mod ldap;
+mod mysql;
 mod postgres;
 pub mod sql;
 
@@ -23,6 +24,7 @@ pub use self::database::{DatabaseConfig, Since, is_database_url};
 pub use self::directory::DirectorySource;
 pub use self::excel::ExcelSource;
 pub use self::ldap::{LdapSource, VALUE_SEPARATOR};
+pub use self::mysql::MysqlSource;
 pub use self::postgres::PostgresSource;
 
 /// Column names with a case-insensitive lookup (as the product's SQL and field maps treat them).
@@ -362,7 +364,8 @@ pub trait Source {
     }
 }
 
-/// Opens the database `config.url` names: PostgreSQL (`postgres://`, `postgresql://`).
+/// Opens the database `config.url` names: PostgreSQL (`postgres://`, `postgresql://`) or
+/// MariaDB/MySQL (`mysql://`, `mariadb://`).
 pub fn open_database(config: DatabaseConfig) -> Result<Box<dyn Source + Send>, SourceError> {
     let scheme = config
         .url
@@ -371,7 +374,11 @@ pub fn open_database(config: DatabaseConfig) -> Result<Box<dyn Source + Send>, S
         .unwrap_or_default();
     match scheme.as_str() {
         "postgres" | "postgresql" => Ok(Box::new(PostgresSource::connect(config)?)),
-        _ => Err(config.error("not a database URL this build reads (postgres://)")),
+        "mysql" | "mariadb" => Ok(Box::new(MysqlSource::connect(config)?)),
+        _ => {
+            Err(config
+                .error("not a database URL this build reads (postgres://, mysql://, mariadb://)"))
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 //! the benches (which generate 100,000-row workbooks at run time instead of committing them).
 #![allow(dead_code)]
 
+pub mod mariadb;
 pub mod postgres;
 pub mod samba;
 pub mod slapd;
