@@ -632,3 +632,125 @@ fn the_command_line_reads_mariadb() {
     );
     assert_eq!(entries_in(dir.path()), people().len(), "the people");
 }
+
+/// ODBC (the `odbc` feature), through Debian's unixODBC with the PostgreSQL and MariaDB
+/// drivers, on the same servers.
+#[cfg(feature = "odbc")]
+mod odbc {
+    use super::*;
+    use datasync::source::OdbcSource;
+
+    fn postgres_odbc(server: &Postgres) -> DatabaseConfig {
+        DatabaseConfig::new(format!(
+            "odbc:Driver={{PostgreSQL Unicode}};Server=127.0.0.1;Port={};Database=postgres;\
+             UID={};UseDeclareFetch=1;Fetch=1000;BoolsAsChar=0",
+            server.port,
+            support::postgres::USER
+        ))
+        .with_password(PASSWORD)
+    }
+
+    fn mariadb_odbc(server: &Mariadb) -> DatabaseConfig {
+        DatabaseConfig::new(format!(
+            "odbc:Driver={{MariaDB Unicode}};Server=127.0.0.1;Port={};Database=hr;UID={}",
+            server.port,
+            support::mariadb::USER
+        ))
+        .with_password(support::mariadb::PASSWORD)
+    }
+
+    #[test]
+    fn postgres_through_odbc_feeds_the_main_job_as_the_workbook_does() {
+        let server = Postgres::start();
+        staff_table(&server, &people());
+        let mut source =
+            OdbcSource::connect(postgres_odbc(&server)).unwrap_or_else(|e| panic!("{e}"));
+        assert_same_directory_as_from_the_workbook(&mut source);
+        // With the driver's declare/fetch, rows stream.
+        assert_streams(
+            &mut source,
+            "SELECT g AS n, md5(g::text) AS h FROM generate_series(1, 200000000) AS g",
+        );
+        let rows = source
+            .query(
+                "SELECT true AS yes, TIMESTAMP '2026-12-03 08:30:00.5' AS at, \
+                 '\\xff'::bytea AS photo, NULL::text AS nothing",
+            )
+            .unwrap();
+        let row = &rows.rows[0];
+        assert_eq!(row.values[0].as_deref(), Some("TRUE"));
+        assert_eq!(row.values[1].as_deref(), Some("2026-12-03T08:30:00.5"));
+        assert_eq!(row.values[3], None);
+        assert_eq!(
+            row.cell_errors.iter().map(|(c, _)| *c).collect::<Vec<_>>(),
+            [2]
+        );
+    }
+
+    #[test]
+    fn mariadb_through_odbc_feeds_the_main_job_as_the_workbook_does() {
+        let server = Mariadb::start();
+        mariadb_staff(&server);
+        let mut source =
+            OdbcSource::connect(mariadb_odbc(&server)).unwrap_or_else(|e| panic!("{e}"));
+        assert_same_directory_as_from_the_workbook(&mut source);
+    }
+
+    #[test]
+    fn odbc_log_on_and_query_failures_are_typed_errors() {
+        let server = Postgres::start();
+        let wrong = postgres_odbc(&server).with_password("not-it");
+        let err = OdbcSource::connect(wrong).unwrap_err();
+        assert!(matches!(err, SourceError::Database { .. }), "{err:?}");
+        assert!(
+            err.to_string().contains("password authentication failed"),
+            "{err}"
+        );
+        assert!(!err.to_string().contains("not-it"), "{err}");
+
+        let with_password = DatabaseConfig::new(format!(
+            "odbc:Driver={{PostgreSQL Unicode}};Server=127.0.0.1;Port={};UID=datasync;pwd={PASSWORD}",
+            server.port
+        ));
+        let err = OdbcSource::connect(with_password).unwrap_err();
+        assert!(err.to_string().contains("holds a password"), "{err}");
+        assert!(!err.to_string().contains(PASSWORD), "{err}");
+
+        let missing = DatabaseConfig::new("odbc:Driver={No Such Driver};Server=x");
+        let err = OdbcSource::connect(missing).unwrap_err();
+        assert!(err.to_string().contains("No Such Driver"), "{err}");
+
+        let mut source = OdbcSource::connect(postgres_odbc(&server)).unwrap();
+        let err = source.query("SELECT * FROM nowhere").unwrap_err();
+        assert!(matches!(err, SourceError::Query { .. }), "{err:?}");
+        assert!(
+            err.to_string().contains("\"nowhere\" does not exist"),
+            "{err}"
+        );
+        assert_eq!(source.query("SELECT 1 AS one").unwrap().rows.len(), 1);
+    }
+
+    #[test]
+    fn the_command_line_reads_odbc() {
+        let server = Postgres::start();
+        staff_table(&server, &people());
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("job.json"),
+            staff_job("SELECT * FROM staff ORDER BY EmployeeID").to_string(),
+        )
+        .unwrap();
+        let out = Command::new(support::datasync_binary())
+            .args(["run", "job.json", "--source", &postgres_odbc(&server).url])
+            .env("DATASYNC_SOURCE_PASSWORD", PASSWORD)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(entries_in(dir.path()), people().len());
+    }
+}

@@ -79,13 +79,19 @@ impl DatabaseConfig {
     }
 }
 
-/// Whether `url` names a database source: `postgres://`, `postgresql://` or `mysql://`
-/// (MariaDB and MySQL).
+/// Whether `url` names a database source: `postgres://`, `postgresql://`, `mysql://` or
+/// `mariadb://` (MariaDB and MySQL), or `odbc:` and an ODBC connection string.
 pub fn is_database_url(url: &str) -> bool {
     let lower = url.get(..13).unwrap_or(url).to_ascii_lowercase();
-    ["postgres://", "postgresql://", "mysql://", "mariadb://"]
-        .iter()
-        .any(|scheme| lower.starts_with(scheme))
+    [
+        "postgres://",
+        "postgresql://",
+        "mysql://",
+        "mariadb://",
+        "odbc:",
+    ]
+    .iter()
+    .any(|scheme| lower.starts_with(scheme))
 }
 
 /// A delta run's watermark, for a source that can have its server send only the rows past

@@ -12,6 +12,8 @@ mod directory;
 mod excel;
 mod ldap;
 mod mysql;
+#[cfg(feature = "odbc")]
+mod odbc;
 mod postgres;
 pub mod sql;
 
@@ -25,6 +27,8 @@ pub use self::directory::DirectorySource;
 pub use self::excel::ExcelSource;
 pub use self::ldap::{LdapSource, VALUE_SEPARATOR};
 pub use self::mysql::MysqlSource;
+#[cfg(feature = "odbc")]
+pub use self::odbc::OdbcSource;
 pub use self::postgres::PostgresSource;
 
 /// Column names with a case-insensitive lookup (as the product's SQL and field maps treat them).
@@ -364,9 +368,18 @@ pub trait Source {
     }
 }
 
-/// Opens the database `config.url` names: PostgreSQL (`postgres://`, `postgresql://`) or
-/// MariaDB/MySQL (`mysql://`, `mariadb://`).
+/// Opens the database `config.url` names: PostgreSQL (`postgres://`, `postgresql://`),
+/// MariaDB/MySQL (`mysql://`, `mariadb://`), or, built with the `odbc` feature, any ODBC
+/// driver's (`odbc:CONNECTION-STRING`).
 pub fn open_database(config: DatabaseConfig) -> Result<Box<dyn Source + Send>, SourceError> {
+    if config.url.starts_with("odbc:") {
+        #[cfg(feature = "odbc")]
+        return Ok(Box::new(OdbcSource::connect(config)?));
+        #[cfg(not(feature = "odbc"))]
+        return Err(
+            config.error("this build has no ODBC sources; build datasync with the `odbc` feature")
+        );
+    }
     let scheme = config
         .url
         .split_once("://")
