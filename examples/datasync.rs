@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! datasync run JOB.json [--source FILE|db:PATH|ldif:PATH|LDAP-URL|DATABASE-URL]
-//!                       [--destination db:PATH|ldif:PATH|LDAP-URL]
+//!                       [--destination db:PATH|ldif:PATH|csv:PATH|xlsx:PATH|LDAP-URL]
 //!                       [--bind-dn DN] [--source-bind-dn DN] [--ca-file PEM]
 //!                       [--insecure-skip-tls-verify] [--server-kind ad|ldap]
 //!                       [--must-change-password] [--dry-run]
@@ -42,7 +42,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use datasync::destination::{LdapDirectory, ServerKind, Store};
+use datasync::destination::{LdapDirectory, ServerKind, Store, TableDestination, TableSpec};
 use datasync::hooks::{HookContext, HookResult, PasswordSet, RowDone};
 use datasync::ldap::{LdapConfig, Security, TlsVerify};
 use datasync::lifecycle::{
@@ -154,7 +154,8 @@ struct ScheduleArgs {
 /// Where jobs write, and how they connect; shared by `run` and `schedule`.
 #[derive(clap::Args)]
 struct Target {
-    /// Where to write: ldif:PATH (the embedded directory) or an LDAP server
+    /// Where to write: db:PATH or ldif:PATH (the embedded directory), a table (csv:PATH, or
+    /// xlsx:PATH with the job's Destination.Table sheet, default Sheet1), or an LDAP server
     /// (ldap://host[:port], ldaps://host[:port], ldap://host?starttls).
     #[arg(long, default_value = "db:directory.db")]
     destination: String,
@@ -514,16 +515,40 @@ fn source_file(wire: &job::DataSyncJob, job_path: &Path) -> Option<PathBuf> {
 }
 
 /// The destination `target` names; `provider` is the job's Destination.ProviderName.
+/// The file a table destination (`csv:PATH`, `xlsx:PATH`) names.
+fn table_path(destination: &str) -> Option<&Path> {
+    destination
+        .strip_prefix("csv:")
+        .or_else(|| destination.strip_prefix("xlsx:"))
+        .map(Path::new)
+}
+
+/// The destination `target` names; `provider` is the job's Destination.ProviderName, `plan`
+/// the compiled job (a table's columns come from it).
 fn open_destination(
     target: &Target,
     job: &str,
     provider: Option<&str>,
     dry_run: bool,
+    plan: Option<&datasync::Plan>,
 ) -> Result<Arc<dyn Destination>, CliError> {
     let destination_error = |source| Error::Destination {
         job: job.to_string(),
         source,
     };
+    if let Some(path) = table_path(&target.destination) {
+        let Some(plan) = plan else {
+            return Err(CliError::Usage(format!(
+                "--destination {}: a table destination takes the columns of one job; use                  `datasync run`",
+                target.destination
+            )));
+        };
+        let sheet = plan.table.as_deref().unwrap_or("Sheet1");
+        return Ok(Arc::new(
+            TableDestination::open(path, sheet, TableSpec::from_plan(plan))
+                .map_err(destination_error)?,
+        ));
+    }
     if is_ldap_url(&target.destination) {
         let config = ldap_config(
             target,
@@ -561,7 +586,8 @@ fn open_destination(
         ))
     } else {
         Err(CliError::Usage(format!(
-            "--destination {}: expected db:PATH, ldif:PATH or an ldap:// or ldaps:// URL",
+            "--destination {}: expected db:PATH, ldif:PATH, csv:PATH, xlsx:PATH or an ldap:// or \
+             ldaps:// URL",
             datasync::ldap::without_userinfo(&target.destination)
         )))
     }
@@ -585,9 +611,21 @@ fn run(args: &RunArgs, password_file: Option<PasswordFile>) -> Result<Report, Cl
     }
     // The job is checked (its file, its parameters, its source named) before the destination
     // is opened: a broken job touches nothing.
-    let wire = job::load(&args.job).map_err(Error::from)?;
+    let mut wire = job::load(&args.job).map_err(Error::from)?;
     let name = job::job_name(&wire);
     let provider = job::setting(&wire, "Destination.ProviderName").map(str::to_string);
+    // A table destination runs the job in table mode (rows named by their keys); a job
+    // written for a table cannot write to a directory.
+    if table_path(&args.target.destination).is_some() {
+        job::set_setting(&mut wire, "Destination.IsTableProvider", "True");
+    } else if job::setting(&wire, "Destination.IsTableProvider")
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+    {
+        return Err(CliError::Usage(format!(
+            "job \"{name}\" writes a table (Destination.IsTableProvider): give --destination \
+             csv:PATH or xlsx:PATH"
+        )));
+    }
     let mut job = load_job(
         wire,
         &args.job,
@@ -596,14 +634,20 @@ fn run(args: &RunArgs, password_file: Option<PasswordFile>) -> Result<Report, Cl
         Arc::new(LdifDirectory::in_memory()),
         Arc::new(datasync::NoHooks),
     )?;
-    job.plan(&given)?;
+    let (plan, _) = job.plan(&given)?;
     // A server that cannot be reached at the start is a transient failure like any other:
     // --retries tries the connection again, with the same doubling waits as a run.
     let mut wait = Duration::from_secs(args.retry_wait).max(datasync::lifecycle::MIN_RETRY_WAIT);
     let mut attempt = 0;
     job.destination = loop {
         attempt += 1;
-        match open_destination(&args.target, &name, provider.as_deref(), args.dry_run) {
+        match open_destination(
+            &args.target,
+            &name,
+            provider.as_deref(),
+            args.dry_run,
+            Some(&plan),
+        ) {
             Err(CliError::Run(Error::Destination { source, .. }))
                 if source.is_transient() && attempt <= args.retries.unwrap_or(0) =>
             {
@@ -832,6 +876,12 @@ impl Outputs {
             outputs.push(("the destination directory".into(), dest));
             outputs.push(("the destination's lock file".into(), lock));
         }
+        if let Some(dest) = table_path(&args.target.destination) {
+            let dest = resolve("--destination", dest)?;
+            let lock = PathBuf::from(format!("{}.lock", dest.display()));
+            outputs.push(("the destination table".into(), dest));
+            outputs.push(("the destination table's lock file".into(), lock));
+        }
         if let Some(dest) = args.target.destination.strip_prefix("db:")
             && !dest.is_empty()
         {
@@ -904,7 +954,7 @@ fn schedule_jobs(args: &ScheduleArgs) -> Result<(), CliError> {
             (job::job_name(w), provider)
         })
         .unwrap_or_default();
-    let destination = open_destination(&args.target, &first, provider.as_deref(), false)?;
+    let destination = open_destination(&args.target, &first, provider.as_deref(), false, None)?;
     let runner = runner_for(&args.target);
     let scheduler = Arc::new(Scheduler::new(runner.clone()));
     let hooks: Arc<dyn Hooks + Send + Sync> = Arc::new(datasync::NoHooks);
@@ -922,6 +972,7 @@ fn schedule_jobs(args: &ScheduleArgs) -> Result<(), CliError> {
                 &job::job_name(&wire),
                 provider.as_deref(),
                 false,
+                None,
             )?
         } else {
             destination.clone()

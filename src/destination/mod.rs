@@ -8,6 +8,7 @@ pub mod ldap;
 pub mod ldif;
 pub(crate) mod record;
 pub mod store;
+mod table;
 
 use std::path::PathBuf;
 
@@ -15,6 +16,7 @@ pub use embedded::LdifDirectory;
 pub use entry::{Attribute, AttributeName, Entry, check_attribute_description, value_key};
 pub use ldap::{LdapDirectory, ServerKind};
 pub use store::Store;
+pub use table::{TABLE_DN, TableDestination, TableSpec, row_dn};
 
 use crate::Secret;
 use crate::dn::DnError;

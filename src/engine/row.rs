@@ -14,7 +14,7 @@ use crate::dn::{self, Dn};
 use crate::hooks::{
     HookContext, Hooks, PasswordSet, RowDone, RowOutcome, RowStart, RowWrite, ValueChanges,
 };
-use crate::job::{ContainerRule, ObjectPlan};
+use crate::job::{ContainerRule, Naming, ObjectPlan};
 use crate::matching::{push_normalized_key, same_values};
 use crate::report::{Report, RowFailure};
 use crate::source::SourceRow;
@@ -620,16 +620,37 @@ fn plan_create(
     {
         return failed(None, format!("container: {e}"));
     }
-    let Some(rdn) = op.rdn_field.map(|i| &op.fields[i]) else {
-        return failed(None, "no cn mapping to name the new object".into());
+    let dn = match op.naming {
+        Naming::Keys => {
+            // A table's row: named by its keys (see `destination::row_dn`).
+            let mut keys = Vec::with_capacity(op.key_fields.len());
+            for &i in &op.key_fields {
+                let Some(value) = desired[i].first() else {
+                    return failed(
+                        Some(op.fields[i].location()),
+                        format!(
+                            "{} is empty: a new row needs its key",
+                            op.fields[i].attribute
+                        ),
+                    );
+                };
+                keys.push((op.fields[i].attribute.as_str(), value.as_str()));
+            }
+            crate::destination::row_dn(&keys)
+        }
+        _ => {
+            let Some(rdn) = op.rdn_field.map(|i| &op.fields[i]) else {
+                return failed(None, "no cn mapping to name the new object".into());
+            };
+            let Some(cn) = op.rdn_field.and_then(|i| desired[i].first()) else {
+                return failed(
+                    Some(rdn.location()),
+                    "cn is empty: a new object needs a name".into(),
+                );
+            };
+            dn::child("CN", cn, container)
+        }
     };
-    let Some(cn) = op.rdn_field.and_then(|i| desired[i].first()) else {
-        return failed(
-            Some(rdn.location()),
-            "cn is empty: a new object needs a name".into(),
-        );
-    };
-    let dn = dn::child("CN", cn, container);
     // Room for every field (`Resolve` fields and the stored password come later), the
     // object classes and an account's `userAccountControl` (see `new_account_control`): the
     // entry keeps this vector, so it never regrows.

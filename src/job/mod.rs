@@ -157,6 +157,18 @@ impl fmt::Display for ObjectType {
     }
 }
 
+/// How a type's new objects are named.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Naming {
+    /// `CN=<cn>` in their container: a directory's objects.
+    Cn,
+    /// By their key fields' values (`employeeID=1001`), under the table's
+    /// [`TABLE_DN`](crate::destination::TABLE_DN): a table's rows, which have no DN of their
+    /// own, so that a row read back is found under the name it was written with.
+    Keys,
+}
+
 /// Where new objects of a type are created (`containerOption`).
 #[derive(Debug, Clone)]
 pub enum ContainerRule {
@@ -278,6 +290,8 @@ pub struct ObjectPlan {
     pub key_fields: Vec<usize>,
     /// Position in `fields` of the `cn` mapping, which names new objects.
     pub rdn_field: Option<usize>,
+    /// How new objects are named: by `cn`, or, for a table destination, by their keys.
+    pub naming: Naming,
     /// The delete limit.
     pub delete_threshold: DeleteThreshold,
     /// Where deprovisioned objects are moved (`Destination.DeprovisionContainer`).
@@ -299,6 +313,11 @@ pub struct Plan {
     pub source_file: Option<String>,
     /// `Destination.ProviderName` (`Active Directory`, …).
     pub destination_provider: Option<String>,
+    /// For a job whose destination is a table (`Destination.IsTableProvider` true): the
+    /// table's name (`Destination.Table`; `Sheet1` when the job names none). Its rows are
+    /// named by their keys, it has no containers or object classes, and it never holds a
+    /// password.
+    pub table: Option<String>,
 }
 
 /// The job's name, or `DataSyncJob` when it has none.
@@ -327,6 +346,42 @@ pub fn setting<'a>(job: &'a DataSyncJob, key: &str) -> Option<&'a str> {
         .filter(|v| !v.is_empty())
 }
 
+/// Sets a job-wide setting (`objectType` null), replacing the one with the same key (in any
+/// case), as the product's editor does. How a host points a job at a table destination:
+///
+/// ```
+/// let json = std::fs::read_to_string("fixtures/jobs/groupid-sample.json").unwrap();
+/// let mut job = datasync::job::from_json(&json, "sample").unwrap();
+/// datasync::job::set_setting(&mut job, "Destination.IsTableProvider", "True");
+/// assert_eq!(datasync::job::setting(&job, "destination.istableprovider"), Some("True"));
+/// ```
+pub fn set_setting(job: &mut DataSyncJob, key: &str, value: &str) {
+    let settings = match &mut job.settings {
+        wire::Maybe::Value(settings) => settings,
+        other => {
+            *other = wire::Maybe::Value(Vec::new());
+            match other {
+                wire::Maybe::Value(settings) => settings,
+                _ => return,
+            }
+        }
+    };
+    let same =
+        |s: &wire::Setting| s.key.text().eq_ignore_ascii_case(key) && s.object_type.get().is_none();
+    match settings.iter_mut().find(|s| same(s)) {
+        Some(existing) => existing.value = value.to_string().into(),
+        None => settings.push(wire::Setting {
+            action: 0.into(),
+            id: 0.into(),
+            key: key.to_string().into(),
+            value: value.to_string().into(),
+            data_type: "System.String".to_string().into(),
+            object_type: wire::Maybe::Null,
+            extra: Default::default(),
+        }),
+    }
+}
+
 struct Settings<'a>(&'a [wire::Setting]);
 
 impl Settings<'_> {
@@ -348,6 +403,35 @@ impl Settings<'_> {
             })
             .map(|s| s.value.text().trim())
             .filter(|v| !v.is_empty())
+    }
+}
+
+/// `Destination.DeleteThreshold`: a count (`500`, the default) or a percentage (`10%`).
+fn delete_threshold(value: Option<&str>, err: &mut impl FnMut(String, String)) -> DeleteThreshold {
+    let Some(v) = value else {
+        return DeleteThreshold::Count(500);
+    };
+    match v.strip_suffix('%') {
+        Some(p) => match p.trim().parse::<f64>() {
+            Ok(p) if (0.0..=100.0).contains(&p) => DeleteThreshold::Percent(p),
+            _ => {
+                err(
+                    "settings[Destination.DeleteThreshold]".into(),
+                    format!("\"{v}\" is not a percentage from 0% to 100%"),
+                );
+                DeleteThreshold::Count(500)
+            }
+        },
+        None => match v.parse::<usize>() {
+            Ok(n) => DeleteThreshold::Count(n),
+            Err(_) => {
+                err(
+                    "settings[Destination.DeleteThreshold]".into(),
+                    format!("\"{v}\" is not a count or a percentage"),
+                );
+                DeleteThreshold::Count(500)
+            }
+        },
     }
 }
 
@@ -376,6 +460,25 @@ pub fn compile(job: &DataSyncJob, context: &TransformContext) -> Result<Plan, Jo
     let sync_query = job.sync_query.get().cloned().unwrap_or_default();
     let settings_list = job.settings.get().cloned().unwrap_or_default();
     let settings = Settings(&settings_list);
+    let table = match settings.get("Destination.IsTableProvider", None) {
+        None => None,
+        Some(v) => match parse_bool(v) {
+            Some(true) => Some(
+                settings
+                    .get("Destination.Table", None)
+                    .unwrap_or("Sheet1")
+                    .to_string(),
+            ),
+            Some(false) => None,
+            None => {
+                err(
+                    "settings[Destination.IsTableProvider]".into(),
+                    format!("\"{v}\" is not True or False"),
+                );
+                None
+            }
+        },
+    };
 
     if objects_option.is_empty() {
         err(
@@ -478,6 +581,15 @@ pub fn compile(job: &DataSyncJob, context: &TransformContext) -> Result<Plan, Jo
             } else {
                 None
             };
+            if password.is_some() && table.is_some() {
+                err(
+                    at("destinationField"),
+                    format!(
+                        "{attribute}: a table never holds passwords (it would keep them as plain text); remove this mapping for a table destination"
+                    ),
+                );
+                continue;
+            }
             if password.is_some() && fields.iter().any(|p| p.password.is_some()) {
                 err(
                     at("destinationField"),
@@ -550,17 +662,20 @@ pub fn compile(job: &DataSyncJob, context: &TransformContext) -> Result<Plan, Jo
                 format!("no key field for object type {code}"),
             );
         }
+        // A table's rows are named by their keys; a directory's objects by their cn.
         let rdn_field = fields
             .iter()
-            .position(|f| f.attribute.eq_ignore_ascii_case("cn"));
+            .position(|f| f.attribute.eq_ignore_ascii_case("cn"))
+            .filter(|_| table.is_none());
         let create = option.is_create.or(false);
-        if create && rdn_field.is_none() {
+        if create && rdn_field.is_none() && table.is_none() {
             err(
                 "fieldsMap".into(),
                 format!("no cn field for object type {code} (new objects are named CN=<cn>)"),
             );
         }
         if create
+            && table.is_none()
             && object_type.default_object_classes().is_none()
             && !fields
                 .iter()
@@ -643,8 +758,37 @@ pub fn compile(job: &DataSyncJob, context: &TransformContext) -> Result<Plan, Jo
             }
         };
 
-        // Containers and scope.
         let setting = |key: &str| settings.get(key, Some(code));
+        let delete_threshold = delete_threshold(setting("Destination.DeleteThreshold"), &mut err);
+        if table.is_some() {
+            // A table: every row in scope (the destination query is for a directory's
+            // classes, which rows do not have), no containers.
+            objects.push(ObjectPlan {
+                object_type,
+                display_name: option.display_name.text().to_string(),
+                create,
+                delete: option.is_delete.or(false),
+                deprovision: false,
+                container: ContainerRule::Fixed(crate::destination::TABLE_DN.into()),
+                create_containers: false,
+                scope_base: crate::destination::TABLE_DN.into(),
+                subtree: false,
+                source_query,
+                destination_query: String::new(),
+                destination_filter: Filter::And(vec![]),
+                fields,
+                key_fields,
+                rdn_field: None,
+                naming: Naming::Keys,
+                delete_threshold,
+                deprovision_container: None,
+                time_stamp_field,
+                update_all,
+            });
+            continue;
+        }
+
+        // Containers and scope.
         let valid_dn = |dn: &str| Dn::parse(dn).map(|_| ()).map_err(|e| e.to_string());
         let value = option.container_option_value.text().trim().to_string();
         // `false` once the container rule itself is wrong: the checks that build on it would
@@ -725,31 +869,6 @@ pub fn compile(job: &DataSyncJob, context: &TransformContext) -> Result<Plan, Jo
                 true
             }),
         };
-        let delete_threshold = match setting("Destination.DeleteThreshold") {
-            None => DeleteThreshold::Count(500),
-            Some(v) => match v.strip_suffix('%') {
-                Some(p) => match p.trim().parse::<f64>() {
-                    Ok(p) if (0.0..=100.0).contains(&p) => DeleteThreshold::Percent(p),
-                    _ => {
-                        err(
-                            "settings[Destination.DeleteThreshold]".into(),
-                            format!("\"{v}\" is not a percentage from 0% to 100%"),
-                        );
-                        DeleteThreshold::Count(500)
-                    }
-                },
-                None => match v.parse::<usize>() {
-                    Ok(n) => DeleteThreshold::Count(n),
-                    Err(_) => {
-                        err(
-                            "settings[Destination.DeleteThreshold]".into(),
-                            format!("\"{v}\" is not a count or a percentage"),
-                        );
-                        DeleteThreshold::Count(500)
-                    }
-                },
-            },
-        };
         // New objects must land where the next run looks, or every run creates them again.
         if let (ContainerRule::Fixed(container), Ok(base)) = (&container, Dn::parse(&scope_base))
             && container_known
@@ -801,11 +920,34 @@ pub fn compile(job: &DataSyncJob, context: &TransformContext) -> Result<Plan, Jo
             fields,
             key_fields,
             rdn_field,
+            naming: Naming::Cn,
             delete_threshold,
             deprovision_container,
             time_stamp_field,
             update_all,
         });
+    }
+    // One table holds one type's rows: two types would each delete the other's as out of
+    // their source.
+    if table.is_some() && objects.len() > 1 {
+        err(
+            "objectsOption".into(),
+            format!(
+                "a table destination takes one object type; this job has {}",
+                objects.len()
+            ),
+        );
+    }
+    if table.is_some()
+        && let Some(f) = objects
+            .iter()
+            .flat_map(|op| op.fields.iter())
+            .find(|f| f.is_member_of())
+    {
+        err(
+            format!("fieldsMap[{}]", f.map_index),
+            "memberOf changes groups' members, which a table does not have".into(),
+        );
     }
     // A group's `member` filled from its rows and users' `memberOf` from theirs would each
     // undo the other: a user row that does not name a group its row gave the user leaves it.
@@ -857,6 +999,7 @@ pub fn compile(job: &DataSyncJob, context: &TransformContext) -> Result<Plan, Jo
     Ok(Plan {
         name: job_name(job),
         objects,
+        table,
         source_file: job_settings.get("Source.File", None).map(String::from),
         destination_provider: job_settings
             .get("Destination.ProviderName", None)
