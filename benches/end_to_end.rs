@@ -24,8 +24,15 @@
 //! created, groups created and filled in batches) and its unchanged re-run, against
 //! calamine reading the same workbook.
 //!
-//! Under `cargo test` (no `--bench` argument) it runs 2,000 rows once (and 3 groups of 50),
-//! with the debug build, to check that it works.
+//! Databases and tables (issue 17): `PG_ROWS=100000` (the default) loads that many generated
+//! people into a PostgreSQL server the bench starts (as the tests do), and measures `psql`'s
+//! `COPY (SELECT * FROM staff) TO STDOUT` of the job's query against the job's first run
+//! from it into a new store and its unchanged re-run; then the store exported to a CSV table
+//! (`--destination csv:`) and the unchanged export, against `datasync export` reading the
+//! whole store as LDIF.
+//!
+//! Under `cargo test` (no `--bench` argument) it runs 2,000 rows once (and 3 groups of 50,
+//! and 2,000 PostgreSQL rows), with the debug build, to check that it works.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -375,9 +382,134 @@ fn main() {
     {
         bench_groups(dir, &datasync, count, members);
     }
+    let pg_rows = if benching {
+        setting("PG_ROWS", "100000")
+    } else {
+        vec![2_000]
+    };
+    for &rows in &pg_rows {
+        bench_database(dir, &datasync, rows);
+    }
     if python.is_none() {
         println!("(python3 not found: the CSV runs have no bare read to compare with)");
     }
+}
+
+/// `rows` generated people in a PostgreSQL table: `psql`'s COPY of the job's query, the
+/// job's first run from the server into a new store and its unchanged re-run; then the store
+/// exported to a CSV table, and again unchanged, against reading the store whole.
+fn bench_database(dir: &Path, datasync: &Path, rows: usize) {
+    let server = support::postgres::Postgres::start();
+    let people = support::generated_people(rows);
+    server.execute(
+        "CREATE TABLE staff (EmployeeID integer PRIMARY KEY, First text, Last text,
+           Department text, Title text, Email text, Manager integer, Phones text, Hired date,
+           Active boolean)",
+    );
+    {
+        use std::io::Write;
+        let mut client = postgres::Config::new()
+            .host("127.0.0.1")
+            .port(server.port)
+            .user(support::postgres::USER)
+            .password(support::postgres::PASSWORD)
+            .dbname("postgres")
+            .connect(postgres::NoTls)
+            .expect("connect");
+        let mut writer = client
+            .copy_in("COPY staff FROM STDIN WITH (FORMAT csv, HEADER true)")
+            .expect("copy in");
+        writer
+            .write_all(support::people_csv(&people).as_bytes())
+            .expect("copy");
+        writer.finish().expect("copy finished");
+    }
+    drop(people);
+    let query = "SELECT * FROM staff";
+    let mut job = support::main_job();
+    support::users_only(&mut job);
+    job["objectsOption"][0]["isDelete"] = json!(false);
+    job["syncQuery"][0]["query"] = json!(query);
+    let job_path = dir.join("postgres.job.json");
+    std::fs::write(&job_path, job.to_string()).expect("job written");
+    let url = server.url("postgres");
+    let read = measure(
+        Command::new("psql")
+            .arg(&url)
+            .arg("-c")
+            .arg(format!("COPY ({query}) TO STDOUT"))
+            .env("PGPASSWORD", support::postgres::PASSWORD),
+    );
+    let store = dir.join("store-postgres.db");
+    let run = || {
+        measure(
+            Command::new(datasync)
+                .arg("run")
+                .arg(&job_path)
+                .arg("--source")
+                .arg(&url)
+                .arg("--destination")
+                .arg(format!("db:{}", store.display()))
+                .env("DATASYNC_SOURCE_PASSWORD", support::postgres::PASSWORD),
+        )
+    };
+    let first = run();
+    let before = digest(&store);
+    let again = run();
+    let unchanged = digest(&store) == before;
+    println!();
+    println!("PostgreSQL, {rows} rows, against psql COPY ... TO STDOUT of the same query:");
+    print_line(rows, "pg", Some(read), first, Some(again), unchanged);
+    assert!(unchanged, "the unchanged re-run wrote to the store");
+
+    // The store exported to a CSV table, against reading the whole store.
+    let mut export = support::main_job();
+    support::users_only(&mut export);
+    let columns = [
+        "employeeID",
+        "cn",
+        "givenName",
+        "sn",
+        "mail",
+        "department",
+        "title",
+    ];
+    export["fieldsMap"] = columns
+        .iter()
+        .map(|c| support::copy_field(c, c, *c == "employeeID"))
+        .collect();
+    export["syncQuery"][0]["query"] = json!("(objectClass=user)");
+    export["syncQuery"][0]["queryType"] = json!("LDAP");
+    let export_path = dir.join("export.job.json");
+    std::fs::write(&export_path, export.to_string()).expect("job written");
+    let table = dir.join("staff.csv");
+    let read = measure(
+        Command::new(datasync)
+            .arg("export")
+            .arg(&store)
+            .arg("--ldif")
+            .arg("-"),
+    );
+    let export_run = || {
+        measure(
+            Command::new(datasync)
+                .arg("run")
+                .arg(&export_path)
+                .arg("--source")
+                .arg(format!("db:{}", store.display()))
+                .arg("--destination")
+                .arg(format!("csv:{}", table.display())),
+        )
+    };
+    let first = export_run();
+    let before = digest(&table);
+    let again = export_run();
+    let unchanged = digest(&table) == before;
+    println!("The store exported to CSV, against `datasync export` reading the store as LDIF:");
+    print_line(rows, "csv<-", Some(read), first, Some(again), unchanged);
+    assert!(unchanged, "the unchanged export rewrote the table");
+    let _ = std::fs::remove_file(&store);
+    let _ = std::fs::remove_file(&table);
 }
 
 /// The membership job on `groups` groups of `members` members each: calamine's read of the

@@ -815,18 +815,24 @@ pub fn directory_copy_job() -> serde_json::Value {
     job
 }
 
-/// The `datasync` example binary, built beside the test binaries (and built now when it is
-/// not there).
+/// The `datasync` example binary, built now (once per test binary) with the features this
+/// test was built with, so that a binary left by another build is never the one tested.
 pub fn datasync_binary() -> std::path::PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
-    let bin = dir.join("examples").join("datasync");
-    if !bin.exists() {
-        let status = std::process::Command::new(env!("CARGO"))
-            .args(["build", "--example", "datasync"])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-    bin
+    static BUILT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let exe = std::env::current_exe().unwrap();
+            let dir = exe.parent().unwrap().parent().unwrap();
+            let mut build = std::process::Command::new(env!("CARGO"));
+            build
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .args(["build", "--example", "datasync"]);
+            if cfg!(feature = "odbc") {
+                build.args(["--features", "odbc"]);
+            }
+            let status = build.status().unwrap();
+            assert!(status.success(), "cargo build --example datasync failed");
+            dir.join("examples").join("datasync")
+        })
+        .clone()
 }
