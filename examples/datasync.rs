@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! datasync run JOB.json [--source FILE|db:PATH|ldif:PATH|LDAP-URL|DATABASE-URL]
-//!                       [--destination db:PATH|ldif:PATH|csv:PATH|xlsx:PATH|LDAP-URL]
+//!                       [--destination db:PATH|ldif:PATH|csv:PATH|xlsx:PATH|DATABASE-URL|LDAP-URL]
 //!                       [--bind-dn DN] [--source-bind-dn DN] [--ca-file PEM]
 //!                       [--insecure-skip-tls-verify] [--server-kind ad|ldap]
 //!                       [--must-change-password] [--dry-run]
@@ -19,7 +19,7 @@
 //! Bind passwords come from the environment: `DATASYNC_BIND_PASSWORD` (destination) and
 //! `DATASYNC_SOURCE_BIND_PASSWORD` (LDAP source); a database source's (`postgres://USER@HOST/DB`,
 //! `mysql://USER@HOST/DB`, or the job's `Source.ConnectionString` setting) from
-//! `DATASYNC_SOURCE_PASSWORD`.
+//! `DATASYNC_SOURCE_PASSWORD`; a database table destination's from `DATASYNC_DESTINATION_PASSWORD`.
 //!
 //! `run` goes through the library's lifecycle runner, as a host service would: `--var` values
 //! are checked against the job's declared parameters, `--timeout` and `--retries` set
@@ -154,9 +154,11 @@ struct ScheduleArgs {
 /// Where jobs write, and how they connect; shared by `run` and `schedule`.
 #[derive(clap::Args)]
 struct Target {
-    /// Where to write: db:PATH or ldif:PATH (the embedded directory), a table (csv:PATH, or
-    /// xlsx:PATH with the job's Destination.Table sheet, default Sheet1), or an LDAP server
-    /// (ldap://host[:port], ldaps://host[:port], ldap://host?starttls).
+    /// Where to write: db:PATH or ldif:PATH (the embedded directory), a table (csv:PATH,
+    /// xlsx:PATH with the job's Destination.Table sheet, default Sheet1, or a database's
+    /// Destination.Table: postgres://USER@HOST/DB or mysql://USER@HOST/DB, the password from
+    /// DATASYNC_DESTINATION_PASSWORD), or an LDAP server (ldap://host[:port],
+    /// ldaps://host[:port], ldap://host?starttls).
     #[arg(long, default_value = "db:directory.db")]
     destination: String,
     /// The DN to bind to the destination server as; the password is read from the
@@ -536,6 +538,31 @@ fn open_destination(
         job: job.to_string(),
         source,
     };
+    if source::is_database_url(&target.destination) {
+        let Some(plan) = plan else {
+            return Err(CliError::Usage(format!(
+                "--destination {}: a table destination takes the columns of one job; use \
+                 `datasync run`",
+                datasync::ldap::without_userinfo(&target.destination)
+            )));
+        };
+        let Some(table) = plan.table.as_deref() else {
+            return Err(CliError::Usage(
+                "a database destination is a table: run the job in table mode".into(),
+            ));
+        };
+        let mut config = source::DatabaseConfig::new(target.destination.clone());
+        if let Ok(password) = std::env::var("DATASYNC_DESTINATION_PASSWORD") {
+            config = config.with_password(password);
+        }
+        if let Some(ca) = &target.ca_file {
+            config = config.with_tls_verify(TlsVerify::CaFile(ca.clone()));
+        }
+        return Ok(Arc::new(
+            TableDestination::database(config, table, TableSpec::from_plan(plan))
+                .map_err(destination_error)?,
+        ));
+    }
     if let Some(path) = table_path(&target.destination) {
         let Some(plan) = plan else {
             return Err(CliError::Usage(format!(
@@ -616,14 +643,16 @@ fn run(args: &RunArgs, password_file: Option<PasswordFile>) -> Result<Report, Cl
     let provider = job::setting(&wire, "Destination.ProviderName").map(str::to_string);
     // A table destination runs the job in table mode (rows named by their keys); a job
     // written for a table cannot write to a directory.
-    if table_path(&args.target.destination).is_some() {
+    if table_path(&args.target.destination).is_some()
+        || source::is_database_url(&args.target.destination)
+    {
         job::set_setting(&mut wire, "Destination.IsTableProvider", "True");
     } else if job::setting(&wire, "Destination.IsTableProvider")
         .is_some_and(|v| v.eq_ignore_ascii_case("true"))
     {
         return Err(CliError::Usage(format!(
             "job \"{name}\" writes a table (Destination.IsTableProvider): give --destination \
-             csv:PATH or xlsx:PATH"
+             csv:PATH, xlsx:PATH or a database (postgres://…, mysql://…)"
         )));
     }
     let mut job = load_job(

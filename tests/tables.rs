@@ -4,69 +4,24 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use datasync::destination::{Modification, Scope, TableDestination, TableSpec};
 use datasync::query::Filter;
 use datasync::source::DirectorySource;
 use datasync::{Destination, LdifDirectory, NoHooks, RunOptions, RunStatus, Store};
-use support::{TempWorkbook, copy_field, main_job, people, users_only};
+use support::{TempWorkbook, main_job, people};
 
-/// The attributes the export carries, in column order.
-const COLUMNS: [&str; 11] = [
-    "employeeID",
-    "cn",
-    "givenName",
-    "sn",
-    "mail",
-    "department",
-    "title",
-    "telephoneNumber",
-    "manager",
-    "description",
-    "sAMAccountName",
-];
+use support::{EXPORT_COLUMNS as COLUMNS, filled_store};
 
-/// A store filled by the main job (users only), in `dir`.
-fn filled_store(dir: &Path) -> PathBuf {
-    let mut job = main_job();
-    users_only(&mut job);
-    let plan = support::compile(&job, &Default::default());
-    let book = TempWorkbook::new(&people());
-    let path = dir.join("directory.db");
-    let store = Store::open(&path).unwrap();
-    let report = support::run_job(&plan, &book.path(), &store, 0);
-    assert_eq!(report.status, RunStatus::FinishedSuccess, "{report:?}");
-    path
-}
-
-/// A job copying the users' [`COLUMNS`] from a directory into a table (`sheet`), phones
-/// split from the directory source's `;`-joined values and joined with `;` in the table,
-/// every row in scope for deletes.
+/// A job copying the users from a directory into the table (sheet) `sheet`.
 fn export_job(sheet: &str) -> serde_json::Value {
-    let mut job = main_job();
-    users_only(&mut job);
-    job["fieldsMap"] = COLUMNS
-        .iter()
-        .map(|c| copy_field(c, c, *c == "employeeID"))
-        .collect();
-    job["fieldsMap"][7]["delimiter"] = ";".into();
-    job["objectsOption"][0]["isDelete"] = true.into();
-    job["syncQuery"][0]["query"] = "(&(objectClass=user)(employeeID=*))".into();
-    job["syncQuery"][0]["queryType"] = "LDAP".into();
-    support::set_setting(&mut job, "Destination.IsTableProvider", "True");
-    support::set_setting(&mut job, "Destination.Table", sheet);
-    job
+    support::table_export_job(sheet)
 }
 
-/// The reverse: the table's rows as users in the main job's container.
+/// The reverse: the sheet's rows as users in the main job's container.
 fn import_job(sheet: &str) -> serde_json::Value {
-    let mut job = export_job(sheet);
-    job["objectsOption"][0]["isDelete"] = false.into();
-    job["syncQuery"][0]["query"] = format!("SELECT * FROM [{sheet}$]").into();
-    job["syncQuery"][0]["queryType"] = "SQL".into();
-    support::set_setting(&mut job, "Destination.IsTableProvider", "False");
-    job
+    support::table_import_job(&format!("SELECT * FROM [{sheet}$]"))
 }
 
 /// Runs the export of the store at `store` into `table`.

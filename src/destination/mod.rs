@@ -16,6 +16,7 @@ pub use embedded::LdifDirectory;
 pub use entry::{Attribute, AttributeName, Entry, check_attribute_description, value_key};
 pub use ldap::{LdapDirectory, ServerKind};
 pub use store::Store;
+pub(crate) use table::{DatabaseTable, RowChange};
 pub use table::{TABLE_DN, TableDestination, TableSpec, row_dn};
 
 use crate::Secret;

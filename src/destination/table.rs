@@ -85,6 +85,39 @@ impl TableSpec {
     }
 }
 
+/// A change to one row of a database table, cells by their place in the table's columns.
+#[derive(Debug)]
+pub(crate) enum RowChange<'a> {
+    /// A new row: every cell (empty ones are left to the column's default).
+    Insert(&'a [String]),
+    /// The row whose key cells hold `keys` (as read) gets these cells.
+    Update {
+        keys: Vec<(usize, &'a str)>,
+        cells: Vec<(usize, &'a str)>,
+    },
+    /// The row whose key cells hold `keys` is removed.
+    Delete { keys: Vec<(usize, &'a str)> },
+}
+
+/// A database table behind a table destination: it applies a run's row changes, all in one
+/// transaction or none (the server's message when not).
+pub(crate) trait DatabaseTable: Send + std::fmt::Debug {
+    fn apply(&mut self, changes: &[RowChange<'_>]) -> Result<(), String>;
+}
+
+/// Where a table lives.
+#[derive(Debug)]
+enum Backing {
+    /// A file, replaced whole at commit.
+    File { format: Format, _lock: File },
+    /// A database table, changed row by row at commit.
+    Database {
+        table: std::sync::Mutex<Box<dyn DatabaseTable>>,
+        /// The rows as read at open, by position: what commit compares with.
+        read: Vec<Vec<String>>,
+    },
+}
+
 /// The kind of file a table lives in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Format {
@@ -126,12 +159,12 @@ struct Rows {
 /// ```
 #[derive(Debug)]
 pub struct TableDestination {
+    /// The file, or the database table's server and name (for messages).
     path: PathBuf,
-    format: Format,
+    backing: Backing,
     spec: TableSpec,
     rows: RwLock<Rows>,
     dirty: AtomicBool,
-    _lock: File,
 }
 
 /// The key a DN is indexed by: its normal form (or, for one that does not parse, its text).
@@ -194,6 +227,100 @@ impl TableDestination {
         } else {
             None
         };
+        let backing = Backing::File {
+            format,
+            _lock: lock,
+        };
+        TableDestination::holding(path, backing, spec, read)
+    }
+
+    /// A table in a database: `postgres://…` or `mysql://…` (the password apart, as for a
+    /// source), the table as the job's `Destination.Table` names it (`staff`, `hr.staff`). The
+    /// table must have a column for every field; it is read whole now, and commit applies the
+    /// run's inserts, updates of changed cells, and deletes in one transaction. An unchanged
+    /// run sends no statement.
+    pub fn database(
+        config: crate::source::DatabaseConfig,
+        table: &str,
+        spec: TableSpec,
+    ) -> Result<TableDestination, DestinationError> {
+        if table.is_empty()
+            || !table
+                .chars()
+                .all(|c| c.is_alphanumeric() || matches!(c, '_' | '.' | '$'))
+        {
+            return Err(DestinationError::Rejected {
+                message: format!(
+                    "table \"{table}\": a table destination names a table as letters, digits, \
+                     `_`, `$` and a schema's `.`"
+                ),
+            });
+        }
+        let server = config.url.clone();
+        let failed = |e: crate::source::SourceError| DestinationError::Rejected {
+            message: format!("table {table} on {server}: {e}"),
+        };
+        let lower = config.url.to_ascii_lowercase();
+        let (store, read): (Box<dyn DatabaseTable>, RowSet) =
+            if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
+                let (t, rows) =
+                    crate::source::postgres::PostgresTable::open(config, table).map_err(failed)?;
+                (Box::new(t), rows)
+            } else if lower.starts_with("mysql://") || lower.starts_with("mariadb://") {
+                let (t, rows) =
+                    crate::source::mysql::MysqlTable::open(config, table).map_err(failed)?;
+                (Box::new(t), rows)
+            } else {
+                return Err(DestinationError::Rejected {
+                    message: format!(
+                        "{server}: a database table destination is postgres:// or mysql://"
+                    ),
+                });
+            };
+        let missing: Vec<&str> = spec
+            .columns
+            .iter()
+            .map(|(c, _)| c.as_str())
+            .filter(|c| read.columns.index(c).is_none())
+            .collect();
+        if !missing.is_empty() {
+            return Err(DestinationError::Rejected {
+                message: format!(
+                    "table {table} on {server} has no column {} (its columns: {})",
+                    missing.join(", "),
+                    read.columns.names().join(", ")
+                ),
+            });
+        }
+        let snapshot = read
+            .rows
+            .iter()
+            .map(|r| {
+                r.values
+                    .iter()
+                    .map(|v| v.clone().unwrap_or_default())
+                    .collect()
+            })
+            .collect();
+        let backing = Backing::Database {
+            table: std::sync::Mutex::new(store),
+            read: snapshot,
+        };
+        TableDestination::holding(
+            PathBuf::from(format!("{server} {table}")),
+            backing,
+            spec,
+            Some(read),
+        )
+    }
+
+    /// The destination over `read` (the table as it stands, if it exists yet).
+    fn holding(
+        path: PathBuf,
+        backing: Backing,
+        spec: TableSpec,
+        read: Option<RowSet>,
+    ) -> Result<TableDestination, DestinationError> {
         let mut rows = Rows::default();
         if let Some(read) = read {
             rows.header = read.columns.names().to_vec();
@@ -223,11 +350,10 @@ impl TableDestination {
         }
         let table = TableDestination {
             path,
-            format,
+            backing,
             spec,
             rows: RwLock::new(Rows::default()),
             dirty: AtomicBool::new(false),
-            _lock: lock,
         };
         for (i, cells) in rows.cells.iter().enumerate() {
             let Some(dn) = table.dn_of(&rows.header, cells.as_deref().unwrap_or(&[])) else {
@@ -249,9 +375,41 @@ impl TableDestination {
         Ok(table)
     }
 
-    /// The file the table lives in.
+    /// The file the table lives in (for a database table: its server and name).
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The changes a database table needs to hold the rows as they are now, against the
+    /// rows as read (`read`, by position; rows after them are new).
+    fn changes<'a>(&self, rows: &'a Rows, read: &'a [Vec<String>]) -> Vec<RowChange<'a>> {
+        let key_at: Vec<usize> = self
+            .spec
+            .keys
+            .iter()
+            .filter_map(|k| rows.header.iter().position(|h| h.eq_ignore_ascii_case(k)))
+            .collect();
+        let keys_of = |cells: &'a [String]| -> Vec<(usize, &'a str)> {
+            key_at.iter().map(|&i| (i, cells[i].as_str())).collect()
+        };
+        let mut changes = Vec::new();
+        for (i, now) in rows.cells.iter().enumerate() {
+            match (read.get(i), now) {
+                (Some(was), None) => changes.push(RowChange::Delete { keys: keys_of(was) }),
+                (Some(was), Some(now)) if was != now => changes.push(RowChange::Update {
+                    keys: keys_of(was),
+                    cells: now
+                        .iter()
+                        .enumerate()
+                        .filter(|(c, v)| was.get(*c) != Some(*v))
+                        .map(|(c, v)| (c, v.as_str()))
+                        .collect(),
+                }),
+                (None, Some(now)) => changes.push(RowChange::Insert(now)),
+                _ => {}
+            }
+        }
+        changes
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Rows> {
@@ -575,13 +733,28 @@ impl Destination for TableDestination {
             // Nothing changed: the file stays as it is, byte for byte.
             return Ok(());
         }
+        let format = match &self.backing {
+            Backing::File { format, .. } => format,
+            Backing::Database { table, read } => {
+                let rows = self.read();
+                let changes = self.changes(&rows, read);
+                let mut table = table.lock().unwrap_or_else(|p| p.into_inner());
+                return table.apply(&changes).map_err(|message| {
+                    // Kept for the next try: nothing was written.
+                    self.dirty.store(true, Ordering::Release);
+                    DestinationError::Rejected {
+                        message: format!("{}: {message}; no row was written", self.path.display()),
+                    }
+                });
+            }
+        };
         let io = |source| DestinationError::Io {
             path: self.path.clone(),
             source,
         };
         let (header, rows) = self.snapshot();
         let mut replacement = crate::files::Replacement::begin(&self.path, 0o644).map_err(io)?;
-        match &self.format {
+        match format {
             Format::Csv { delimiter } => {
                 let mut writer = csv::WriterBuilder::new()
                     .delimiter(*delimiter)

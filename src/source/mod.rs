@@ -11,10 +11,10 @@ mod database;
 mod directory;
 mod excel;
 mod ldap;
-mod mysql;
+pub(crate) mod mysql;
 #[cfg(feature = "odbc")]
 mod odbc;
-mod postgres;
+pub(crate) mod postgres;
 pub mod sql;
 
 use std::collections::HashMap;

@@ -176,6 +176,148 @@ impl MysqlSource {
     }
 }
 
+/// A MariaDB or MySQL table as a table destination's store: read whole when it is opened,
+/// and written at commit as one transaction of row inserts, updates of the changed cells and
+/// deletes. Values go in as text in the server's forms (`TRUE` as 1 in a `BOOLEAN`, an ISO
+/// time as `2026-12-03 08:30:00`), an empty cell as NULL.
+pub(crate) struct MysqlTable {
+    conn: Conn,
+    table: String,
+    /// Each column's quoted name and how its text is written.
+    columns: Vec<(String, Kind)>,
+}
+
+impl std::fmt::Debug for MysqlTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MysqlTable")
+            .field("table", &self.table)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MysqlTable {
+    /// Connects, and reads the table `table` whole.
+    pub(crate) fn open(
+        config: DatabaseConfig,
+        table: &str,
+    ) -> Result<(MysqlTable, RowSet), SourceError> {
+        let mut source = MysqlSource::connect(config)?;
+        let sql = format!("SELECT * FROM {table}");
+        let columns = {
+            let result = source
+                .conn
+                .query_iter(format!("{sql} LIMIT 0"))
+                .map_err(|e| SourceError::Query {
+                    query: sql.clone(),
+                    message: server_message(&e),
+                })?;
+            result
+                .columns()
+                .as_ref()
+                .iter()
+                .map(|c| {
+                    (
+                        format!("`{}`", c.name_str().replace('`', "``")),
+                        Kind::of(c),
+                    )
+                })
+                .collect()
+        };
+        let rows = source.query(&sql)?;
+        Ok((
+            MysqlTable {
+                conn: source.conn,
+                table: table.to_string(),
+                columns,
+            },
+            rows,
+        ))
+    }
+
+    /// A cell as the server takes it.
+    fn value(&self, at: usize, text: &str) -> Value {
+        if text.is_empty() {
+            return Value::NULL;
+        }
+        let kind = self.columns.get(at).map_or(Kind::Text, |c| c.1);
+        let text = match kind {
+            Kind::Boolean if text.eq_ignore_ascii_case("true") => "1".to_string(),
+            Kind::Boolean if text.eq_ignore_ascii_case("false") => "0".to_string(),
+            Kind::LocalTime | Kind::UtcTime => {
+                server_time(text).unwrap_or_else(|| text.to_string())
+            }
+            _ => text.to_string(),
+        };
+        Value::Bytes(text.into_bytes())
+    }
+}
+
+impl crate::destination::DatabaseTable for MysqlTable {
+    fn apply(&mut self, changes: &[crate::destination::RowChange<'_>]) -> Result<(), String> {
+        use crate::destination::RowChange;
+        let statements: Vec<(String, Vec<Value>)> = changes
+            .iter()
+            .map(|change| match change {
+                RowChange::Insert(cells) => {
+                    let at: Vec<usize> = (0..cells.len().min(self.columns.len()))
+                        .filter(|&i| !cells[i].is_empty())
+                        .collect();
+                    let names: Vec<&str> = at.iter().map(|&i| self.columns[i].0.as_str()).collect();
+                    (
+                        format!(
+                            "INSERT INTO {} ({}) VALUES ({})",
+                            self.table,
+                            names.join(", "),
+                            vec!["?"; at.len()].join(", ")
+                        ),
+                        at.iter().map(|&i| self.value(i, &cells[i])).collect(),
+                    )
+                }
+                RowChange::Update { keys, cells } => (
+                    format!(
+                        "UPDATE {} SET {} WHERE {}",
+                        self.table,
+                        cells
+                            .iter()
+                            .map(|(i, _)| format!("{} = ?", self.columns[*i].0))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        keys.iter()
+                            .map(|(i, _)| format!("{} = ?", self.columns[*i].0))
+                            .collect::<Vec<_>>()
+                            .join(" AND ")
+                    ),
+                    cells
+                        .iter()
+                        .chain(keys.iter())
+                        .map(|(i, v)| self.value(*i, v))
+                        .collect(),
+                ),
+                RowChange::Delete { keys } => (
+                    format!(
+                        "DELETE FROM {} WHERE {}",
+                        self.table,
+                        keys.iter()
+                            .map(|(i, _)| format!("{} = ?", self.columns[*i].0))
+                            .collect::<Vec<_>>()
+                            .join(" AND ")
+                    ),
+                    keys.iter().map(|(i, v)| self.value(*i, v)).collect(),
+                ),
+            })
+            .collect();
+        let mut tx = self
+            .conn
+            .start_transaction(mysql::TxOpts::default())
+            .map_err(|e| server_message(&e))?;
+        for (sql, params) in statements {
+            tx.exec_drop(sql, mysql::Params::Positional(params))
+                .map_err(|e| server_message(&e))?;
+        }
+        tx.commit().map_err(|e| server_message(&e))
+    }
+}
+
 impl Source for MysqlSource {
     fn query(&mut self, query: &str) -> Result<RowSet, SourceError> {
         RowSet::collect(|sink| self.query_into(query, sink))

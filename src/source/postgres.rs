@@ -179,6 +179,159 @@ impl PostgresSource {
     }
 }
 
+/// A PostgreSQL table as a table destination's store: read whole when it is opened, and
+/// written at commit as one transaction of row inserts, updates of the changed cells and
+/// deletes. Values go in as text cast to each column's own type (`CAST($1::text AS date)`),
+/// an empty cell as NULL.
+pub(crate) struct PostgresTable {
+    client: Client,
+    /// The table as the job names it (checked to be a plain, perhaps schema-qualified, name).
+    table: String,
+    /// Each column's quoted name and its type, as `schema.type` for the casts.
+    columns: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for PostgresTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresTable")
+            .field("table", &self.table)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresTable {
+    /// Connects, and reads the table `table` whole.
+    pub(crate) fn open(
+        config: DatabaseConfig,
+        table: &str,
+    ) -> Result<(PostgresTable, RowSet), SourceError> {
+        let mut source = PostgresSource::connect(config)?;
+        let sql = format!("SELECT * FROM {table}");
+        let statement = source
+            .client
+            .prepare(&sql)
+            .map_err(|e| SourceError::Query {
+                query: sql.clone(),
+                message: server_message(&e),
+            })?;
+        let columns = statement
+            .columns()
+            .iter()
+            .map(|c| {
+                let ty = c.type_();
+                (
+                    quote_identifier(c.name()),
+                    format!(
+                        "{}.{}",
+                        quote_identifier(ty.schema()),
+                        quote_identifier(ty.name())
+                    ),
+                )
+            })
+            .collect();
+        let rows = source.query(&sql)?;
+        Ok((
+            PostgresTable {
+                client: source.client,
+                table: table.to_string(),
+                columns,
+            },
+            rows,
+        ))
+    }
+}
+
+impl crate::destination::DatabaseTable for PostgresTable {
+    fn apply(&mut self, changes: &[crate::destination::RowChange<'_>]) -> Result<(), String> {
+        use crate::destination::RowChange;
+        let cell = |v: &str| (!v.is_empty()).then(|| v.to_string());
+        let cast = |at: usize, n: usize| format!("CAST(${n}::text AS {})", self.columns[at].1);
+        let mut tx = self.client.transaction().map_err(|e| server_message(&e))?;
+        // A statement per shape, prepared once: a first export inserts every row.
+        let mut prepared: std::collections::HashMap<String, postgres::Statement> =
+            Default::default();
+        for change in changes {
+            let (sql, values): (String, Vec<Option<String>>) = match change {
+                RowChange::Insert(cells) => {
+                    let at: Vec<usize> = (0..cells.len().min(self.columns.len()))
+                        .filter(|&i| !cells[i].is_empty())
+                        .collect();
+                    let names: Vec<&str> = at.iter().map(|&i| self.columns[i].0.as_str()).collect();
+                    let casts: Vec<String> = at
+                        .iter()
+                        .enumerate()
+                        .map(|(n, &i)| cast(i, n + 1))
+                        .collect();
+                    (
+                        format!(
+                            "INSERT INTO {} ({}) VALUES ({})",
+                            self.table,
+                            names.join(", "),
+                            casts.join(", ")
+                        ),
+                        at.iter().map(|&i| cell(&cells[i])).collect(),
+                    )
+                }
+                RowChange::Update { keys, cells } => {
+                    let sets: Vec<String> = cells
+                        .iter()
+                        .enumerate()
+                        .map(|(n, (i, _))| format!("{} = {}", self.columns[*i].0, cast(*i, n + 1)))
+                        .collect();
+                    let wheres: Vec<String> = keys
+                        .iter()
+                        .enumerate()
+                        .map(|(n, (i, _))| {
+                            format!("{} = {}", self.columns[*i].0, cast(*i, cells.len() + n + 1))
+                        })
+                        .collect();
+                    (
+                        format!(
+                            "UPDATE {} SET {} WHERE {}",
+                            self.table,
+                            sets.join(", "),
+                            wheres.join(" AND ")
+                        ),
+                        cells
+                            .iter()
+                            .chain(keys.iter())
+                            .map(|(_, v)| cell(v))
+                            .collect(),
+                    )
+                }
+                RowChange::Delete { keys } => {
+                    let wheres: Vec<String> = keys
+                        .iter()
+                        .enumerate()
+                        .map(|(n, (i, _))| format!("{} = {}", self.columns[*i].0, cast(*i, n + 1)))
+                        .collect();
+                    (
+                        format!("DELETE FROM {} WHERE {}", self.table, wheres.join(" AND ")),
+                        keys.iter().map(|(_, v)| cell(v)).collect(),
+                    )
+                }
+            };
+            let params: Vec<&(dyn postgres::types::ToSql + Sync)> = values
+                .iter()
+                .map(|v| v as &(dyn postgres::types::ToSql + Sync))
+                .collect();
+            let statement = match prepared.get(&sql) {
+                Some(statement) => statement.clone(),
+                None => {
+                    let statement = tx
+                        .prepare_typed(&sql, &vec![Type::TEXT; values.len()])
+                        .map_err(|e| server_message(&e))?;
+                    prepared.insert(sql, statement.clone());
+                    statement
+                }
+            };
+            tx.execute(&statement, &params)
+                .map_err(|e| server_message(&e))?;
+        }
+        tx.commit().map_err(|e| server_message(&e))
+    }
+}
+
 impl Source for PostgresSource {
     fn query(&mut self, query: &str) -> Result<RowSet, SourceError> {
         RowSet::collect(|sink| self.query_into(query, sink))

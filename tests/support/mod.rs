@@ -836,3 +836,65 @@ pub fn datasync_binary() -> std::path::PathBuf {
         })
         .clone()
 }
+
+/// The attributes a table export carries, in column order.
+pub const EXPORT_COLUMNS: [&str; 11] = [
+    "employeeID",
+    "cn",
+    "givenName",
+    "sn",
+    "mail",
+    "department",
+    "title",
+    "telephoneNumber",
+    "manager",
+    "description",
+    "sAMAccountName",
+];
+
+/// A store filled by the main job (users only): `directory.db` in `dir`.
+pub fn filled_store(dir: &Path) -> std::path::PathBuf {
+    let mut job = main_job();
+    users_only(&mut job);
+    let plan = compile(&job, &Default::default());
+    let book = TempWorkbook::new(&people());
+    let path = dir.join("directory.db");
+    let store = datasync::Store::open(&path).unwrap();
+    let report = run_job(&plan, &book.path(), &store, 0);
+    assert_eq!(
+        report.status,
+        datasync::RunStatus::FinishedSuccess,
+        "{report:?}"
+    );
+    path
+}
+
+/// A job copying the users' [`EXPORT_COLUMNS`] from a directory into the table `table`
+/// (`Destination.Table`), phones split from a directory source's `;`-joined values and
+/// joined with `;` in the table, every row in scope for deletes.
+pub fn table_export_job(table: &str) -> serde_json::Value {
+    let mut job = main_job();
+    users_only(&mut job);
+    job["fieldsMap"] = EXPORT_COLUMNS
+        .iter()
+        .map(|c| copy_field(c, c, *c == "employeeID"))
+        .collect();
+    job["fieldsMap"][7]["delimiter"] = ";".into();
+    job["objectsOption"][0]["isDelete"] = true.into();
+    job["syncQuery"][0]["query"] = "(&(objectClass=user)(employeeID=*))".into();
+    job["syncQuery"][0]["queryType"] = "LDAP".into();
+    set_setting(&mut job, "Destination.IsTableProvider", "True");
+    set_setting(&mut job, "Destination.Table", table);
+    job
+}
+
+/// The reverse of [`table_export_job`]: the rows `query` reads, as users in the main job's
+/// container.
+pub fn table_import_job(query: &str) -> serde_json::Value {
+    let mut job = table_export_job("unused");
+    job["objectsOption"][0]["isDelete"] = false.into();
+    job["syncQuery"][0]["query"] = query.into();
+    job["syncQuery"][0]["queryType"] = "SQL".into();
+    set_setting(&mut job, "Destination.IsTableProvider", "False");
+    job
+}
