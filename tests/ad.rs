@@ -880,3 +880,60 @@ fn groups_on_ad_nest_follow_renamed_members_and_take_users_naming_them() {
     assert_eq!(same.counts.unchanged, 5, "{same:?}");
     assert!(same.modified.is_empty(), "{same:?}");
 }
+
+/// A binary attribute on AD: `thumbnailPhoto` is carried as base64 in datasync and sent as
+/// its bytes; read back, the same base64. A value that is not base64 is refused, not sent as
+/// text.
+#[test]
+fn photos_go_to_ad_as_bytes_and_read_back_as_the_same_base64() {
+    use base64::Engine;
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+    let ou = samba::dc().ou("photos");
+    let ad = connect();
+    let photo = [0xffu8, 0xd8, 0xff, 0xe0, 0x00, 0x10, 0x4a, 0x46, 0x80, 0x00];
+    let dn = format!("CN=Photo Person,{}", &*ou);
+    let mut entry = datasync::Entry::new(&dn);
+    entry.set("objectClass", vec!["contact".into()]);
+    entry.set("cn", vec!["Photo Person".into()]);
+    entry.set("thumbnailPhoto", vec![b64(&photo)]);
+    ad.add(&entry, None).unwrap_or_else(|e| panic!("{e}"));
+    let raw = |dn: &str| -> Vec<Vec<u8>> {
+        let found = samba::dc().search(dn, "(objectClass=*)", &["thumbnailPhoto"]);
+        let mut values: Vec<Vec<u8>> = found[0].bin_attrs.values().flatten().cloned().collect();
+        values.extend(
+            found[0]
+                .attrs
+                .values()
+                .flatten()
+                .map(|v| v.as_bytes().to_vec()),
+        );
+        values
+    };
+    assert_eq!(raw(&dn), vec![photo.to_vec()]);
+    let read = ad
+        .read_entry(&dn, &["thumbnailPhoto".into()])
+        .unwrap()
+        .unwrap();
+    assert_eq!(read.get("thumbnailPhoto"), [b64(&photo)]);
+
+    ad.modify(
+        &dn,
+        &[datasync::destination::Modification::Replace(
+            "thumbnailPhoto".into(),
+            vec![b64(&[1, 2, 3])],
+        )],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(raw(&dn), vec![vec![1u8, 2, 3]]);
+    let err = ad
+        .modify(
+            &dn,
+            &[datasync::destination::Modification::Replace(
+                "thumbnailPhoto".into(),
+                vec!["not a photo!".into()],
+            )],
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("base64"), "{err}");
+    assert_eq!(raw(&dn), vec![vec![1u8, 2, 3]]);
+}

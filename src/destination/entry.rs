@@ -365,6 +365,47 @@ pub fn eq_ignore_case(a: &str, b: &str) -> bool {
     }
 }
 
+/// Whether `name` holds bytes rather than text: photos (`jpegPhoto`, `thumbnailPhoto`),
+/// certificates, and any attribute asked for with the `;binary` option. Every value in a run
+/// is text, so a binary attribute's values are carried as their bytes in standard base64:
+/// a database's binary column reads as base64, the LDIF writer puts it out as `name:: …`,
+/// and an LDAP server is sent (and read back as) the raw bytes.
+///
+/// ```
+/// assert!(datasync::destination::is_binary_attribute("thumbnailPhoto"));
+/// assert!(datasync::destination::is_binary_attribute("userCertificate;binary"));
+/// assert!(!datasync::destination::is_binary_attribute("description"));
+/// ```
+pub fn is_binary_attribute(name: &str) -> bool {
+    const BINARY: [&str; 13] = [
+        "jpegPhoto",
+        "thumbnailPhoto",
+        "thumbnailLogo",
+        "photo",
+        "audio",
+        "userCertificate",
+        "cACertificate",
+        "userSMIMECertificate",
+        "userPKCS12",
+        "mS-DS-ConsistencyGuid",
+        "msExchMailboxGuid",
+        "msExchMasterAccountSid",
+        "sIDHistory",
+    ];
+    let (base, options) = name.split_once(';').unwrap_or((name, ""));
+    options.split(';').any(|o| o.eq_ignore_ascii_case("binary"))
+        || BINARY.iter().any(|b| b.eq_ignore_ascii_case(base))
+}
+
+/// The bytes a binary attribute's value stands for (see [`is_binary_attribute`]), or why the
+/// value is not standard base64.
+pub fn binary_bytes(name: &str, value: &str) -> Result<Vec<u8>, String> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(value.trim())
+        .map_err(|e| format!("{name} holds bytes, given as base64; this value is not base64 ({e})"))
+}
+
 /// Checks that `name` is an LDAP attribute description (RFC 4512 section 2.5): a name (a
 /// letter, then letters, digits and hyphens) or a numeric OID, with `;option`s. Anything else
 /// would be written into LDIF or an LDAP request as something other than one attribute.

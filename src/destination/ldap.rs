@@ -202,8 +202,17 @@ fn unicode_pwd(password: &Secret) -> Vec<u8> {
         .collect()
 }
 
-fn values_set(values: &[String]) -> HashSet<Vec<u8>> {
-    values.iter().map(|v| v.as_bytes().to_vec()).collect()
+/// The values of `name` as sent: their text, or for a binary attribute the bytes their
+/// base64 stands for.
+fn values_set(name: &str, values: &[String]) -> Result<HashSet<Vec<u8>>, DestinationError> {
+    if !super::is_binary_attribute(name) {
+        return Ok(values.iter().map(|v| v.as_bytes().to_vec()).collect());
+    }
+    values
+        .iter()
+        .map(|v| super::binary_bytes(name, v))
+        .collect::<Result<_, _>>()
+        .map_err(|message| DestinationError::Rejected { message })
 }
 
 /// Result codes meaning "this server has no Password Modify operation".
@@ -384,6 +393,16 @@ fn decode_entry(raw: ldap3::ResultEntry) -> Option<SearchEntry> {
             .into_iter()
             .map(|v| v.expect_primitive())
             .collect::<Option<_>>()?;
+        // A binary attribute's bytes are carried as base64 (see `is_binary_attribute`).
+        if super::is_binary_attribute(&name) {
+            use base64::Engine;
+            let values = raw_values
+                .iter()
+                .map(|v| base64::engine::general_purpose::STANDARD.encode(v))
+                .collect();
+            attrs.insert(name, values);
+            continue;
+        }
         // As ldap3 does: an attribute with any value that is not UTF-8 is binary throughout.
         if raw_values.iter().all(|v| std::str::from_utf8(v).is_ok()) {
             let values = raw_values
@@ -645,7 +664,10 @@ impl LdapDirectory {
         for change in changes {
             match change {
                 Modification::Replace(attr, values) => {
-                    mods.push(Mod::Replace(attr.as_bytes().to_vec(), values_set(values)));
+                    mods.push(Mod::Replace(
+                        attr.as_bytes().to_vec(),
+                        values_set(attr, values)?,
+                    ));
                 }
                 // No values to edit is nothing to do (to LDAP, a delete without values
                 // would remove the whole attribute).
@@ -653,11 +675,17 @@ impl LdapDirectory {
                     if values.is_empty() => {}
                 Modification::AddValues(attr, values) => {
                     permissive = true;
-                    mods.push(Mod::Add(attr.as_bytes().to_vec(), values_set(values)));
+                    mods.push(Mod::Add(
+                        attr.as_bytes().to_vec(),
+                        values_set(attr, values)?,
+                    ));
                 }
                 Modification::DeleteValues(attr, values) => {
                     permissive = true;
-                    mods.push(Mod::Delete(attr.as_bytes().to_vec(), values_set(values)));
+                    mods.push(Mod::Delete(
+                        attr.as_bytes().to_vec(),
+                        values_set(attr, values)?,
+                    ));
                 }
                 Modification::SetPassword(secret) => {
                     self.refuse_plain_password(dn)?;
@@ -835,8 +863,8 @@ impl Destination for LdapDirectory {
                 .chain(extra.iter().map(|(n, v)| (*n, v.as_slice())))
         };
         let mut attrs: Vec<(Vec<u8>, HashSet<Vec<u8>>)> = sent()
-            .map(|(name, values)| (name.as_bytes().to_vec(), values_set(values)))
-            .collect();
+            .map(|(name, values)| Ok((name.as_bytes().to_vec(), values_set(name, values)?)))
+            .collect::<Result<_, DestinationError>>()?;
         if let (Some(password), ServerKind::ActiveDirectory) = (password, self.kind) {
             attrs.push((
                 b"unicodePwd".to_vec(),

@@ -120,9 +120,17 @@ fn attr_value(line: &str) -> Result<(String, String), String> {
         let bytes = BASE64
             .decode(b64.trim())
             .map_err(|e| format!("{name}: bad base64 value: {e}"))?;
-        String::from_utf8(bytes).map_err(|_| {
-            format!("{name}: binary values are not supported by the embedded directory")
-        })?
+        if super::is_binary_attribute(name) {
+            // Kept as base64, as every binary value is (see `is_binary_attribute`).
+            BASE64.encode(bytes)
+        } else {
+            String::from_utf8(bytes).map_err(|_| {
+                format!(
+                    "{name}: the value is not UTF-8 text (only binary attributes such as \
+                     jpegPhoto hold bytes)"
+                )
+            })?
+        }
     } else if rest.starts_with('<') {
         return Err(format!("{name}: URL values are not supported"));
     } else {
@@ -151,7 +159,10 @@ fn is_safe(value: &str) -> bool {
 
 /// Appends one `name: value` line (or `name:: base64`), folded at 76 columns.
 fn write_line(out: &mut String, name: &str, value: &str) {
-    let line = if is_safe(value) {
+    let line = if super::is_binary_attribute(name) && BASE64.decode(value).is_ok() {
+        // Already base64: the bytes, as LDIF writes bytes.
+        format!("{name}:: {value}")
+    } else if is_safe(value) {
         format!("{name}: {value}")
     } else {
         format!("{name}:: {}", BASE64.encode(value.as_bytes()))
@@ -223,13 +234,21 @@ mod tests {
     }
 
     #[test]
+    fn binary_attributes_keep_their_bytes_as_base64() {
+        let text = "dn: CN=a\njpegPhoto:: /9j/4AAQ\n";
+        let entries = parse(text).unwrap();
+        assert_eq!(entries[0].first("jpegPhoto"), Some("/9j/4AAQ"));
+        assert_eq!(write(&entries), format!("version: 1\n\n{text}"));
+    }
+
+    #[test]
     fn refuses_what_it_cannot_keep() {
         for (text, line, needle) in [
             ("dn: CN=a\nchangetype: add\n", 2, "change records"),
             ("cn: a\n", 1, "must start with dn"),
             ("dn: CN=a\ncn:< file:///etc/passwd\n", 2, "URL values"),
             ("dn: CN=a\ncn:: !!!\n", 2, "bad base64"),
-            ("dn: CN=a\njpegPhoto:: /9j/\n", 2, "binary"),
+            ("dn: CN=a\ndescription:: /9j/\n", 2, "not UTF-8"),
             ("dn: CN=a\nno colon here\n", 2, "not an attribute line"),
             (" continuation\n", 1, "continuation"),
             ("dn: CN=a\ndn: CN=b\n", 2, "second dn"),

@@ -13,7 +13,10 @@ mod table;
 use std::path::PathBuf;
 
 pub use embedded::LdifDirectory;
-pub use entry::{Attribute, AttributeName, Entry, check_attribute_description, value_key};
+pub use entry::{
+    Attribute, AttributeName, Entry, binary_bytes, check_attribute_description,
+    is_binary_attribute, value_key,
+};
 pub use ldap::{LdapDirectory, ServerKind};
 pub use store::Store;
 pub(crate) use table::{DatabaseTable, RowChange};

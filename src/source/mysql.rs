@@ -5,8 +5,8 @@
 //! Values arrive in the server's text form and keep it: integers and `DECIMAL` exactly, dates
 //! as `1999-12-31`, `DATETIME` as `2026-12-03T08:30:00`, `TIMESTAMP` (which the server keeps in
 //! UTC; the session asks for UTC) as `2026-12-03T08:30:00Z`, `TINYINT(1)` (`BOOLEAN`) as
-//! `TRUE`/`FALSE`, NULL as no value. Binary columns (`BLOB`, `VARBINARY`, `BIT`) are cell
-//! errors: a row fails only when its field map reads one.
+//! `TRUE`/`FALSE`, binary columns (`BLOB`, `VARBINARY`, `BIT`) as base64 (how a binary
+//! attribute such as `thumbnailPhoto` carries its bytes), NULL as no value.
 
 use mysql::consts::{ColumnFlags, ColumnType};
 use mysql::prelude::Queryable;
@@ -439,12 +439,12 @@ fn text_of(kind: Kind, value: Value) -> Result<Option<String>, String> {
         other => return Ok(Some(other.as_sql(true).trim_matches('\'').to_string())),
     };
     if kind == Kind::Binary {
-        return Err(
-            "a binary value has no text form here; convert it in the query \
-                    (HEX(column)) to read it (binary attributes such as jpegPhoto are not \
-                    written yet)"
-                .into(),
-        );
+        // Bytes (a photo) as base64, as every binary value is carried (see
+        // `destination::is_binary_attribute`).
+        use base64::Engine;
+        return Ok(Some(
+            base64::engine::general_purpose::STANDARD.encode(bytes),
+        ));
     }
     let text = String::from_utf8(bytes).map_err(|_| "the value is not UTF-8 text".to_string())?;
     Ok(Some(match kind {
@@ -485,7 +485,7 @@ mod tests {
             t(Kind::UtcTime, "2026-12-03 08:30:00.500000"),
             Ok(Some("2026-12-03T08:30:00.500000Z".into()))
         );
-        assert!(t(Kind::Binary, "\u{1}").is_err());
+        assert_eq!(t(Kind::Binary, "\u{1}"), Ok(Some("AQ==".into())));
         assert_eq!(text_of(Kind::Text, Value::NULL), Ok(None));
         assert_eq!(
             text_of(Kind::Text, Value::Bytes(vec![0xff])),

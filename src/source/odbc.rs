@@ -8,7 +8,7 @@
 //! MariaDB's driver unless it says `NO_CACHE=1`. Values keep the driver's text, with a
 //! timestamp's space made ISO 8601's `T` and a `BIT` read `TRUE`/`FALSE` (psqlODBC reports
 //! booleans as `BIT` with `BoolsAsChar=0`, and as the text `1`/`0` otherwise); binary columns
-//! are cell errors. A delta run reads every row and the run keeps the changed ones (a generic
+//! read as base64, as a binary attribute (`jpegPhoto`) carries its bytes. A delta run reads every row and the run keeps the changed ones (a generic
 //! filter on the stamp column would need the column's type, which drivers spell differently).
 //!
 //! The password comes apart from the connection string (`DATASYNC_SOURCE_PASSWORD` on the
@@ -158,18 +158,13 @@ impl Source for OdbcSource {
             for (i, kind) in kinds.iter().enumerate() {
                 let column = (i + 1) as u16;
                 if *kind == Kind::Binary {
-                    // Read (a driver may insist on columns in order), then set aside.
+                    // Bytes (a photo) as base64, as every binary value is carried (see
+                    // `destination::is_binary_attribute`).
+                    use base64::Engine;
                     let present = row.get_binary(column, &mut buffer).map_err(query_error)?;
-                    values.push(None);
-                    if present {
-                        cell_errors.push((
-                            i,
-                            "a binary value has no text form here; convert it to text in the \
-                             query to read it (binary attributes such as jpegPhoto are not \
-                             written yet)"
-                                .to_string(),
-                        ));
-                    }
+                    values.push(
+                        present.then(|| base64::engine::general_purpose::STANDARD.encode(&buffer)),
+                    );
                     continue;
                 }
                 if !row.get_text(column, &mut buffer).map_err(query_error)? {

@@ -4,9 +4,10 @@
 //! Columns keep what their types mean, written as a user reads them: integers and decimals
 //! exactly (`numeric` digit for digit), booleans as `TRUE`/`FALSE` (LDAP's spelling), dates as
 //! `2026-12-03`, timestamps as `2026-12-03T08:30:00` and, with a zone, in UTC as
-//! `2026-12-03T08:30:00Z`, NULL as no value (the attribute is then removed). A column of a type
-//! that has no text form here (`bytea`, arrays, geometric types) is a cell error: a row fails
-//! only when its field map reads one (cast it in the query, `photo::text`, to read it).
+//! `2026-12-03T08:30:00Z`, `bytea` as base64 (how a binary attribute such as `jpegPhoto`
+//! carries its bytes), NULL as no value (the attribute is then removed). A column of a type
+//! that has no text form here (arrays, geometric types) is a cell error: a row fails only when
+//! its field map reads one (cast it in the query, `tags::text`, to read it).
 
 use std::str::FromStr;
 
@@ -489,21 +490,22 @@ fn text_of(ty: &Type, raw: &[u8]) -> Result<String, Failure> {
             DateTime::<Utc>::from_sql(ty, raw)?.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
         }
         Type::UUID => uuid_text(raw)?,
+        // Bytes (a photo) as base64, as every binary value is carried (see
+        // `destination::is_binary_attribute`).
+        Type::BYTEA => {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD.encode(raw)
+        }
         _ => match ty.kind() {
             Kind::Enum(_) => String::from_utf8(raw.to_vec())?,
             Kind::Domain(base) => text_of(base, raw)?,
             // Extension text types (`citext`) send their text as is.
             _ if ty.name() == "citext" => String::from_utf8(raw.to_vec())?,
             _ => {
-                return Err(format!(
-                    "has no text form here; cast it in the query (`column::text`) to read it{}",
-                    if *ty == Type::BYTEA {
-                        " (binary attributes such as jpegPhoto are not written yet)"
-                    } else {
-                        ""
-                    }
-                )
-                .into());
+                return Err(
+                    "has no text form here; cast it in the query (`column::text`) to read it"
+                        .into(),
+                );
             }
         },
     })
