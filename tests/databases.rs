@@ -729,6 +729,33 @@ mod odbc {
     }
 
     #[test]
+    fn a_directory_goes_to_a_postgres_table_through_odbc_writing_only_changed_rows() {
+        let server = Postgres::start();
+        server.execute(&format!("{EXPORT_TABLE});"));
+        let column = |sql: &str| -> Vec<Option<String>> {
+            let mut source = PostgresSource::connect(config(&server)).unwrap();
+            let rows = source.query(sql).unwrap();
+            rows.rows.into_iter().map(|r| r.values[0].clone()).collect()
+        };
+        assert_exports_to_a_database_table(
+            &|spec| {
+                TableDestination::database(postgres_odbc(&server), "staff_export", spec.clone())
+                    .unwrap_or_else(|e| panic!("{e}"))
+            },
+            &|| Box::new(OdbcSource::connect(postgres_odbc(&server)).unwrap()),
+            &|| {
+                let ids = column("SELECT employeeid::text FROM staff_export ORDER BY 1");
+                let xmins = column("SELECT xmin::text FROM staff_export ORDER BY employeeid::text");
+                ids.into_iter()
+                    .zip(xmins)
+                    .map(|(i, x)| (i.unwrap(), x.unwrap()))
+                    .collect()
+            },
+            &|| column("SELECT notes FROM staff_export"),
+        );
+    }
+
+    #[test]
     fn the_command_line_reads_odbc() {
         let server = Postgres::start();
         staff_table(&server, &people());

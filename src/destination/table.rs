@@ -234,8 +234,8 @@ impl TableDestination {
         TableDestination::holding(path, backing, spec, read)
     }
 
-    /// A table in a database: `postgres://…` or `mysql://…` (the password apart, as for a
-    /// source), the table as the job's `Destination.Table` names it (`staff`, `hr.staff`). The
+    /// A table in a database: `postgres://…`, `mysql://…` or (with the `odbc` feature)
+    /// `odbc:CONNECTION-STRING` (the password apart, as for a source), the table as the job's `Destination.Table` names it (`staff`, `hr.staff`). The
     /// table must have a column for every field; it is read whole now, and commit applies the
     /// run's inserts, updates of changed cells, and deletes in one transaction. An unchanged
     /// run sends no statement.
@@ -270,10 +270,23 @@ impl TableDestination {
                 let (t, rows) =
                     crate::source::mysql::MysqlTable::open(config, table).map_err(failed)?;
                 (Box::new(t), rows)
+            } else if lower.starts_with("odbc:") {
+                #[cfg(feature = "odbc")]
+                {
+                    let (t, rows) =
+                        crate::source::odbc::OdbcTable::open(config, table).map_err(failed)?;
+                    (Box::new(t), rows)
+                }
+                #[cfg(not(feature = "odbc"))]
+                return Err(DestinationError::Rejected {
+                    message: "this build has no ODBC tables; build datasync with the `odbc` \
+                              feature"
+                        .into(),
+                });
             } else {
                 return Err(DestinationError::Rejected {
                     message: format!(
-                        "{server}: a database table destination is postgres:// or mysql://"
+                        "{server}: a database table destination is postgres://, mysql:// or odbc:"
                     ),
                 });
             };

@@ -13,7 +13,7 @@ mod excel;
 mod ldap;
 pub(crate) mod mysql;
 #[cfg(feature = "odbc")]
-mod odbc;
+pub(crate) mod odbc;
 pub(crate) mod postgres;
 pub mod sql;
 

@@ -192,6 +192,156 @@ impl Source for OdbcSource {
     }
 }
 
+/// A table reached through ODBC as a table destination's store: read whole when it is
+/// opened, and written at commit in one transaction (autocommit off) of row inserts, updates
+/// of the changed cells and deletes, each value a text parameter the driver converts to the
+/// column's type (`TRUE`/`FALSE` sent as 1/0 to a `BIT` column), an empty cell as NULL.
+pub(crate) struct OdbcTable {
+    connection: odbc_api::Connection<'static>,
+    table: String,
+    /// Each column's quoted name (in the driver's identifier quote) and how it is written.
+    columns: Vec<(String, Kind)>,
+}
+
+impl std::fmt::Debug for OdbcTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OdbcTable")
+            .field("table", &self.table)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OdbcTable {
+    /// Connects, and reads the table `table` whole.
+    pub(crate) fn open(
+        config: DatabaseConfig,
+        table: &str,
+    ) -> Result<(OdbcTable, RowSet), SourceError> {
+        let mut source = OdbcSource::connect(config)?;
+        let sql = format!("SELECT * FROM {table}");
+        let query_error = |e: odbc_api::Error| SourceError::Query {
+            query: sql.clone(),
+            message: e.to_string(),
+        };
+        let quote = source
+            .connection
+            .identifier_quote_char()
+            .ok()
+            .flatten()
+            .filter(|c| *c != ' ')
+            .unwrap_or('"');
+        let columns = {
+            let mut prepared = source.connection.prepare(&sql).map_err(query_error)?;
+            let count =
+                u16::try_from(prepared.num_result_cols().map_err(query_error)?).unwrap_or(0);
+            let mut columns = Vec::with_capacity(usize::from(count));
+            for column in 1..=count {
+                let name = prepared.col_name(column).map_err(query_error)?;
+                let kind = Kind::of(prepared.col_data_type(column).map_err(query_error)?);
+                let doubled = name.replace(quote, &format!("{quote}{quote}"));
+                columns.push((format!("{quote}{doubled}{quote}"), kind));
+            }
+            columns
+        };
+        let rows = source.query(&sql)?;
+        Ok((
+            OdbcTable {
+                connection: source.connection,
+                table: table.to_string(),
+                columns,
+            },
+            rows,
+        ))
+    }
+
+    /// A cell as a parameter.
+    fn parameter(&self, at: usize, text: &str) -> odbc_api::parameter::VarCharBox {
+        if text.is_empty() {
+            return odbc_api::parameter::VarCharBox::null();
+        }
+        let text = match self.columns.get(at).map(|c| c.1) {
+            Some(Kind::Boolean) if text.eq_ignore_ascii_case("true") => "1",
+            Some(Kind::Boolean) if text.eq_ignore_ascii_case("false") => "0",
+            _ => text,
+        };
+        odbc_api::parameter::VarCharBox::from_string(text.to_string())
+    }
+
+    fn apply_all(&self, changes: &[crate::destination::RowChange<'_>]) -> Result<(), String> {
+        use crate::destination::RowChange;
+        let name = |i: usize| self.columns[i].0.as_str();
+        for change in changes {
+            let (sql, params): (String, Vec<odbc_api::parameter::VarCharBox>) = match change {
+                RowChange::Insert(cells) => {
+                    let at: Vec<usize> = (0..cells.len().min(self.columns.len()))
+                        .filter(|&i| !cells[i].is_empty())
+                        .collect();
+                    (
+                        format!(
+                            "INSERT INTO {} ({}) VALUES ({})",
+                            self.table,
+                            at.iter().map(|&i| name(i)).collect::<Vec<_>>().join(", "),
+                            vec!["?"; at.len()].join(", ")
+                        ),
+                        at.iter().map(|&i| self.parameter(i, &cells[i])).collect(),
+                    )
+                }
+                RowChange::Update { keys, cells } => (
+                    format!(
+                        "UPDATE {} SET {} WHERE {}",
+                        self.table,
+                        cells
+                            .iter()
+                            .map(|(i, _)| format!("{} = ?", name(*i)))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        keys.iter()
+                            .map(|(i, _)| format!("{} = ?", name(*i)))
+                            .collect::<Vec<_>>()
+                            .join(" AND ")
+                    ),
+                    cells
+                        .iter()
+                        .chain(keys.iter())
+                        .map(|(i, v)| self.parameter(*i, v))
+                        .collect(),
+                ),
+                RowChange::Delete { keys } => (
+                    format!(
+                        "DELETE FROM {} WHERE {}",
+                        self.table,
+                        keys.iter()
+                            .map(|(i, _)| format!("{} = ?", name(*i)))
+                            .collect::<Vec<_>>()
+                            .join(" AND ")
+                    ),
+                    keys.iter().map(|(i, v)| self.parameter(*i, v)).collect(),
+                ),
+            };
+            self.connection
+                .execute(&sql, params.as_slice(), None)
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+}
+
+impl crate::destination::DatabaseTable for OdbcTable {
+    fn apply(&mut self, changes: &[crate::destination::RowChange<'_>]) -> Result<(), String> {
+        self.connection
+            .set_autocommit(false)
+            .map_err(|e| e.to_string())?;
+        let applied = self
+            .apply_all(changes)
+            .and_then(|()| self.connection.commit().map_err(|e| e.to_string()));
+        if applied.is_err() {
+            let _ = self.connection.rollback();
+        }
+        let _ = self.connection.set_autocommit(true);
+        applied
+    }
+}
+
 /// How a column's text is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
