@@ -732,26 +732,14 @@ mod odbc {
     fn a_directory_goes_to_a_postgres_table_through_odbc_writing_only_changed_rows() {
         let server = Postgres::start();
         server.execute(&format!("{EXPORT_TABLE});"));
-        let column = |sql: &str| -> Vec<Option<String>> {
-            let mut source = PostgresSource::connect(config(&server)).unwrap();
-            let rows = source.query(sql).unwrap();
-            rows.rows.into_iter().map(|r| r.values[0].clone()).collect()
-        };
         assert_exports_to_a_database_table(
             &|spec| {
                 TableDestination::database(postgres_odbc(&server), "staff_export", spec.clone())
                     .unwrap_or_else(|e| panic!("{e}"))
             },
             &|| Box::new(OdbcSource::connect(postgres_odbc(&server)).unwrap()),
-            &|| {
-                let ids = column("SELECT employeeid::text FROM staff_export ORDER BY 1");
-                let xmins = column("SELECT xmin::text FROM staff_export ORDER BY employeeid::text");
-                ids.into_iter()
-                    .zip(xmins)
-                    .map(|(i, x)| (i.unwrap(), x.unwrap()))
-                    .collect()
-            },
-            &|| column("SELECT notes FROM staff_export"),
+            &|| pg_row_versions(&server),
+            &|| pg_column(&server, "SELECT notes FROM staff_export"),
         );
     }
 
@@ -857,31 +845,7 @@ fn assert_exports_to_a_database_table(
     assert_eq!(versions(), before, "an unchanged run wrote rows");
 
     // A new title for 1003, and 1008 leaves: those two rows only.
-    let store = datasync::Store::open(&store_path).unwrap();
-    let dn_of = |id: &str| {
-        store
-            .search(
-                "DC=groupid,DC=lab",
-                Scope::Subtree,
-                &Filter::parse(&format!("(employeeID={id})")).unwrap(),
-                &[],
-            )
-            .unwrap()
-            .remove(0)
-            .dn
-    };
-    store
-        .modify(
-            &dn_of("1003"),
-            &[datasync::destination::Modification::Replace(
-                "title".into(),
-                vec!["Chief Scientist".into()],
-            )],
-        )
-        .unwrap();
-    store.delete(&dn_of("1008")).unwrap();
-    store.commit().unwrap();
-    drop(store);
+    support::retitle_1003_and_remove_1008(&store_path);
     let changed = export();
     assert_eq!(
         (changed.counts.updated, changed.counts.deleted),
@@ -912,25 +876,35 @@ const EXPORT_TABLE: &str = "CREATE TABLE staff_export (employeeID integer PRIMAR
 fn a_directory_goes_to_a_postgres_table_and_back_writing_only_changed_rows() {
     let server = Postgres::start();
     server.execute(&format!("{EXPORT_TABLE});"));
-    let column = |sql: &str| -> Vec<Option<String>> {
-        let mut source = PostgresSource::connect(config(&server)).unwrap();
-        let rows = source.query(sql).unwrap();
-        rows.rows.into_iter().map(|r| r.values[0].clone()).collect()
-    };
     assert_exports_to_a_database_table(
         &|spec| TableDestination::database(config(&server), "staff_export", spec.clone()).unwrap(),
         &|| Box::new(PostgresSource::connect(config(&server)).unwrap()),
-        // A written row gets a new xmin (the transaction that wrote it).
-        &|| {
-            let ids = column("SELECT employeeid::text FROM staff_export ORDER BY 1");
-            let xmins = column("SELECT xmin::text FROM staff_export ORDER BY employeeid::text");
-            ids.into_iter()
-                .zip(xmins)
-                .map(|(i, x)| (i.unwrap(), x.unwrap()))
-                .collect()
-        },
-        &|| column("SELECT notes FROM staff_export"),
+        &|| pg_row_versions(&server),
+        &|| pg_column(&server, "SELECT notes FROM staff_export"),
     );
+}
+
+/// The first column of `sql`'s rows on `server`.
+fn pg_column(server: &Postgres, sql: &str) -> Vec<Option<String>> {
+    let mut source = PostgresSource::connect(config(server)).unwrap();
+    let rows = source.query(sql).unwrap();
+    rows.rows.into_iter().map(|r| r.values[0].clone()).collect()
+}
+
+/// Each `staff_export` row's version, by employee id: its `xmin`, which a write of the row
+/// changes (the transaction that wrote it), even to the same values.
+fn pg_row_versions(server: &Postgres) -> std::collections::BTreeMap<String, String> {
+    let rows = pg_column(
+        server,
+        "SELECT employeeid::text || ' ' || xmin::text FROM staff_export",
+    );
+    rows.into_iter()
+        .flatten()
+        .filter_map(|r| {
+            r.split_once(' ')
+                .map(|(i, x)| (i.to_string(), x.to_string()))
+        })
+        .collect()
 }
 
 #[test]
@@ -1028,24 +1002,6 @@ fn the_command_line_exports_a_store_to_a_postgres_table() {
     assert_eq!(rows.rows[0].values[0].as_deref(), Some("Bob Stone"));
 }
 
-/// The raw values of `attribute` of `dn` on `server`, straight from the server.
-fn raw_values(server: &support::slapd::Slapd, dn: &str, attribute: &str) -> Vec<Vec<u8>> {
-    let mut conn = ldap3::LdapConn::new(&server.url()).unwrap();
-    conn.simple_bind(support::slapd::ADMIN_DN, support::slapd::ADMIN_PASSWORD)
-        .unwrap()
-        .success()
-        .unwrap();
-    let (entries, _) = conn
-        .search(dn, ldap3::Scope::Base, "(objectClass=*)", vec![attribute])
-        .unwrap()
-        .success()
-        .unwrap();
-    let entry = ldap3::SearchEntry::construct(entries.into_iter().next().unwrap());
-    let mut values: Vec<Vec<u8>> = entry.bin_attrs.into_values().flatten().collect();
-    values.extend(entry.attrs.into_values().flatten().map(String::into_bytes));
-    values
-}
-
 /// Photos in an HR table (`bytea`) go to `jpegPhoto` as bytes: raw over LDAP (slapd), base64
 /// in LDIF; an unchanged photo is not written again, a changed one is.
 #[test]
@@ -1086,7 +1042,7 @@ fn photos_from_a_postgres_table_reach_ldap_as_bytes_and_ldif_as_base64() {
     };
     assert_eq!(run(&ldap).counts.added, people().len());
     let ann = "CN=Ann Lee,OU=API,OU=groupid,DC=lab";
-    assert_eq!(raw_values(&slapd, ann, "jpegPhoto"), vec![photo.to_vec()]);
+    assert_eq!(slapd.raw_values(ann, "jpegPhoto"), vec![photo.to_vec()]);
     assert_eq!(
         run(&ldap).counts.updated,
         0,
@@ -1095,7 +1051,7 @@ fn photos_from_a_postgres_table_reach_ldap_as_bytes_and_ldif_as_base64() {
 
     server.execute("UPDATE staff SET Photo = '\\x0102' WHERE EmployeeID = 1001;");
     assert_eq!(run(&ldap).counts.updated, 1);
-    assert_eq!(raw_values(&slapd, ann, "jpegPhoto"), vec![vec![1u8, 2]]);
+    assert_eq!(slapd.raw_values(ann, "jpegPhoto"), vec![vec![1u8, 2]]);
 
     // The embedded directory keeps the bytes as base64 and writes them to LDIF as bytes.
     let embedded = LdifDirectory::in_memory();

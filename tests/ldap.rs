@@ -225,24 +225,6 @@ fn user_dns(dir: &dyn Destination) -> Vec<String> {
     }
 }
 
-/// The raw values of one attribute of one entry, read straight from the server.
-fn raw_values(server: &Slapd, dn: &str, attribute: &str) -> Vec<Vec<u8>> {
-    let mut conn = ldap3::LdapConn::new(&server.url()).unwrap();
-    conn.simple_bind(ADMIN_DN, ADMIN_PASSWORD)
-        .unwrap()
-        .success()
-        .unwrap();
-    let (entries, _) = conn
-        .search(dn, ldap3::Scope::Base, "(objectClass=*)", vec![attribute])
-        .unwrap()
-        .success()
-        .unwrap();
-    let entry = ldap3::SearchEntry::construct(entries.into_iter().next().unwrap());
-    let mut values: Vec<Vec<u8>> = entry.bin_attrs.into_values().flatten().collect();
-    values.extend(entry.attrs.into_values().flatten().map(String::into_bytes));
-    values
-}
-
 fn first_user_dn(dir: &dyn Destination) -> String {
     user_dns(dir)
         .into_iter()
@@ -286,9 +268,9 @@ fn active_directory_passwords_go_to_unicode_pwd_over_tls_only() {
         .encode_utf16()
         .flat_map(u16::to_le_bytes)
         .collect();
-    assert_eq!(raw_values(&server, &ann, "unicodePwd"), vec![expected]);
+    assert_eq!(server.raw_values(&ann, "unicodePwd"), vec![expected]);
     assert_eq!(
-        raw_values(&server, &ann, "userPassword"),
+        server.raw_values(&ann, "userPassword"),
         Vec::<Vec<u8>>::new()
     );
     // The report never carries the password.
@@ -312,7 +294,7 @@ fn other_servers_get_passwords_through_password_modify() {
     );
     let ann = first_user_dn(&dir);
     // slapd hashed it (Password Modify), so it is not stored as sent ...
-    let stored = raw_values(&server, &ann, "userPassword");
+    let stored = server.raw_values(&ann, "userPassword");
     assert_eq!(stored.len(), 1);
     assert!(
         stored[0].starts_with(b"{SSHA}"),

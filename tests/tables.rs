@@ -6,7 +6,7 @@ mod support;
 
 use std::path::Path;
 
-use datasync::destination::{Modification, Scope, TableDestination, TableSpec};
+use datasync::destination::{Scope, TableDestination, TableSpec};
 use datasync::query::Filter;
 use datasync::source::DirectorySource;
 use datasync::{Destination, LdifDirectory, NoHooks, RunOptions, RunStatus, Store};
@@ -123,31 +123,7 @@ fn updates_change_their_cells_only_and_deletes_remove_rows() {
     std::fs::write(&table, lines.join("\n") + "\n").unwrap();
 
     // In the directory: a new title for 1003, and 1008 leaves.
-    let store = Store::open(&store_path).unwrap();
-    let find = |id: &str| {
-        store
-            .search(
-                "DC=groupid,DC=lab",
-                Scope::Subtree,
-                &Filter::parse(&format!("(employeeID={id})")).unwrap(),
-                &[],
-            )
-            .unwrap()
-            .remove(0)
-            .dn
-    };
-    store
-        .modify(
-            &find("1003"),
-            &[Modification::Replace(
-                "title".into(),
-                vec!["Chief Scientist".into()],
-            )],
-        )
-        .unwrap();
-    store.delete(&find("1008")).unwrap();
-    store.commit().unwrap();
-    drop(store);
+    support::retitle_1003_and_remove_1008(&store_path);
 
     let before = std::fs::read_to_string(&table).unwrap();
     let report = export(&store_path, &table, "Staff");
@@ -274,7 +250,7 @@ fn the_command_line_exports_a_store_to_csv_and_refuses_to_overwrite_an_input() {
     assert_eq!(out.status.code(), Some(2));
     assert!(!dir.path().join("other.db").exists());
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("csv:PATH or xlsx:PATH"),
+        String::from_utf8_lossy(&out.stderr).contains("csv:PATH, xlsx:PATH"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );

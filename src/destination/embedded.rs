@@ -337,19 +337,7 @@ impl LdifDirectory {
             path: path.clone(),
             source,
         };
-        let lock_path = PathBuf::from(format!("{}.lock", path.display()));
-        let lock = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|source| DestinationError::Io {
-                path: lock_path.clone(),
-                source,
-            })?;
-        if lock.try_lock().is_err() {
-            return Err(DestinationError::Locked { path });
-        }
+        let lock = super::lock_beside(&path)?;
         crate::files::remove_stale_temps(&path);
         // Whether the file can be replaced (not read-only, its folder writable) is found now,
         // not when the run commits: a run whose changes could not be kept does not start.

@@ -19,7 +19,7 @@ pub use entry::{
 };
 pub use ldap::{LdapDirectory, ServerKind};
 pub use store::Store;
-pub(crate) use table::{DatabaseTable, RowChange};
+pub(crate) use table::{DatabaseTable, RowChange, table_statements};
 pub use table::{TABLE_DN, TableDestination, TableSpec, row_dn};
 
 use crate::Secret;
@@ -173,6 +173,28 @@ pub(crate) fn resolve_directory_file(
         path: given.to_path_buf(),
         source,
     })
+}
+
+/// Takes the lock file beside a directory or table file (`PATH.lock`) for this run: a second
+/// run on the same file is refused as locked rather than mixed with this one. The OS releases
+/// the lock when the returned file closes, also when the process dies.
+pub(crate) fn lock_beside(path: &std::path::Path) -> Result<std::fs::File, DestinationError> {
+    let lock_path = PathBuf::from(format!("{}.lock", path.display()));
+    let lock = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|source| DestinationError::Io {
+            path: lock_path.clone(),
+            source,
+        })?;
+    if lock.try_lock().is_err() {
+        return Err(DestinationError::Locked {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(lock)
 }
 
 /// The attribute names that hold a password: the job format's own `password` field and the

@@ -105,6 +105,77 @@ pub(crate) trait DatabaseTable: Send + std::fmt::Debug {
     fn apply(&mut self, changes: &[RowChange<'_>]) -> Result<(), String>;
 }
 
+/// One statement of a database table's commit: its SQL, and its parameters as the column each
+/// is for and its text, in placeholder order.
+pub(crate) struct TableStatement<'a> {
+    pub sql: String,
+    pub params: Vec<(usize, &'a str)>,
+}
+
+/// The SQL for `changes` to `table` (a name already checked): columns named by `column(i)`,
+/// each parameter written as `placeholder(i, n)` for column `i`, `n` counting from 1. An
+/// insert names only its non-empty cells, leaving the others to the columns' defaults.
+pub(crate) fn table_statements<'a>(
+    table: &str,
+    changes: &[RowChange<'a>],
+    column: &dyn Fn(usize) -> String,
+    placeholder: &dyn Fn(usize, usize) -> String,
+) -> Vec<TableStatement<'a>> {
+    let assignments = |pairs: &[(usize, &str)], first: usize, separator: &str| -> String {
+        pairs
+            .iter()
+            .enumerate()
+            .map(|(n, (i, _))| format!("{} = {}", column(*i), placeholder(*i, first + n)))
+            .collect::<Vec<_>>()
+            .join(separator)
+    };
+    changes
+        .iter()
+        .map(|change| match change {
+            RowChange::Insert(cells) => {
+                let params: Vec<(usize, &str)> = cells
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, v)| !v.is_empty())
+                    .map(|(i, v)| (i, v.as_str()))
+                    .collect();
+                TableStatement {
+                    sql: format!(
+                        "INSERT INTO {table} ({}) VALUES ({})",
+                        params
+                            .iter()
+                            .map(|(i, _)| column(*i))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        params
+                            .iter()
+                            .enumerate()
+                            .map(|(n, (i, _))| placeholder(*i, n + 1))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                    params,
+                }
+            }
+            RowChange::Update { keys, cells } => TableStatement {
+                sql: format!(
+                    "UPDATE {table} SET {} WHERE {}",
+                    assignments(cells, 1, ", "),
+                    assignments(keys, cells.len() + 1, " AND ")
+                ),
+                params: cells.iter().chain(keys.iter()).copied().collect(),
+            },
+            RowChange::Delete { keys } => TableStatement {
+                sql: format!(
+                    "DELETE FROM {table} WHERE {}",
+                    assignments(keys, 1, " AND ")
+                ),
+                params: keys.clone(),
+            },
+        })
+        .collect()
+}
+
 /// Where a table lives.
 #[derive(Debug)]
 enum Backing {
@@ -206,19 +277,7 @@ impl TableDestination {
                 });
             }
         };
-        let lock_path = PathBuf::from(format!("{}.lock", path.display()));
-        let lock = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|source| DestinationError::Io {
-                path: lock_path.clone(),
-                source,
-            })?;
-        if lock.try_lock().is_err() {
-            return Err(DestinationError::Locked { path });
-        }
+        let lock = super::lock_beside(&path)?;
         crate::files::remove_stale_temps(&path);
         // Whether the file can be replaced is found now, not when the run commits.
         drop(crate::files::Replacement::begin(&path, 0o644).map_err(io)?);
@@ -678,6 +737,10 @@ impl Destination for TableDestination {
             {
                 header_added.push(name.to_string());
             }
+        }
+        if let (Some(name), Backing::Database { .. }) = (header_added.first(), &self.backing) {
+            // A database table's columns are the table's own.
+            return Err(self.rejected(format!("{dn}: the table has no column {name}")));
         }
         let mut cells = rows.cells[at].clone().unwrap_or_default();
         let mut header = rows.header.clone();

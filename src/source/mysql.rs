@@ -254,56 +254,17 @@ impl MysqlTable {
 
 impl crate::destination::DatabaseTable for MysqlTable {
     fn apply(&mut self, changes: &[crate::destination::RowChange<'_>]) -> Result<(), String> {
-        use crate::destination::RowChange;
-        let statements: Vec<(String, Vec<Value>)> = changes
-            .iter()
-            .map(|change| match change {
-                RowChange::Insert(cells) => {
-                    let at: Vec<usize> = (0..cells.len().min(self.columns.len()))
-                        .filter(|&i| !cells[i].is_empty())
-                        .collect();
-                    let names: Vec<&str> = at.iter().map(|&i| self.columns[i].0.as_str()).collect();
-                    (
-                        format!(
-                            "INSERT INTO {} ({}) VALUES ({})",
-                            self.table,
-                            names.join(", "),
-                            vec!["?"; at.len()].join(", ")
-                        ),
-                        at.iter().map(|&i| self.value(i, &cells[i])).collect(),
-                    )
-                }
-                RowChange::Update { keys, cells } => (
-                    format!(
-                        "UPDATE {} SET {} WHERE {}",
-                        self.table,
-                        cells
-                            .iter()
-                            .map(|(i, _)| format!("{} = ?", self.columns[*i].0))
-                            .collect::<Vec<_>>()
-                            .join(", "),
-                        keys.iter()
-                            .map(|(i, _)| format!("{} = ?", self.columns[*i].0))
-                            .collect::<Vec<_>>()
-                            .join(" AND ")
-                    ),
-                    cells
-                        .iter()
-                        .chain(keys.iter())
-                        .map(|(i, v)| self.value(*i, v))
-                        .collect(),
-                ),
-                RowChange::Delete { keys } => (
-                    format!(
-                        "DELETE FROM {} WHERE {}",
-                        self.table,
-                        keys.iter()
-                            .map(|(i, _)| format!("{} = ?", self.columns[*i].0))
-                            .collect::<Vec<_>>()
-                            .join(" AND ")
-                    ),
-                    keys.iter().map(|(i, v)| self.value(*i, v)).collect(),
-                ),
+        let statements = crate::destination::table_statements(
+            &self.table,
+            changes,
+            &|i| self.columns[i].0.clone(),
+            &|_, _| "?".to_string(),
+        );
+        let statements: Vec<(String, Vec<Value>)> = statements
+            .into_iter()
+            .map(|s| {
+                let params = s.params.iter().map(|(i, v)| self.value(*i, v)).collect();
+                (s.sql, params)
             })
             .collect();
         let mut tx = self

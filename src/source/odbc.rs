@@ -268,58 +268,20 @@ impl OdbcTable {
     }
 
     fn apply_all(&self, changes: &[crate::destination::RowChange<'_>]) -> Result<(), String> {
-        use crate::destination::RowChange;
-        let name = |i: usize| self.columns[i].0.as_str();
-        for change in changes {
-            let (sql, params): (String, Vec<odbc_api::parameter::VarCharBox>) = match change {
-                RowChange::Insert(cells) => {
-                    let at: Vec<usize> = (0..cells.len().min(self.columns.len()))
-                        .filter(|&i| !cells[i].is_empty())
-                        .collect();
-                    (
-                        format!(
-                            "INSERT INTO {} ({}) VALUES ({})",
-                            self.table,
-                            at.iter().map(|&i| name(i)).collect::<Vec<_>>().join(", "),
-                            vec!["?"; at.len()].join(", ")
-                        ),
-                        at.iter().map(|&i| self.parameter(i, &cells[i])).collect(),
-                    )
-                }
-                RowChange::Update { keys, cells } => (
-                    format!(
-                        "UPDATE {} SET {} WHERE {}",
-                        self.table,
-                        cells
-                            .iter()
-                            .map(|(i, _)| format!("{} = ?", name(*i)))
-                            .collect::<Vec<_>>()
-                            .join(", "),
-                        keys.iter()
-                            .map(|(i, _)| format!("{} = ?", name(*i)))
-                            .collect::<Vec<_>>()
-                            .join(" AND ")
-                    ),
-                    cells
-                        .iter()
-                        .chain(keys.iter())
-                        .map(|(i, v)| self.parameter(*i, v))
-                        .collect(),
-                ),
-                RowChange::Delete { keys } => (
-                    format!(
-                        "DELETE FROM {} WHERE {}",
-                        self.table,
-                        keys.iter()
-                            .map(|(i, _)| format!("{} = ?", name(*i)))
-                            .collect::<Vec<_>>()
-                            .join(" AND ")
-                    ),
-                    keys.iter().map(|(i, v)| self.parameter(*i, v)).collect(),
-                ),
-            };
+        let statements = crate::destination::table_statements(
+            &self.table,
+            changes,
+            &|i| self.columns[i].0.clone(),
+            &|_, _| "?".to_string(),
+        );
+        for statement in statements {
+            let params: Vec<odbc_api::parameter::VarCharBox> = statement
+                .params
+                .iter()
+                .map(|(i, v)| self.parameter(*i, v))
+                .collect();
             self.connection
-                .execute(&sql, params.as_slice(), None)
+                .execute(&statement.sql, params.as_slice(), None)
                 .map_err(|e| e.to_string())?;
         }
         Ok(())

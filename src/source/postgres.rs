@@ -244,89 +244,38 @@ impl PostgresTable {
 
 impl crate::destination::DatabaseTable for PostgresTable {
     fn apply(&mut self, changes: &[crate::destination::RowChange<'_>]) -> Result<(), String> {
-        use crate::destination::RowChange;
-        let cell = |v: &str| (!v.is_empty()).then(|| v.to_string());
-        let cast = |at: usize, n: usize| format!("CAST(${n}::text AS {})", self.columns[at].1);
+        let columns = &self.columns;
+        let statements = crate::destination::table_statements(
+            &self.table,
+            changes,
+            &|i| columns[i].0.clone(),
+            &|i, n| format!("CAST(${n}::text AS {})", columns[i].1),
+        );
         let mut tx = self.client.transaction().map_err(|e| server_message(&e))?;
         // A statement per shape, prepared once: a first export inserts every row.
         let mut prepared: std::collections::HashMap<String, postgres::Statement> =
             Default::default();
-        for change in changes {
-            let (sql, values): (String, Vec<Option<String>>) = match change {
-                RowChange::Insert(cells) => {
-                    let at: Vec<usize> = (0..cells.len().min(self.columns.len()))
-                        .filter(|&i| !cells[i].is_empty())
-                        .collect();
-                    let names: Vec<&str> = at.iter().map(|&i| self.columns[i].0.as_str()).collect();
-                    let casts: Vec<String> = at
-                        .iter()
-                        .enumerate()
-                        .map(|(n, &i)| cast(i, n + 1))
-                        .collect();
-                    (
-                        format!(
-                            "INSERT INTO {} ({}) VALUES ({})",
-                            self.table,
-                            names.join(", "),
-                            casts.join(", ")
-                        ),
-                        at.iter().map(|&i| cell(&cells[i])).collect(),
-                    )
-                }
-                RowChange::Update { keys, cells } => {
-                    let sets: Vec<String> = cells
-                        .iter()
-                        .enumerate()
-                        .map(|(n, (i, _))| format!("{} = {}", self.columns[*i].0, cast(*i, n + 1)))
-                        .collect();
-                    let wheres: Vec<String> = keys
-                        .iter()
-                        .enumerate()
-                        .map(|(n, (i, _))| {
-                            format!("{} = {}", self.columns[*i].0, cast(*i, cells.len() + n + 1))
-                        })
-                        .collect();
-                    (
-                        format!(
-                            "UPDATE {} SET {} WHERE {}",
-                            self.table,
-                            sets.join(", "),
-                            wheres.join(" AND ")
-                        ),
-                        cells
-                            .iter()
-                            .chain(keys.iter())
-                            .map(|(_, v)| cell(v))
-                            .collect(),
-                    )
-                }
-                RowChange::Delete { keys } => {
-                    let wheres: Vec<String> = keys
-                        .iter()
-                        .enumerate()
-                        .map(|(n, (i, _))| format!("{} = {}", self.columns[*i].0, cast(*i, n + 1)))
-                        .collect();
-                    (
-                        format!("DELETE FROM {} WHERE {}", self.table, wheres.join(" AND ")),
-                        keys.iter().map(|(_, v)| cell(v)).collect(),
-                    )
-                }
-            };
+        for statement in statements {
+            let values: Vec<Option<&str>> = statement
+                .params
+                .iter()
+                .map(|(_, v)| (!v.is_empty()).then_some(*v))
+                .collect();
             let params: Vec<&(dyn postgres::types::ToSql + Sync)> = values
                 .iter()
                 .map(|v| v as &(dyn postgres::types::ToSql + Sync))
                 .collect();
-            let statement = match prepared.get(&sql) {
-                Some(statement) => statement.clone(),
+            let prepared = match prepared.get(&statement.sql) {
+                Some(p) => p.clone(),
                 None => {
-                    let statement = tx
-                        .prepare_typed(&sql, &vec![Type::TEXT; values.len()])
+                    let p = tx
+                        .prepare_typed(&statement.sql, &vec![Type::TEXT; values.len()])
                         .map_err(|e| server_message(&e))?;
-                    prepared.insert(sql, statement.clone());
-                    statement
+                    prepared.insert(statement.sql, p.clone());
+                    p
                 }
             };
-            tx.execute(&statement, &params)
+            tx.execute(&prepared, &params)
                 .map_err(|e| server_message(&e))?;
         }
         tx.commit().map_err(|e| server_message(&e))

@@ -898,3 +898,33 @@ pub fn table_import_job(query: &str) -> serde_json::Value {
     set_setting(&mut job, "Destination.IsTableProvider", "False");
     job
 }
+
+/// The change step of the export tests, made in the store at `path`: employee 1003 gets the
+/// title "Chief Scientist" and employee 1008 leaves.
+pub fn retitle_1003_and_remove_1008(path: &Path) {
+    use datasync::Destination;
+    let store = datasync::Store::open(path).unwrap();
+    let find = |id: &str| {
+        store
+            .search(
+                "DC=groupid,DC=lab",
+                datasync::destination::Scope::Subtree,
+                &datasync::query::Filter::parse(&format!("(employeeID={id})")).unwrap(),
+                &[],
+            )
+            .unwrap()
+            .remove(0)
+            .dn
+    };
+    store
+        .modify(
+            &find("1003"),
+            &[datasync::destination::Modification::Replace(
+                "title".into(),
+                vec!["Chief Scientist".into()],
+            )],
+        )
+        .unwrap();
+    store.delete(&find("1008")).unwrap();
+    store.commit().unwrap();
+}

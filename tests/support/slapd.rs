@@ -267,6 +267,25 @@ impl Slapd {
         format!("ldaps://127.0.0.1:{}", self.tls_port)
     }
 
+    /// The raw values of one attribute of one entry, read straight from the server as the
+    /// administrator (binary or not).
+    pub fn raw_values(&self, dn: &str, attribute: &str) -> Vec<Vec<u8>> {
+        let mut conn = ldap3::LdapConn::new(&self.url()).unwrap();
+        conn.simple_bind(ADMIN_DN, ADMIN_PASSWORD)
+            .unwrap()
+            .success()
+            .unwrap();
+        let (entries, _) = conn
+            .search(dn, ldap3::Scope::Base, "(objectClass=*)", vec![attribute])
+            .unwrap()
+            .success()
+            .unwrap();
+        let entry = ldap3::SearchEntry::construct(entries.into_iter().next().unwrap());
+        let mut values: Vec<Vec<u8>> = entry.bin_attrs.into_values().flatten().collect();
+        values.extend(entry.attrs.into_values().flatten().map(String::into_bytes));
+        values
+    }
+
     /// A configuration for `url`, bound as the administrator, trusting the test CA, with short
     /// retry waits so fault tests finish quickly.
     pub fn config(&self, url: &str) -> LdapConfig {
