@@ -209,7 +209,11 @@ struct Rows {
     index: HashMap<String, usize>,
 }
 
-/// A CSV file or a workbook sheet as a destination. See the [module](self).
+/// A table as a destination: a CSV file, a workbook sheet, or a database table. Rows are
+/// named by their keys ([`row_dn`]); creates append rows, updates change only the changed
+/// cells, deletes remove rows, and an unchanged run writes nothing. The table is read whole
+/// at open and written at [`commit`](Destination::commit): a file replaced atomically, a
+/// database table in one transaction. Passwords are refused.
 ///
 /// ```
 /// use datasync::destination::{TableDestination, TableSpec, row_dn, Destination};
