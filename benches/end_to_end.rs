@@ -107,7 +107,7 @@ fn datasync_binary(benching: bool) -> PathBuf {
     let mut build = Command::new(env!("CARGO"));
     build
         .current_dir(root)
-        .args(["build", "--example", "datasync"]);
+        .args(["build", "--bin", "datasync", "--features", "cli"]);
     if benching {
         build.arg("--release");
     }
@@ -120,7 +120,6 @@ fn datasync_binary(benching: bool) -> PathBuf {
         .unwrap_or_else(|| root.join("target"));
     target
         .join(if benching { "release" } else { "debug" })
-        .join("examples")
         .join("datasync")
 }
 

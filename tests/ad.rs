@@ -458,8 +458,8 @@ fn the_cli_runs_the_seed_job_against_ad_and_its_users_log_on() {
     support::set_setting(&mut job, "Source.File", &book.path().display().to_string());
     let job_path = dir.path().join("job.json");
     std::fs::write(&job_path, job.to_string()).unwrap();
-    let out = std::process::Command::new(env!("CARGO"))
-        .args(["run", "-q", "--example", "datasync", "--", "run"])
+    let out = std::process::Command::new(support::datasync_binary())
+        .arg("run")
         .arg(&job_path)
         .args([
             "--destination",

@@ -637,8 +637,8 @@ fn the_cli_runs_the_main_job_against_slapd() {
         .for_each(|s| s["value"] = book.path().display().to_string().into());
     std::fs::write(&job_path, job.to_string()).unwrap();
     let cli = |extra: &[&str], password: Option<&str>| {
-        let mut cmd = std::process::Command::new(env!("CARGO"));
-        cmd.args(["run", "-q", "--example", "datasync", "--", "run"])
+        let mut cmd = std::process::Command::new(support::datasync_binary());
+        cmd.arg("run")
             .arg(&job_path)
             .args(["--destination", &server.ldaps_url(), "--bind-dn", ADMIN_DN])
             .arg("--ca-file")

@@ -50,6 +50,10 @@ impl Mariadb {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("no temp dir: {e}"));
         let d = dir.path();
         super::slapd::write_certificates(d, super::slapd::ServerCertificate::CaSigned);
+        // One install at a time: two bootstraps at once in one test binary were seen to fail
+        // ("Installation of system tables failed"), one in a few runs.
+        static INSTALLING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let installing = INSTALLING.lock().unwrap_or_else(|p| p.into_inner());
         let out = Command::new(binary("mariadb-install-db"))
             .arg("--no-defaults")
             .arg(format!("--datadir={}", d.join("data").display()))
@@ -66,6 +70,7 @@ impl Mariadb {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
+        drop(installing);
         let mut server = Mariadb {
             dir,
             port: free_port(),

@@ -815,26 +815,17 @@ pub fn directory_copy_job() -> serde_json::Value {
     job
 }
 
-/// The `datasync` example binary, built now (once per test binary) with the features this
-/// test was built with, so that a binary left by another build is never the one tested.
+/// The `datasync` command line cargo built for this test (the binary target, built with the
+/// `cli` feature: `scripts/test` runs the tests with it). A test run without the feature
+/// fails here with the reason.
 pub fn datasync_binary() -> std::path::PathBuf {
-    static BUILT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let exe = std::env::current_exe().unwrap();
-            let dir = exe.parent().unwrap().parent().unwrap();
-            let mut build = std::process::Command::new(env!("CARGO"));
-            build
-                .current_dir(env!("CARGO_MANIFEST_DIR"))
-                .args(["build", "--example", "datasync"]);
-            if cfg!(feature = "odbc") {
-                build.args(["--features", "odbc"]);
-            }
-            let status = build.status().unwrap();
-            assert!(status.success(), "cargo build --example datasync failed");
-            dir.join("examples").join("datasync")
-        })
-        .clone()
+    match option_env!("CARGO_BIN_EXE_datasync") {
+        Some(path) => std::path::PathBuf::from(path),
+        None => panic!(
+            "this test runs the datasync command line, which is built with the `cli` feature: \
+             run the tests with `--features cli` (bash scripts/test does)"
+        ),
+    }
 }
 
 /// The attributes a table export carries, in column order.
