@@ -155,6 +155,17 @@ pub struct RowWrite {
     pub value_changes: Vec<ValueChanges>,
 }
 
+impl RowWrite {
+    /// The values `attributes` gives `name` (names compare without case), or `None` when the
+    /// write does not touch it.
+    pub fn get(&self, name: &str) -> Option<&[String]> {
+        self.attributes
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_slice())
+    }
+}
+
 /// The values added to and removed from one multi-valued attribute by a write (see
 /// [`RowWrite::value_changes`]).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -28,6 +28,18 @@ impl AttributeName {
     pub fn as_str(&self) -> &str {
         self.0.as_str()
     }
+
+    /// Whether this is the attribute `name`, compared as LDAP compares attribute names:
+    /// without case. (`==` compares the spelling, as `Hash` and the maps keyed by names do.)
+    ///
+    /// ```
+    /// let name = datasync::destination::AttributeName::from("sAMAccountName");
+    /// assert!(name.is("samaccountname"));
+    /// assert!(name != "samaccountname");
+    /// ```
+    pub fn is(&self, name: &str) -> bool {
+        self.0.eq_ignore_ascii_case(name)
+    }
 }
 
 impl Deref for AttributeName {

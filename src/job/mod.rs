@@ -346,6 +346,25 @@ pub fn setting<'a>(job: &'a DataSyncJob, key: &str) -> Option<&'a str> {
         .filter(|v| !v.is_empty())
 }
 
+/// The source file a job names in its `Source.File` setting, relative to the folder of the
+/// job file at `job_file` (as the product stores it beside the job): what a host opens when
+/// it is given no other source.
+///
+/// ```
+/// let json = std::fs::read_to_string("fixtures/jobs/excel-to-ad.json").unwrap();
+/// let job = datasync::job::from_json(&json, "main").unwrap();
+/// let path = datasync::job::source_path(&job, "fixtures/jobs/excel-to-ad.json".as_ref());
+/// assert!(path.unwrap().ends_with("people.xlsx"));
+/// ```
+pub fn source_path(job: &DataSyncJob, job_file: &std::path::Path) -> Option<std::path::PathBuf> {
+    setting(job, "Source.File").map(|file| {
+        job_file
+            .parent()
+            .unwrap_or(std::path::Path::new("."))
+            .join(file)
+    })
+}
+
 /// Sets a job-wide setting (`objectType` null), replacing the one with the same key (in any
 /// case), as the product's editor does. How a host points a job at a table destination:
 ///

@@ -35,6 +35,34 @@ impl<T> Maybe<T> {
     pub fn is_absent(&self) -> bool {
         matches!(self, Maybe::Absent)
     }
+
+    /// The value to edit in place, if there is one.
+    pub fn get_mut(&mut self) -> Option<&mut T> {
+        match self {
+            Maybe::Value(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// The value to edit, made first (from `make`) when the key was absent or `null`: how a
+    /// host fills in a field a job did not have.
+    ///
+    /// ```
+    /// use datasync::job::wire::Maybe;
+    /// let mut field: Maybe<Vec<u32>> = Maybe::Null;
+    /// field.get_or_insert_with(Vec::new).push(7);
+    /// assert_eq!(field.get(), Some(&vec![7]));
+    /// ```
+    pub fn get_or_insert_with(&mut self, make: impl FnOnce() -> T) -> &mut T {
+        if !matches!(self, Maybe::Value(_)) {
+            *self = Maybe::Value(make());
+        }
+        match self {
+            Maybe::Value(v) => v,
+            // Set just above.
+            _ => unreachable!("a Maybe set to a value holds one"),
+        }
+    }
 }
 
 impl<T: Copy> Maybe<T> {

@@ -462,6 +462,9 @@ impl Runner {
 
     /// Asks run `id` to stop: no new rows, rows in flight finish, no deletes, status
     /// `Aborted`. False when the run is unknown or already finished.
+    ///
+    /// A cancel is not a rollback: the writes already made stay (the embedded store commits
+    /// them, a server has them). Running the job again converges, as after any stop.
     pub fn cancel(&self, id: RunId) -> bool {
         let reg = self.lock();
         match reg.runs.get(&id) {

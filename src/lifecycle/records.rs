@@ -238,3 +238,23 @@ pub struct JobDetails {
     /// `STOPPED`, `RUNNING` or `INTERRUPTED`.
     pub status: JobState,
 }
+
+/// The records' JSON, as the reference pages spell it: what a host hands its own callers.
+macro_rules! to_json {
+    ($($record:ty),*) => {$(
+        impl $record {
+            /// This record as JSON, in the reference page's field names.
+            pub fn to_json(&self) -> String {
+                // Plain data with string keys: serde_json cannot fail on it.
+                serde_json::to_string(self).unwrap_or_default()
+            }
+        }
+    )*};
+}
+to_json!(
+    ExecutionResult,
+    TaskRecord,
+    UserDataStore,
+    HistoryPage,
+    JobDetails
+);

@@ -84,7 +84,7 @@ pub(crate) fn database_config(target: &Target, url: &str) -> source::DatabaseCon
 
 /// The file the job's `Source.File` setting names, relative to the job file.
 pub(crate) fn source_file(wire: &job::DataSyncJob, job_path: &Path) -> Option<PathBuf> {
-    job::setting(wire, "Source.File").map(|f| job_path.parent().unwrap_or(Path::new(".")).join(f))
+    job::source_path(wire, job_path)
 }
 
 /// The destination `target` names; `provider` is the job's Destination.ProviderName.

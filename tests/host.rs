@@ -1,0 +1,66 @@
+//! The library as a host service uses it (issue 16's "what a host meets"): only the public
+//! API, as a host would write it.
+
+use std::path::Path;
+
+use datasync::destination::AttributeName;
+use datasync::hooks::RowWrite;
+use datasync::job;
+use datasync::lifecycle::UserDataStore;
+
+#[test]
+fn a_host_finds_the_jobs_source_file_beside_the_job_file() {
+    let job_file = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/jobs/excel-to-ad.json");
+    let job = job::load(&job_file).unwrap();
+    let source = job::source_path(&job, &job_file).unwrap();
+    assert!(source.exists(), "{}", source.display());
+    assert!(datasync::source::open(&source).is_ok());
+}
+
+#[test]
+fn a_host_edits_a_job_copy_without_boilerplate() {
+    let job_file = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/jobs/excel-to-ad.json");
+    let mut job = job::load(&job_file).unwrap();
+    let fields = job.fields_map.get_mut().unwrap();
+    let before = fields.len();
+    fields.truncate(before - 1);
+    assert_eq!(job.fields_map.get().unwrap().len(), before - 1);
+    job::set_setting(&mut job, "Destination.DeleteThreshold", "5%");
+    assert_eq!(
+        job::setting(&job, "destination.deletethreshold"),
+        Some("5%")
+    );
+    // The edited job still loads and round-trips.
+    let json = job::to_json(&job);
+    assert_eq!(job::from_json(&json, "edited").unwrap(), job);
+}
+
+#[test]
+fn attribute_names_compare_without_case_through_is_and_row_writes_look_names_up() {
+    let name = AttributeName::from("sAMAccountName");
+    assert!(name.is("SAMACCOUNTNAME"));
+    let write = RowWrite {
+        object_type: datasync::ObjectType::User,
+        row: 2,
+        key: "1001".into(),
+        dn: "CN=Ann,DC=lab".into(),
+        attributes: vec![(name, vec!["ann".into()])],
+        value_changes: Vec::new(),
+    };
+    assert_eq!(write.get("samaccountname"), Some(&["ann".to_string()][..]));
+    assert_eq!(write.get("mail"), None);
+}
+
+#[test]
+fn lifecycle_records_give_their_json_like_the_report() {
+    let store = UserDataStore {
+        added: vec!["CN=Ann,DC=lab".into()],
+        modified: Vec::new(),
+        deleted: Vec::new(),
+        delete_failed: Vec::new(),
+        updated_id_map: Default::default(),
+        message: "1 added".into(),
+    };
+    let json: serde_json::Value = serde_json::from_str(&store.to_json()).unwrap();
+    assert_eq!(json["added"][0], "CN=Ann,DC=lab");
+}
