@@ -64,3 +64,49 @@ fn lifecycle_records_give_their_json_like_the_report() {
     let json: serde_json::Value = serde_json::from_str(&store.to_json()).unwrap();
     assert_eq!(json["added"][0], "CN=Ann,DC=lab");
 }
+
+#[test]
+fn a_job_using_a_hosts_script_is_made_with_its_context_and_runs() {
+    use datasync::lifecycle::{Job, Runner};
+    use datasync::transform::TransformContext;
+    use std::sync::Arc;
+    let job_file = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/jobs/excel-to-ad.json");
+    let mut definition = job::load(&job_file).unwrap();
+    let fields = definition.fields_map.get_mut().unwrap();
+    let description = fields
+        .iter_mut()
+        .find(|f| f.destination_field.get().map(String::as_str) == Some("description"))
+        .unwrap();
+    description.transform = "Script:name=shout".to_string().into();
+    let source = job::source_path(&definition, &job_file).unwrap();
+    let open: datasync::lifecycle::OpenSource = Box::new(move || datasync::source::open(&source));
+    let directory = Arc::new(datasync::LdifDirectory::in_memory());
+
+    let mut context = TransformContext::default();
+    context.scripts.register("shout", |input| {
+        Ok(input.row.get("Last").map(|l| l.to_uppercase()))
+    });
+    // Without its script the job is refused when it is made, naming it.
+    let open_again: datasync::lifecycle::OpenSource = Box::new(|| unreachable!());
+    let err = Job::new(definition.clone(), open_again, directory.clone()).unwrap_err();
+    assert!(err.to_string().contains("shout"), "{err}");
+    // With it, it is made and runs.
+    let job = Job::new_in(definition, context, open, directory.clone()).unwrap();
+    let runner = Runner::new();
+    let id = runner.submit(Arc::new(job)).unwrap();
+    let report = runner.wait(id).unwrap();
+    assert_eq!(
+        report.status,
+        datasync::RunStatus::FinishedSuccess,
+        "{report:?}"
+    );
+    let ann = datasync::Destination::search(
+        directory.as_ref(),
+        "DC=groupid,DC=lab",
+        datasync::destination::Scope::Subtree,
+        &datasync::query::Filter::parse("(employeeID=1001)").unwrap(),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(ann[0].first("description"), Some("LEE"));
+}

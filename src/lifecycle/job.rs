@@ -56,6 +56,18 @@ impl Job {
         source: OpenSource,
         destination: Arc<dyn Destination>,
     ) -> Result<Job, LifecycleError> {
+        Job::new_in(definition, TransformContext::default(), source, destination)
+    }
+
+    /// [`new`](Self::new) compiled against `context` from the start: the host's script
+    /// functions and fixed variables. A job whose field map uses `Script:name=…` is only whole
+    /// with its scripts registered, so it cannot be made with `new` and given them after.
+    pub fn new_in(
+        definition: DataSyncJob,
+        context: TransformContext,
+        source: OpenSource,
+        destination: Arc<dyn Destination>,
+    ) -> Result<Job, LifecycleError> {
         let name = job::job_name(&definition);
         let settings =
             JobSettings::from_definition(&definition).map_err(|errors| LifecycleError::Job {
@@ -64,7 +76,7 @@ impl Job {
             })?;
         let job = Job {
             definition,
-            context: TransformContext::default(),
+            context,
             source,
             destination,
             hooks: Arc::new(NoHooks),
