@@ -454,7 +454,9 @@ fn delete_threshold(value: Option<&str>, err: &mut impl FnMut(String, String)) -
     }
 }
 
-fn parse_bool(text: &str) -> Option<bool> {
+/// A setting's boolean: `True`/`False` as the product writes them, `1`/`0`, `yes`/`no`, in
+/// any case. The lifecycle reads its settings with the same.
+pub(crate) fn parse_bool(text: &str) -> Option<bool> {
     match text.to_ascii_lowercase().as_str() {
         "true" | "1" | "yes" => Some(true),
         "false" | "0" | "no" => Some(false),

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::job::{self, DataSyncJob, JobError, JobErrors};
+use crate::job::{self, DataSyncJob, JobError, JobErrors, parse_bool};
 use crate::source::{Source, SourceError};
 use crate::transform::TransformContext;
 use crate::{Destination, Hooks, NoHooks, Plan};
@@ -354,13 +354,5 @@ impl JobSettings {
         } else {
             Err(JobErrors(errors))
         }
-    }
-}
-
-fn parse_bool(v: &str) -> Option<bool> {
-    match v.to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" => Some(true),
-        "false" | "0" | "no" => Some(false),
-        _ => None,
     }
 }
