@@ -62,7 +62,51 @@ pub enum Error {
     },
 }
 
+/// What kind of problem stopped a job, for a host that acts on it (a report, a retry, an
+/// alert) without parsing the message. A finished run's [`Report`](crate::Report) keeps it
+/// in `error_kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The job file could not be read or is not job JSON.
+    Load,
+    /// The job has mistakes.
+    Invalid,
+    /// The source could not be opened or read: a missing or damaged file, an unreachable
+    /// server, a refused log-on.
+    SourceUnreadable,
+    /// The source query failed, or names a sheet or column the source does not have.
+    SourceQuery,
+    /// The source sent more than a run takes.
+    SourceTooLarge,
+    /// A destination query does not compile.
+    DestinationQuery,
+    /// The destination could not be read or written, or the run could not be kept.
+    Destination,
+    /// A job-level hook failed.
+    Hook,
+}
+
 impl Error {
+    /// The kind of this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Load(_) => ErrorKind::Load,
+            Error::Invalid { .. } => ErrorKind::Invalid,
+            Error::Source { source, .. } => match source {
+                SourceError::Query { .. }
+                | SourceError::MissingColumn { .. }
+                | SourceError::MissingSheet { .. }
+                | SourceError::DuplicateColumn { .. } => ErrorKind::SourceQuery,
+                SourceError::TooLarge { .. } => ErrorKind::SourceTooLarge,
+                _ => ErrorKind::SourceUnreadable,
+            },
+            Error::Query { .. } => ErrorKind::DestinationQuery,
+            Error::Destination { .. } => ErrorKind::Destination,
+            Error::Hook { .. } => ErrorKind::Hook,
+        }
+    }
+
     /// True when running the job again later may succeed (the destination was unreachable or
     /// busy), as opposed to a mistake in the job or its data.
     pub fn is_transient(&self) -> bool {

@@ -92,7 +92,7 @@ pub mod transform;
 
 pub use destination::{Destination, DestinationError, Entry, LdifDirectory, Store};
 pub use engine::{RunOptions, run};
-pub use error::Error;
+pub use error::{Error, ErrorKind};
 pub use hooks::{HookContext, Hooks, NoHooks};
 pub use job::{DataSyncJob, ObjectType, Plan};
 pub use report::{Report, RunStatus};

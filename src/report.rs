@@ -151,6 +151,10 @@ pub struct Report {
     /// run starts after it (the lifecycle's state store keeps it after a successful run).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub watermarks: std::collections::BTreeMap<String, String>,
+    /// For a job that could not run (`status` `Error`): the kind of problem, so that a host
+    /// can tell a missing source file from a bad query without reading the message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_kind: Option<crate::error::ErrorKind>,
 }
 
 /// The current time as ISO 8601 with the local offset.
@@ -190,6 +194,7 @@ impl Report {
             updated_id_map: Map::new(),
             details: vec![],
             watermarks: Default::default(),
+            error_kind: None,
         }
     }
 
@@ -197,6 +202,7 @@ impl Report {
     pub fn from_error(job_name: &str, dry_run: bool, error: &Error) -> Report {
         let mut report = Report::new(job_name, dry_run);
         report.status = RunStatus::Error;
+        report.error_kind = Some(error.kind());
         report.detail(DetailType::Error, error.to_string());
         report
     }

@@ -110,3 +110,49 @@ fn a_job_using_a_hosts_script_is_made_with_its_context_and_runs() {
     .unwrap();
     assert_eq!(ann[0].first("description"), Some("LEE"));
 }
+
+#[test]
+fn a_failed_run_keeps_the_kind_of_its_error_through_the_runner() {
+    use datasync::lifecycle::{Job, Runner};
+    use datasync::{ErrorKind, RunStatus};
+    use std::sync::Arc;
+    let job_file = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/jobs/excel-to-ad.json");
+    let run = |definition: datasync::DataSyncJob, source: std::path::PathBuf| {
+        let open: datasync::lifecycle::OpenSource =
+            Box::new(move || datasync::source::open(&source));
+        let job = Job::new(
+            definition,
+            open,
+            Arc::new(datasync::LdifDirectory::in_memory()),
+        )
+        .unwrap();
+        let runner = Runner::new();
+        let id = runner.submit(Arc::new(job)).unwrap();
+        runner.wait(id).unwrap()
+    };
+    let definition = job::load(&job_file).unwrap();
+    let source = job::source_path(&definition, &job_file).unwrap();
+
+    let missing = run(definition.clone(), source.with_file_name("nowhere.xlsx"));
+    assert_eq!(missing.status, RunStatus::Error);
+    assert_eq!(
+        missing.error_kind,
+        Some(ErrorKind::SourceUnreadable),
+        "{missing:?}"
+    );
+
+    let mut bad_query = definition.clone();
+    bad_query.sync_query.get_mut().unwrap()[0].query = "SELECT * FROM [Nope$]".to_string().into();
+    let report = run(bad_query, source.clone());
+    assert_eq!(
+        report.error_kind,
+        Some(ErrorKind::SourceQuery),
+        "{report:?}"
+    );
+    // The kind is in the report's JSON too.
+    let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
+    assert_eq!(json["errorKind"], "SourceQuery");
+
+    let fine = run(definition, source);
+    assert_eq!(fine.error_kind, None);
+}
