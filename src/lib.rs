@@ -85,6 +85,7 @@ pub mod lifecycle;
 pub mod matching;
 pub mod query;
 pub mod report;
+pub mod retry;
 mod secret;
 pub mod source;
 mod text;

@@ -156,3 +156,23 @@ fn a_failed_run_keeps_the_kind_of_its_error_through_the_runner() {
     let fine = run(definition, source);
     assert_eq!(fine.error_kind, None);
 }
+
+#[test]
+fn a_host_retries_its_own_start_with_the_runs_backoff() {
+    use datasync::lifecycle::{JobSettings, MAX_RETRY_WAIT};
+    use std::time::Duration;
+    let settings = JobSettings {
+        max_retries: 9,
+        retry_wait: Duration::ZERO,
+        ..Default::default()
+    };
+    let retry = settings.retry_policy();
+    assert_eq!(retry.attempts, 10);
+    // A wait of 0 still backs off, from 1 s, doubling, up to the ceiling.
+    let waits: Vec<Duration> = (1..12).map(|a| retry.wait(a)).collect();
+    assert_eq!(waits[0], Duration::from_secs(1));
+    assert_eq!(waits[1], Duration::from_secs(2));
+    assert_eq!(*waits.last().unwrap(), MAX_RETRY_WAIT);
+    // The LDAP connections' retries are the same policy type.
+    let _: datasync::ldap::RetryPolicy = retry;
+}

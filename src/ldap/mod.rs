@@ -45,38 +45,7 @@ pub enum TlsVerify {
     DangerouslyAcceptAnyCertificate,
 }
 
-/// When and how often a failed operation is tried again.
-///
-/// Only transient failures are retried: the connection refused, reset or timed out, or the
-/// server answering busy (51) or unavailable (52). The wait doubles from `first_wait` up to
-/// `max_wait`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RetryPolicy {
-    /// Tries in all, the first included (1 = no retry).
-    pub attempts: u32,
-    /// The wait before the second try.
-    pub first_wait: Duration,
-    /// The longest wait between two tries.
-    pub max_wait: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            attempts: 4,
-            first_wait: Duration::from_millis(100),
-            max_wait: Duration::from_secs(2),
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// The wait after failed try number `attempt` (1-based).
-    pub fn wait(&self, attempt: u32) -> Duration {
-        let factor = 1u32 << attempt.saturating_sub(1).min(16);
-        self.first_wait.saturating_mul(factor).min(self.max_wait)
-    }
-}
+pub use crate::retry::RetryPolicy;
 
 /// Where an LDAP server is and how to talk to it.
 ///

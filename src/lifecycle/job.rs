@@ -229,6 +229,23 @@ pub const MAX_RETRIES: u32 = 100;
 /// at once is not hammered.
 pub const MIN_RETRY_WAIT: Duration = Duration::from_secs(1);
 
+/// The longest wait between two tries of a run: the doubling stops here.
+pub const MAX_RETRY_WAIT: Duration = Duration::from_secs(300);
+
+impl JobSettings {
+    /// How a run that fails for a transient reason is tried again: `max_retries` more
+    /// times (at most [`MAX_RETRIES`]), waiting `retry_wait` (at least [`MIN_RETRY_WAIT`]),
+    /// then twice as long each time, up to [`MAX_RETRY_WAIT`]. A host retrying its own start
+    /// (opening a destination) uses the same.
+    pub fn retry_policy(&self) -> crate::retry::RetryPolicy {
+        crate::retry::RetryPolicy {
+            attempts: self.max_retries.min(MAX_RETRIES) + 1,
+            first_wait: self.retry_wait.max(MIN_RETRY_WAIT),
+            max_wait: MAX_RETRY_WAIT,
+        }
+    }
+}
+
 impl Default for JobSettings {
     fn default() -> Self {
         JobSettings {

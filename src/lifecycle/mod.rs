@@ -51,7 +51,10 @@ use chrono::{DateTime, Utc};
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use collection::{Collection, CollectionReport, CollectionStep, StepOutcome};
-pub use job::{Job, JobSettings, MAX_RETRIES, MIN_RETRY_WAIT, NotifyWhen, OnFailure, OpenSource};
+pub use job::{
+    Job, JobSettings, MAX_RETRIES, MAX_RETRY_WAIT, MIN_RETRY_WAIT, NotifyWhen, OnFailure,
+    OpenSource,
+};
 pub use parameters::{JobParameter, ParameterError, ParameterType, Parameters, resolve_parameters};
 pub use records::{
     ExecutionResult, HistoryEntry, HistoryPage, HistoryStatus, JobDetails, JobState, Operational,
@@ -569,8 +572,8 @@ impl Runner {
         } = run;
         let clock = &self.0.clock;
         let settings = &job.settings;
-        let mut wait = settings.retry_wait.max(job::MIN_RETRY_WAIT);
-        let max_retries = settings.max_retries.min(job::MAX_RETRIES);
+        let retry = settings.retry_policy();
+        let max_retries = retry.attempts - 1;
         let mut attempt = 0;
         let mut control;
         let (mut report, started, stopped) = loop {
@@ -631,7 +634,7 @@ impl Runner {
                         let exec = execution(id, attempt, TaskStatus::Retry, &r, started, stopped);
                         self.update(id, |run| run.executions.push(exec));
                         // Waited in steps, so that a cancel does not wait out the backoff.
-                        let until = chrono::Duration::from_std(wait)
+                        let until = chrono::Duration::from_std(retry.wait(attempt))
                             .ok()
                             .and_then(|w| clock.now().checked_add_signed(w))
                             .unwrap_or(DateTime::<Utc>::MAX_UTC);
@@ -642,7 +645,6 @@ impl Runner {
                             }
                             clock.sleep(left.min(Duration::from_secs(1)));
                         }
-                        wait = wait.saturating_mul(2).min(Duration::from_secs(300));
                         continue;
                     }
                     r

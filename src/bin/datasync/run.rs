@@ -71,7 +71,12 @@ pub(crate) fn run(args: &RunArgs, password_file: Option<PasswordFile>) -> Result
     let (plan, _) = job.plan(&given)?;
     // A server that cannot be reached at the start is a transient failure like any other:
     // --retries tries the connection again, with the same doubling waits as a run.
-    let mut wait = Duration::from_secs(args.retry_wait).max(datasync::lifecycle::MIN_RETRY_WAIT);
+    let retry = datasync::lifecycle::JobSettings {
+        retry_wait: Duration::from_secs(args.retry_wait),
+        max_retries: args.retries.unwrap_or(0),
+        ..Default::default()
+    }
+    .retry_policy();
     let mut attempt = 0;
     job.destination = loop {
         attempt += 1;
@@ -83,14 +88,14 @@ pub(crate) fn run(args: &RunArgs, password_file: Option<PasswordFile>) -> Result
             Some(&plan),
         ) {
             Err(CliError::Run(Error::Destination { source, .. }))
-                if source.is_transient() && attempt <= args.retries.unwrap_or(0) =>
+                if source.is_transient() && attempt < retry.attempts =>
             {
+                let wait = retry.wait(attempt);
                 eprintln!(
                     "attempt {attempt}: {source}; retrying in {} s",
                     wait.as_secs()
                 );
                 std::thread::sleep(wait);
-                wait = wait.saturating_mul(2).min(Duration::from_secs(300));
             }
             other => break other?,
         }
