@@ -407,14 +407,7 @@ fn bench_database(dir: &Path, datasync: &Path, rows: usize) {
     );
     {
         use std::io::Write;
-        let mut client = postgres::Config::new()
-            .host("127.0.0.1")
-            .port(server.port)
-            .user(support::postgres::USER)
-            .password(support::postgres::PASSWORD)
-            .dbname("postgres")
-            .connect(postgres::NoTls)
-            .expect("connect");
+        let mut client = server.client().expect("connect");
         let mut writer = client
             .copy_in("COPY staff FROM STDIN WITH (FORMAT csv, HEADER true)")
             .expect("copy in");

@@ -572,15 +572,6 @@ impl TableDestination {
             message: format!("{}: {message}", self.path.display()),
         }
     }
-
-    /// The table's live rows and header, as the file will hold them.
-    fn snapshot(&self) -> (Vec<String>, Vec<Vec<String>>) {
-        let rows = self.read();
-        (
-            rows.header.clone(),
-            rows.cells.iter().flatten().cloned().collect(),
-        )
-    }
 }
 
 /// Reads the table in `path` as it stands.
@@ -640,11 +631,8 @@ impl Destination for TableDestination {
                 }
                 return Ok(());
             }
-            for (key, &at) in &rows.index {
-                let Some(cells) = rows.cells[at].as_deref() else {
-                    continue;
-                };
-                let _ = key;
+            // Live rows, in the table's order; a row without a key is out of reach.
+            for cells in rows.cells.iter().flatten() {
                 let Some(dn) = self.dn_of(&rows.header, cells) else {
                     continue;
                 };
@@ -832,7 +820,9 @@ impl Destination for TableDestination {
             path: self.path.clone(),
             source,
         };
-        let (header, rows) = self.snapshot();
+        // Written from the table as it is held: a copy would double the memory at the end.
+        let table = self.read();
+        let (header, rows) = (&table.header, table.cells.iter().flatten());
         let mut replacement = crate::files::Replacement::begin(&self.path, 0o644).map_err(io)?;
         match format {
             Format::Csv { delimiter } => {
@@ -843,8 +833,8 @@ impl Destination for TableDestination {
                     path: self.path.clone(),
                     source: std::io::Error::other(e.to_string()),
                 };
-                writer.write_record(&header).map_err(csv_error)?;
-                for row in &rows {
+                writer.write_record(header).map_err(csv_error)?;
+                for row in rows {
                     writer.write_record(row).map_err(csv_error)?;
                 }
                 writer
@@ -854,7 +844,7 @@ impl Destination for TableDestination {
                     .map_err(|e| io(e.into_error()))?;
             }
             Format::Xlsx { sheet } => {
-                let bytes = xlsx_bytes(sheet, &header, &rows)
+                let bytes = xlsx_bytes(sheet, header, rows)
                     .map_err(|m| self.rejected(format!("cannot write the workbook: {m}")))?;
                 use std::io::Write;
                 replacement.file().write_all(&bytes).map_err(io)?;
@@ -867,7 +857,11 @@ impl Destination for TableDestination {
 /// A workbook of one sheet holding the table. A cell whose text a number reads back as
 /// exactly (`1001`, `0.5`) is written as that number, as a user typing it would have; all
 /// other cells (`007`, `555-0100`) as text.
-fn xlsx_bytes(sheet: &str, header: &[String], rows: &[Vec<String>]) -> Result<Vec<u8>, String> {
+fn xlsx_bytes<'a>(
+    sheet: &str,
+    header: &[String],
+    rows: impl Iterator<Item = &'a Vec<String>>,
+) -> Result<Vec<u8>, String> {
     let mut workbook = rust_xlsxwriter::Workbook::new();
     let worksheet = workbook.add_worksheet();
     worksheet.set_name(sheet).map_err(|e| e.to_string())?;
@@ -876,7 +870,7 @@ fn xlsx_bytes(sheet: &str, header: &[String], rows: &[Vec<String>]) -> Result<Ve
             .write_string(0, c as u16, name)
             .map_err(|e| e.to_string())?;
     }
-    for (r, row) in rows.iter().enumerate() {
+    for (r, row) in rows.enumerate() {
         let r = u32::try_from(r + 1).map_err(|_| "too many rows for a sheet".to_string())?;
         for (c, cell) in row.iter().enumerate() {
             if cell.is_empty() {

@@ -104,8 +104,34 @@ pub struct Since<'a> {
     pub value: &'a str,
 }
 
+/// `config`'s URL without its TLS parameter (any of `keys`, read by `wants`), and whether the
+/// connection is to be encrypted: asked for by that parameter, or by a CA file. The drivers
+/// parse the rest of the URL themselves; the TLS mode is ours, as the certificate check is.
+pub(crate) fn take_tls_mode(
+    config: &DatabaseConfig,
+    keys: &[&str],
+    wants: fn(&str) -> Result<bool, String>,
+) -> Result<(String, bool), SourceError> {
+    let (base, params) = split_query(&config.url);
+    let mut tls = matches!(config.tls_verify, TlsVerify::CaFile(_));
+    let mut rest = Vec::new();
+    for (key, value) in params {
+        if keys.iter().any(|k| k.eq_ignore_ascii_case(&key)) {
+            tls |= wants(&value).map_err(|m| config.error(m))?;
+        } else {
+            rest.push(format!("{key}={value}"));
+        }
+    }
+    let url = if rest.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}?{}", rest.join("&"))
+    };
+    Ok((url, tls))
+}
+
 /// Splits `url`'s query string into its parameters, and the URL without them.
-pub(crate) fn split_query(url: &str) -> (&str, Vec<(String, String)>) {
+fn split_query(url: &str) -> (&str, Vec<(String, String)>) {
     match url.split_once('?') {
         None => (url, Vec::new()),
         Some((base, query)) => (

@@ -12,7 +12,9 @@ use mysql::consts::{ColumnFlags, ColumnType};
 use mysql::prelude::Queryable;
 use mysql::{Conn, Opts, OptsBuilder, SslOpts, Value};
 
-use super::database::{DatabaseConfig, Since, cancel_on_stop, refuse_password_in_url, split_query};
+use super::database::{
+    DatabaseConfig, Since, cancel_on_stop, refuse_password_in_url, take_tls_mode,
+};
 use super::{Columns, RowSet, RowSink, Source, SourceError, SourceRow};
 
 /// The character set number MySQL gives binary strings.
@@ -57,24 +59,10 @@ impl MysqlSource {
     /// is read or written).
     pub fn connect(config: DatabaseConfig) -> Result<MysqlSource, SourceError> {
         refuse_password_in_url(&config)?;
-        let (base, params) = split_query(&config.url);
-        let base = match base.split_once("://") {
+        let (url, tls) = take_tls_mode(&config, &["ssl-mode", "sslmode"], wants_tls)?;
+        let url = match url.split_once("://") {
             Some((_, rest)) => format!("mysql://{rest}"),
-            None => base.to_string(),
-        };
-        let mut tls = matches!(config.tls_verify, crate::ldap::TlsVerify::CaFile(_));
-        let mut rest = Vec::new();
-        for (key, value) in params {
-            if key.eq_ignore_ascii_case("ssl-mode") || key.eq_ignore_ascii_case("sslmode") {
-                tls |= wants_tls(&value).map_err(|m| config.error(m))?;
-            } else {
-                rest.push(format!("{key}={value}"));
-            }
-        }
-        let url = if rest.is_empty() {
-            base
-        } else {
-            format!("{base}?{}", rest.join("&"))
+            None => url,
         };
         let opts =
             Opts::from_url(&url).map_err(|e| config.error(format!("not a MySQL URL: {e}")))?;

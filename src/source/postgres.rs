@@ -14,7 +14,9 @@ use std::str::FromStr;
 use postgres::types::{FromSql, Kind, Type};
 use postgres::{Client, NoTls};
 
-use super::database::{DatabaseConfig, Since, cancel_on_stop, refuse_password_in_url, split_query};
+use super::database::{
+    DatabaseConfig, Since, cancel_on_stop, refuse_password_in_url, take_tls_mode,
+};
 use super::{Columns, RowSet, RowSink, Source, SourceError, SourceRow};
 
 /// Rows fetched from the portal at once: enough to keep the connection busy, few enough that
@@ -60,22 +62,8 @@ impl PostgresSource {
     /// before anything is read or written).
     pub fn connect(config: DatabaseConfig) -> Result<PostgresSource, SourceError> {
         refuse_password_in_url(&config)?;
-        let (base, params) = split_query(&config.url);
-        let base = base.replacen("postgresql://", "postgres://", 1);
-        let mut tls = matches!(config.tls_verify, crate::ldap::TlsVerify::CaFile(_));
-        let mut rest = Vec::new();
-        for (key, value) in params {
-            if key.eq_ignore_ascii_case("sslmode") {
-                tls |= wants_tls(&value).map_err(|m| config.error(m))?;
-            } else {
-                rest.push(format!("{key}={value}"));
-            }
-        }
-        let url = if rest.is_empty() {
-            base
-        } else {
-            format!("{base}?{}", rest.join("&"))
-        };
+        let (url, tls) = take_tls_mode(&config, &["sslmode"], wants_tls)?;
+        let url = url.replacen("postgresql://", "postgres://", 1);
         let mut pg = postgres::Config::from_str(&url)
             .map_err(|e| config.error(format!("not a PostgreSQL URL: {e}")))?;
         if let Some(password) = &config.password {

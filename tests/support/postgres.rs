@@ -209,7 +209,8 @@ impl Postgres {
         format!("postgres://{USER}@127.0.0.1:{}/{db}", self.port)
     }
 
-    fn client(&self) -> Result<postgres::Client, postgres::Error> {
+    /// A plain connection to database `postgres` as the superuser.
+    pub fn client(&self) -> Result<postgres::Client, postgres::Error> {
         postgres::Config::new()
             .host("127.0.0.1")
             .port(self.port)
