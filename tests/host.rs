@@ -176,3 +176,87 @@ fn a_host_retries_its_own_start_with_the_runs_backoff() {
     // The LDAP connections' retries are the same policy type.
     let _: datasync::ldap::RetryPolicy = retry;
 }
+
+/// Vetoes the create of one object, by its `employeeID`, in `row_adding`.
+struct VetoCreate(&'static str);
+
+impl datasync::Hooks for VetoCreate {
+    fn row_adding(
+        &self,
+        _: &datasync::HookContext,
+        write: &mut RowWrite,
+    ) -> datasync::hooks::HookResult<std::ops::ControlFlow<()>> {
+        if write.get("employeeID") == Some(&[self.0.to_string()][..]) {
+            return Ok(std::ops::ControlFlow::Break(()));
+        }
+        Ok(std::ops::ControlFlow::Continue(()))
+    }
+}
+
+/// The one object with this `employeeID`, if any.
+fn employee(directory: &datasync::LdifDirectory, id: &str) -> Option<datasync::Entry> {
+    let filter = datasync::query::Filter::parse(&format!("(employeeID={id})")).unwrap();
+    let mut found = datasync::Destination::search(
+        directory,
+        "DC=groupid,DC=lab",
+        datasync::destination::Scope::Subtree,
+        &filter,
+        &[],
+    )
+    .unwrap();
+    assert!(found.len() <= 1);
+    found.pop()
+}
+
+#[test]
+fn a_create_vetoed_in_row_adding_leaves_no_reference_to_it_and_reruns_converge() {
+    let job_file = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/jobs/excel-to-ad.json");
+    let definition = job::load(&job_file).unwrap();
+    let plan = job::compile(&definition, &Default::default()).unwrap();
+    let source = job::source_path(&definition, &job_file).unwrap();
+    let directory = datasync::LdifDirectory::in_memory();
+    let run = |hooks: &dyn datasync::Hooks| {
+        let mut rows = datasync::source::open(&source).unwrap();
+        datasync::run(&plan, rows.as_mut(), &directory, hooks, &Default::default()).unwrap()
+    };
+    // Bob (1002) manages José (1004). Bob's create is vetoed: José is created without a
+    // manager, with a warning naming Bob's DN, rather than with a `manager` naming nothing.
+    let first = run(&VetoCreate("1002"));
+    assert!(employee(&directory, "1002").is_none());
+    let jose = employee(&directory, "1004").expect("José is created");
+    assert_eq!(jose.get("manager"), &[] as &[String], "{jose:?}");
+    let warning = first
+        .details
+        .iter()
+        .find(|d| d.message.contains("manager") && d.message.contains("CN=Bob"))
+        .unwrap_or_else(|| panic!("a warning names Bob's DN: {:?}", first.details));
+    assert!(
+        warning.message.contains("not create"),
+        "{}",
+        warning.message
+    );
+    // Every `manager` in the directory names an object that exists.
+    for id in 1001..=1008 {
+        if let Some(e) = employee(&directory, &id.to_string()) {
+            for manager in e.get("manager") {
+                assert!(
+                    datasync::Destination::read_entry(&directory, manager, &[])
+                        .unwrap()
+                        .is_some(),
+                    "{} names {manager}, which does not exist",
+                    e.dn
+                );
+            }
+        }
+    }
+    // The same run again changes nothing: José stays unchanged, without a manager.
+    let again = run(&VetoCreate("1002"));
+    assert_eq!(again.counts.updated, 0, "{again:?}");
+    assert_eq!(again.counts.added, 0, "{again:?}");
+    // Without the veto, Bob is created and José gets him as manager.
+    let last = run(&datasync::NoHooks);
+    let bob = employee(&directory, "1002").expect("Bob is created");
+    let jose = employee(&directory, "1004").unwrap();
+    assert_eq!(jose.get("manager"), std::slice::from_ref(&bob.dn));
+    assert_eq!(last.counts.added, 1, "{last:?}");
+}

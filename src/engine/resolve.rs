@@ -598,6 +598,105 @@ fn apply(
     }
 }
 
+/// New DNs this run planned and then did not create (a create vetoed in `row_adding`,
+/// refused by the directory, or given another DN by a hook), by their
+/// [`value_key`](crate::destination::value_key), each with the row that planned it.
+pub(super) type Uncreated = HashMap<String, u64>;
+
+/// Takes back a row's `Resolve` answers that name an object in `uncreated`: the row then
+/// writes what it would have written had that object never been planned (no value, or the
+/// object's other values), so no reference is left pointing at nothing. Returns a warning
+/// for each value taken back. The row has not been written: rows that name new objects are
+/// written in waves after them (see `reference_waves`).
+pub(super) fn take_back_uncreated(
+    tr: &TypeRun<'_>,
+    p: &mut Prepared,
+    uncreated: &Uncreated,
+) -> Vec<String> {
+    let mut warnings = Vec::new();
+    let row = p.row;
+    let mut note = |location: String, dn: &str| {
+        let key = crate::destination::value_key(dn);
+        if let Some(by) = uncreated.get(&key) {
+            warnings.push(format!(
+                "row {row}: {location}: {dn} left out: row {by} did not create it"
+            ));
+            true
+        } else {
+            false
+        }
+    };
+    for f in tr.plan.fields.iter() {
+        if !matches!(f.transform, transform::Transform::Resolve { .. }) || f.is_member_of() {
+            continue;
+        }
+        let attribute = &f.attribute;
+        match &mut p.planned {
+            Planned::Create { entry, .. } => {
+                let named: Vec<String> = entry
+                    .values(attribute, &tr.names)
+                    .into_iter()
+                    .map(str::to_string)
+                    .collect();
+                let kept: Vec<String> = named
+                    .iter()
+                    .filter(|dn| !note(f.location(), dn))
+                    .cloned()
+                    .collect();
+                if kept.len() != named.len() {
+                    entry.modify(&tr.names, |e| {
+                        e.remove(attribute);
+                        if !kept.is_empty() {
+                            e.set(attribute, kept);
+                        }
+                    });
+                }
+            }
+            Planned::Update {
+                changes,
+                value_changes,
+                ..
+            } => {
+                let current = p.entry.map(|i| tr.index.values(i, attribute));
+                changes.retain_mut(|(name, values)| {
+                    if name != attribute {
+                        return true;
+                    }
+                    let before = values.len();
+                    values.retain(|dn| !note(f.location(), dn));
+                    // What is left may be what the object has: then there is nothing to write.
+                    values.len() == before
+                        || !current.as_ref().is_some_and(|c| same_values(c, values))
+                });
+                let mut edits = std::mem::take(value_changes).into_vec();
+                for c in edits.iter_mut().filter(|c| &c.attribute == attribute) {
+                    c.added.retain(|dn| !note(f.location(), dn));
+                }
+                edits.retain(|c| !c.is_empty());
+                for c in edits {
+                    value_changes.push(c);
+                }
+            }
+            _ => {}
+        }
+    }
+    if let Planned::Update {
+        changes,
+        value_changes,
+        password,
+        rename_to,
+        ..
+    } = &p.planned
+        && changes.is_empty()
+        && value_changes.is_empty()
+        && password.is_none()
+        && rename_to.is_none()
+    {
+        p.planned = Planned::Unchanged;
+    }
+    warnings
+}
+
 /// How a `Resolve` field changes an existing object: its values replaced, or for a set of
 /// DNs the values (added, removed).
 enum Change {

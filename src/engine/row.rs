@@ -34,9 +34,6 @@ pub(super) struct Shared<'a> {
     pub containers: RwLock<HashSet<String>>,
     /// Cancellation and progress.
     pub control: Option<&'a super::RunControl>,
-    /// The destination wants the objects a row names written before the row
-    /// ([`Capabilities::references_must_exist`](crate::destination::Capabilities)).
-    pub references_must_exist: bool,
     /// Where the job looks: each object type's scan base and scope (what `memberOf` and
     /// reference updates take as the job's groups).
     pub scopes: Vec<(String, crate::destination::Scope)>,
