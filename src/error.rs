@@ -29,8 +29,8 @@ pub enum Error {
         object_type: i64,
         /// The mapping that needs a missing column, when that is the problem.
         field: Option<String>,
-        /// What the source said.
-        source: SourceError,
+        /// What the source said (boxed: it is the largest of these errors).
+        source: Box<SourceError>,
     },
     /// A destination query (after the hooks) does not compile.
     #[error("job \"{job}\", object type {object_type}: destination query: {source}")]
@@ -93,7 +93,7 @@ impl Error {
         match self {
             Error::Load(_) => ErrorKind::Load,
             Error::Invalid { .. } => ErrorKind::Invalid,
-            Error::Source { source, .. } => match source {
+            Error::Source { source, .. } => match source.as_ref() {
                 SourceError::Query { .. }
                 | SourceError::MissingColumn { .. }
                 | SourceError::MissingSheet { .. }
@@ -112,4 +112,20 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         matches!(self, Error::Destination { source, .. } if source.is_transient())
     }
+}
+
+/// An error's message followed by its causes (`message: cause: cause`), each cause once and
+/// left out where the message already holds it: where errors become the report's text.
+pub(crate) fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        let message = c.to_string();
+        if !text.contains(&message) {
+            text.push_str(": ");
+            text.push_str(&message);
+        }
+        cause = c.source();
+    }
+    text
 }

@@ -23,20 +23,60 @@ use crate::lifecycle::NotifyWhen;
 use crate::report::{Report, RowFailure};
 use crate::source::Columns;
 
-/// A hook's error: the message that fails the row (or the job, for job-level events).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct HookError(pub String);
+/// A hook's error: the message that fails the row (or the job, for job-level events), and
+/// the host's own error under it when there is one (its [`source`](std::error::Error::source)).
+///
+/// ```
+/// use datasync::hooks::HookError;
+/// let plain: HookError = "Frank's row is refused".into();
+/// assert_eq!(plain.to_string(), "Frank's row is refused");
+/// let io = std::io::Error::other("disk full");
+/// let wrapped = HookError::with_source("cannot log the row", io);
+/// assert_eq!(std::error::Error::source(&wrapped).unwrap().to_string(), "disk full");
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct HookError {
+    message: String,
+    #[source]
+    source: Option<crate::transform::BoxError>,
+}
+
+impl HookError {
+    /// An error with this message.
+    pub fn new(message: impl Into<String>) -> HookError {
+        HookError {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// An error with this message, caused by `source` (the host's own error).
+    pub fn with_source(
+        message: impl Into<String>,
+        source: impl Into<crate::transform::BoxError>,
+    ) -> HookError {
+        HookError {
+            message: message.into(),
+            source: Some(source.into()),
+        }
+    }
+
+    /// The message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
 
 impl From<String> for HookError {
     fn from(s: String) -> Self {
-        HookError(s)
+        HookError::new(s)
     }
 }
 
 impl From<&str> for HookError {
     fn from(s: &str) -> Self {
-        HookError(s.to_string())
+        HookError::new(s)
     }
 }
 

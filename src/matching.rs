@@ -316,7 +316,11 @@ impl ResolveIndex {
 }
 
 impl Resolver for ResolveIndex {
-    fn resolve(&self, attribute: &str, value: &str) -> Result<Option<String>, String> {
+    fn resolve(
+        &self,
+        attribute: &str,
+        value: &str,
+    ) -> Result<Option<String>, crate::transform::ResolveError> {
         let wanted = lowercase(value);
         let Some(candidates) = self
             .by_attribute
@@ -339,11 +343,11 @@ impl Resolver for ResolveIndex {
         match found.as_slice() {
             [] => Ok(None),
             [dn] => Ok(Some(dn.to_string())),
-            many => Err(format!(
-                "Resolve: {} objects have {attribute}={value}: {}",
-                many.len(),
-                many.join("; ")
-            )),
+            many => Err(crate::transform::ResolveError::Ambiguous {
+                attribute: attribute.to_string(),
+                value: value.to_string(),
+                dns: many.iter().map(|dn| dn.to_string()).collect(),
+            }),
         }
     }
 }
@@ -403,12 +407,17 @@ mod tests {
         let index = ResolveIndex::build(&dir, "DC=lab", &["employeeID".into()]).unwrap();
         // Ann has the value twice (in two cases): still one object.
         assert_eq!(
-            index.resolve("EMPLOYEEID", "Ab-1"),
-            Ok(Some("CN=Ann,DC=lab".into()))
+            index.resolve("EMPLOYEEID", "Ab-1").unwrap(),
+            Some("CN=Ann,DC=lab".into())
         );
-        assert_eq!(index.resolve("employeeID", "zz-9"), Ok(None));
-        assert_eq!(index.resolve("mail", "ab-1"), Ok(None));
+        assert_eq!(index.resolve("employeeID", "zz-9").unwrap(), None);
+        assert_eq!(index.resolve("mail", "ab-1").unwrap(), None);
         let both = index.resolve("employeeID", "CD-2").unwrap_err();
+        let crate::transform::ResolveError::Ambiguous { dns, .. } = &both else {
+            panic!("{both}");
+        };
+        assert_eq!(dns.len(), 2);
+        let both = both.to_string();
         assert!(
             both.starts_with("Resolve: 2 objects have employeeID=CD-2: ")
                 && both.contains("CN=Bob,DC=lab")

@@ -260,3 +260,84 @@ fn a_create_vetoed_in_row_adding_leaves_no_reference_to_it_and_reruns_converge()
     assert_eq!(jose.get("manager"), std::slice::from_ref(&bob.dn));
     assert_eq!(last.counts.added, 1, "{last:?}");
 }
+
+#[test]
+fn a_script_that_panics_fails_its_row_only() {
+    use datasync::transform::TransformContext;
+    let job_file = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/jobs/excel-to-ad.json");
+    let mut definition = job::load(&job_file).unwrap();
+    let description = definition
+        .fields_map
+        .get_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|f| f.destination_field.get().map(String::as_str) == Some("description"))
+        .unwrap();
+    description.transform = "Script:name=shaky".to_string().into();
+    let mut context = TransformContext::default();
+    context.scripts.register("shaky", |input| {
+        if input.row.get("First") == Some("Bob") {
+            panic!("a bug in the host's script");
+        }
+        Ok(Some("fine".into()))
+    });
+    let plan = job::compile(&definition, &context).unwrap();
+    let source = job::source_path(&definition, &job_file).unwrap();
+    let mut rows = datasync::source::open(&source).unwrap();
+    let directory = datasync::LdifDirectory::in_memory();
+    let report = datasync::run(
+        &plan,
+        rows.as_mut(),
+        &directory,
+        &datasync::NoHooks,
+        &Default::default(),
+    )
+    .expect("the run goes on past the panic");
+    assert_eq!(report.counts.failed, 1, "{report:?}");
+    let failure = &report.failed[0];
+    assert_eq!(failure.key.as_deref(), Some("1002"));
+    assert!(
+        failure
+            .message
+            .contains("panicked: a bug in the host's script"),
+        "{}",
+        failure.message
+    );
+    assert!(
+        failure
+            .field
+            .as_deref()
+            .unwrap_or("")
+            .contains("description")
+    );
+    assert!(employee(&directory, "1002").is_none());
+    assert_eq!(
+        employee(&directory, "1001").unwrap().first("description"),
+        Some("fine")
+    );
+}
+
+#[test]
+fn source_errors_keep_the_readers_own_error_as_their_source() {
+    use datasync::source::SourceError;
+    use std::error::Error as _;
+    let dir = tempfile::tempdir().unwrap();
+    // A workbook that is not one: calamine's error is kept under ours.
+    let corrupt = dir.path().join("people.xlsx");
+    std::fs::write(&corrupt, b"PK\x03\x04 not a zip at all").unwrap();
+    let err = datasync::source::open(&corrupt)
+        .map(|_| ())
+        .expect_err("a corrupt workbook is refused");
+    assert!(matches!(err, SourceError::Workbook { .. }), "{err:?}");
+    assert!(err.source().is_some(), "calamine's error is the source");
+    // A query SQLite refuses: SQLite's error is kept under ours.
+    let people = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/sources/people.xlsx");
+    let mut source = datasync::source::open(&people).unwrap();
+    let err = source
+        .query("SELECT Nope FROM [TTSheet1$]")
+        .map(|_| ())
+        .expect_err("a missing column is refused");
+    assert!(matches!(err, SourceError::Query { .. }), "{err:?}");
+    assert!(err.to_string().contains("Nope"), "{err}");
+    assert!(err.source().is_some(), "SQLite's error is the source");
+}

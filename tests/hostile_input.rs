@@ -89,10 +89,10 @@ fn a_source_without_end_stops_at_the_row_limit_and_writes_nothing() {
     };
     let e = run_csv(&plan, &csv(&[("1", "Ann", "Lee", "")]), &dir, &options).unwrap_err();
     match &e {
-        Error::Source {
-            source: SourceError::TooLarge { row, .. },
-            ..
-        } => assert_eq!(*row, Some(2_002)),
+        Error::Source { source, .. } => match source.as_ref() {
+            SourceError::TooLarge { row, .. } => assert_eq!(*row, Some(2_002)),
+            other => panic!("{other}"),
+        },
         other => panic!("{other}"),
     }
     assert!(e.to_string().contains("more than 2000 rows"), "{e}");

@@ -149,6 +149,15 @@ pub enum DestinationError {
     /// uniqueness check) names: the reason in plain words, then the server's own message.
     #[error(transparent)]
     Domain(Box<DomainRefusal>),
+    /// The embedded store's database (SQLite) failed: the file and SQLite's own error.
+    #[error("{path}: {source}")]
+    Database {
+        /// The store's file.
+        path: PathBuf,
+        /// SQLite's error.
+        #[source]
+        source: crate::transform::BoxError,
+    },
     /// The destination refused the change for another reason.
     #[error("{message}")]
     Rejected {

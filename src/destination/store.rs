@@ -148,8 +148,9 @@ fn sql_error(path: &Path, e: rusqlite::Error) -> DestinationError {
             path: path.to_path_buf(),
         };
     }
-    DestinationError::Rejected {
-        message: format!("{}: {e}", path.display()),
+    DestinationError::Database {
+        path: path.to_path_buf(),
+        source: Box::new(e),
     }
 }
 

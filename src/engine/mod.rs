@@ -267,14 +267,11 @@ impl TypeRun<'_> {
 fn guard<T>(f: impl FnOnce() -> HookResult<T>) -> Result<T, String> {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(e.0),
+        // The message and its causes, as the report keeps text.
+        Ok(Err(e)) => Err(crate::error::chain(&e)),
         Err(panic) => Err(format!(
             "hook panicked: {}",
-            panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "no message".into())
+            crate::transform::panic_message(panic.as_ref())
         )),
     }
 }
@@ -817,7 +814,7 @@ fn read_type<'p>(
         job: plan.name.clone(),
         object_type: op.object_type.code(),
         field: None,
-        source,
+        source: Box::new(source),
     })?;
     prepared
 }
@@ -839,7 +836,7 @@ fn prepare_batches<'p>(
         job: plan.name.clone(),
         object_type: code,
         field,
-        source,
+        source: Box::new(source),
     };
     let resolve = resolve::ResolvePlan::new(op);
     let compared = scan::Compared::new(op);
@@ -883,11 +880,12 @@ fn prepare_batches<'p>(
     };
     let mut bound = Vec::with_capacity(op.fields.len());
     for f in &op.fields {
-        bound.push(
-            f.transform
-                .bind(&columns)
-                .map_err(|column| missing(f.location(), column))?,
-        );
+        bound.push(f.transform.bind(&columns).map_err(|e| match e {
+            crate::transform::TransformError::MissingColumn { column } => {
+                missing(f.location(), column)
+            }
+            other => missing(f.location(), other.to_string()),
+        })?);
     }
     let container_field =
         match &op.container {

@@ -437,7 +437,11 @@ impl PlannedValues {
         let lookup = |value: &str| -> Result<Option<String>, String> {
             match self.planned_dns(tr, rows, key, value).as_slice() {
                 [dn] => Ok(Some(dn.to_string())),
-                [] => tr.resolver.on(destination).resolve(attribute, value),
+                [] => tr
+                    .resolver
+                    .on(destination)
+                    .resolve(attribute, value)
+                    .map_err(|e| e.to_string()),
                 many => Err(format!(
                     "Resolve: {} objects have {attribute}={value}: {}",
                     many.len(),

@@ -369,7 +369,9 @@ pub(super) fn prepare(
             (None, transform::Transform::Copy(column)) if tr.movable[fi] => {
                 Ok(values.get_mut(*column).and_then(Option::take))
             }
-            (None, _) => bound.apply(&tr.columns, values, &f.attribute, &run),
+            (None, _) => bound
+                .apply(&tr.columns, values, &f.attribute, &run)
+                .map_err(|e| e.to_string()),
         };
         let value = match result {
             Ok(v) => v,

@@ -101,7 +101,7 @@ impl Compared {
 pub(super) struct DirectoryLookup {
     base: String,
     attributes: Vec<String>,
-    built: std::sync::OnceLock<Result<ResolveIndex, String>>,
+    built: std::sync::OnceLock<Result<ResolveIndex, std::sync::Arc<DestinationError>>>,
 }
 
 impl DirectoryLookup {
@@ -129,17 +129,23 @@ pub(super) struct LookupOn<'a> {
 }
 
 impl crate::transform::Resolver for LookupOn<'_> {
-    fn resolve(&self, attribute: &str, value: &str) -> Result<Option<String>, String> {
+    fn resolve(
+        &self,
+        attribute: &str,
+        value: &str,
+    ) -> Result<Option<String>, crate::transform::ResolveError> {
         if self.lookup.attributes.is_empty() {
             return Ok(None);
         }
         let built = self.lookup.built.get_or_init(|| {
             ResolveIndex::build(self.destination, &self.lookup.base, &self.lookup.attributes)
-                .map_err(|e| format!("Resolve: cannot read the directory: {e}"))
+                .map_err(std::sync::Arc::new)
         });
         match built {
             Ok(index) => index.resolve(attribute, value),
-            Err(message) => Err(message.clone()),
+            Err(e) => Err(crate::transform::ResolveError::Directory {
+                source: Box::new(e.clone()),
+            }),
         }
     }
 }

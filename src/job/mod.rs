@@ -636,7 +636,7 @@ pub fn compile(job: &DataSyncJob, context: &TransformContext) -> Result<Plan, Jo
                     } else {
                         "transform"
                     };
-                    err(at(which), e);
+                    err(at(which), e.to_string());
                     continue;
                 }
             };

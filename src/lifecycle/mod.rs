@@ -735,7 +735,7 @@ impl Runner {
                 job: plan.name.clone(),
                 object_type: plan.objects.first().map_or(1, |o| o.object_type.code()),
                 field: None,
-                source,
+                source: Box::new(source),
             })
             .and_then(|mut source| {
                 crate::run(

@@ -128,6 +128,7 @@ impl Source for DirectorySource {
         let filter = parse_destination_query(query).map_err(|e| SourceError::Query {
             query: query.to_string(),
             message: e.to_string(),
+            source: Some(Box::new(e)),
         })?;
         let entries = self.matching(&filter)?;
         Ok(rows_from_entries(entries.into_iter().map(|e| {

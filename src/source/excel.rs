@@ -30,6 +30,7 @@ impl ExcelSource {
         let workbook = open_workbook_auto(path).map_err(|e| SourceError::Workbook {
             path: path.to_path_buf(),
             message: e.to_string(),
+            source: Some(Box::new(e)),
         })?;
         Ok(ExcelSource {
             path: path.to_path_buf(),
@@ -77,6 +78,7 @@ impl ExcelSource {
                 .map_err(|e| SourceError::Workbook {
                     path: self.path.clone(),
                     message: format!("sheet \"{sheet}\": {e}"),
+                    source: Some(Box::new(e)),
                 })?;
         let (first_row, _) = range.start().unwrap_or((0, 0));
         let height = range.height();
@@ -179,6 +181,7 @@ fn stream_xlsx<RS: std::io::Read + std::io::Seek>(
     let fail = |message: String| SourceError::Workbook {
         path: path.to_path_buf(),
         message: format!("sheet \"{sheet}\": {message}"),
+        source: None,
     };
     // (first column, width) once the header is read.
     let mut span: Option<(u32, usize)> = None;

@@ -66,6 +66,7 @@ impl Source for LdapSource {
         let filter = parse_destination_query(query).map_err(|e| SourceError::Query {
             query: query.to_string(),
             message: e.to_string(),
+            source: Some(Box::new(e)),
         })?;
         let filter = filter.to_string();
         let server = self.pool.config().url.clone();

@@ -109,6 +109,9 @@ pub enum SourceError {
         path: PathBuf,
         /// The reader's explanation.
         message: String,
+        /// The reader's (calamine's) own error, when it gave one.
+        #[source]
+        source: Option<crate::transform::BoxError>,
     },
     /// The query names a sheet the workbook does not have.
     #[error("sheet \"{sheet}\" is not in the workbook (its sheets: {})", available.join(", "))]
@@ -133,6 +136,9 @@ pub enum SourceError {
         query: String,
         /// The engine's explanation.
         message: String,
+        /// The engine's own error (SQLite's, the database driver's), when it gave one.
+        #[source]
+        source: Option<crate::transform::BoxError>,
     },
     /// A mapping reads a column the query result does not have.
     #[error("column \"{column}\" is not in the source (its columns: {})", available.join(", "))]

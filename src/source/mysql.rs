@@ -111,6 +111,7 @@ impl MysqlSource {
         let query_error = |e: &mysql::Error| SourceError::Query {
             query: shown.to_string(),
             message: server_message(e),
+            source: None,
         };
         let server = self.config.url.clone();
         self.conn
@@ -198,6 +199,7 @@ impl MysqlTable {
                 .map_err(|e| SourceError::Query {
                     query: sql.clone(),
                     message: server_message(&e),
+                    source: Some(Box::new(e)),
                 })?;
             result
                 .columns()

@@ -121,6 +121,7 @@ impl Source for OdbcSource {
         let query_error = |e: odbc_api::Error| SourceError::Query {
             query: query.to_string(),
             message: e.to_string(),
+            source: Some(Box::new(e)),
         };
         let stop = sink.stop_signal();
         let Some(mut cursor) = self
@@ -131,6 +132,7 @@ impl Source for OdbcSource {
             return Err(SourceError::Query {
                 query: query.to_string(),
                 message: "the statement returns no rows".into(),
+                source: None,
             });
         };
         let count = cursor.num_result_cols().map_err(query_error)?;
@@ -222,6 +224,7 @@ impl OdbcTable {
         let query_error = |e: odbc_api::Error| SourceError::Query {
             query: sql.clone(),
             message: e.to_string(),
+            source: Some(Box::new(e)),
         };
         let quote = source
             .connection

@@ -102,6 +102,7 @@ impl PostgresSource {
         let query_error = |e: &postgres::Error| SourceError::Query {
             query: shown.to_string(),
             message: server_message(e),
+            source: None,
         };
         let cancel_token = self.client.cancel_token();
         let tls = self.tls.clone();
@@ -202,6 +203,7 @@ impl PostgresTable {
             .map_err(|e| SourceError::Query {
                 query: sql.clone(),
                 message: server_message(&e),
+                source: Some(Box::new(e)),
             })?;
         let columns = statement
             .columns()
@@ -292,6 +294,7 @@ impl Source for PostgresSource {
         let statement = self.client.prepare(inner).map_err(|e| SourceError::Query {
             query: query.to_string(),
             message: server_message(&e),
+            source: Some(Box::new(e)),
         })?;
         let column = statement
             .columns()

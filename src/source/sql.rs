@@ -72,40 +72,42 @@ pub fn run_into(
     table: &mut dyn FnMut(&str) -> Result<RowSet, SourceError>,
     sink: &mut dyn RowSink,
 ) -> Result<(), SourceError> {
-    let fail = |message: String| SourceError::Query {
+    let fail = |message: String, source: Option<rusqlite::Error>| SourceError::Query {
         query: query.to_string(),
         message,
+        source: source.map(|e| Box::new(e) as crate::transform::BoxError),
     };
-    let mut conn = Connection::open_in_memory().map_err(|e| fail(e.to_string()))?;
+    let sqlite = |e: rusqlite::Error| fail(e.to_string(), Some(e));
+    let mut conn = Connection::open_in_memory().map_err(sqlite)?;
     conn.set_limit(Limit::SQLITE_LIMIT_LENGTH, MAX_VALUE_BYTES as i32)
         .and_then(|_| conn.set_limit(Limit::SQLITE_LIMIT_ATTACHED, 0))
-        .map_err(|e| fail(e.to_string()))?;
+        .map_err(sqlite)?;
     if let Some(stop) = sink.stop_signal() {
         conn.progress_handler(STEPS_BETWEEN_STOP_CHECKS, Some(move || stop.should_stop()))
-            .map_err(|e| fail(e.to_string()))?;
+            .map_err(sqlite)?;
     }
-    guard_statements(&mut conn).map_err(|e| fail(e.to_string()))?;
+    guard_statements(&mut conn).map_err(sqlite)?;
     let mut loaded: HashSet<String> = HashSet::new();
     loop {
         match conn.prepare(query) {
             Ok(mut statement) => {
                 if !statement.readonly() {
-                    return Err(fail("only SELECT queries are allowed".into()));
+                    return Err(fail("only SELECT queries are allowed".into(), None));
                 }
                 return stream(&mut statement, sink)
-                    .map_err(|StreamError { row, error }| fail(explain(&error, row)));
+                    .map_err(|StreamError { row, error }| fail(explain(&error, row), Some(error)));
             }
             Err(e) => {
                 let message = explain(&e, None);
                 let Some(name) = message.strip_prefix("no such table: ") else {
-                    return Err(fail(message));
+                    return Err(fail(message, Some(e)));
                 };
                 let name = name.trim().to_string();
                 if !loaded.insert(name.to_lowercase()) {
-                    return Err(fail(message));
+                    return Err(fail(message, Some(e)));
                 }
                 let rows = table(&name)?;
-                load(&conn, &name, &rows).map_err(|e| fail(explain(&e, None)))?;
+                load(&conn, &name, &rows).map_err(|e| fail(explain(&e, None), Some(e)))?;
             }
         }
     }

@@ -6,6 +6,7 @@
 //! transform takes `field` and it is left out, the mapping's `sourceField` is used. See the
 //! crate documentation for the table of transforms.
 
+mod error;
 pub mod password;
 
 use std::collections::HashMap;
@@ -16,6 +17,8 @@ use chrono::format::{Item, StrftimeItems};
 use chrono::{NaiveDate, NaiveDateTime};
 use regex::Regex;
 
+pub(crate) use error::panic_message;
+pub use error::{BoxError, ResolveError, ScriptError, TransformError};
 pub use password::{PasswordPolicy, PasswordRule};
 
 use crate::source::Columns;
@@ -53,8 +56,8 @@ impl<'a> RowView<'a> {
 }
 
 /// A host function that replaces a VB `Script` transform: it returns the attribute value
-/// (`None` for no value) or an error message that fails the row.
-pub type ScriptFn = Arc<dyn Fn(&ScriptInput<'_>) -> Result<Option<String>, String> + Send + Sync>;
+/// (`None` for no value) or an error that fails the row (see [`Scripts::register`]).
+pub type ScriptFn = Arc<dyn Fn(&ScriptInput<'_>) -> Result<Option<String>, BoxError> + Send + Sync>;
 
 /// The script functions a host registers, by the name `Script:name=…` uses.
 ///
@@ -73,9 +76,12 @@ pub struct Scripts {
 
 impl Scripts {
     /// Registers `function` under `name`; a later registration of the same name replaces it.
+    /// Its error is any error boxed (`Err("why".into())`, or `?` on the host's own error): it
+    /// fails the row, and is kept as the [`source`](std::error::Error::source) of the row's
+    /// [`ScriptError`]. A panic in it fails its row only.
     pub fn register<F>(&mut self, name: &str, function: F)
     where
-        F: Fn(&ScriptInput<'_>) -> Result<Option<String>, String> + Send + Sync + 'static,
+        F: Fn(&ScriptInput<'_>) -> Result<Option<String>, BoxError> + Send + Sync + 'static,
     {
         self.functions.insert(name.to_string(), Arc::new(function));
     }
@@ -109,9 +115,22 @@ pub struct Script {
 }
 
 impl Script {
-    /// Calls the script.
-    pub fn call(&self, input: &ScriptInput<'_>) -> Result<Option<String>, String> {
-        (self.function)(input)
+    /// Calls the script. A panic in it is caught and returned as
+    /// [`ScriptError::Panicked`], so that it fails the row that called it, not the run.
+    pub fn call(&self, input: &ScriptInput<'_>) -> Result<Option<String>, ScriptError> {
+        let called =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (self.function)(input)));
+        match called {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(source)) => Err(ScriptError::Failed {
+                name: self.name.clone(),
+                source,
+            }),
+            Err(panic) => Err(ScriptError::Panicked {
+                name: self.name.clone(),
+                message: error::panic_message(panic.as_ref()),
+            }),
+        }
     }
 }
 
@@ -226,15 +245,15 @@ pub enum Transform<F = String> {
 /// What a transform needs from outside the row while it runs.
 pub trait Resolver: Sync {
     /// The DN of the one destination object whose `attribute` equals `value`: `Ok(None)` when
-    /// there is none, `Err` when there are several.
-    fn resolve(&self, attribute: &str, value: &str) -> Result<Option<String>, String>;
+    /// there is none, [`ResolveError::Ambiguous`] when there are several.
+    fn resolve(&self, attribute: &str, value: &str) -> Result<Option<String>, ResolveError>;
 }
 
 /// A resolver for runs without `Resolve` transforms: nothing resolves.
 pub struct NoResolver;
 
 impl Resolver for NoResolver {
-    fn resolve(&self, _: &str, _: &str) -> Result<Option<String>, String> {
+    fn resolve(&self, _: &str, _: &str) -> Result<Option<String>, ResolveError> {
         Ok(None)
     }
 }
@@ -364,9 +383,17 @@ impl Transform<String> {
     /// let t = Transform::parse("Join:field=First;separator=_api_;field=Last", None, &TransformContext::default());
     /// assert!(t.is_ok());
     /// let e = Transform::parse("Foo:x=1", None, &TransformContext::default()).unwrap_err();
-    /// assert_eq!(e, "unknown transform \"Foo\"");
+    /// assert_eq!(e.to_string(), "unknown transform \"Foo\"");
     /// ```
     pub fn parse(
+        text: &str,
+        source_field: Option<&str>,
+        context: &TransformContext,
+    ) -> Result<Transform<String>, TransformError> {
+        Self::parse_text(text, source_field, context).map_err(TransformError::Syntax)
+    }
+
+    fn parse_text(
         text: &str,
         source_field: Option<&str>,
         context: &TransformContext,
@@ -528,8 +555,14 @@ impl Transform<String> {
     }
 
     /// Binds field names to column positions; the error names the first missing column.
-    pub fn bind(&self, columns: &Columns) -> Result<Transform<usize>, String> {
-        self.map_fields(|name| columns.index(name).ok_or_else(|| name.clone()))
+    pub fn bind(&self, columns: &Columns) -> Result<Transform<usize>, TransformError> {
+        self.map_fields(|name| {
+            columns
+                .index(name)
+                .ok_or_else(|| TransformError::MissingColumn {
+                    column: name.clone(),
+                })
+        })
     }
 }
 
@@ -683,7 +716,7 @@ impl Transform<usize> {
         row: &[Option<String>],
         destination_field: &str,
         run: &RunValues<'_>,
-    ) -> Result<Option<String>, String> {
+    ) -> Result<Option<String>, TransformError> {
         let get = |i: &usize| row.get(*i).and_then(|v| v.as_deref());
         let chars = |i: &usize| get(i).map(|v| v.chars());
         let non_empty = |s: String| Some(s).filter(|s| !s.is_empty());
@@ -760,7 +793,9 @@ impl Transform<usize> {
             }),
             Transform::Date { field, from, to } => match get(field) {
                 None => None,
-                Some(v) => Some(reformat_date(v, from.as_deref(), to)?),
+                Some(v) => {
+                    Some(reformat_date(v, from.as_deref(), to).map_err(TransformError::Value)?)
+                }
             },
             Transform::Resolve { field, attribute } => match get(field) {
                 None => None,
@@ -772,9 +807,7 @@ impl Transform<usize> {
                     destination_field,
                     row: RowView::new(columns, row),
                 };
-                script
-                    .call(&input)
-                    .map_err(|e| format!("Script \"{}\" failed: {e}", script.name))?
+                script.call(&input)?
             }
         })
     }
@@ -824,23 +857,27 @@ mod tests {
         });
         ctx.scripts
             .register("fails", |_| Err("no manager for this row".into()));
-        let t = Transform::parse(text, source_field, &ctx)?;
+        ctx.scripts
+            .register("panics", |_| panic!("a bug in the host"));
+        let t = Transform::parse(text, source_field, &ctx).map_err(|e| e.to_string())?;
         let columns = Columns::new(cells.iter().map(|(c, _)| c.to_string()).collect());
         let row: Vec<Option<String>> = cells
             .iter()
             .map(|(_, v)| Some(v.to_string()).filter(|v| !v.is_empty()))
             .collect();
-        let bound = t.bind(&columns).map_err(|c| format!("missing {c}"))?;
-        bound.apply(
-            &columns,
-            &row,
-            "cn",
-            &RunValues {
-                now: "2026-01-02T03:04:05Z",
-                today: "2026-01-02",
-                resolver: &NoResolver,
-            },
-        )
+        let bound = t.bind(&columns).map_err(|e| e.to_string())?;
+        bound
+            .apply(
+                &columns,
+                &row,
+                "cn",
+                &RunValues {
+                    now: "2026-01-02T03:04:05Z",
+                    today: "2026-01-02",
+                    resolver: &NoResolver,
+                },
+            )
+            .map_err(|e| e.to_string())
     }
 
     const ANN: &[(&str, &str)] = &[
@@ -958,6 +995,44 @@ mod tests {
         assert!(e.contains("no manager"), "{e}");
         let e = try_run("Script:name=unknown", None, ANN).unwrap_err();
         assert!(e.contains("not registered"), "{e}");
+        let e = try_run("Script:name=panics", Some("First"), ANN).unwrap_err();
+        assert!(
+            e.contains("Script \"panics\" panicked: a bug in the host"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_scripts_own_error_is_the_source_of_its_script_error() {
+        #[derive(Debug)]
+        struct NoManager;
+        impl fmt::Display for NoManager {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("no manager")
+            }
+        }
+        impl std::error::Error for NoManager {}
+        let mut ctx = TransformContext::default();
+        ctx.scripts.register("typed", |_| Err(NoManager.into()));
+        let t = Transform::parse("Script:name=typed", None, &ctx).unwrap();
+        let columns = Columns::new(vec![]);
+        let run = RunValues {
+            now: "",
+            today: "",
+            resolver: &NoResolver,
+        };
+        let e = t
+            .bind(&columns)
+            .unwrap()
+            .apply(&columns, &[], "cn", &run)
+            .unwrap_err();
+        assert!(matches!(
+            &e,
+            TransformError::Script(ScriptError::Failed { name, .. }) if name == "typed"
+        ));
+        // `TransformError::Script` is transparent: its source is the script's own error.
+        let source = std::error::Error::source(&e).expect("the script's own error");
+        assert!(source.downcast_ref::<NoManager>().is_some(), "{source}");
     }
 
     #[test]
@@ -976,7 +1051,8 @@ mod tests {
             ("Upper", "needs the parameter field"),
         ] {
             let e = Transform::parse(text, None, &TransformContext::default()).unwrap_err();
-            assert!(e.contains(needle), "{text}: {e}");
+            assert!(matches!(e, TransformError::Syntax(_)), "{e:?}");
+            assert!(e.to_string().contains(needle), "{text}: {e}");
         }
         assert!(Transform::parse("", None, &TransformContext::default()).is_err());
     }
@@ -991,6 +1067,10 @@ mod tests {
         .unwrap();
         assert_eq!(t.fields(), vec!["First", "Middle"]);
         let columns = Columns::new(vec!["first".into()]);
-        assert_eq!(t.bind(&columns).unwrap_err(), "Middle");
+        let e = t.bind(&columns).unwrap_err();
+        assert!(
+            matches!(&e, TransformError::MissingColumn { column } if column == "Middle"),
+            "{e:?}"
+        );
     }
 }
