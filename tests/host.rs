@@ -341,3 +341,100 @@ fn source_errors_keep_the_readers_own_error_as_their_source() {
     assert!(err.to_string().contains("Nope"), "{err}");
     assert!(err.source().is_some(), "SQLite's error is the source");
 }
+
+/// A source that hands over the fixture's rows one by one, and waits after `pause_after`
+/// rows until it is let go: a slow database, as a host sees one.
+struct SlowSource {
+    pause_after: usize,
+    go: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
+}
+
+impl datasync::Source for SlowSource {
+    fn query(
+        &mut self,
+        _: &str,
+    ) -> Result<datasync::source::RowSet, datasync::source::SourceError> {
+        unreachable!("the run streams")
+    }
+
+    fn query_into(
+        &mut self,
+        query: &str,
+        sink: &mut dyn datasync::source::RowSink,
+    ) -> Result<(), datasync::source::SourceError> {
+        let people = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/sources/people.xlsx");
+        let answer = datasync::source::open(&people)?.query(query)?;
+        if sink.columns(&answer.columns).is_break() {
+            return Ok(());
+        }
+        for (i, row) in answer.rows.into_iter().enumerate() {
+            if i == self.pause_after {
+                let _ = self.go.lock().unwrap().recv();
+            }
+            if sink.row(row).is_break() {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn progress_counts_rows_read_while_the_source_is_read() {
+    use datasync::lifecycle::{Job, RunState, Runner};
+    use std::sync::Arc;
+    let job_file = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/jobs/excel-to-ad.json");
+    let mut definition = job::load(&job_file).unwrap();
+    support_users_only(&mut definition);
+    let (go, wait) = std::sync::mpsc::channel();
+    let wait = std::sync::Mutex::new(Some(wait));
+    let open: datasync::lifecycle::OpenSource = Box::new(move || {
+        let go = wait.lock().unwrap().take().expect("opened once");
+        Ok(Box::new(SlowSource {
+            pause_after: 5,
+            go: std::sync::Mutex::new(go),
+        }))
+    });
+    let directory = Arc::new(datasync::LdifDirectory::in_memory());
+    let job = Job::new(definition, open, directory).unwrap();
+    let runner = Runner::new();
+    let id = runner.submit(Arc::new(job)).unwrap();
+    // While the source is held after 5 rows: 5 read, none done, the total unknown.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match runner.status(id) {
+            Some(RunState::Running {
+                read: 5,
+                done,
+                total,
+                ..
+            }) => {
+                assert_eq!((done, total), (0, None));
+                break;
+            }
+            Some(RunState::Queued | RunState::Running { .. }) => {}
+            other => panic!("{other:?}"),
+        }
+        assert!(std::time::Instant::now() < deadline, "never read 5 rows");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    go.send(()).unwrap();
+    let report = runner.wait(id).unwrap();
+    assert_eq!(report.counts.read, 8, "{report:?}");
+    // A finished run's state shares the runner's report: polls do not copy it.
+    let (Some(RunState::Finished(a)), Some(RunState::Finished(b))) =
+        (runner.status(id), runner.status(id))
+    else {
+        panic!("finished");
+    };
+    assert!(Arc::ptr_eq(&a, &b));
+}
+
+/// The main job's users only (its groups read another sheet).
+fn support_users_only(definition: &mut datasync::DataSyncJob) {
+    for option in definition.objects_option.get_mut().unwrap() {
+        if option.object_type.get() == Some(&4) {
+            option.is_selected = false.into();
+        }
+    }
+}

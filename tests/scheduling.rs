@@ -389,7 +389,8 @@ fn a_fire_that_finds_the_job_running_is_skipped_and_recorded() {
             .error_message
             .as_deref()
             .unwrap()
-            .contains("cancelled")
+            .contains("cancelled"),
+        "{newest:?}"
     );
     assert!(!scheduler.stop("Stoppable"), "nothing left to stop");
 }

@@ -111,6 +111,8 @@ struct ControlState {
     deadline: Option<Deadline>,
     /// 0 running, 1 cancelled, 2 timed out.
     stop: AtomicU8,
+    /// Rows taken from the source so far (the only progress while it is read).
+    read: AtomicUsize,
     done: AtomicUsize,
     total: AtomicUsize,
     total_known: AtomicBool,
@@ -157,6 +159,13 @@ impl RunControl {
             1 => Some(StopReason::Cancelled),
             _ => Some(StopReason::TimedOut),
         }
+    }
+
+    /// Rows taken from the source so far. While the source is read, rows are prepared but
+    /// none is finished (every row is known before any is written), so this is the progress
+    /// to show then; it stops at the total.
+    pub fn rows_read(&self) -> usize {
+        self.0.read.load(Ordering::Relaxed)
     }
 
     /// Rows finished so far, and the rows in all once the source has been read.
@@ -629,6 +638,10 @@ impl RowSink for ChannelSink {
                 .is_some_and(|c| c.stop_reason().is_some())
         {
             return std::ops::ControlFlow::Break(());
+        }
+        if let Some(control) = &self.control {
+            // Relaxed: a counter for pollers, ordered with nothing.
+            control.0.read.fetch_add(1, Ordering::Relaxed);
         }
         self.batch.push(row);
         if self.batch.len() < BATCH_ROWS {
@@ -1284,8 +1297,14 @@ fn apply_type(
         let end = at + order[at..].partition_point(|i| waves[*i as usize] == wave);
         let rows = &mut prepared[at..end];
         if !uncreated.is_empty() {
+            // A stopped run writes no more rows: their references are taken back all the
+            // same, but the report does not list what a stop left out.
+            let stopped = shared.control.is_some_and(|c| c.stop_reason().is_some());
             for p in rows.iter_mut() {
-                warnings.extend(resolve::take_back_uncreated(tr, p, &uncreated));
+                let taken_back = resolve::take_back_uncreated(tr, p, &uncreated);
+                if !stopped {
+                    warnings.extend(taken_back);
+                }
             }
         }
         // The DNs of the new objects other rows name, to tell afterwards which were created.

@@ -93,11 +93,17 @@ pub enum Trigger {
 
 /// Where a run is.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum RunState {
     /// Accepted, not started yet ("202").
     Queued,
-    /// Running ("202"): rows finished, and the rows in all once the source is read.
+    /// Running ("202"): rows read from the source, rows finished, and the rows in all once
+    /// the source is read. While the source is read, `read` grows and `done` stays 0 (every
+    /// row is known before any is written); then `done` grows to `total`.
+    #[non_exhaustive]
     Running {
+        /// Rows read from the source so far.
+        read: usize,
         /// Rows finished.
         done: usize,
         /// Rows in all, once known.
@@ -105,8 +111,9 @@ pub enum RunState {
         /// The attempt (1 first).
         attempt: u32,
     },
-    /// Done ("200"), with the last attempt's report.
-    Finished(Box<Report>),
+    /// Done ("200"), with the last attempt's report (shared with the runner: a poll does not
+    /// copy it).
+    Finished(Arc<Report>),
 }
 
 /// Why the runner refused a request. Nothing ran and nothing was written.
@@ -155,7 +162,7 @@ struct RunRecord {
     started: bool,
     queued_at: DateTime<Utc>,
     started_at: Option<DateTime<Utc>>,
-    report: Option<Report>,
+    report: Option<Arc<Report>>,
     executions: Vec<ExecutionResult>,
 }
 
@@ -417,7 +424,8 @@ impl Runner {
             .collect();
         for id in older {
             if let Some(report) = reg.runs.get_mut(&id).and_then(|r| r.report.as_mut()) {
-                slim(report);
+                // Copied only if a poller still holds it.
+                slim(Arc::make_mut(report));
             }
         }
     }
@@ -427,11 +435,12 @@ impl Runner {
         let reg = self.lock();
         let run = reg.runs.get(&id)?;
         Some(match (&run.report, run.started) {
-            (Some(report), _) => RunState::Finished(Box::new(report.clone())),
+            (Some(report), _) => RunState::Finished(report.clone()),
             (None, false) => RunState::Queued,
             (None, true) => {
                 let (done, total) = run.control.progress();
                 RunState::Running {
+                    read: run.control.rows_read(),
                     done,
                     total,
                     attempt: run.attempt,
@@ -448,7 +457,7 @@ impl Runner {
                 None => return None,
                 Some(RunRecord {
                     report: Some(r), ..
-                }) => return Some(r.clone()),
+                }) => return Some(Report::clone(r)),
                 Some(_) => {}
             }
             reg = self.0.changed.wait(reg).unwrap_or_else(|p| p.into_inner());
@@ -702,7 +711,7 @@ impl Runner {
         let mut reg = self.lock();
         if let Some(run) = reg.runs.get_mut(&id) {
             run.executions.extend(executions);
-            run.report = Some(report);
+            run.report = Some(Arc::new(report));
             let job_name = run.job.clone();
             if reg.active.get(&job_name) == Some(&id) {
                 reg.active.remove(&job_name);
