@@ -73,6 +73,7 @@
 //! else.
 #![deny(missing_docs)]
 
+pub mod clock;
 pub mod destination;
 pub mod dn;
 pub mod engine;

@@ -157,9 +157,9 @@ pub struct Report {
     pub error_kind: Option<crate::error::ErrorKind>,
 }
 
-/// The current time as ISO 8601 with the local offset.
+/// The current time as every record writes times (see [`clock::iso`](crate::clock::iso)).
 pub fn now_iso() -> String {
-    chrono::Local::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, false)
+    crate::clock::iso(chrono::Utc::now())
 }
 
 /// The name of this host, for `executingNodeName`.

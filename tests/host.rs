@@ -438,3 +438,46 @@ fn support_users_only(definition: &mut datasync::DataSyncJob) {
         }
     }
 }
+
+#[test]
+fn a_scheduled_runs_history_gives_its_fire_time_and_times_are_written_one_way() {
+    use datasync::lifecycle::{Fired, Job, ManualClock, Runner, Schedule, Scheduler};
+    use std::sync::Arc;
+    let job_file = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/jobs/excel-to-ad.json");
+    let mut definition = job::load(&job_file).unwrap();
+    support_users_only(&mut definition);
+    let source = job::source_path(&definition, &job_file).unwrap();
+    let open: datasync::lifecycle::OpenSource = Box::new(move || datasync::source::open(&source));
+    let directory = Arc::new(datasync::LdifDirectory::in_memory());
+    let mut job = Job::new(definition, open, directory).unwrap();
+    job.settings.schedule = Some(Schedule::new("0 9 * * *", "UTC").unwrap());
+    job.settings.enabled = true;
+    let name = job.name();
+    let clock = ManualClock::at("2026-11-22T08:59:30Z");
+    let runner = Runner::with(Arc::new(clock.clone()), None);
+    let scheduler = Scheduler::new(runner.clone());
+    scheduler.add(Arc::new(job)).unwrap();
+    // The host was busy: the tick comes 2.5 minutes after the 09:00 fire.
+    clock.advance(std::time::Duration::from_secs(180));
+    let [Fired::Started { run, .. }] = scheduler.tick()[..] else {
+        panic!("the 09:00 fire starts the job");
+    };
+    runner.wait(run).unwrap();
+    let entry = &runner.history(&name, 0, 1).items[0];
+    assert_eq!(
+        entry.fire_time.as_deref(),
+        Some("2026-11-22T09:00:00.000+00:00")
+    );
+    assert_eq!(entry.start_time, "2026-11-22T09:02:30.000+00:00");
+    let json = serde_json::to_value(entry).unwrap();
+    assert_eq!(json["fireTime"], "2026-11-22T09:00:00.000+00:00");
+    // Every time in the records has the same form: milliseconds and the offset.
+    let execution = runner.last_execution(&name).unwrap();
+    for time in [&execution.start_time, &execution.stop_time] {
+        assert_eq!(time, "2026-11-22T09:02:30.000+00:00");
+    }
+    let report = runner.wait(run).unwrap();
+    for time in [&report.start_time, &report.stop_time] {
+        assert_eq!(time.len(), "2026-11-22T09:02:30.000+00:00".len(), "{time}");
+    }
+}

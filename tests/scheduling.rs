@@ -254,7 +254,7 @@ fn the_scheduler_starts_jobs_at_their_fire_times_in_their_time_zone() {
     let record = serde_json::to_value(scheduler.task_record("Nightly").unwrap()).unwrap();
     assert_eq!(
         record["operational"]["nextExecution"],
-        "2026-03-30T00:30:00+00:00"
+        "2026-03-30T00:30:00.000+00:00"
     );
     assert_eq!(record["operational"]["lastExecutionResult"]["status"], 7);
     assert!(scheduler.tick().is_empty(), "fired twice for one time");
@@ -688,7 +688,7 @@ fn records_match_the_reference_samples() {
     // Monday 23 November 2026, 07:00 in London (GMT).
     assert_eq!(
         record["operational"]["nextExecution"],
-        "2026-11-23T07:00:00+00:00"
+        "2026-11-23T07:00:00.000+00:00"
     );
     assert_eq!(record["operational"]["lastExecutionResult"]["status"], 7);
 

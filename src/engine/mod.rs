@@ -96,7 +96,7 @@ pub struct RunControl(Arc<ControlState>);
 
 /// A time after which the run stops, read on a clock the caller chooses.
 struct Deadline {
-    clock: Arc<dyn crate::lifecycle::Clock>,
+    clock: Arc<dyn crate::clock::Clock>,
     at: chrono::DateTime<chrono::Utc>,
 }
 
@@ -137,7 +137,7 @@ impl RunControl {
 
     /// A control that times the run out once `clock` shows `at` (checked before each row).
     pub fn with_deadline(
-        clock: Arc<dyn crate::lifecycle::Clock>,
+        clock: Arc<dyn crate::clock::Clock>,
         at: chrono::DateTime<chrono::Utc>,
     ) -> RunControl {
         RunControl(Arc::new(ControlState {

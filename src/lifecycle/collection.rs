@@ -108,10 +108,11 @@ impl Runner {
                 });
                 continue;
             }
-            let outcome = match self.start(job.clone(), &Default::default(), Trigger::Collection) {
-                Ok(id) => self.finished(id),
-                Err(e) => refused(&e),
-            };
+            let outcome =
+                match self.start(job.clone(), &Default::default(), Trigger::Collection, None) {
+                    Ok(id) => self.finished(id),
+                    Err(e) => refused(&e),
+                };
             let step = CollectionStep {
                 job_name,
                 run_order,

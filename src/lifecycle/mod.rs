@@ -34,7 +34,6 @@
 //! assert!(matches!(runner.status(id), Some(RunState::Finished(_))));
 //! ```
 
-mod clock;
 mod collection;
 mod job;
 mod parameters;
@@ -49,7 +48,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-pub use clock::{Clock, ManualClock, SystemClock};
+pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use collection::{Collection, CollectionReport, CollectionStep, StepOutcome};
 pub use job::{
     Job, JobSettings, MAX_RETRIES, MAX_RETRY_WAIT, MIN_RETRY_WAIT, NotifyWhen, OnFailure,
@@ -162,6 +161,9 @@ struct RunRecord {
     started: bool,
     queued_at: DateTime<Utc>,
     started_at: Option<DateTime<Utc>>,
+    /// A scheduled run's fire time: the schedule's time, which the tick that starts the run
+    /// may come after.
+    fired_at: Option<DateTime<Utc>>,
     report: Option<Arc<Report>>,
     executions: Vec<ExecutionResult>,
 }
@@ -278,7 +280,7 @@ impl Runner {
         job: Arc<Job>,
         parameters: &BTreeMap<String, String>,
     ) -> Result<RunId, LifecycleError> {
-        self.start(job, parameters, Trigger::Manual)
+        self.start(job, parameters, Trigger::Manual, None)
     }
 
     pub(crate) fn start(
@@ -286,6 +288,7 @@ impl Runner {
         job: Arc<Job>,
         parameters: &BTreeMap<String, String>,
         trigger: Trigger,
+        fired_at: Option<DateTime<Utc>>,
     ) -> Result<RunId, LifecycleError> {
         let name = job.name();
         let (plan, values) = job.plan(parameters)?;
@@ -309,7 +312,7 @@ impl Runner {
                     running,
                 };
                 if trigger == Trigger::Schedule {
-                    self.record_skip(&mut reg, &name, id, now, &refused);
+                    self.record_skip(&mut reg, &name, id, now, fired_at, &refused);
                     drop(reg);
                     self.0.changed.notify_all();
                 }
@@ -325,6 +328,7 @@ impl Runner {
                     started: false,
                     queued_at: now,
                     started_at: None,
+                    fired_at,
                     report: None,
                     executions: Vec::new(),
                 },
@@ -360,14 +364,16 @@ impl Runner {
         job: &str,
         id: RunId,
         at: DateTime<Utc>,
+        fired_at: Option<DateTime<Utc>>,
         why: &LifecycleError,
     ) {
         let message = why.to_string();
         let entry = HistoryEntry {
             run_id: None,
             trigger: Trigger::Schedule,
-            start_time: at.to_rfc3339(),
-            end_time: Some(at.to_rfc3339()),
+            fire_time: fired_at.map(crate::clock::iso),
+            start_time: crate::clock::iso(at),
+            end_time: Some(crate::clock::iso(at)),
             status: HistoryStatus::Skipped,
             task_status: TaskStatus::Skipped,
             error_message: Some(message.clone()),
@@ -376,13 +382,13 @@ impl Runner {
             id: format!("{id}.0"),
             executing_node_name: crate::report::node_name(),
             status: TaskStatus::Skipped,
-            start_time: at.to_rfc3339(),
-            stop_time: at.to_rfc3339(),
+            start_time: crate::clock::iso(at),
+            stop_time: crate::clock::iso(at),
             duration: 0,
             details: vec![crate::report::Detail {
                 details_type: 1,
                 message,
-                detail_created_date: at.to_rfc3339(),
+                detail_created_date: crate::clock::iso(at),
             }],
             script_log_available: false,
             script_log_location: String::new(),
@@ -659,8 +665,8 @@ impl Runner {
                     r
                 }
             };
-            report.start_time = started.to_rfc3339();
-            report.stop_time = stopped.to_rfc3339();
+            report.start_time = crate::clock::iso(started);
+            report.stop_time = crate::clock::iso(stopped);
             report.duration = (stopped - started).num_milliseconds().max(0) as u64;
             break (report, started, stopped);
         };
@@ -802,7 +808,8 @@ fn history_entry(id: RunId, run: &RunRecord) -> HistoryEntry {
     HistoryEntry {
         run_id: Some(id.0),
         trigger: run.trigger,
-        start_time: run.started_at.unwrap_or(run.queued_at).to_rfc3339(),
+        fire_time: run.fired_at.map(crate::clock::iso),
+        start_time: crate::clock::iso(run.started_at.unwrap_or(run.queued_at)),
         end_time: run.report.as_ref().map(|r| r.stop_time.clone()),
         status,
         task_status,
@@ -846,8 +853,8 @@ fn execution(
         id: format!("{id}.{attempt}"),
         executing_node_name: report.executing_node_name.clone(),
         status,
-        start_time: started.to_rfc3339(),
-        stop_time: stopped.to_rfc3339(),
+        start_time: crate::clock::iso(started),
+        stop_time: crate::clock::iso(stopped),
         duration: (stopped - started).num_milliseconds().max(0) as u64,
         details: report.details.clone(),
         script_log_available: false,

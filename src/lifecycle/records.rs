@@ -179,6 +179,11 @@ pub struct HistoryEntry {
     pub run_id: Option<u64>,
     /// Who started it.
     pub trigger: super::Trigger,
+    /// For a scheduled run or skip, ISO 8601: the schedule's fire time. The run starts at the
+    /// tick that finds the time come, and its worker when a thread takes it: both may be later
+    /// (a host that was down, a busy machine, a test's clock moved on).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fire_time: Option<String>,
     /// ISO 8601: when it started (or was queued, or was skipped).
     pub start_time: String,
     /// ISO 8601; none while it runs.

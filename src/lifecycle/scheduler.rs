@@ -367,21 +367,25 @@ impl Scheduler {
     /// past now. Returns what happened to each, in name order.
     pub fn tick(&self) -> Vec<Fired> {
         let now = self.now();
-        let due: Vec<(String, Target)> = {
+        let due: Vec<(String, Target, Option<DateTime<Utc>>)> = {
             let mut entries = self.lock();
             entries
                 .iter_mut()
                 .filter(|(_, e)| e.enabled && e.next.is_some_and(|t| t <= now))
                 .map(|(name, e)| {
+                    let fired_at = e.next;
                     e.next = e.next_after(now);
-                    (name.clone(), e.target.clone())
+                    (name.clone(), e.target.clone(), fired_at)
                 })
                 .collect()
         };
         due.into_iter()
-            .map(|(name, due)| match due {
+            .map(|(name, due, fired_at)| match due {
                 Target::Job(job) => {
-                    match self.runner.start(job, &BTreeMap::new(), Trigger::Schedule) {
+                    match self
+                        .runner
+                        .start(job, &BTreeMap::new(), Trigger::Schedule, fired_at)
+                    {
                         Ok(run) => Fired::Started { job: name, run },
                         Err(LifecycleError::AlreadyRunning { running, .. }) => {
                             Fired::Skipped { job: name, running }
@@ -441,7 +445,7 @@ impl Scheduler {
             cron_schedule_type: s.schedule.as_ref().map(|c| c.expression().to_string()),
             time_zone: s.schedule.as_ref().map(|c| c.time_zone().to_string()),
             is_enabled: enabled,
-            next_fire_time: next.map(|t| t.to_rfc3339()),
+            next_fire_time: next.map(crate::clock::iso),
             status: self.runner.job_state(name),
         })
     }
@@ -457,7 +461,7 @@ impl Scheduler {
             task_session_timeout: job.settings.task_session_timeout.unwrap_or(0),
             operational: Operational {
                 last_execution_result: self.runner.last_execution(name),
-                next_execution: self.next_execution(name).map(|t| t.to_rfc3339()),
+                next_execution: self.next_execution(name).map(crate::clock::iso),
             },
         })
     }

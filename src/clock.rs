@@ -1,10 +1,22 @@
 //! Time, injectable: the runner reads the time and waits between retries through a [`Clock`],
-//! so tests drive time-outs and backoff with a [`ManualClock`] instead of sleeping.
+//! so tests drive time-outs and backoff with a [`ManualClock`] instead of sleeping. And the
+//! one way times are written ([`iso`]).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+
+/// A time as every record writes it: ISO 8601 in UTC, to the millisecond, with the offset
+/// spelt out (`2000-01-23T04:56:07.000+00:00`, as the reference pages show it).
+///
+/// ```
+/// let t = chrono::DateTime::parse_from_rfc3339("2026-03-29T00:30:00.123456Z").unwrap();
+/// assert_eq!(datasync::clock::iso(t.to_utc()), "2026-03-29T00:30:00.123+00:00");
+/// ```
+pub fn iso(time: DateTime<Utc>) -> String {
+    time.to_rfc3339_opts(chrono::SecondsFormat::Millis, false)
+}
 
 /// Where the runner gets the time.
 pub trait Clock: Send + Sync {
@@ -31,7 +43,7 @@ impl Clock for SystemClock {
 /// returns at once after moving the time on.
 ///
 /// ```
-/// use datasync::lifecycle::{Clock, ManualClock};
+/// use datasync::clock::{Clock, ManualClock};
 /// let clock = ManualClock::at("2026-03-29T00:30:00Z");
 /// clock.sleep(std::time::Duration::from_secs(90));
 /// assert_eq!(clock.now().to_rfc3339(), "2026-03-29T00:31:30+00:00");
