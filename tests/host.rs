@@ -481,3 +481,64 @@ fn a_scheduled_runs_history_gives_its_fire_time_and_times_are_written_one_way() 
         assert_eq!(time.len(), "2026-11-22T09:02:30.000+00:00".len(), "{time}");
     }
 }
+
+#[test]
+fn a_host_schedules_job_files_as_collections_by_their_collection_id() {
+    use datasync::lifecycle::{Job, LifecycleError, Runner, Scheduler};
+    use std::sync::Arc;
+    let job_file = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/jobs/excel-to-ad.json");
+    let directory = Arc::new(datasync::LdifDirectory::in_memory());
+    let make = |name: &str, collection: Option<i64>, run_order: i64, schedule: &str| {
+        let mut definition = job::load(&job_file).unwrap();
+        let info = definition.job_info.get_mut().unwrap();
+        info.name = name.to_string().into();
+        info.collection_id = collection
+            .map_or(serde_json::Value::Null, Into::into)
+            .into();
+        info.run_order = run_order.into();
+        info.schedule = schedule.to_string().into();
+        let source = job::source_path(&definition, &job_file).unwrap();
+        let open: datasync::lifecycle::OpenSource =
+            Box::new(move || datasync::source::open(&source));
+        Job::new(definition, open, directory.clone()).unwrap()
+    };
+    let scheduler = Scheduler::new(Runner::new());
+    // Two jobs of collection 7 (listed out of order; one gives the schedule) and one alone.
+    let added = scheduler
+        .add_jobs(vec![
+            make("Groups", Some(7), 2, ""),
+            make("Users", Some(7), 1, "0 2 * * *"),
+            make("Audit", None, 0, "0 3 * * *"),
+        ])
+        .unwrap();
+    assert_eq!(added, ["Audit", "collection 7"]);
+    let (collection, schedule) = scheduler.collection("collection 7").unwrap();
+    let order: Vec<String> = collection.jobs.iter().map(|j| j.name()).collect();
+    assert_eq!(order, ["Users", "Groups"]);
+    assert_eq!(schedule.expression(), "0 2 * * *");
+
+    // A lone job without a schedule would never start: refused, and nothing is added.
+    let scheduler = Scheduler::new(Runner::new());
+    let err = scheduler
+        .add_jobs(vec![
+            make("Audit", None, 0, "0 3 * * *"),
+            make("Lost", None, 0, ""),
+        ])
+        .unwrap_err();
+    assert!(
+        matches!(&err, LifecycleError::NoSchedule(name) if name == "Lost"),
+        "{err}"
+    );
+    assert!(scheduler.jobs().is_empty());
+    // A collection on two schedules is refused.
+    let err = scheduler
+        .add_jobs(vec![
+            make("A", Some(8), 1, "0 2 * * *"),
+            make("B", Some(8), 2, "0 4 * * *"),
+        ])
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "collection 8: its jobs give different schedules; a collection runs on one"
+    );
+}

@@ -242,6 +242,38 @@ pub struct FieldMap {
     pub extra: Map<String, Value>,
 }
 
+impl FieldMap {
+    /// The password `options`, read from the JSON document the product keeps in a string;
+    /// `None` when there are none.
+    ///
+    /// ```
+    /// use datasync::job::wire::{FieldMap, PasswordOptions};
+    /// let mut password = FieldMap::default();
+    /// password.set_password_options(&PasswordOptions {
+    ///     password_length: Some(16),
+    ///     password_type: Some(1),
+    ///     ..Default::default()
+    /// });
+    /// let options = password.password_options().unwrap().unwrap();
+    /// assert_eq!(options.password_length, Some(16));
+    /// assert!(password.options.text().contains("\"passwordLength\":16"));
+    /// ```
+    pub fn password_options(&self) -> Result<Option<PasswordOptions>, serde_json::Error> {
+        match self.options.get() {
+            Some(text) if !text.trim().is_empty() => serde_json::from_str(text).map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    /// Stores `options` as the JSON document in a string the product keeps.
+    pub fn set_password_options(&mut self, options: &PasswordOptions) {
+        // A struct of numbers, flags and strings, with string keys: it always serialises.
+        if let Ok(text) = serde_json::to_string(options) {
+            self.options = text.into();
+        }
+    }
+}
+
 impl std::fmt::Debug for FieldMap {
     // The `password` field's transform holds the static password: never print it.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

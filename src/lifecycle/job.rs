@@ -104,6 +104,17 @@ impl Job {
         job::job_name(&self.definition)
     }
 
+    /// `jobInfo.collectionId`, as text (the product writes a number or a string; `null` is
+    /// none): jobs that share one run as a collection (see `Scheduler::add_jobs`).
+    pub fn collection_id(&self) -> Option<String> {
+        self.definition
+            .job_info
+            .get()
+            .and_then(|i| i.collection_id.get())
+            .filter(|v| !v.is_null())
+            .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string))
+    }
+
     /// Checks `values` against the declared parameters and compiles the plan a run with them
     /// runs. Returns the plan and the checked values (for the hook context).
     pub fn plan(

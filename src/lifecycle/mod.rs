@@ -151,6 +151,18 @@ pub enum LifecycleError {
     /// Two jobs with one name (a scheduler tells jobs by name).
     #[error("a job named \"{0}\" is already scheduled")]
     DuplicateJob(String),
+    /// A job given to [`Scheduler::add_jobs`] that would never start: it has no schedule
+    /// (`jobInfo.schedule`) and is in no collection.
+    #[error("job \"{0}\" has no schedule (jobInfo.schedule, a cron expression)")]
+    NoSchedule(String),
+    /// A collection whose jobs give no schedule, or different ones: a collection runs on one.
+    #[error("{collection}: {reason}")]
+    CollectionSchedule {
+        /// The collection's name (`collection ID`).
+        collection: String,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 struct RunRecord {

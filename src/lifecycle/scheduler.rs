@@ -179,6 +179,81 @@ impl Scheduler {
         self.insert(name, Target::Job(job), enabled)
     }
 
+    /// Adds jobs as their job files say: jobs that share a `jobInfo.collectionId` become one
+    /// collection, named `collection ID`, whose jobs run in `runOrder` on the schedule they
+    /// give (all the same one); every other job runs alone on its own schedule. Nothing is
+    /// added unless all of them can be: a lone job without a schedule, or a collection whose
+    /// jobs give none or different ones, is refused.
+    ///
+    /// Returns the names added: the lone jobs', then the collections'.
+    pub fn add_jobs(&self, jobs: Vec<Job>) -> Result<Vec<String>, LifecycleError> {
+        let mut alone: Vec<Arc<Job>> = Vec::new();
+        let mut collections: BTreeMap<String, Vec<Arc<Job>>> = BTreeMap::new();
+        for job in jobs {
+            match job.collection_id() {
+                Some(id) => collections.entry(id).or_default().push(Arc::new(job)),
+                None if job.settings.schedule.is_none() => {
+                    return Err(LifecycleError::NoSchedule(job.name()));
+                }
+                None => alone.push(Arc::new(job)),
+            }
+        }
+        let mut grouped = Vec::new();
+        for (id, mut jobs) in collections {
+            // Stable: jobs with the same runOrder keep the order they were given in.
+            jobs.sort_by_key(|j| j.settings.run_order);
+            let name = format!("collection {id}");
+            let mut schedules = jobs.iter().filter_map(|j| j.settings.schedule.clone());
+            let Some(schedule) = schedules.next() else {
+                return Err(LifecycleError::CollectionSchedule {
+                    collection: name,
+                    reason: "none of its jobs has a schedule (jobInfo.schedule)".into(),
+                });
+            };
+            if schedules.any(|s| s != schedule) {
+                return Err(LifecycleError::CollectionSchedule {
+                    collection: name,
+                    reason: "its jobs give different schedules; a collection runs on one".into(),
+                });
+            }
+            grouped.push((Arc::new(Collection { name, jobs }), schedule));
+        }
+        // Names are checked before anything is added, so that a refusal adds nothing.
+        {
+            let entries = self.lock();
+            let mut seen = HashSet::new();
+            let names = alone
+                .iter()
+                .map(|j| j.name())
+                .chain(grouped.iter().map(|(c, _)| c.name.clone()));
+            for name in names {
+                if entries.contains_key(&name) || !seen.insert(name.clone()) {
+                    return Err(LifecycleError::DuplicateJob(name));
+                }
+            }
+        }
+        let mut added = Vec::new();
+        for job in alone {
+            added.push(job.name());
+            self.add(job)?;
+        }
+        for (collection, schedule) in grouped {
+            added.push(collection.name.clone());
+            self.add_collection(collection, schedule)?;
+        }
+        Ok(added)
+    }
+
+    /// The collection called `name` and the schedule that starts it.
+    pub fn collection(&self, name: &str) -> Option<(Arc<Collection>, Schedule)> {
+        match &self.lock().get(name)?.target {
+            Target::Collection(collection, schedule) => {
+                Some((collection.clone(), Schedule::clone(schedule)))
+            }
+            Target::Job(_) => None,
+        }
+    }
+
     /// Adds a collection that `schedule` starts (enabled). Its name must differ from every
     /// job's and collection's.
     pub fn add_collection(

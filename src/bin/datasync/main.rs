@@ -46,8 +46,8 @@ use datasync::destination::{LdapDirectory, ServerKind, Store, TableDestination, 
 use datasync::hooks::{HookContext, HookResult, PasswordSet, RowDone};
 use datasync::ldap::{LdapConfig, Security, TlsVerify};
 use datasync::lifecycle::{
-    Collection, FileStateStore, Fired, Job, LifecycleError, OpenSource, Runner, Scheduler,
-    StateStore, StepOutcome, SystemClock,
+    FileStateStore, Fired, Job, LifecycleError, OpenSource, Runner, Scheduler, StateStore,
+    StepOutcome, SystemClock,
 };
 use datasync::report::RowFailure;
 use datasync::source::{DirectorySource, LdapSource, Source};

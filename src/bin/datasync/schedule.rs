@@ -29,9 +29,7 @@ pub(crate) fn schedule_jobs(args: &ScheduleArgs) -> Result<(), CliError> {
     let runner = runner_for(&args.target);
     let scheduler = Arc::new(Scheduler::new(runner.clone()));
     let hooks: Arc<dyn Hooks + Send + Sync> = Arc::new(datasync::NoHooks);
-    // Jobs that share a jobInfo.collectionId run as one collection, in runOrder, on the
-    // schedule their files give; the others run alone.
-    let mut collections: BTreeMap<String, Vec<Arc<Job>>> = BTreeMap::new();
+    let mut jobs = Vec::with_capacity(wires.len());
     for (path, wire) in wires {
         // Each job gets its own connection to a store, so that two jobs running at the same
         // moment are two transactions, kept apart by the store's lock (the second waits, or
@@ -48,60 +46,41 @@ pub(crate) fn schedule_jobs(args: &ScheduleArgs) -> Result<(), CliError> {
         } else {
             destination.clone()
         };
-        let job = load_job(wire, path, None, &args.target, destination, hooks.clone())?;
-        let collection = job
-            .definition
-            .job_info
-            .get()
-            .and_then(|i| i.collection_id.get())
-            .filter(|v| !v.is_null())
-            .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string));
-        if let Some(id) = collection {
-            collections.entry(id).or_default().push(Arc::new(job));
-            continue;
-        }
-        let name = job.name();
-        if job.settings.schedule.is_none() {
-            return Err(CliError::Usage(format!(
-                "{}: job \"{name}\" has no schedule (jobInfo.schedule, a cron expression)",
-                path.display()
-            )));
-        }
-        scheduler.add(Arc::new(job))?;
-        match scheduler.job_details(&name) {
-            Some(d) if d.is_enabled => eprintln!(
-                "{name}: \"{}\" in {}, next at {}",
-                d.cron_schedule_type.unwrap_or_default(),
-                d.time_zone.unwrap_or_default(),
-                d.next_fire_time.unwrap_or_else(|| "never".into())
-            ),
-            _ => eprintln!("{name}: disabled (jobInfo.enabled is false); it will not start"),
-        }
+        jobs.push(load_job(
+            wire,
+            path,
+            None,
+            &args.target,
+            destination,
+            hooks.clone(),
+        )?);
     }
-    for (id, mut jobs) in collections {
-        jobs.sort_by_key(|j| j.settings.run_order);
-        let name = format!("collection {id}");
-        let mut schedules = jobs.iter().filter_map(|j| j.settings.schedule.clone());
-        let Some(schedule) = schedules.next() else {
-            return Err(CliError::Usage(format!(
-                "{name}: none of its jobs has a schedule (jobInfo.schedule)"
-            )));
-        };
-        if schedules.any(|s| s != schedule) {
-            return Err(CliError::Usage(format!(
-                "{name}: its jobs give different schedules; a collection runs on one"
-            )));
+    // Jobs that share a jobInfo.collectionId run as one collection, in runOrder, on the
+    // schedule their files give; the others run alone (the library's grouping).
+    for name in scheduler.add_jobs(jobs)? {
+        if let Some((collection, schedule)) = scheduler.collection(&name) {
+            let order: Vec<String> = collection.jobs.iter().map(|j| j.name()).collect();
+            eprintln!(
+                "{name} ({}): \"{}\" in {}, next at {}",
+                order.join(", "),
+                schedule.expression(),
+                schedule.time_zone(),
+                scheduler
+                    .next_execution(&name)
+                    .map_or_else(|| "never".into(), datasync::clock::iso)
+            );
+        } else if let Some(d) = scheduler.job_details(&name) {
+            if d.is_enabled {
+                eprintln!(
+                    "{name}: \"{}\" in {}, next at {}",
+                    d.cron_schedule_type.unwrap_or_default(),
+                    d.time_zone.unwrap_or_default(),
+                    d.next_fire_time.unwrap_or_else(|| "never".into())
+                );
+            } else {
+                eprintln!("{name}: disabled (jobInfo.enabled is false); it will not start");
+            }
         }
-        let order: Vec<String> = jobs.iter().map(|j| j.name()).collect();
-        let next = schedule.next_after(runner.clock().now());
-        eprintln!(
-            "{name} ({}): \"{}\" in {}, next at {}",
-            order.join(", "),
-            schedule.expression(),
-            schedule.time_zone(),
-            next.map_or_else(|| "never".into(), |t| t.to_rfc3339())
-        );
-        scheduler.add_collection(Arc::new(Collection { name, jobs }), schedule)?;
     }
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
