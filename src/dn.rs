@@ -253,6 +253,46 @@ pub fn child(attr: &str, value: &str, parent: &str) -> String {
     dn
 }
 
+/// What separates the RDNs of a tree key (below every character a DN's normal form keeps).
+pub(crate) const SEP: char = '\u{1}';
+
+/// The tree-order key of a DN as written: [`key`] of its parse, or, for a DN that does not
+/// parse (a server may send one), the text lower-cased. What lists are sorted by, parents
+/// first.
+pub(crate) fn sort_key(dn: &str) -> String {
+    Dn::parse(dn)
+        .map(|d| key(&d))
+        .unwrap_or_else(|_| dn.to_lowercase())
+}
+
+/// The tree-order key of a DN: normalized RDNs from the root down, so a sorted map lists
+/// parents before their children.
+pub(crate) fn key(dn: &Dn) -> String {
+    let mut out = String::new();
+    for (i, rdn) in dn.rdns.iter().rev().enumerate() {
+        if i > 0 {
+            out.push(SEP);
+        }
+        push_key_segment(&mut out, rdn);
+    }
+    out
+}
+
+/// One RDN's part of a tree key.
+pub(crate) fn push_key_segment(out: &mut String, rdn: &[Ava]) {
+    let start = out.len();
+    push_normalized_rdn(out, rdn);
+    // The normal form escapes only some control characters; keep SEP unique.
+    if out.as_bytes()[start..].iter().any(|b| *b < b' ') {
+        let segment: String = out[start..]
+            .chars()
+            .map(|c| if c < ' ' { '\u{fffd}' } else { c })
+            .collect();
+        out.truncate(start);
+        out.push_str(&segment);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

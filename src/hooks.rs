@@ -19,7 +19,6 @@ use std::sync::Mutex;
 use crate::Secret;
 use crate::destination::AttributeName;
 use crate::job::ObjectType;
-use crate::lifecycle::NotifyWhen;
 use crate::report::{Report, RowFailure};
 use crate::source::Columns;
 
@@ -39,7 +38,7 @@ use crate::source::Columns;
 pub struct HookError {
     message: String,
     #[source]
-    source: Option<crate::transform::BoxError>,
+    source: Option<crate::BoxError>,
 }
 
 impl HookError {
@@ -54,7 +53,7 @@ impl HookError {
     /// An error with this message, caused by `source` (the host's own error).
     pub fn with_source(
         message: impl Into<String>,
-        source: impl Into<crate::transform::BoxError>,
+        source: impl Into<crate::BoxError>,
     ) -> HookError {
         HookError {
             message: message.into(),
@@ -383,3 +382,39 @@ pub struct Notification<'a> {
 pub struct NoHooks;
 
 impl Hooks for NoHooks {}
+
+/// When a finished run sends a notification (the product's four choices).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum NotifyWhen {
+    /// After every run.
+    Always,
+    /// When objects were created, changed or deleted.
+    RecordsUpdated,
+    /// When a row or a delete failed, or the run reported an error.
+    Errors,
+    /// When the run failed or ran out of time (not when it was cancelled).
+    JobFailed,
+}
+
+impl NotifyWhen {
+    /// Reads `Always`, `RecordsUpdated`, `Errors`, `JobFailed` (any case; the words of the
+    /// product's dialog, `records are updated`, `errors occur`, `job fails`, also do).
+    pub fn parse(text: &str) -> Option<NotifyWhen> {
+        let t: String = text
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .collect::<String>()
+            .to_ascii_lowercase();
+        match t.as_str() {
+            "always" => Some(NotifyWhen::Always),
+            "recordsupdated" | "whenrecordsareupdated" | "recordsareupdated" | "updated" => {
+                Some(NotifyWhen::RecordsUpdated)
+            }
+            "errors" | "error" | "erroroccurs" | "errorsoccur" | "whenoneormoreerrorsoccur" => {
+                Some(NotifyWhen::Errors)
+            }
+            "jobfailed" | "jobfails" | "whenthejobfails" | "failed" => Some(NotifyWhen::JobFailed),
+            _ => None,
+        }
+    }
+}

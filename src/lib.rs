@@ -12,7 +12,7 @@
 //!
 //! | stage | module | door |
 //! |---|---|---|
-//! | job model | [`job`] | [`job::load`] → [`job::compile`] → [`Plan`] |
+//! | job model | [`job`], [`plan`] | [`job::load`] → [`plan::compile`] → [`Plan`] |
 //! | source | [`source`] | [`Source`] |
 //! | transform | [`transform`] | [`Transform`](transform::Transform) |
 //! | destination query | [`query`] | [`Filter`](query::Filter) |
@@ -25,10 +25,10 @@
 //! ## Running a job
 //!
 //! ```
-//! use datasync::{engine, job, LdifDirectory, NoHooks, RunStatus};
+//! use datasync::{engine, job, plan, LdifDirectory, NoHooks, RunStatus};
 //!
 //! let wire = job::load("fixtures/jobs/excel-to-ad.json".as_ref())?;
-//! let plan = job::compile(&wire, &Default::default()).map_err(|errors| errors.to_string())?;
+//! let plan = plan::compile(&wire, &Default::default()).map_err(|errors| errors.to_string())?;
 //! let mut source = datasync::source::open("fixtures/sources/people.xlsx".as_ref())?;
 //! let directory = LdifDirectory::in_memory();
 //!
@@ -77,6 +77,7 @@ pub mod clock;
 pub mod destination;
 pub mod dn;
 pub mod engine;
+pub mod entry;
 mod error;
 pub mod files;
 pub mod hooks;
@@ -84,6 +85,7 @@ pub mod job;
 pub mod ldap;
 pub mod lifecycle;
 pub mod matching;
+pub mod plan;
 pub mod query;
 pub mod report;
 pub mod retry;
@@ -92,11 +94,17 @@ pub mod source;
 mod text;
 pub mod transform;
 
+/// An error from code underneath (a host's script or hook, a reader, a driver), whatever its
+/// type: kept as the [`source`](std::error::Error::source) of ours. A `String` or `&str` turns
+/// into one with `.into()`, as does any error type.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 pub use destination::{Destination, DestinationError, Entry, LdifDirectory, Store};
 pub use engine::{RunOptions, run};
 pub use error::{Error, ErrorKind};
 pub use hooks::{HookContext, Hooks, NoHooks};
-pub use job::{DataSyncJob, ObjectType, Plan};
+pub use job::{DataSyncJob, ObjectType};
+pub use plan::{Plan, compile};
 pub use report::{Report, RunStatus};
 pub use secret::Secret;
 pub use source::Source;

@@ -129,8 +129,8 @@ impl KeyIndex {
         }
         let mut kept = Vec::new();
         match keep {
-            Some(keep) => crate::destination::record::encode_only(entry, keep, &mut kept),
-            None => crate::destination::record::encode(entry, &mut kept),
+            Some(keep) => crate::entry::record::encode_only(entry, keep, &mut kept),
+            None => crate::entry::record::encode(entry, &mut kept),
         }
         self.objects.push(IndexedObject {
             dn: entry.dn.as_str().into(),
@@ -151,12 +151,12 @@ impl KeyIndex {
 
     /// The values the object at a position has of a kept attribute.
     pub fn values(&self, i: usize, name: &str) -> Vec<&str> {
-        crate::destination::record::values_of(&self.objects[i].kept, name)
+        crate::entry::record::values_of(&self.objects[i].kept, name)
     }
 
     /// The first value the object at a position has of a kept attribute.
     pub fn first(&self, i: usize, name: &str) -> Option<&str> {
-        crate::destination::record::first_of_with(&self.objects[i].kept, name, &[])
+        crate::entry::record::first_of_with(&self.objects[i].kept, name, &[])
     }
 
     /// The fingerprint given for the entry at a position.
@@ -286,11 +286,7 @@ impl ResolveIndex {
                 &mut |e| {
                     // Only the attribute looked up is kept of each object.
                     let mut packed = Vec::new();
-                    crate::destination::record::encode_only(
-                        e,
-                        std::slice::from_ref(attr),
-                        &mut packed,
-                    );
+                    crate::entry::record::encode_only(e, std::slice::from_ref(attr), &mut packed);
                     let holder = Arc::new(Holder {
                         dn: e.dn.as_str().into(),
                         values: packed.into_boxed_slice(),
@@ -334,7 +330,7 @@ impl Resolver for ResolveIndex {
             .as_slice()
             .iter()
             .filter(|h| {
-                crate::destination::record::values_of(&h.values, attribute)
+                crate::entry::record::values_of(&h.values, attribute)
                     .iter()
                     .any(|v| lowercase(v) == wanted)
             })

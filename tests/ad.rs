@@ -503,7 +503,7 @@ fn system_attributes_cannot_be_mapped() {
         let mut job = main_job();
         job["fieldsMap"][7]["destinationField"] = json!(attribute);
         let wire = support::wire(&job);
-        let e = datasync::job::compile(&wire, &Default::default()).unwrap_err();
+        let e = datasync::plan::compile(&wire, &Default::default()).unwrap_err();
         assert!(e.to_string().contains("set by the directory"), "{e}");
     }
 }

@@ -7,12 +7,13 @@ mod support;
 use std::ops::ControlFlow;
 use std::process::Command;
 
+use datasync::destination::DirectorySource;
 use datasync::destination::{Scope, TableDestination, TableSpec};
 use datasync::ldap::TlsVerify;
 use datasync::query::Filter;
 use datasync::source::{
-    self, Columns, DatabaseConfig, DirectorySource, MysqlSource, PostgresSource, RowSink, Source,
-    SourceError, SourceRow,
+    self, Columns, DatabaseConfig, MysqlSource, PostgresSource, RowSink, Source, SourceError,
+    SourceRow,
 };
 use datasync::{Destination, LdifDirectory, NoHooks, RunOptions, RunStatus};
 use support::mariadb::Mariadb;
@@ -787,7 +788,7 @@ fn assert_exports_to_a_database_table(
         &support::table_export_job("staff_export"),
         &Default::default(),
     );
-    let spec = TableSpec::from_plan(&plan);
+    let spec = plan.table_spec();
     let export = || {
         let table = destination(&spec);
         let mut from = DirectorySource::open(&format!("db:{}", store_path.display())).unwrap();
@@ -943,13 +944,12 @@ fn a_database_table_without_a_mapped_column_is_refused_before_anything_is_writte
     let server = Postgres::start();
     server.execute("CREATE TABLE narrow (employeeID integer PRIMARY KEY, cn text);");
     let plan = support::compile(&support::table_export_job("narrow"), &Default::default());
-    let err = TableDestination::database(config(&server), "narrow", TableSpec::from_plan(&plan))
-        .unwrap_err();
+    let err = TableDestination::database(config(&server), "narrow", plan.table_spec()).unwrap_err();
     assert!(err.to_string().contains("has no column givenName"), "{err}");
     let err = TableDestination::database(
         config(&server),
         "narrow; DROP TABLE narrow",
-        TableSpec::from_plan(&plan),
+        plan.table_spec(),
     )
     .unwrap_err();
     assert!(err.to_string().contains("names a table"), "{err}");

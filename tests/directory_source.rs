@@ -3,9 +3,10 @@
 
 mod support;
 
+use datasync::destination::DirectorySource;
 use datasync::destination::Scope;
 use datasync::query::Filter;
-use datasync::source::{self, DirectorySource, Source, SourceError};
+use datasync::source::{self, Source, SourceError};
 use datasync::{Destination, LdifDirectory, NoHooks, RunOptions, RunStatus, Store};
 use support::{TempWorkbook, main_job, people, users_only};
 

@@ -7,6 +7,7 @@ use datasync::destination::AttributeName;
 use datasync::hooks::RowWrite;
 use datasync::job;
 use datasync::lifecycle::UserDataStore;
+use datasync::plan;
 
 #[test]
 fn a_host_finds_the_jobs_source_file_beside_the_job_file() {
@@ -212,7 +213,7 @@ fn employee(directory: &datasync::LdifDirectory, id: &str) -> Option<datasync::E
 fn a_create_vetoed_in_row_adding_leaves_no_reference_to_it_and_reruns_converge() {
     let job_file = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/jobs/excel-to-ad.json");
     let definition = job::load(&job_file).unwrap();
-    let plan = job::compile(&definition, &Default::default()).unwrap();
+    let plan = plan::compile(&definition, &Default::default()).unwrap();
     let source = job::source_path(&definition, &job_file).unwrap();
     let directory = datasync::LdifDirectory::in_memory();
     let run = |hooks: &dyn datasync::Hooks| {
@@ -281,7 +282,7 @@ fn a_script_that_panics_fails_its_row_only() {
         }
         Ok(Some("fine".into()))
     });
-    let plan = job::compile(&definition, &context).unwrap();
+    let plan = plan::compile(&definition, &context).unwrap();
     let source = job::source_path(&definition, &job_file).unwrap();
     let mut rows = datasync::source::open(&source).unwrap();
     let directory = datasync::LdifDirectory::in_memory();

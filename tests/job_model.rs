@@ -1,7 +1,8 @@
 //! The job format: the reference sample loads unchanged and saves back equal, and every mistake
 //! is a typed error that names where it is.
 
-use datasync::job::{self, LoadError, compile};
+use datasync::job::{self, LoadError};
+use datasync::plan::compile;
 use datasync::transform::TransformContext;
 use serde_json::{Value, json};
 

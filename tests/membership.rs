@@ -620,7 +620,7 @@ fn memberof_without_resolve_is_refused_when_the_job_loads() {
             f["transform"] = serde_json::json!("");
         }
     }
-    let error = datasync::job::compile(&support::wire(&job), &Default::default())
+    let error = datasync::plan::compile(&support::wire(&job), &Default::default())
         .expect_err("memberOf copied from a column must be refused")
         .to_string();
     assert!(
@@ -689,7 +689,7 @@ fn a_job_cannot_both_fill_groups_and_have_users_name_them() {
         .unwrap()
         .clone();
     job["fieldsMap"].as_array_mut().unwrap().push(member);
-    let error = datasync::job::compile(&support::wire(&job), &Default::default())
+    let error = datasync::plan::compile(&support::wire(&job), &Default::default())
         .expect_err("member and memberOf in one job must be refused")
         .to_string();
     assert!(

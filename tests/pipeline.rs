@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use datasync::hooks::{
     HookContext, HookResult, PasswordSet, QueryEvent, RowDelete, RowDone, RowStart, RowWrite,
 };
+use datasync::plan;
 use datasync::report::RowFailure;
 use datasync::transform::TransformContext;
 use datasync::{
@@ -1045,7 +1046,7 @@ fn a_container_script_places_each_new_object() {
 
     // an unregistered container script is a load error, not a run-time surprise
     let wire = job::from_json(&job.to_string(), "t").unwrap();
-    let e = job::compile(&wire, &TransformContext::default()).unwrap_err();
+    let e = plan::compile(&wire, &TransformContext::default()).unwrap_err();
     assert!(
         e.to_string()
             .contains("container script \"by-department\" is not registered"),

@@ -6,9 +6,9 @@ mod support;
 
 use std::path::Path;
 
-use datasync::destination::{Scope, TableDestination, TableSpec};
+use datasync::destination::DirectorySource;
+use datasync::destination::{Scope, TableDestination};
 use datasync::query::Filter;
-use datasync::source::DirectorySource;
 use datasync::{Destination, LdifDirectory, NoHooks, RunOptions, RunStatus, Store};
 use support::{TempWorkbook, main_job, people};
 
@@ -27,8 +27,8 @@ fn import_job(sheet: &str) -> serde_json::Value {
 /// Runs the export of the store at `store` into `table`.
 fn export(store: &Path, table: &Path, sheet: &str) -> datasync::Report {
     let plan = support::compile(&export_job(sheet), &Default::default());
-    let destination = TableDestination::open(table, sheet, TableSpec::from_plan(&plan))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let destination =
+        TableDestination::open(table, sheet, plan.table_spec()).unwrap_or_else(|e| panic!("{e}"));
     let mut source = DirectorySource::open(&format!("db:{}", store.display())).unwrap();
     let report = datasync::run(
         &plan,
@@ -168,8 +168,7 @@ fn a_directory_goes_to_a_workbook_sheet_and_back_the_same() {
     let theirs = TempWorkbook::new(&people());
     let bytes = std::fs::read(theirs.path()).unwrap();
     let plan = support::compile(&export_job("Staff"), &Default::default());
-    let err =
-        TableDestination::open(&theirs.path(), "Staff", TableSpec::from_plan(&plan)).unwrap_err();
+    let err = TableDestination::open(&theirs.path(), "Staff", plan.table_spec()).unwrap_err();
     assert!(err.to_string().contains("holds other sheets"), "{err}");
     assert_eq!(std::fs::read(theirs.path()).unwrap(), bytes);
 }
@@ -178,7 +177,7 @@ fn a_directory_goes_to_a_workbook_sheet_and_back_the_same() {
 fn a_table_job_takes_one_object_type_and_no_password() {
     let mut job = main_job();
     support::set_setting(&mut job, "Destination.IsTableProvider", "True");
-    let err = datasync::job::compile(&support::wire(&job), &Default::default()).unwrap_err();
+    let err = datasync::plan::compile(&support::wire(&job), &Default::default()).unwrap_err();
     let text = err.to_string();
     assert!(text.contains("takes one object type"), "{text}");
     assert!(text.contains("never holds passwords"), "{text}");
@@ -259,7 +258,7 @@ fn the_command_line_exports_a_store_to_csv_and_refuses_to_overwrite_an_input() {
 #[test]
 fn a_table_jobs_columns_keys_and_delimiters_come_from_its_field_map() {
     let plan = support::compile(&export_job("Staff"), &Default::default());
-    let spec = TableSpec::from_plan(&plan);
+    let spec = plan.table_spec();
     assert_eq!(
         spec.columns
             .iter()

@@ -2,6 +2,7 @@
 //! job that loads saves back to JSON that loads to the same job.
 #![no_main]
 
+use datasync::plan;
 use datasync::job;
 use libfuzzer_sys::fuzz_target;
 
@@ -15,5 +16,5 @@ fuzz_target!(|data: &[u8]| {
     let saved = job::to_json(&wire);
     let again = job::from_json(&saved, "fuzz-saved").expect("a saved job loads");
     assert_eq!(job::to_json(&again), saved, "saving is not lossless");
-    let _ = job::compile(&wire, &Default::default());
+    let _ = plan::compile(&wire, &Default::default());
 });

@@ -25,7 +25,7 @@ use crate::query::Filter;
 
 /// Separates RDNs in a tree key. Keys list RDNs root first, so a parent sorts right before its
 /// children and a subtree is one contiguous range of the map.
-pub(super) const SEP: char = '\u{1}';
+pub(super) use crate::dn::SEP;
 
 /// An LDAP-like directory held in memory and kept in an LDIF file.
 ///
@@ -57,42 +57,8 @@ impl std::fmt::Debug for LdifDirectory {
     }
 }
 
-/// The tree-order key of a DN as written: [`key`] of its parse, or, for a DN that does not
-/// parse (a server may send one), the text lower-cased. What lists are sorted by, parents
-/// first.
-pub(crate) fn sort_key(dn: &str) -> String {
-    Dn::parse(dn)
-        .map(|d| key(&d))
-        .unwrap_or_else(|_| dn.to_lowercase())
-}
-
-/// The tree-order key of a DN: normalized RDNs from the root down, so a sorted map lists
-/// parents before their children.
-pub(crate) fn key(dn: &Dn) -> String {
-    let mut out = String::new();
-    for (i, rdn) in dn.rdns.iter().rev().enumerate() {
-        if i > 0 {
-            out.push(SEP);
-        }
-        push_key_segment(&mut out, rdn);
-    }
-    out
-}
-
-/// One RDN's part of a tree key.
-fn push_key_segment(out: &mut String, rdn: &[crate::dn::Ava]) {
-    let start = out.len();
-    crate::dn::push_normalized_rdn(out, rdn);
-    // The normal form escapes only some control characters; keep SEP unique.
-    if out.as_bytes()[start..].iter().any(|b| *b < b' ') {
-        let segment: String = out[start..]
-            .chars()
-            .map(|c| if c < ' ' { '\u{fffd}' } else { c })
-            .collect();
-        out.truncate(start);
-        out.push_str(&segment);
-    }
-}
+use crate::dn::push_key_segment;
+pub(crate) use crate::dn::{key, sort_key};
 
 /// Appends the key segment of an RDN such as `CN=Ann Lee` (a name, `=`, then ASCII with
 /// nothing to escape or trim) without parsing it; `false`, with `out` untouched, for
@@ -115,9 +81,9 @@ fn push_plain_rdn_segment(out: &mut String, rdn: &str) -> bool {
     if !(plain_attr && plain_value) {
         return false;
     }
-    crate::matching::push_lowercase(out, attr);
+    crate::text::push_lowercase(out, attr);
     out.push('=');
-    crate::matching::push_lowercase(out, value);
+    crate::text::push_lowercase(out, value);
     true
 }
 
@@ -765,7 +731,7 @@ pub(super) fn apply_modifications(
                     .and_then(|rdn| rdn.iter().find(|ava| ava.attr.eq_ignore_ascii_case(attr)))
                     && !values
                         .iter()
-                        .any(|v| super::entry::eq_ignore_case(v, &ava.value))
+                        .any(|v| crate::entry::eq_ignore_case(v, &ava.value))
                 {
                     return Err(DestinationError::Rejected {
                         message: format!(
@@ -812,7 +778,7 @@ pub(super) fn moved_entry(
             let kept: Vec<String> = entry
                 .get(&ava.attr)
                 .iter()
-                .filter(|v| !super::entry::eq_ignore_case(v, &ava.value))
+                .filter(|v| !crate::entry::eq_ignore_case(v, &ava.value))
                 .cloned()
                 .collect();
             entry.set(&ava.attr, kept);

@@ -2,24 +2,23 @@
 //! engine reads it once per object type (one search, one key index) and then writes through it
 //! from several threads.
 
+mod directory_source;
 pub mod embedded;
-pub mod entry;
 pub mod ldap;
-pub mod ldif;
-pub(crate) mod record;
+pub use crate::entry::ldif;
 pub mod store;
 mod table;
 
 use std::path::PathBuf;
 
-pub use embedded::LdifDirectory;
-pub use entry::{
+pub use crate::entry::{
     Attribute, AttributeName, Entry, binary_bytes, check_attribute_description,
-    is_binary_attribute, value_key,
+    is_binary_attribute, is_password_attribute, value_key,
 };
+pub use directory_source::DirectorySource;
+pub use embedded::LdifDirectory;
 pub use ldap::{LdapDirectory, ServerKind};
 pub use store::Store;
-pub(crate) use table::{DatabaseTable, RowChange, table_statements};
 pub use table::{TABLE_DN, TableDestination, TableSpec, row_dn};
 
 use crate::Secret;
@@ -156,7 +155,7 @@ pub enum DestinationError {
         path: PathBuf,
         /// SQLite's error.
         #[source]
-        source: crate::transform::BoxError,
+        source: crate::BoxError,
     },
     /// The destination refused the change for another reason.
     #[error("{message}")]
@@ -204,15 +203,6 @@ pub(crate) fn lock_beside(path: &std::path::Path) -> Result<std::fs::File, Desti
         });
     }
     Ok(lock)
-}
-
-/// The attribute names that hold a password: the job format's own `password` field and the
-/// directories' password attributes. Whichever a field map or a hook uses, the value is a
-/// password: never kept as text.
-pub fn is_password_attribute(name: &str) -> bool {
-    ["password", "userPassword", "unicodePwd"]
-        .iter()
-        .any(|p| p.eq_ignore_ascii_case(name))
 }
 
 /// What a directory asks of every password: Active Directory's domain policy (`minPwdLength`

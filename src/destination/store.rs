@@ -28,9 +28,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::embedded::{self, ParentCache, ParentKey, SEP, parse_key};
-use super::record::{self, Decoder, Wanted, decode, encode};
 use super::{Destination, DestinationError, Entry, Modification, Scope, ldif};
 use crate::Secret;
+use crate::entry::record::{self, Decoder, Wanted, decode, encode};
 use crate::query::Filter;
 
 /// SQLite's `application_id` for a datasync store ("dsyn"), so a file of another program is
@@ -935,8 +935,8 @@ fn project(mut entry: Entry, attributes: &[String]) -> Entry {
 
 #[cfg(test)]
 mod tests {
-    use super::super::record::tests::entry;
     use super::*;
+    use crate::entry::record::tests::entry;
 
     #[test]
     fn records_round_trip_and_damage_is_named() {

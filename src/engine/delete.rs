@@ -10,7 +10,7 @@ use super::{TypeRun, guard, par_map};
 use crate::destination::Modification;
 use crate::dn::{self, Dn};
 use crate::hooks::RowDelete;
-use crate::job::DeleteThreshold;
+use crate::plan::DeleteThreshold;
 use crate::report::{DeleteFailure, DetailType, Report};
 
 /// AD's `userAccountControl` "account disabled" bit.

@@ -115,7 +115,7 @@ where
 
 /// Where the job looks: the scan base of each of its object types (each base and scope once),
 /// and whether the scan takes the subtree.
-pub(super) fn job_scopes(plan: &crate::job::Plan) -> Vec<(String, Scope)> {
+pub(super) fn job_scopes(plan: &crate::plan::Plan) -> Vec<(String, Scope)> {
     let mut scopes: Vec<(String, Scope)> = Vec::new();
     for op in &plan.objects {
         let scope = if op.subtree {
@@ -550,7 +550,7 @@ pub(super) fn fix_references(
 /// set of DNs the job fills. A single `Resolve` value (a `manager`) is not among them: a row
 /// naming a renamed or deleted object gets its new value from its own `Resolve` in the same
 /// run, and following every such value would read every user at every rename.
-pub(super) fn reference_attributes(plan: &crate::job::Plan) -> Vec<AttributeName> {
+pub(super) fn reference_attributes(plan: &crate::plan::Plan) -> Vec<AttributeName> {
     let mut names: Vec<AttributeName> = vec![MEMBER.into()];
     for f in plan.objects.iter().flat_map(|op| &op.fields) {
         if f.is_dn_set() && !names.iter().any(|n| n.eq_ignore_ascii_case(&f.attribute)) {

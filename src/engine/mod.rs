@@ -41,8 +41,8 @@ use rayon::prelude::*;
 use crate::destination::{Destination, DestinationError};
 use crate::dn::Dn;
 use crate::hooks::{HookContext, HookResult, Hooks, QueryEvent};
-use crate::job::{ContainerRule, ObjectPlan, Plan};
 use crate::matching::KeyIndex;
+use crate::plan::{ContainerRule, ObjectPlan, Plan};
 use crate::query::{Filter, parse_destination_query};
 use crate::report::{DetailType, Report, RunStatus};
 use crate::source::{Columns, RowSink, Since, Source, SourceError, SourceRow};
@@ -313,9 +313,9 @@ fn naming_context(dn: &str) -> String {
 /// nothing was written.
 ///
 /// ```
-/// use datasync::{engine, job, LdifDirectory, NoHooks, RunStatus};
+/// use datasync::{engine, job, plan, LdifDirectory, NoHooks, RunStatus};
 /// let wire = job::load("fixtures/jobs/excel-to-ad.json".as_ref()).unwrap();
-/// let plan = job::compile(&wire, &Default::default()).unwrap();
+/// let plan = plan::compile(&wire, &Default::default()).unwrap();
 /// let mut source = datasync::source::open("fixtures/sources/people.xlsx".as_ref()).unwrap();
 /// let directory = LdifDirectory::in_memory();
 /// let report = engine::run(&plan, source.as_mut(), &directory, &NoHooks, &Default::default()).unwrap();
@@ -1172,7 +1172,7 @@ fn push_new_dn_key(tr: &TypeRun<'_>, planned: &row::Planned, out: &mut String) -
             let rdn = dn
                 .get(..dn.len().saturating_sub(container.len()))
                 .unwrap_or(dn);
-            crate::matching::push_lowercase(out, rdn);
+            crate::text::push_lowercase(out, rdn);
             out.push_str(norm);
             true
         }

@@ -8,8 +8,8 @@
 //! back) unpack and repack it. Attribute names are packed as their place in the run's table
 //! of the names its objects use (`TypeRun::names`): a byte, not a dozen.
 
-use crate::destination::record::{self, Wanted};
 use crate::destination::{AttributeName, Entry};
+use crate::entry::record::{self, Wanted};
 
 /// The run's table of attribute names (see `record::encode_with`).
 type Names<'a> = &'a [AttributeName];

@@ -18,8 +18,8 @@ use super::TypeRun;
 use super::membership::Moved;
 use super::row::{Planned, Prepared};
 use crate::hooks::ValueChanges;
-use crate::job::ObjectPlan;
 use crate::matching::{lowercase, same_values};
+use crate::plan::ObjectPlan;
 use crate::transform::{self, Resolver};
 
 /// What the `Resolve` fields of one object type look up.

@@ -14,8 +14,8 @@ use crate::dn::{self, Dn};
 use crate::hooks::{
     HookContext, Hooks, PasswordSet, RowDone, RowOutcome, RowStart, RowWrite, ValueChanges,
 };
-use crate::job::{ContainerRule, Naming, ObjectPlan};
 use crate::matching::{push_normalized_key, same_values};
+use crate::plan::{ContainerRule, Naming, ObjectPlan};
 use crate::report::{Report, RowFailure};
 use crate::source::SourceRow;
 use crate::transform::{PasswordPolicy, PasswordRule, RunValues, ScriptInput};
@@ -1071,7 +1071,7 @@ fn begin(shared: &Shared<'_>, tr: &TypeRun<'_>, p: Prepared, ensured: &mut Strin
             let mut value_changes = Vec::new();
             if op.fields.iter().any(|f| f.is_member_of()) {
                 attributes.retain_mut(|(name, values)| {
-                    if !crate::job::names_member_of(name) {
+                    if !crate::plan::names_member_of(name) {
                         return true;
                     }
                     value_changes.push(ValueChanges {
@@ -1332,7 +1332,7 @@ fn add_more_values(
 
 /// A user's groups (`memberOf`), written to the groups, not to the user.
 fn is_member_of(c: &ValueChanges) -> bool {
-    crate::job::names_member_of(&c.attribute)
+    crate::plan::names_member_of(&c.attribute)
 }
 
 fn deliver_password(

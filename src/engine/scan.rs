@@ -12,8 +12,8 @@ use std::hash::{BuildHasher, Hasher};
 
 use super::resolve::ResolvePlan;
 use crate::destination::{Destination, DestinationError, Entry, Scope};
-use crate::job::ObjectPlan;
 use crate::matching::{KeyIndex, ResolveIndex};
+use crate::plan::ObjectPlan;
 use crate::query::Filter;
 use crate::transform::Transform;
 

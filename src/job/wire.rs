@@ -4,7 +4,7 @@
 //! it back unchanged. Every field is a [`Maybe`], which remembers whether the JSON had the key,
 //! had `null`, or had a value, and every struct keeps the keys it does not know in `extra`. So
 //! `load → save` returns equal JSON for any job, not only the sample. Checking what the job
-//! *means* is [`compile`](super::compile)'s work, not serde's.
+//! *means* is [`compile`](crate::plan::compile)'s work, not serde's.
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};

@@ -13,6 +13,7 @@
 //! [`LdapSource`]: crate::source::LdapSource
 
 mod pool;
+pub(crate) mod search;
 pub(crate) mod tls;
 
 use std::path::PathBuf;

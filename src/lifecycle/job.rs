@@ -14,6 +14,7 @@ use crate::{Destination, Hooks, NoHooks, Plan};
 use super::LifecycleError;
 use super::parameters::{Parameters, resolve_parameters};
 use super::schedule::Schedule;
+use crate::hooks::NotifyWhen;
 
 /// Opens the job's source afresh for each attempt.
 pub type OpenSource = Box<dyn Fn() -> Result<Box<dyn Source + Send>, SourceError> + Send + Sync>;
@@ -128,7 +129,7 @@ impl Job {
         context
             .variables
             .extend(values.iter().map(|(k, v)| (k.clone(), v.clone())));
-        let plan = job::compile(&self.definition, &context)
+        let plan = crate::plan::compile(&self.definition, &context)
             .map_err(|errors| LifecycleError::Job { job: name, errors })?;
         Ok((plan, values))
     }
@@ -145,7 +146,7 @@ impl Job {
             };
             context.variables.entry(name.clone()).or_insert(value);
         }
-        job::compile(&self.definition, &context).map_err(|errors| LifecycleError::Job {
+        crate::plan::compile(&self.definition, &context).map_err(|errors| LifecycleError::Job {
             job: self.name(),
             errors,
         })?;
@@ -161,42 +162,6 @@ pub enum OnFailure {
     Abort,
     /// Run the next job.
     Continue,
-}
-
-/// When a finished run sends a notification (the product's four choices).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum NotifyWhen {
-    /// After every run.
-    Always,
-    /// When objects were created, changed or deleted.
-    RecordsUpdated,
-    /// When a row or a delete failed, or the run reported an error.
-    Errors,
-    /// When the run failed or ran out of time (not when it was cancelled).
-    JobFailed,
-}
-
-impl NotifyWhen {
-    /// Reads `Always`, `RecordsUpdated`, `Errors`, `JobFailed` (any case; the words of the
-    /// product's dialog, `records are updated`, `errors occur`, `job fails`, also do).
-    pub fn parse(text: &str) -> Option<NotifyWhen> {
-        let t: String = text
-            .chars()
-            .filter(char::is_ascii_alphanumeric)
-            .collect::<String>()
-            .to_ascii_lowercase();
-        match t.as_str() {
-            "always" => Some(NotifyWhen::Always),
-            "recordsupdated" | "whenrecordsareupdated" | "recordsareupdated" | "updated" => {
-                Some(NotifyWhen::RecordsUpdated)
-            }
-            "errors" | "error" | "erroroccurs" | "errorsoccur" | "whenoneormoreerrorsoccur" => {
-                Some(NotifyWhen::Errors)
-            }
-            "jobfailed" | "jobfails" | "whenthejobfails" | "failed" => Some(NotifyWhen::JobFailed),
-            _ => None,
-        }
-    }
 }
 
 /// How the runner treats a job.

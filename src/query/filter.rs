@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use crate::destination::entry::{Entry, eq_ignore_case};
+use crate::entry::{Entry, eq_ignore_case};
 
 /// An LDAP filter.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -210,6 +210,97 @@ pub(crate) fn cancel_on_stop<T>(
     })
 }
 
+/// A change to one row of a database table, cells by their place in the table's columns.
+#[derive(Debug)]
+pub(crate) enum RowChange<'a> {
+    /// A new row: every cell (empty ones are left to the column's default).
+    Insert(&'a [String]),
+    /// The row whose key cells hold `keys` (as read) gets these cells.
+    Update {
+        keys: Vec<(usize, &'a str)>,
+        cells: Vec<(usize, &'a str)>,
+    },
+    /// The row whose key cells hold `keys` is removed.
+    Delete { keys: Vec<(usize, &'a str)> },
+}
+
+/// A database table behind a table destination: it applies a run's row changes, all in one
+/// transaction or none (the server's message when not).
+pub(crate) trait DatabaseTable: Send + std::fmt::Debug {
+    fn apply(&mut self, changes: &[RowChange<'_>]) -> Result<(), String>;
+}
+
+/// One statement of a database table's commit: its SQL, and its parameters as the column each
+/// is for and its text, in placeholder order.
+pub(crate) struct TableStatement<'a> {
+    pub sql: String,
+    pub params: Vec<(usize, &'a str)>,
+}
+
+/// The SQL for `changes` to `table` (a name already checked): columns named by `column(i)`,
+/// each parameter written as `placeholder(i, n)` for column `i`, `n` counting from 1. An
+/// insert names only its non-empty cells, leaving the others to the columns' defaults.
+pub(crate) fn table_statements<'a>(
+    table: &str,
+    changes: &[RowChange<'a>],
+    column: &dyn Fn(usize) -> String,
+    placeholder: &dyn Fn(usize, usize) -> String,
+) -> Vec<TableStatement<'a>> {
+    let assignments = |pairs: &[(usize, &str)], first: usize, separator: &str| -> String {
+        pairs
+            .iter()
+            .enumerate()
+            .map(|(n, (i, _))| format!("{} = {}", column(*i), placeholder(*i, first + n)))
+            .collect::<Vec<_>>()
+            .join(separator)
+    };
+    changes
+        .iter()
+        .map(|change| match change {
+            RowChange::Insert(cells) => {
+                let params: Vec<(usize, &str)> = cells
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, v)| !v.is_empty())
+                    .map(|(i, v)| (i, v.as_str()))
+                    .collect();
+                TableStatement {
+                    sql: format!(
+                        "INSERT INTO {table} ({}) VALUES ({})",
+                        params
+                            .iter()
+                            .map(|(i, _)| column(*i))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        params
+                            .iter()
+                            .enumerate()
+                            .map(|(n, (i, _))| placeholder(*i, n + 1))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                    params,
+                }
+            }
+            RowChange::Update { keys, cells } => TableStatement {
+                sql: format!(
+                    "UPDATE {table} SET {} WHERE {}",
+                    assignments(cells, 1, ", "),
+                    assignments(keys, cells.len() + 1, " AND ")
+                ),
+                params: cells.iter().chain(keys.iter()).copied().collect(),
+            },
+            RowChange::Delete { keys } => TableStatement {
+                sql: format!(
+                    "DELETE FROM {table} WHERE {}",
+                    assignments(keys, 1, " AND ")
+                ),
+                params: keys.clone(),
+            },
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

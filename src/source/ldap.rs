@@ -7,7 +7,7 @@
 //! them back as several values).
 
 use super::{RowSet, Source, SourceError, rows_from_entries};
-use crate::destination::ldap::paged_search;
+use crate::ldap::search::paged_search;
 use crate::ldap::{Failure, LdapConfig, Pool, result_name};
 use crate::query::parse_destination_query;
 

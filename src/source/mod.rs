@@ -7,10 +7,10 @@
 //! an LDAP filter or a GroupID query under its base DN.
 
 mod csv;
-mod database;
-mod directory;
+pub(crate) mod database;
 mod excel;
 mod ldap;
+pub(crate) mod ldif;
 pub(crate) mod mysql;
 #[cfg(feature = "odbc")]
 pub(crate) mod odbc;
@@ -23,9 +23,9 @@ use std::path::{Path, PathBuf};
 
 pub use self::csv::CsvSource;
 pub use self::database::{DatabaseConfig, Since, is_database_url};
-pub use self::directory::DirectorySource;
 pub use self::excel::ExcelSource;
 pub use self::ldap::{LdapSource, VALUE_SEPARATOR};
+pub use self::ldif::LdifSource;
 pub use self::mysql::MysqlSource;
 #[cfg(feature = "odbc")]
 pub use self::odbc::OdbcSource;
@@ -111,7 +111,7 @@ pub enum SourceError {
         message: String,
         /// The reader's (calamine's) own error, when it gave one.
         #[source]
-        source: Option<crate::transform::BoxError>,
+        source: Option<crate::BoxError>,
     },
     /// The query names a sheet the workbook does not have.
     #[error("sheet \"{sheet}\" is not in the workbook (its sheets: {})", available.join(", "))]
@@ -138,7 +138,7 @@ pub enum SourceError {
         message: String,
         /// The engine's own error (SQLite's, the database driver's), when it gave one.
         #[source]
-        source: Option<crate::transform::BoxError>,
+        source: Option<crate::BoxError>,
     },
     /// A mapping reads a column the query result does not have.
     #[error("column \"{column}\" is not in the source (its columns: {})", available.join(", "))]
@@ -192,8 +192,8 @@ pub enum SourceError {
     DirectoryFile {
         /// The store or LDIF file.
         path: PathBuf,
-        /// Why (boxed: every source error would otherwise be as large as a destination's).
-        source: Box<crate::destination::DestinationError>,
+        /// Why: the store's error, or the LDIF reader's.
+        source: crate::BoxError,
     },
     /// The file's type is not one datasync reads.
     #[error("{path}: unsupported source type (xlsx, xlsm, xlsb, xls, ods, csv, tsv, txt, ldif)")]
@@ -449,7 +449,7 @@ pub fn open(path: &Path) -> Result<Box<dyn Source + Send>, SourceError> {
         "xlsx" | "xlsm" | "xlsb" | "xls" | "xla" | "xlam" | "ods" => {
             Ok(Box::new(ExcelSource::open(path)?))
         }
-        "ldif" => Ok(Box::new(DirectorySource::ldif(path)?)),
+        "ldif" => Ok(Box::new(LdifSource::open(path)?)),
         _ => Err(SourceError::Unsupported {
             path: path.to_path_buf(),
         }),

@@ -242,9 +242,9 @@ impl MysqlTable {
     }
 }
 
-impl crate::destination::DatabaseTable for MysqlTable {
-    fn apply(&mut self, changes: &[crate::destination::RowChange<'_>]) -> Result<(), String> {
-        let statements = crate::destination::table_statements(
+impl crate::source::database::DatabaseTable for MysqlTable {
+    fn apply(&mut self, changes: &[crate::source::database::RowChange<'_>]) -> Result<(), String> {
+        let statements = crate::source::database::table_statements(
             &self.table,
             changes,
             &|i| self.columns[i].0.clone(),

@@ -270,8 +270,8 @@ impl OdbcTable {
         odbc_api::parameter::VarCharBox::from_string(text.to_string())
     }
 
-    fn apply_all(&self, changes: &[crate::destination::RowChange<'_>]) -> Result<(), String> {
-        let statements = crate::destination::table_statements(
+    fn apply_all(&self, changes: &[crate::source::database::RowChange<'_>]) -> Result<(), String> {
+        let statements = crate::source::database::table_statements(
             &self.table,
             changes,
             &|i| self.columns[i].0.clone(),
@@ -291,8 +291,8 @@ impl OdbcTable {
     }
 }
 
-impl crate::destination::DatabaseTable for OdbcTable {
-    fn apply(&mut self, changes: &[crate::destination::RowChange<'_>]) -> Result<(), String> {
+impl crate::source::database::DatabaseTable for OdbcTable {
+    fn apply(&mut self, changes: &[crate::source::database::RowChange<'_>]) -> Result<(), String> {
         self.connection
             .set_autocommit(false)
             .map_err(|e| e.to_string())?;

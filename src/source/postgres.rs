@@ -232,10 +232,10 @@ impl PostgresTable {
     }
 }
 
-impl crate::destination::DatabaseTable for PostgresTable {
-    fn apply(&mut self, changes: &[crate::destination::RowChange<'_>]) -> Result<(), String> {
+impl crate::source::database::DatabaseTable for PostgresTable {
+    fn apply(&mut self, changes: &[crate::source::database::RowChange<'_>]) -> Result<(), String> {
         let columns = &self.columns;
-        let statements = crate::destination::table_statements(
+        let statements = crate::source::database::table_statements(
             &self.table,
             changes,
             &|i| columns[i].0.clone(),

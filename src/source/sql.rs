@@ -75,7 +75,7 @@ pub fn run_into(
     let fail = |message: String, source: Option<rusqlite::Error>| SourceError::Query {
         query: query.to_string(),
         message,
-        source: source.map(|e| Box::new(e) as crate::transform::BoxError),
+        source: source.map(|e| Box::new(e) as crate::BoxError),
     };
     let sqlite = |e: rusqlite::Error| fail(e.to_string(), Some(e));
     let mut conn = Connection::open_in_memory().map_err(sqlite)?;

@@ -1,9 +1,6 @@
 //! Why a transform, a host's script or a `Resolve` lookup failed.
 
-use std::error::Error as StdError;
-
-/// An error from a host's code, whatever its type (a `String` will do).
-pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
+use crate::BoxError;
 
 /// Why a transform could not be parsed, bound to the source's columns, or applied to a row.
 /// Parse and bind errors refuse the job before anything is written; apply errors fail their

@@ -17,8 +17,9 @@ use chrono::format::{Item, StrftimeItems};
 use chrono::{NaiveDate, NaiveDateTime};
 use regex::Regex;
 
+pub use crate::BoxError;
 pub(crate) use error::panic_message;
-pub use error::{BoxError, ResolveError, ScriptError, TransformError};
+pub use error::{ResolveError, ScriptError, TransformError};
 pub use password::{PasswordPolicy, PasswordRule};
 
 use crate::source::Columns;

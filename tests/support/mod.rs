@@ -383,7 +383,7 @@ pub fn compile(
     job: &serde_json::Value,
     context: &datasync::transform::TransformContext,
 ) -> datasync::Plan {
-    datasync::job::compile(&wire(job), context).unwrap_or_else(|e| panic!("{e}"))
+    datasync::plan::compile(&wire(job), context).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Sets a job-wide `settings` entry, replacing one with the same key.

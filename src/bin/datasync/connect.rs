@@ -130,7 +130,7 @@ pub(crate) fn open_destination(
             config = config.with_tls_verify(TlsVerify::CaFile(ca.clone()));
         }
         return Ok(Arc::new(
-            TableDestination::database(config, table, TableSpec::from_plan(plan))
+            TableDestination::database(config, table, plan.table_spec())
                 .map_err(destination_error)?,
         ));
     }
@@ -143,8 +143,7 @@ pub(crate) fn open_destination(
         };
         let sheet = plan.table.as_deref().unwrap_or("Sheet1");
         return Ok(Arc::new(
-            TableDestination::open(path, sheet, TableSpec::from_plan(plan))
-                .map_err(destination_error)?,
+            TableDestination::open(path, sheet, plan.table_spec()).map_err(destination_error)?,
         ));
     }
     if is_ldap_url(&target.destination) {

@@ -42,7 +42,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use datasync::destination::{LdapDirectory, ServerKind, Store, TableDestination, TableSpec};
+use datasync::destination::DirectorySource;
+use datasync::destination::{LdapDirectory, ServerKind, Store, TableDestination};
 use datasync::hooks::{HookContext, HookResult, PasswordSet, RowDone};
 use datasync::ldap::{LdapConfig, Security, TlsVerify};
 use datasync::lifecycle::{
@@ -50,7 +51,7 @@ use datasync::lifecycle::{
     StepOutcome, SystemClock,
 };
 use datasync::report::RowFailure;
-use datasync::source::{DirectorySource, LdapSource, Source};
+use datasync::source::{LdapSource, Source};
 use datasync::transform::TransformContext;
 use datasync::{Destination, Error, Hooks, LdifDirectory, Report, Secret, job, source};
 use indicatif::{ProgressBar, ProgressStyle};

@@ -36,7 +36,7 @@ pub(crate) fn validate(path: &Path) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match job::compile(&wire, &TransformContext::default()) {
+    match datasync::plan::compile(&wire, &TransformContext::default()) {
         Ok(plan) => {
             println!(
                 "{}: valid ({} object type{})",

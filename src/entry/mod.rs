@@ -1,5 +1,8 @@
 //! A directory entry: a DN and its attributes, with names compared case-insensitively as LDAP does.
 
+pub mod ldif;
+pub(crate) mod record;
+
 use std::borrow::Borrow;
 use std::fmt;
 use std::ops::Deref;
@@ -461,6 +464,15 @@ pub fn check_attribute_description(name: &str) -> Result<(), String> {
             name
         ))
     }
+}
+
+/// The attribute names that hold a password: the job format's own `password` field and the
+/// directories' password attributes. Whichever a field map or a hook uses, the value is a
+/// password: never kept as text.
+pub fn is_password_attribute(name: &str) -> bool {
+    ["password", "userPassword", "unicodePwd"]
+        .iter()
+        .any(|p| p.eq_ignore_ascii_case(name))
 }
 
 #[cfg(test)]

@@ -10,14 +10,15 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{RowSet, Source, SourceError, rows_from_entries};
-use crate::destination::{Entry, Store, is_password_attribute, ldif};
-use crate::query::{Filter, parse_destination_query};
+use super::Store;
+use crate::source::ldif::{entries_as_rows, parse_query, take_matching};
+use crate::source::{LdifSource, RowSet, Source, SourceError};
 
 /// The embedded directory's entries, as rows.
 ///
 /// ```
-/// use datasync::source::{DirectorySource, Source};
+/// use datasync::destination::DirectorySource;
+/// use datasync::source::Source;
 /// let dir = tempfile::tempdir()?;
 /// let path = dir.path().join("people.ldif");
 /// std::fs::write(&path, "dn: DC=lab\nobjectClass: domain\ndc: lab\n\n\
@@ -38,8 +39,8 @@ pub struct DirectorySource {
 enum Held {
     /// The store, opened to read.
     Store(Store),
-    /// An LDIF file's entries, read whole.
-    Entries(Vec<Entry>),
+    /// An LDIF file, read whole.
+    Ldif(LdifSource),
 }
 
 impl DirectorySource {
@@ -74,71 +75,31 @@ impl DirectorySource {
         })
     }
 
-    /// The LDIF file at `path`.
+    /// The LDIF file at `path` (see [`LdifSource`]).
     pub fn ldif(path: &Path) -> Result<DirectorySource, SourceError> {
-        let text = std::fs::read_to_string(path).map_err(|source| SourceError::Open {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let entries = ldif::parse(&text).map_err(|source| SourceError::DirectoryFile {
-            path: path.to_path_buf(),
-            source: Box::new(crate::destination::DestinationError::Ldif {
-                path: path.to_path_buf(),
-                source,
-            }),
-        })?;
-        let mut keyed: Vec<(String, Entry)> = entries
-            .into_iter()
-            .map(|e| (crate::destination::embedded::sort_key(&e.dn), e))
-            .collect();
-        keyed.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(DirectorySource {
             path: path.to_path_buf(),
-            held: Held::Entries(keyed.into_iter().map(|(_, e)| e).collect()),
+            held: Held::Ldif(LdifSource::open(path)?),
         })
-    }
-
-    /// Every entry matching `filter`, in tree order, without its password attributes.
-    fn matching(&self, filter: &Filter) -> Result<Vec<Entry>, SourceError> {
-        let mut found = Vec::new();
-        let mut take = |e: &Entry| {
-            if filter.matches_by(&|name: &str| e.get(name)) {
-                let mut e = e.clone();
-                e.retain(|name| !is_password_attribute(name));
-                found.push(e);
-            }
-        };
-        match &self.held {
-            Held::Entries(entries) => entries.iter().for_each(take),
-            Held::Store(store) => {
-                store
-                    .each_entry(&mut take)
-                    .map_err(|source| SourceError::DirectoryFile {
-                        path: self.path.clone(),
-                        source: Box::new(source),
-                    })?
-            }
-        }
-        Ok(found)
     }
 }
 
 impl Source for DirectorySource {
     fn query(&mut self, query: &str) -> Result<RowSet, SourceError> {
-        let filter = parse_destination_query(query).map_err(|e| SourceError::Query {
-            query: query.to_string(),
-            message: e.to_string(),
-            source: Some(Box::new(e)),
-        })?;
-        let entries = self.matching(&filter)?;
-        Ok(rows_from_entries(entries.into_iter().map(|e| {
-            let dn = e.dn.clone();
-            let attributes = e
-                .into_attributes()
-                .into_iter()
-                .map(|(name, values)| (name.to_string(), values))
-                .collect();
-            (dn, attributes)
-        })))
+        let filter = parse_query(query)?;
+        let mut found = Vec::new();
+        match &self.held {
+            Held::Ldif(file) => file
+                .entries()
+                .iter()
+                .for_each(|e| take_matching(&filter, e, &mut found)),
+            Held::Store(store) => store
+                .each_entry(&mut |e| take_matching(&filter, e, &mut found))
+                .map_err(|source| SourceError::DirectoryFile {
+                    path: self.path.clone(),
+                    source: Box::new(source),
+                })?,
+        }
+        Ok(entries_as_rows(found))
     }
 }

@@ -80,7 +80,7 @@ pub(crate) fn encode(entry: &Entry, out: &mut Vec<u8>) {
 
 /// [`encode`] of the attributes of `entry` named in `keep` (compared without case) only.
 pub(crate) fn encode_only(entry: &Entry, keep: &[String], out: &mut Vec<u8>) {
-    let kept = |a: &&super::Attribute| keep.iter().any(|k| k.eq_ignore_ascii_case(&a.name));
+    let kept = |a: &&crate::entry::Attribute| keep.iter().any(|k| k.eq_ignore_ascii_case(&a.name));
     let attrs = entry.attributes();
     put_varint(out, attrs.iter().filter(kept).count());
     for a in attrs.iter().filter(kept) {
@@ -110,10 +110,14 @@ fn put_attribute(out: &mut Vec<u8>, name: &str, values: &[String], names: &[Attr
 /// same name (compared without case) in its place, or comes after the entry's own, as
 /// [`Entry::set`] would have put it. What the store writes for a new entry, whose hashed
 /// password and account control are made without copying the entry.
-pub(crate) fn encode_stored(entry: &Entry, overrides: &[super::Attribute], out: &mut Vec<u8>) {
+pub(crate) fn encode_stored(
+    entry: &Entry,
+    overrides: &[crate::entry::Attribute],
+    out: &mut Vec<u8>,
+) {
     let overridden = |name: &str| overrides.iter().find(|o| o.name.eq_ignore_ascii_case(name));
     let attrs = entry.attributes();
-    let added: Vec<&super::Attribute> = overrides
+    let added: Vec<&crate::entry::Attribute> = overrides
         .iter()
         .filter(|o| entry.get(&o.name).is_empty())
         .collect();
@@ -230,7 +234,7 @@ impl<'a> Decoder<'a> {
                 continue;
             };
             if used == attrs.len() {
-                attrs.push(super::Attribute {
+                attrs.push(crate::entry::Attribute {
                     name,
                     values: Vec::new(),
                 });
@@ -293,7 +297,7 @@ pub(crate) fn decode_with(
             for _ in 0..n {
                 values.push(string(&mut at).ok_or_else(damaged)?.to_string());
             }
-            attrs.push(super::Attribute {
+            attrs.push(crate::entry::Attribute {
                 name: name.into(),
                 values,
             });
@@ -380,7 +384,7 @@ fn locate(bytes: &[u8], name: &str, names: &[AttributeName]) -> Option<(usize, u
 }
 
 #[cfg(test)]
-pub(super) mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// An entry with these attributes, for the destinations' tests.

@@ -4,7 +4,7 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 
-use super::entry::Entry;
+use crate::entry::Entry;
 
 /// LDIF that could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
