@@ -8,6 +8,7 @@ use crate::source::SourceError;
 
 /// Why a job could not run. Whenever a run returns one of these, nothing was written.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// The job file could not be read or is not job JSON.
     #[error(transparent)]

@@ -237,6 +237,7 @@ pub struct RowDelete {
 
 /// What happened to a row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum RowOutcome {
     /// An object was created.
     Added,
@@ -385,6 +386,7 @@ impl Hooks for NoHooks {}
 
 /// When a finished run sends a notification (the product's four choices).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[non_exhaustive]
 pub enum NotifyWhen {
     /// After every run.
     Always,

@@ -27,6 +27,7 @@ pub enum Naming {
 
 /// Where new objects of a type are created (`containerOption`).
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum ContainerRule {
     /// `"1"`: this container DN.
     Fixed(String),
@@ -38,6 +39,7 @@ pub enum ContainerRule {
 
 /// When deletes are withheld (`Destination.DeleteThreshold`).
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
 pub enum DeleteThreshold {
     /// More than this many deletes in one run are withheld.
     Count(usize),

@@ -12,6 +12,7 @@ use crate::Error;
 
 /// How a run ended (Qlik's task execution status names).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum RunStatus {
     /// Every row succeeded and nothing was withheld.
     FinishedSuccess,
@@ -92,6 +93,7 @@ pub struct DeleteFailure {
 
 /// `detailsType` as Qlik numbers it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum DetailType {
     /// 0.
     Error,

@@ -30,6 +30,7 @@ use crate::query::Filter;
 
 /// Which kind of server: it decides how passwords are set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ServerKind {
     /// Microsoft Active Directory: passwords go to `unicodePwd`, over an encrypted connection only.
     ActiveDirectory,

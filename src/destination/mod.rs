@@ -38,6 +38,7 @@ pub enum Scope {
 
 /// One change to an existing entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Modification {
     /// Replace the values of an attribute; no values removes it.
     Replace(AttributeName, Vec<String>),
@@ -80,6 +81,7 @@ impl Modification {
 
 /// What a destination could not do.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum DestinationError {
     /// The directory file could not be read or written.
     #[error("{path}: {source}")]

@@ -73,6 +73,7 @@ pub const MAX_WORKERS: usize = 64;
 
 /// Why a run stopped early.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum StopReason {
     /// Someone cancelled it.
     Cancelled,

@@ -11,6 +11,7 @@ pub use wire::DataSyncJob;
 
 /// A job file that could not be read or is not the job JSON.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum LoadError {
     /// The file could not be read.
     #[error("cannot read job file {path}: {source}")]
@@ -99,6 +100,7 @@ impl fmt::Display for JobErrors {
 
 /// What kind of object an `objectsOption` entry synchronises.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum ObjectType {
     /// 1: a user.
     User,

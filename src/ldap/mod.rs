@@ -25,6 +25,7 @@ use crate::Secret;
 
 /// How the connection is protected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Security {
     /// `ldap://`: nothing is encrypted. Active Directory passwords are refused over it.
     Plain,
@@ -36,6 +37,7 @@ pub enum Security {
 
 /// How the server's certificate is checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum TlsVerify {
     /// Against the system's trusted roots (the default).
     SystemRoots,

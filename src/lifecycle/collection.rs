@@ -22,6 +22,7 @@ pub struct Collection {
 /// What became of one job of a collection.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase", tag = "outcome")]
+#[non_exhaustive]
 pub enum StepOutcome {
     /// It ran; its report.
     Finished {

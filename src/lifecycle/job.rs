@@ -156,6 +156,7 @@ impl Job {
 
 /// What a collection does after one of its jobs fails (`jobInfo.onFailure`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum OnFailure {
     /// Stop: the rest of the collection does not run.
     #[default]

@@ -81,6 +81,7 @@ impl std::fmt::Display for RunId {
 
 /// Who started a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
 pub enum Trigger {
     /// The host (run now).
     Manual,
@@ -117,6 +118,7 @@ pub enum RunState {
 
 /// Why the runner refused a request. Nothing ran and nothing was written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum LifecycleError {
     /// The job does not run concurrently and a run of it is under way.
     #[error("job \"{job}\" is already running (run {running}); it does not run concurrently")]

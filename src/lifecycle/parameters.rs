@@ -20,6 +20,7 @@ use serde_json::Value;
 
 /// A parameter's type (OIG `dataType`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum ParameterType {
     /// Any text.
     #[default]

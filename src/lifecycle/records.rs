@@ -8,6 +8,7 @@ use crate::report::{Detail, Report, RunStatus};
 
 /// Qlik's task execution status, with its numbers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum TaskStatus {
     /// 0.
     NeverStarted,
@@ -146,6 +147,7 @@ impl From<&Report> for UserDataStore {
 /// OIG's job state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[non_exhaustive]
 pub enum JobState {
     /// Not running.
     Stopped,
@@ -158,6 +160,7 @@ pub enum JobState {
 /// How a run in a job's history ended (OIG's history statuses; `SKIPPED` is Qlik's).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[non_exhaustive]
 pub enum HistoryStatus {
     /// Under way (or queued).
     Running,

@@ -31,6 +31,7 @@ pub struct Schedule {
 
 /// A schedule that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ScheduleError {
     /// The cron expression does not parse.
     #[error("cron expression \"{expression}\": {message}")]

@@ -72,6 +72,7 @@ impl Collections {
 
 /// What a tick did for one due job.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum Fired {
     /// The job started.
     Started {

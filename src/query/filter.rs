@@ -7,6 +7,7 @@ use crate::entry::{Entry, eq_ignore_case};
 
 /// An LDAP filter.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Filter {
     /// `(&…)`: every part matches (an empty AND is true).
     And(Vec<Filter>),

@@ -30,6 +30,7 @@ pub use filter::{Filter, FilterError};
 
 /// A destination query that could not be compiled.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum QueryError {
     /// The query is empty.
     #[error("the destination query is empty")]

@@ -93,6 +93,7 @@ pub struct RowSet {
 
 /// What a source could not do. Each names the file, sheet, column or query at fault.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SourceError {
     /// The file could not be opened or read.
     #[error("cannot read {path}: {source}")]

@@ -143,6 +143,7 @@ impl fmt::Debug for Script {
 
 /// A piece of a `Join`.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum JoinPart<F> {
     /// A source field's value (empty when missing).
     Field(F),
@@ -152,6 +153,7 @@ pub enum JoinPart<F> {
 
 /// A piece of a `Static` value after `%NAME%` expansion.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Segment {
     /// Fixed text.
     Text(String),
@@ -164,6 +166,7 @@ pub enum Segment {
 /// A compiled transform. `F` is how a source field is named: `String` after parsing,
 /// `usize` (a column position) once bound to a source's columns.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum Transform<F = String> {
     /// No transform: the source field's value.
     Copy(F),

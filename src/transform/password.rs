@@ -9,6 +9,7 @@ use crate::job::wire::PasswordOptions;
 
 /// How a `password` field gets its value (`passwordType`).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum PasswordRule {
     /// `passwordType` 0 (or no options): the field's transform (usually `Static`) gives one
     /// password for every row.

@@ -124,6 +124,7 @@ pub(crate) fn schedule_jobs(args: &ScheduleArgs) -> Result<(), CliError> {
                             eprintln!("{}: not started: {error}", step.job_name)
                         }
                         StepOutcome::NotRun => eprintln!("{}: not run", step.job_name),
+                        other => eprintln!("{}: {other:?}", step.job_name),
                     }
                 }
                 match (&report.aborted_by, report.stopped) {
@@ -138,6 +139,7 @@ pub(crate) fn schedule_jobs(args: &ScheduleArgs) -> Result<(), CliError> {
         Fired::CollectionSkipped { collection } => {
             eprintln!("{collection}: skipped, it is still running")
         }
+        other => eprintln!("{other:?}"),
     });
     for reporter in reporters {
         let _ = reporter.join();
