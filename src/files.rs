@@ -72,7 +72,7 @@ const TEMP_SUFFIX: &str = ".tmp";
 
 /// Removes temporary files a killed writer of `path` left beside it. Call it only while
 /// holding the lock that keeps other writers of `path` out: theirs would look the same.
-pub fn remove_stale_temps(path: &Path) {
+pub(crate) fn remove_stale_temps(path: &Path) {
     let prefix = temp_prefix(path);
     let Ok(entries) = std::fs::read_dir(folder_of(path)) else {
         return;
@@ -93,7 +93,7 @@ pub fn remove_stale_temps(path: &Path) {
 
 /// Fails when `path` exists and is read-only (no write permission bit): a user who made it
 /// so meant it to stay as it is.
-pub fn refuse_read_only(path: &Path) -> std::io::Result<()> {
+pub(crate) fn refuse_read_only(path: &Path) -> std::io::Result<()> {
     match std::fs::metadata(path) {
         Ok(meta) if meta.permissions().readonly() => Err(std::io::Error::new(
             std::io::ErrorKind::PermissionDenied,

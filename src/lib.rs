@@ -16,7 +16,7 @@
 //! | source | [`source`] | [`Source`] |
 //! | transform | [`transform`] | [`Transform`](transform::Transform) |
 //! | destination query | [`query`] | [`Filter`](query::Filter) |
-//! | matching | [`matching`] | [`KeyIndex`](matching::KeyIndex) |
+//! | matching | `matching` (private) | [`normalize_key`]: how keys compare |
 //! | destination | [`destination`] | [`Destination`] |
 //! | LDAP connections | [`ldap`] | [`LdapConfig`](ldap::LdapConfig) |
 //! | engine and hooks | [`engine`], [`hooks`] | [`engine::run`], [`Hooks`] |
@@ -84,11 +84,11 @@ pub mod hooks;
 pub mod job;
 pub mod ldap;
 pub mod lifecycle;
-pub mod matching;
+mod matching;
 pub mod plan;
 pub mod query;
 pub mod report;
-pub mod retry;
+mod retry;
 mod secret;
 pub mod source;
 mod text;
@@ -104,7 +104,9 @@ pub use engine::{RunOptions, run};
 pub use error::{Error, ErrorKind};
 pub use hooks::{HookContext, Hooks, NoHooks};
 pub use job::{DataSyncJob, ObjectType};
+pub use matching::normalize_key;
 pub use plan::{Plan, compile};
 pub use report::{Report, RunStatus};
+pub use retry::RetryPolicy;
 pub use secret::Secret;
 pub use source::Source;

@@ -95,6 +95,7 @@ struct IndexedObject {
 
 impl KeyIndex {
     /// Indexes whole `entries` by the first value of each key attribute (fingerprints 0).
+    #[cfg(test)]
     pub fn build(entries: &[Entry], key_attributes: &[&str]) -> KeyIndex {
         let mut index = KeyIndex::default();
         for e in entries {
@@ -167,11 +168,6 @@ impl KeyIndex {
     /// How many entries are in scope.
     pub fn len(&self) -> usize {
         self.objects.len()
-    }
-
-    /// True when no entry is in scope.
-    pub fn is_empty(&self) -> bool {
-        self.objects.is_empty()
     }
 
     /// Each key with the entries that carry it.

@@ -87,7 +87,7 @@ impl fmt::Debug for FieldPlan {
 /// True when `attribute` is `memberOf`: the groups an object is a member of, which the
 /// directory computes and a run writes to the groups instead (see
 /// [`FieldPlan::is_member_of`]).
-pub fn names_member_of(attribute: &str) -> bool {
+pub(crate) fn names_member_of(attribute: &str) -> bool {
     attribute.eq_ignore_ascii_case("memberOf")
 }
 

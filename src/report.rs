@@ -160,12 +160,12 @@ pub struct Report {
 }
 
 /// The current time as every record writes times (see [`clock::iso`](crate::clock::iso)).
-pub fn now_iso() -> String {
+pub(crate) fn now_iso() -> String {
     crate::clock::iso(chrono::Utc::now())
 }
 
 /// The name of this host, for `executingNodeName`.
-pub fn node_name() -> String {
+pub(crate) fn node_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .ok()

@@ -804,7 +804,7 @@ fn row_adding_sees_and_shapes_the_new_object() {
             let hash = stored.first("userPassword").unwrap();
             assert!(hash.starts_with("{SSHA256}") && !hash.contains(password.as_str()));
             assert!(
-                datasync::destination::embedded::verify_password(
+                datasync::destination::verify_password(
                     hash,
                     &datasync::Secret::new(password.clone())
                 ),
@@ -839,7 +839,7 @@ fn generated_passwords_are_unique_hashed_and_delivered() {
         assert!(pw.chars().filter(|c| "%^&*(".contains(*c)).count() >= 1);
         let stored = dir.get(dn).unwrap();
         assert!(
-            datasync::destination::embedded::verify_password(
+            datasync::destination::verify_password(
                 stored.first("userPassword").unwrap(),
                 &datasync::Secret::new(pw.clone())
             ),

@@ -3,10 +3,10 @@
 //! from several threads.
 
 mod directory_source;
-pub mod embedded;
-pub mod ldap;
+mod embedded;
+mod ldap;
 pub use crate::entry::ldif;
-pub mod store;
+mod store;
 mod table;
 
 use std::path::PathBuf;
@@ -16,7 +16,7 @@ pub use crate::entry::{
     is_binary_attribute, is_password_attribute, value_key,
 };
 pub use directory_source::DirectorySource;
-pub use embedded::LdifDirectory;
+pub use embedded::{LdifDirectory, verify_password};
 pub use ldap::{LdapDirectory, ServerKind};
 pub use store::Store;
 pub use table::{TABLE_DN, TableDestination, TableSpec, row_dn};

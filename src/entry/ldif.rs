@@ -27,7 +27,7 @@ pub fn parse(text: &str) -> Result<Vec<Entry>, LdifError> {
 
 /// Parses LDIF as [`parse`] does, each entry with the line its `dn:` is on, so that a later
 /// check (a DN given twice) can say where.
-pub fn parse_with_lines(text: &str) -> Result<Vec<(Entry, usize)>, LdifError> {
+pub(crate) fn parse_with_lines(text: &str) -> Result<Vec<(Entry, usize)>, LdifError> {
     // Unfold: a line that starts with one space continues the previous line.
     let mut lines: Vec<(usize, String)> = Vec::new();
     for (i, raw) in text.split('\n').enumerate() {

@@ -372,7 +372,7 @@ pub fn value_key(value: &str) -> String {
 }
 
 /// Case-insensitive comparison as directory matching rules do for most string attributes.
-pub fn eq_ignore_case(a: &str, b: &str) -> bool {
+pub(crate) fn eq_ignore_case(a: &str, b: &str) -> bool {
     if a.is_ascii() && b.is_ascii() {
         a.eq_ignore_ascii_case(b)
     } else {

@@ -24,7 +24,7 @@
 //! assert_eq!(f.to_string(), "(&(objectClass=user)(|(department=*R&D*)(title=*)))");
 //! ```
 
-pub mod filter;
+mod filter;
 
 pub use filter::{Filter, FilterError};
 

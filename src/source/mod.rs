@@ -2,7 +2,7 @@
 //! named columns and rows in source order, each carrying the row number a user sees.
 //!
 //! Workbooks ([`ExcelSource`]) and delimited text ([`CsvSource`]) are tables; the query runs on
-//! them as real SQL in an embedded SQLite ([`sql`]), except `SELECT * FROM [Sheet$]`, which reads
+//! them as real SQL in an embedded SQLite (`source::sql`, private), except `SELECT * FROM [Sheet$]`, which reads
 //! the table straight through with the same result. An LDAP directory ([`LdapSource`]) answers
 //! an LDAP filter or a GroupID query under its base DN.
 
@@ -15,7 +15,7 @@ pub(crate) mod mysql;
 #[cfg(feature = "odbc")]
 pub(crate) mod odbc;
 pub(crate) mod postgres;
-pub mod sql;
+pub(crate) mod sql;
 
 use std::collections::HashMap;
 use std::ops::ControlFlow;
@@ -523,7 +523,7 @@ fn header_names(table: &str, cells: Vec<Option<String>>) -> Result<Columns, Sour
 
 /// Formats a number as a spreadsheet user sees it: whole numbers without `.0` (employee id
 /// 1001 stays `1001`), others in their shortest exact form.
-pub fn format_number(f: f64) -> String {
+pub(crate) fn format_number(f: f64) -> String {
     if f.fract() == 0.0 && f.abs() < 1e15 {
         // An integer's `to_string` sizes its buffer once; `format!` grows it.
         (f as i64).to_string()

@@ -7,7 +7,7 @@
 //! crate documentation for the table of transforms.
 
 mod error;
-pub mod password;
+mod password;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -20,7 +20,7 @@ use regex::Regex;
 pub use crate::BoxError;
 pub(crate) use error::panic_message;
 pub use error::{ResolveError, ScriptError, TransformError};
-pub use password::{PasswordPolicy, PasswordRule};
+pub use password::{PasswordPolicy, PasswordRule, PolicyError};
 
 use crate::source::Columns;
 
