@@ -14,7 +14,7 @@ use std::fmt;
 /// assert_eq!(datasync::dn::escape_value("Smith, John"), "Smith\\2c John");
 /// ```
 pub fn escape_value(value: &str) -> String {
-    ldap3::dn_escape(value).into_owned()
+    crate::text::escape_dn_value(value).into_owned()
 }
 
 /// A DN that could not be parsed.
@@ -191,7 +191,7 @@ pub(crate) fn push_normalized_rdn(out: &mut String, rdn: &[Ava]) {
         out.extend(ava.attr.chars().map(|c| c.to_ascii_lowercase()));
         out.push('=');
         let lower = crate::text::lowercase(&ava.value);
-        out.push_str(&ldap3::dn_escape(lower.as_ref()));
+        out.push_str(&crate::text::escape_dn_value(lower.as_ref()));
     }
     if let [ava] = rdn {
         push_ava(out, ava);
@@ -240,7 +240,7 @@ pub fn normalize(dn: &str) -> Result<String, DnError> {
 pub fn child(attr: &str, value: &str, parent: &str) -> String {
     // Built in one string of the right size: every object a job creates is named here, and
     // a value that needs no escape is not copied first.
-    let escaped = ldap3::dn_escape(value);
+    let escaped = crate::text::escape_dn_value(value);
     let parent = if parent.trim().is_empty() { "" } else { parent };
     let mut dn = String::with_capacity(attr.len() + escaped.len() + parent.len() + 2);
     dn.push_str(attr);

@@ -82,6 +82,7 @@ mod error;
 pub mod files;
 pub mod hooks;
 pub mod job;
+#[cfg(feature = "ldap")]
 pub mod ldap;
 pub mod lifecycle;
 mod matching;
@@ -92,6 +93,7 @@ mod retry;
 mod secret;
 pub mod source;
 mod text;
+pub mod tls;
 pub mod transform;
 
 /// An error from code underneath (a host's script or hook, a reader, a driver), whatever its

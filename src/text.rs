@@ -50,8 +50,121 @@ fn fold_non_ascii(s: &str) -> String {
     decomposed.to_lowercase().nfc().collect()
 }
 
+/// An attribute value escaped for a DN (RFC 4514), as `ldap3::dn_escape` writes it: `"`, `+`,
+/// `,`, `;`, `<`, `=`, `>`, `\` and NUL anywhere, a leading space or `#` and a trailing space,
+/// each as `\` and two hex digits; everything else as it is.
+pub(crate) fn escape_dn_value(value: &str) -> Cow<'_, str> {
+    let always = |c: u8| {
+        matches!(
+            c,
+            b'"' | b'+' | b',' | b';' | b'<' | b'=' | b'>' | b'\\' | 0
+        )
+    };
+    let bytes = value.as_bytes();
+    let escaped = |i: usize, c: u8| {
+        always(c) || (i == 0 && matches!(c, b' ' | b'#')) || (i + 1 == bytes.len() && c == b' ')
+    };
+    if !bytes.iter().enumerate().any(|(i, &c)| escaped(i, c)) {
+        return Cow::Borrowed(value);
+    }
+    let hex = |n: u8| char::from(if n < 10 { b'0' + n } else { b'a' + n - 10 });
+    let mut out = String::with_capacity(value.len() + 12);
+    let mut start = 0;
+    for (i, &c) in bytes.iter().enumerate() {
+        if escaped(i, c) {
+            // Every escaped byte is ASCII: `i` is on a character boundary.
+            out.push_str(&value[start..i]);
+            out.push('\\');
+            out.push(hex(c >> 4));
+            out.push(hex(c & 0xf));
+            start = i + 1;
+        }
+    }
+    out.push_str(&value[start..]);
+    Cow::Owned(out)
+}
+
+/// A value escaped for an LDAP search filter (RFC 4515): `*`, `(`, `)`, `\` and NUL as
+/// `\2a`, `\28`, `\29`, `\5c` and `\00`; everything else as it is.
+pub(crate) fn escape_filter_value(value: &str) -> Cow<'_, str> {
+    if !value.contains(['*', '(', ')', '\\', '\0']) {
+        return Cow::Borrowed(value);
+    }
+    let mut out = String::with_capacity(value.len() + 8);
+    for c in value.chars() {
+        match c {
+            '*' => out.push_str("\\2a"),
+            '(' => out.push_str("\\28"),
+            ')' => out.push_str("\\29"),
+            '\\' => out.push_str("\\5c"),
+            '\0' => out.push_str("\\00"),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
 #[cfg(test)]
 mod tests {
+    /// Ours write what ldap3's wrote, which the directories built so far hold.
+    #[cfg(feature = "ldap")]
+    #[test]
+    fn escapes_match_ldap3s() {
+        for v in [
+            "",
+            " ",
+            "#",
+            "# ",
+            " a",
+            "a ",
+            "Lee, Ann",
+            "a+b",
+            "x=y",
+            "q\"q",
+            "<>;",
+            "\\",
+            "nul\0",
+            "Zoë Müller",
+            "李 小龙",
+            "  ",
+            "##",
+            "a#",
+            "*()",
+        ] {
+            assert_eq!(super::escape_dn_value(v), ldap3::dn_escape(v), "{v:?}");
+            assert_eq!(
+                super::escape_filter_value(v),
+                ldap3::ldap_escape(v),
+                "{v:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn dn_values_escape_as_rfc_4514_says() {
+        use super::escape_dn_value as e;
+        assert_eq!(e("Ann Lee"), "Ann Lee");
+        assert_eq!(e("Lee, Ann"), "Lee\\2c Ann");
+        assert_eq!(e(" #a b "), "\\20#a b\\20");
+        assert_eq!(e("#x"), "\\23x");
+        assert_eq!(
+            e("a+b=c\"d\";<>\\\0"),
+            "a\\2bb\\3dc\\22d\\22\\3b\\3c\\3e\\5c\\00"
+        );
+        assert_eq!(e("Zoë Müller"), "Zoë Müller");
+        assert_eq!(e(""), "");
+    }
+
+    #[test]
+    fn filter_values_escape_as_rfc_4515_says() {
+        assert_eq!(super::escape_filter_value("Ann Lee"), "Ann Lee");
+        assert_eq!(
+            super::escape_filter_value("a*(b)\\c\0"),
+            "a\\2a\\28b\\29\\5cc\\00"
+        );
+        assert_eq!(super::escape_filter_value("Zoë"), "Zoë");
+    }
+
     use super::*;
 
     #[test]

@@ -16,6 +16,7 @@ const LAYERS: &[&str] = &[
     "files",
     "clock",
     "retry",
+    "tls",
     "ldap",
     // the pipeline, down to the destination
     "job",

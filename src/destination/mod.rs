@@ -4,6 +4,7 @@
 
 mod directory_source;
 mod embedded;
+#[cfg(feature = "ldap")]
 mod ldap;
 pub use crate::entry::ldif;
 mod store;
@@ -17,6 +18,7 @@ pub use crate::entry::{
 };
 pub use directory_source::DirectorySource;
 pub use embedded::{LdifDirectory, verify_password};
+#[cfg(feature = "ldap")]
 pub use ldap::{LdapDirectory, ServerKind};
 pub use store::Store;
 pub use table::{TABLE_DN, TableDestination, TableSpec, row_dn};

@@ -189,6 +189,11 @@ impl TableDestination {
     /// table must have a column for every field; it is read whole now, and commit applies the
     /// run's inserts, updates of changed cells, and deletes in one transaction. An unchanged
     /// run sends no statement.
+    // A build without any database feature refuses every URL here.
+    #[cfg_attr(
+        not(any(feature = "postgres", feature = "mysql", feature = "odbc")),
+        allow(unreachable_code, unused_variables)
+    )]
     pub fn database(
         config: crate::source::DatabaseConfig,
         table: &str,
@@ -213,13 +218,28 @@ impl TableDestination {
         let lower = config.url.to_ascii_lowercase();
         let (store, read): (Box<dyn DatabaseTable>, RowSet) =
             if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
-                let (t, rows) =
-                    crate::source::postgres::PostgresTable::open(config, table).map_err(failed)?;
-                (Box::new(t), rows)
+                #[cfg(feature = "postgres")]
+                {
+                    let (t, rows) = crate::source::postgres::PostgresTable::open(config, table)
+                        .map_err(failed)?;
+                    (Box::new(t), rows)
+                }
+                #[cfg(not(feature = "postgres"))]
+                return Err(failed(config.error(
+                    "this build has no PostgreSQL tables; build datasync with the `postgres` \
+                     feature",
+                )));
             } else if lower.starts_with("mysql://") || lower.starts_with("mariadb://") {
-                let (t, rows) =
-                    crate::source::mysql::MysqlTable::open(config, table).map_err(failed)?;
-                (Box::new(t), rows)
+                #[cfg(feature = "mysql")]
+                {
+                    let (t, rows) =
+                        crate::source::mysql::MysqlTable::open(config, table).map_err(failed)?;
+                    (Box::new(t), rows)
+                }
+                #[cfg(not(feature = "mysql"))]
+                return Err(failed(config.error(
+                    "this build has no MySQL tables; build datasync with the `mysql` feature",
+                )));
             } else if lower.starts_with("odbc:") {
                 #[cfg(feature = "odbc")]
                 {

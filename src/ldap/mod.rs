@@ -14,9 +14,7 @@
 
 mod pool;
 pub(crate) mod search;
-pub(crate) mod tls;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 pub(crate) use pool::{Failure, Pool, result_name};
@@ -35,18 +33,7 @@ pub enum Security {
     Tls,
 }
 
-/// How the server's certificate is checked.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum TlsVerify {
-    /// Against the system's trusted roots (the default).
-    SystemRoots,
-    /// Against the CA certificates in this PEM file only.
-    CaFile(PathBuf),
-    /// Not at all. Anyone on the path can read the bind password and every password set; use it
-    /// only against a lab server. The CLI warns on every run that uses it.
-    DangerouslyAcceptAnyCertificate,
-}
+pub use crate::tls::TlsVerify;
 
 pub use crate::retry::RetryPolicy;
 

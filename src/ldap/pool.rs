@@ -298,14 +298,14 @@ fn ad_bind_reason(text: &str) -> Option<&'static str> {
     })
 }
 
-/// [`super::tls::ca_file_config`], as a pool failure.
+/// [`crate::tls::verify::ca_file_config`], as a pool failure.
 fn ca_config(path: &std::path::Path) -> Result<rustls::ClientConfig, Failure> {
-    super::tls::ca_file_config(path).map_err(Failure::Other)
+    crate::tls::verify::ca_file_config(path).map_err(Failure::Other)
 }
 
-/// [`super::tls::system_roots_config`], as a pool failure.
+/// [`crate::tls::verify::system_roots_config`], as a pool failure.
 fn system_config() -> Result<rustls::ClientConfig, Failure> {
-    super::tls::system_roots_config().map_err(Failure::Other)
+    crate::tls::verify::system_roots_config().map_err(Failure::Other)
 }
 
 /// The RFC 4511 name of a result code, for messages (`LDAP 65 objectClassViolation: ...`).

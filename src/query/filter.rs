@@ -171,7 +171,7 @@ fn substring_matches(
 impl fmt::Display for Filter {
     /// The RFC 4515 string, with every value escaped.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let esc = |v: &str| ldap3::ldap_escape(v).into_owned();
+        let esc = |v: &str| crate::text::escape_filter_value(v).into_owned();
         match self {
             Filter::And(parts) | Filter::Or(parts) => {
                 f.write_str(if matches!(self, Filter::And(_)) {

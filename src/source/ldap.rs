@@ -11,9 +11,6 @@ use crate::ldap::search::paged_search;
 use crate::ldap::{Failure, LdapConfig, Pool, result_name};
 use crate::query::parse_destination_query;
 
-/// Joins the values of a multi-valued attribute in a row.
-pub const VALUE_SEPARATOR: &str = ";";
-
 /// An LDAP server's entries under a base DN, as rows.
 ///
 /// ```no_run

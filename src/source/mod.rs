@@ -9,11 +9,14 @@
 mod csv;
 pub(crate) mod database;
 mod excel;
+#[cfg(feature = "ldap")]
 mod ldap;
 pub(crate) mod ldif;
+#[cfg(feature = "mysql")]
 pub(crate) mod mysql;
 #[cfg(feature = "odbc")]
 pub(crate) mod odbc;
+#[cfg(feature = "postgres")]
 pub(crate) mod postgres;
 pub(crate) mod sql;
 
@@ -24,11 +27,17 @@ use std::path::{Path, PathBuf};
 pub use self::csv::CsvSource;
 pub use self::database::{DatabaseConfig, Since, is_database_url};
 pub use self::excel::ExcelSource;
-pub use self::ldap::{LdapSource, VALUE_SEPARATOR};
+#[cfg(feature = "ldap")]
+pub use self::ldap::LdapSource;
+
+/// Joins the values of a multi-valued attribute in a row.
+pub const VALUE_SEPARATOR: &str = ";";
 pub use self::ldif::LdifSource;
+#[cfg(feature = "mysql")]
 pub use self::mysql::MysqlSource;
 #[cfg(feature = "odbc")]
 pub use self::odbc::OdbcSource;
+#[cfg(feature = "postgres")]
 pub use self::postgres::PostgresSource;
 
 /// Column names with a case-insensitive lookup (as the product's SQL and field maps treat them).
@@ -393,8 +402,17 @@ pub fn open_database(config: DatabaseConfig) -> Result<Box<dyn Source + Send>, S
         .map(|(s, _)| s.to_ascii_lowercase())
         .unwrap_or_default();
     match scheme.as_str() {
+        #[cfg(feature = "postgres")]
         "postgres" | "postgresql" => Ok(Box::new(PostgresSource::connect(config)?)),
+        #[cfg(not(feature = "postgres"))]
+        "postgres" | "postgresql" => Err(config.error(
+            "this build has no PostgreSQL sources; build datasync with the `postgres` feature",
+        )),
+        #[cfg(feature = "mysql")]
         "mysql" | "mariadb" => Ok(Box::new(MysqlSource::connect(config)?)),
+        #[cfg(not(feature = "mysql"))]
+        "mysql" | "mariadb" => Err(config
+            .error("this build has no MySQL sources; build datasync with the `mysql` feature")),
         _ => {
             Err(config
                 .error("not a database URL this build reads (postgres://, mysql://, mariadb://)"))

@@ -76,11 +76,11 @@ impl MysqlSource {
             .init(vec!["SET time_zone = '+00:00'", "SET NAMES utf8mb4"]);
         if tls {
             let ssl = match &config.tls_verify {
-                crate::ldap::TlsVerify::CaFile(path) => {
+                crate::tls::TlsVerify::CaFile(path) => {
                     SslOpts::default().with_root_cert_path(Some(path.clone()))
                 }
-                crate::ldap::TlsVerify::SystemRoots => SslOpts::default(),
-                crate::ldap::TlsVerify::DangerouslyAcceptAnyCertificate => {
+                crate::tls::TlsVerify::SystemRoots => SslOpts::default(),
+                crate::tls::TlsVerify::DangerouslyAcceptAnyCertificate => {
                     return Err(config.error(
                         "a database source always checks the server's certificate; give its \
                          CA with --ca-file",
