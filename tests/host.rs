@@ -174,8 +174,8 @@ fn a_host_retries_its_own_start_with_the_runs_backoff() {
     assert_eq!(waits[0], Duration::from_secs(1));
     assert_eq!(waits[1], Duration::from_secs(2));
     assert_eq!(*waits.last().unwrap(), MAX_RETRY_WAIT);
-    // The LDAP connections' retries are the same policy type.
-    let _: datasync::ldap::RetryPolicy = retry;
+    // The one policy type, which the LDAP connections' retries use too.
+    let _: datasync::RetryPolicy = retry;
 }
 
 /// Vetoes the create of one object, by its `employeeID`, in `row_adding`.
