@@ -20,19 +20,21 @@
 //! Results are gathered in source order, so the destination and the report (times aside) are
 //! the same for one thread or many.
 
+mod conflicts;
 mod delete;
 mod membership;
 mod new_object;
 mod resolve;
 mod row;
 mod scan;
+mod watermark;
+mod waves;
 
 use foldhash::{HashSet, HashSetExt};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Instant;
 
 use std::collections::BTreeMap;
-use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 
@@ -964,13 +966,15 @@ fn prepare_batches<'p>(
             for s in rows.iter().filter_map(|r| stamp(r, column)) {
                 if watermark
                     .as_deref()
-                    .is_none_or(|w| compare_stamps(s, w).is_gt())
+                    .is_none_or(|w| watermark::compare_stamps(s, w).is_gt())
                 {
                     watermark = Some(s.to_string());
                 }
             }
             if let Some(since) = since {
-                rows.retain(|r| stamp(r, column).is_some_and(|v| compare_stamps(v, since).is_gt()));
+                rows.retain(|r| {
+                    stamp(r, column).is_some_and(|v| watermark::compare_stamps(v, since).is_gt())
+                });
             }
         }
         let tr = &tr;
@@ -1026,167 +1030,6 @@ fn new_object_names(op: &ObjectPlan) -> Vec<crate::destination::AttributeName> {
     names
 }
 
-/// Orders two timestamps: as numbers when both are, as instants when both are ISO 8601
-/// times (a database source writes `2026-12-03T08:30:00Z` and `...:00.5Z`, which text order
-/// would put the wrong way round), else as text.
-fn compare_stamps(a: &str, b: &str) -> std::cmp::Ordering {
-    let (a, b) = (a.trim(), b.trim());
-    if let (Ok(x), Ok(y)) = (a.parse::<f64>(), b.parse::<f64>()) {
-        return x.total_cmp(&y);
-    }
-    if let (Ok(x), Ok(y)) = (
-        chrono::DateTime::parse_from_rfc3339(a),
-        chrono::DateTime::parse_from_rfc3339(b),
-    ) {
-        return x.cmp(&y);
-    }
-    let local = |t: &str| {
-        chrono::NaiveDateTime::parse_from_str(t, "%Y-%m-%dT%H:%M:%S%.f")
-            .or_else(|_| chrono::NaiveDateTime::parse_from_str(t, "%Y-%m-%d %H:%M:%S%.f"))
-    };
-    if let (Ok(x), Ok(y)) = (local(a), local(b)) {
-        return x.cmp(&y);
-    }
-    a.cmp(b)
-}
-
-/// How many other rows a conflict's message names; the rest are counted.
-const OTHERS_NAMED: usize = 3;
-
-/// For every group of two or more rows, records a failure for each row, naming a few of the
-/// others and counting the rest, so that a message stays short however large the group
-/// (8,000 identical rows made 64 million row numbers).
-fn fail_together(
-    prepared: &[row::Prepared],
-    groups: &[Vec<usize>],
-    conflicts: &mut Vec<(usize, String)>,
-    message: impl Fn(&row::Prepared, &str) -> String,
-) {
-    for rows in groups {
-        for &i in rows {
-            conflicts.push((
-                i,
-                message(&prepared[i], &others_in_group(prepared, rows, i)),
-            ));
-        }
-    }
-}
-
-/// `row 3, 9, 12 and 7,996 other rows`: the rows of `group` other than `i`, the first few by
-/// number.
-fn others_in_group(prepared: &[row::Prepared], group: &[usize], i: usize) -> String {
-    let mut named = String::new();
-    for (n, j) in group
-        .iter()
-        .filter(|j| **j != i)
-        .take(OTHERS_NAMED)
-        .enumerate()
-    {
-        if n > 0 {
-            named.push_str(", ");
-        }
-        named.push_str(&prepared[*j].row.to_string());
-    }
-    match group.len().saturating_sub(1 + OTHERS_NAMED) {
-        0 => named,
-        rest => format!(
-            "{named} and {rest} other row{}",
-            if rest == 1 { "" } else { "s" }
-        ),
-    }
-}
-
-/// The hasher for grouping rows: fixed, so groups (and so reports) never depend on a seed.
-const HASH_STATE: foldhash::fast::FixedState = foldhash::fast::FixedState::with_seed(0x5eed);
-
-pub(super) fn hash_str(s: &str) -> u64 {
-    HASH_STATE.hash_one(s)
-}
-
-/// The groups of two or more items that share a value, each in ascending order, given each
-/// item's hash; `same` tells true equals from hash collisions.
-fn shared_groups(
-    mut hashed: Vec<(u64, usize)>,
-    same: impl Fn(usize, usize) -> bool,
-) -> Vec<Vec<usize>> {
-    hashed.sort_unstable();
-    let mut groups = Vec::new();
-    for run in hashed
-        .chunk_by(|a, b| a.0 == b.0)
-        .filter(|run| run.len() > 1)
-    {
-        let mut rest: Vec<usize> = run.iter().map(|(_, i)| *i).collect();
-        while let Some(&first) = rest.first() {
-            let (group, others): (Vec<usize>, Vec<usize>) =
-                rest.iter().partition(|&&j| same(first, j));
-            if group.len() > 1 {
-                groups.push(group);
-            }
-            rest = others;
-        }
-    }
-    groups
-}
-
-/// The normal form of the DN a row creates or renames to, compared to find two rows aiming at
-/// one DN. A create's DN is its RDN (compared ignoring case) on its container, whose normal
-/// form is known when the container is the job's fixed one: no DN parse per row. A rename's
-/// DN is parsed.
-fn new_dn_key(tr: &TypeRun<'_>, planned: &row::Planned) -> Option<String> {
-    let mut out = String::new();
-    push_new_dn_key(tr, planned, &mut out).then_some(out)
-}
-
-/// The hash of [`new_dn_key`], made in a reused buffer: every created row has one.
-fn new_dn_hash(tr: &TypeRun<'_>, planned: &row::Planned) -> Option<u64> {
-    with_scratch(|out| push_new_dn_key(tr, planned, out).then(|| hash_str(out)))
-}
-
-/// Calls `f` with this thread's scratch string, empty: for strings made for every row only
-/// to be hashed or copied (a DN key, a normalised key), without allocating each one.
-pub(super) fn with_scratch<R>(f: impl FnOnce(&mut String) -> R) -> R {
-    thread_local! {
-        static SCRATCH: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
-    }
-    SCRATCH.with_borrow_mut(|out| {
-        out.clear();
-        f(out)
-    })
-}
-
-/// Appends [`new_dn_key`]; `false` when the row creates or renames nothing.
-fn push_new_dn_key(tr: &TypeRun<'_>, planned: &row::Planned, out: &mut String) -> bool {
-    match planned {
-        row::Planned::Create {
-            entry, container, ..
-        } => {
-            let dn = entry.dn();
-            let container = tr.container(container);
-            let parsed;
-            let norm = match &tr.fixed_container {
-                Some((raw, norm)) if raw == container => norm.as_str(),
-                _ => {
-                    parsed = crate::dn::normalize(container).unwrap_or_default();
-                    parsed.as_str()
-                }
-            };
-            let rdn = dn
-                .get(..dn.len().saturating_sub(container.len()))
-                .unwrap_or(dn);
-            crate::text::push_lowercase(out, rdn);
-            out.push_str(norm);
-            true
-        }
-        other => match other.new_dn().and_then(|dn| crate::dn::normalize(dn).ok()) {
-            Some(norm) => {
-                out.push_str(&norm);
-                true
-            }
-            None => false,
-        },
-    }
-}
-
 /// Maps `items` through `f` on the pool (or on this thread without one), keeping order.
 fn par_map<T: Sync, R: Send>(
     pool: Option<&rayon::ThreadPool>,
@@ -1209,49 +1052,9 @@ fn apply_type(
 ) -> (Vec<Vec<row::RowRecord>>, Vec<String>) {
     // 1. (rows were computed, with no writes, while the source was read)
 
-    // 2. conflicts, so the outcome does not depend on thread timing. Rows are grouped by
-    // sorting the hashes of their keys and new DNs, made in step 1, rather than through maps
-    // of strings: on 100,000 rows those maps (a string and a list per row) were most of
-    // this step. Strings are compared only within a group, to tell collisions apart.
-    let key_hashes: Vec<(u64, usize)> = prepared
-        .iter()
-        .enumerate()
-        .filter(|(_, p)| !p.cancelled)
-        .filter_map(|(i, p)| p.hashes.key.map(|h| (h.get(), i)))
-        .collect();
-    let mut conflicts: Vec<(usize, String)> = Vec::new();
-    let same_key = |i: usize, j: usize| prepared[i].norm_key == prepared[j].norm_key;
-    fail_together(
-        &prepared,
-        &shared_groups(key_hashes, same_key),
-        &mut conflicts,
-        |p, others| {
-            format!(
-                "duplicate key \"{}\": also on row {others}",
-                p.key.as_deref().unwrap_or("")
-            )
-        },
-    );
-    let dn_hashes: Vec<(u64, usize)> = prepared
-        .iter()
-        .enumerate()
-        .filter_map(|(i, p)| p.hashes.new_dn.map(|h| (h.get(), i)))
-        .collect();
-    let same_dn = |i: usize, j: usize| {
-        new_dn_key(tr, &prepared[i].planned) == new_dn_key(tr, &prepared[j].planned)
-    };
-    fail_together(
-        &prepared,
-        &shared_groups(dn_hashes, same_dn),
-        &mut conflicts,
-        |p, others| {
-            format!(
-                "{} would also be the DN of row {others}",
-                p.planned.new_dn().unwrap_or("")
-            )
-        },
-    );
-    conflicts.sort();
+    // 2. conflicts (two rows, one key or one new DN), so the outcome does not depend on
+    // thread timing (see `conflicts`).
+    let conflicts = conflicts::find(tr, &prepared);
     planned.fail_rows(tr, &mut prepared, conflicts);
     // 2b. `Resolve` fields not answered while rows were prepared, or whose answer no longer
     // stands, now that every row is known.
@@ -1282,14 +1085,14 @@ fn apply_type(
     // it for an object that is then not created (its create vetoed in `row_adding` or refused):
     // the rows naming it take the reference back before their write, instead of leaving it
     // pointing at nothing.
-    let Some((waves, named)) = reference_waves(tr.plan, &prepared, &tr.names, pool) else {
+    let Some((waves, named)) = waves::reference_waves(tr.plan, &prepared, &tr.names, pool) else {
         return (apply_rows(&mut prepared), warnings);
     };
     // The rows put in wave order in place (a second list of rows was 15% more memory on a
     // first run of 100,000 users): `order[k]` is the row that goes to position k.
     let mut order: Vec<u32> = (0..prepared.len() as u32).collect();
     order.sort_by_key(|i| waves[*i as usize]);
-    permute(&mut prepared, &order);
+    waves::permute(&mut prepared, &order);
     let mut results: Vec<row::RowRecord> = Vec::with_capacity(prepared.len());
     let mut uncreated = resolve::Uncreated::default();
     let mut at = 0;
@@ -1345,208 +1148,6 @@ fn apply_type(
     for (k, i) in order.iter().enumerate() {
         back[*i as usize] = k as u32;
     }
-    permute(&mut results, &back);
+    waves::permute(&mut results, &back);
     (vec![results], warnings)
-}
-
-/// Puts `items` in the order `order` gives (`order[k]` is the index of the item that goes to
-/// position k), in place: each cycle of the permutation is followed once, by swaps.
-fn permute<T>(items: &mut [T], order: &[u32]) {
-    let mut placed = vec![false; items.len()];
-    for start in 0..items.len() {
-        if placed[start] {
-            continue;
-        }
-        let mut k = start;
-        loop {
-            placed[k] = true;
-            let from = order[k] as usize;
-            if from == start {
-                break;
-            }
-            items.swap(k, from);
-            k = from;
-        }
-    }
-}
-
-/// For each row, the wave it is written in: 0 for a row that names no object this run
-/// creates or renames, else one more than the highest wave of the rows it names (through a
-/// `Resolve` field); and for each row, whether another row names it. `None` when no row names
-/// another's new DN. In a cycle (two new objects each naming the other) the reference that
-/// closes it is ignored: a directory that checks references then refuses one of them, and
-/// says why.
-fn reference_waves(
-    op: &ObjectPlan,
-    prepared: &[row::Prepared],
-    names: &[crate::destination::AttributeName],
-    pool: Option<&rayon::ThreadPool>,
-) -> Option<(Vec<u32>, Vec<bool>)> {
-    let resolved: Vec<&str> = op
-        .fields
-        .iter()
-        .filter(|f| matches!(f.transform, Transform::Resolve { .. }) && !f.is_member_of())
-        .map(|f| f.attribute.as_str())
-        .collect();
-    if resolved.is_empty() {
-        return None;
-    }
-    let is_resolved = |name: &str| resolved.iter().any(|a| a.eq_ignore_ascii_case(name));
-    let mut new_dns: foldhash::HashMap<&str, u32> =
-        foldhash::HashMap::with_capacity_and_hasher(prepared.len(), Default::default());
-    for (i, p) in prepared.iter().enumerate() {
-        if let Some(dn) = p.planned.new_dn() {
-            new_dns.insert(dn, i as u32);
-        }
-    }
-    if new_dns.is_empty() {
-        return None;
-    }
-    // The rows each row names, as one flat list: row i names targets[starts[i]..starts[i + 1]]
-    // (on 100,000 new users a list per row was most of this step). Found in parallel, in
-    // runs of rows: reading a packed new object's values is the work here.
-    let named_in = |(first, rows): &(usize, &[row::Prepared])| -> (Vec<u32>, Vec<u32>) {
-        let mut counts = Vec::with_capacity(rows.len());
-        let mut found = Vec::new();
-        for (k, p) in rows.iter().enumerate() {
-            let i = first + k;
-            let before = found.len();
-            let mut name = |dn: &str| {
-                if let Some(&j) = new_dns.get(dn)
-                    && j as usize != i
-                {
-                    found.push(j);
-                }
-            };
-            match &p.planned {
-                row::Planned::Create { entry, .. } => {
-                    for a in &resolved {
-                        entry.values(a, names).into_iter().for_each(&mut name);
-                    }
-                }
-                row::Planned::Update {
-                    changes,
-                    value_changes,
-                    ..
-                } => {
-                    changes
-                        .iter()
-                        .filter(|(attribute, _)| is_resolved(attribute))
-                        .flat_map(|(_, values)| values.iter())
-                        .for_each(|v| name(v));
-                    value_changes
-                        .iter()
-                        .filter(|c| is_resolved(&c.attribute))
-                        .flat_map(|c| c.added.iter())
-                        .for_each(|v| name(v));
-                }
-                _ => {}
-            }
-            counts.push((found.len() - before) as u32);
-        }
-        (counts, found)
-    };
-    const RUN: usize = 4096;
-    let runs: Vec<(usize, &[row::Prepared])> = prepared
-        .chunks(RUN)
-        .enumerate()
-        .map(|(c, rows)| (c * RUN, rows))
-        .collect();
-    let mut starts: Vec<u32> = Vec::with_capacity(prepared.len() + 1);
-    let mut targets: Vec<u32> = Vec::new();
-    for (counts, found) in par_map(pool, &runs, named_in) {
-        let mut at = targets.len() as u32;
-        for count in counts {
-            starts.push(at);
-            at += count;
-        }
-        targets.extend(found);
-    }
-    starts.push(targets.len() as u32);
-    if targets.is_empty() {
-        return None;
-    }
-    let refs = |i: usize| &targets[starts[i] as usize..starts[i + 1] as usize];
-    let mut named = vec![false; prepared.len()];
-    for j in &targets {
-        named[*j as usize] = true;
-    }
-    // Depth-first without recursion: a chain of managers may be as long as the source.
-    const UNSEEN: u32 = u32::MAX;
-    const OPEN: u32 = u32::MAX - 1;
-    let mut wave = vec![UNSEEN; prepared.len()];
-    for start in 0..prepared.len() {
-        if wave[start] != UNSEEN {
-            continue;
-        }
-        let mut stack = vec![(start, 0usize)];
-        wave[start] = OPEN;
-        while let Some((i, next)) = stack.pop() {
-            match refs(i).get(next) {
-                Some(&j) => {
-                    let j = j as usize;
-                    stack.push((i, next + 1));
-                    if wave[j] == UNSEEN {
-                        wave[j] = OPEN;
-                        stack.push((j, 0));
-                    }
-                }
-                None => {
-                    wave[i] = refs(i)
-                        .iter()
-                        .map(|j| wave[*j as usize])
-                        .filter(|w| *w < OPEN)
-                        .map(|w| w + 1)
-                        .max()
-                        .unwrap_or(0);
-                }
-            }
-        }
-    }
-    Some((wave, named))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{compare_stamps, permute};
-    use std::cmp::Ordering::{Equal, Greater, Less};
-
-    #[test]
-    fn permute_puts_each_item_where_the_order_says_in_place() {
-        let mut items: Vec<char> = "abcdef".chars().collect();
-        // Two cycles (0 2 4) and (1 5), and 3 in place.
-        let order = [2, 5, 4, 3, 0, 1];
-        permute(&mut items, &order);
-        let expected: Vec<char> = order
-            .iter()
-            .map(|i| b"abcdef"[*i as usize] as char)
-            .collect();
-        assert_eq!(items, expected);
-        // A stable sort by wave, as `apply_type` makes it.
-        let waves = [2u32, 0, 1, 0, 2, 1];
-        let mut order: Vec<u32> = (0..6).collect();
-        order.sort_by_key(|i| waves[*i as usize]);
-        let mut rows: Vec<u32> = (0..6).collect();
-        permute(&mut rows, &order);
-        assert_eq!(rows, [1, 3, 2, 5, 0, 4]);
-    }
-
-    #[test]
-    fn stamps_compare_as_numbers_times_or_text() {
-        assert_eq!(compare_stamps("10", "9"), Greater);
-        // A fraction of a second is later, though its text sorts first.
-        assert_eq!(
-            compare_stamps("2026-12-03T08:30:00.5Z", "2026-12-03T08:30:00Z"),
-            Greater
-        );
-        assert_eq!(
-            compare_stamps("2026-12-03T09:30:00+01:00", "2026-12-03T08:30:00Z"),
-            Equal
-        );
-        assert_eq!(
-            compare_stamps("2026-12-03T08:30:00", "2026-12-03T08:30:00.25"),
-            Less
-        );
-        assert_eq!(compare_stamps("b", "a"), Greater);
-    }
 }

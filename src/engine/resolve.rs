@@ -196,7 +196,7 @@ fn dn_after_run<'a>(tr: &'a TypeRun<'_>, p: &'a Prepared) -> Option<&'a str> {
 }
 
 fn hash(value: &str) -> u64 {
-    super::hash_str(&lowercase(value))
+    super::conflicts::hash_str(&lowercase(value))
 }
 
 /// What a row's object has of each key, as the index holds it.
@@ -321,7 +321,7 @@ impl PlannedValues {
         let wanted = lowercase(value);
         let attribute = &tr.resolve.keys[key];
         let mut dns: Vec<&str> = Vec::new();
-        let Some(holders) = self.by_key[key].get(&super::hash_str(&wanted)) else {
+        let Some(holders) = self.by_key[key].get(&super::conflicts::hash_str(&wanted)) else {
             return dns;
         };
         for p in holders.rows().filter_map(|row| rows.get(row as usize)) {

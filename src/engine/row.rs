@@ -451,9 +451,9 @@ pub(super) fn prepare(
         [one] => one.to_string(),
         many => many.join(", "),
     });
-    super::with_scratch(|buffer| {
+    super::conflicts::with_scratch(|buffer| {
         push_normalized_key(buffer, &parts);
-        out.hashes.key = Some(ConflictHashes::of(super::hash_str(buffer)));
+        out.hashes.key = Some(ConflictHashes::of(super::conflicts::hash_str(buffer)));
         out.norm_key = Some(SmolStr::new(buffer.as_str()));
     });
     drop(parts);
@@ -496,7 +496,7 @@ pub(super) fn prepare(
         ),
     };
     resolve::answer_early(tr, earlier, &mut out);
-    out.hashes.new_dn = super::new_dn_hash(tr, &out.planned).map(ConflictHashes::of);
+    out.hashes.new_dn = super::conflicts::new_dn_hash(tr, &out.planned).map(ConflictHashes::of);
     // The object waits for every other row: packed, a third of its size.
     if let Planned::Create { entry, .. } = &mut out.planned {
         entry.pack(&tr.names);
