@@ -242,7 +242,7 @@ fn deprovision(
     let head = Dn {
         rdns: vec![rdn.clone()],
     };
-    super::row::ensure_container(shared, container, create_containers)
+    super::apply::ensure_container(shared, container, create_containers)
         .map_err(|e| format!("disabled, but {e}"))?;
     let target = format!("{head},{container}");
     shared

@@ -236,7 +236,7 @@ pub(super) fn plan_member_of(
             .and_then(|d| d.value.as_deref());
         let names = match (value, &f.delimiter) {
             (None, _) => Vec::new(),
-            (Some(v), Some(d)) => super::row::split_values(v, d),
+            (Some(v), Some(d)) => super::prepare::split_values(v, d),
             (Some(v), None) => vec![v.trim().to_string()],
         };
         let mut desired: Vec<u32> = Vec::new();

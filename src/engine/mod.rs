@@ -20,10 +20,12 @@
 //! Results are gathered in source order, so the destination and the report (times aside) are
 //! the same for one thread or many.
 
+mod apply;
 mod conflicts;
 mod delete;
 mod membership;
 mod new_object;
+mod prepare;
 mod resolve;
 mod row;
 mod scan;
@@ -984,7 +986,7 @@ fn prepare_batches<'p>(
             values: &planned,
             rows: &prepared,
         };
-        let prepare = |r: &mut SourceRow| row::prepare(shared, tr, &earlier, r);
+        let prepare = |r: &mut SourceRow| prepare::prepare(shared, tr, &earlier, r);
         match pool {
             Some(pool) => pool.install(|| fresh.par_extend(rows.par_iter_mut().map(prepare))),
             None => fresh.extend(rows.iter_mut().map(prepare)),
@@ -1072,7 +1074,7 @@ fn apply_type(
     let apply_rows = |rows: &mut [row::Prepared]| -> Vec<Vec<row::RowRecord>> {
         let run = (rows.len() / (workers * 8)).clamp(1, MAX_ADD_RUN);
         let apply_run = |rows: &mut [row::Prepared]| {
-            row::apply_all(shared, tr, rows.iter_mut().map(row::Prepared::take))
+            apply::apply_all(shared, tr, rows.iter_mut().map(row::Prepared::take))
         };
         match pool {
             Some(pool) => pool.install(|| rows.par_chunks_mut(run).map(apply_run).collect()),

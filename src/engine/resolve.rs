@@ -455,7 +455,7 @@ impl PlannedValues {
         let mut dns: Vec<String> = Vec::new();
         let mut seen: HashSet<String> = HashSet::default();
         let mut left_out = Vec::new();
-        for one in super::row::split_values(value, delimiter) {
+        for one in super::prepare::split_values(value, delimiter) {
             match lookup(&one) {
                 Ok(Some(dn)) => {
                     if seen.insert(crate::destination::value_key(&dn)) {
