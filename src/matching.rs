@@ -18,7 +18,7 @@ const KEY_SEP: char = '\u{1f}';
 /// The normal form of a key: each part lower-cased (Unicode), parts joined.
 ///
 /// ```
-/// use datasync::matching::normalize_key;
+/// use datasync::normalize_key;
 /// assert_eq!(normalize_key(&["ÄNN_Lee"]), normalize_key(&["änn_lee"]));
 /// assert_ne!(normalize_key(&["a", "bc"]), normalize_key(&["ab", "c"]));
 /// ```

@@ -13,7 +13,7 @@ use std::time::Duration;
 ///
 /// ```
 /// use std::time::Duration;
-/// let policy = datasync::retry::RetryPolicy {
+/// let policy = datasync::RetryPolicy {
 ///     attempts: 5,
 ///     first_wait: Duration::from_secs(1),
 ///     max_wait: Duration::from_secs(3),
