@@ -543,3 +543,43 @@ fn a_host_schedules_job_files_as_collections_by_their_collection_id() {
         "collection 8: its jobs give different schedules; a collection runs on one"
     );
 }
+
+#[test]
+fn a_host_compiles_the_plan_before_it_opens_the_destination() {
+    use datasync::lifecycle::{LifecycleError, plan_for};
+    let job_file = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/jobs/excel-to-ad.json");
+    let mut definition = job::load(&job_file).unwrap();
+    // A table job: its destination (a CSV file here) takes its columns from the plan.
+    support_users_only(&mut definition);
+    job::set_setting(&mut definition, "Destination.IsTableProvider", "True");
+    // A table holds no passwords and no group memberships.
+    definition.fields_map.get_mut().unwrap().retain(|f| {
+        let field = f.destination_field.get().map(String::as_str).unwrap_or("");
+        !field.eq_ignore_ascii_case("password") && !field.eq_ignore_ascii_case("memberOf")
+    });
+    let (plan, values) = plan_for(&definition, &Default::default(), &Default::default()).unwrap();
+    assert!(values.is_empty());
+    let spec = plan.table_spec();
+    assert!(spec.keys.iter().any(|k| k == "employeeID"), "{spec:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let table = datasync::destination::TableDestination::open(
+        &dir.path().join("staff.csv"),
+        "Sheet1",
+        spec,
+    )
+    .unwrap();
+    // The job is then made with that destination: no stand-in.
+    let source = job::source_path(&definition, &job_file).unwrap();
+    let open: datasync::lifecycle::OpenSource = Box::new(move || datasync::source::open(&source));
+    let job = datasync::lifecycle::Job::new(definition.clone(), open, std::sync::Arc::new(table))
+        .unwrap();
+    assert_eq!(job.plan(&Default::default()).unwrap().0.objects.len(), 1);
+    // A declared parameter without a value is refused, as at submit.
+    let mut with_parameter: serde_json::Value =
+        serde_json::from_str(&job::to_json(&definition)).unwrap();
+    with_parameter["parameters"] =
+        serde_json::json!({"Site": {"dataType": "String", "required": true}});
+    let with_parameter = job::from_json(&with_parameter.to_string(), "job").unwrap();
+    let err = plan_for(&with_parameter, &Default::default(), &Default::default()).unwrap_err();
+    assert!(matches!(err, LifecycleError::Parameters(_)), "{err}");
+}

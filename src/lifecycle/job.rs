@@ -122,16 +122,12 @@ impl Job {
         &self,
         values: &BTreeMap<String, String>,
     ) -> Result<(Plan, BTreeMap<String, String>), LifecycleError> {
-        let name = self.name();
-        let values = resolve_parameters(&name, &self.settings.parameters, values)
-            .map_err(LifecycleError::Parameters)?;
-        let mut context = self.context.clone();
-        context
-            .variables
-            .extend(values.iter().map(|(k, v)| (k.clone(), v.clone())));
-        let plan = crate::plan::compile(&self.definition, &context)
-            .map_err(|errors| LifecycleError::Job { job: name, errors })?;
-        Ok((plan, values))
+        compile_with(
+            &self.definition,
+            &self.context,
+            &self.settings.parameters,
+            values,
+        )
     }
 
     /// Compiles with every declared parameter set to its default, or to a stand-in when it
@@ -152,6 +148,42 @@ impl Job {
         })?;
         Ok(())
     }
+}
+
+/// The plan a run of `definition` with the parameter `values` runs, compiled against
+/// `context`, and the checked values: what [`Job::plan`] gives, before a [`Job`] exists. A host
+/// that opens its destination from the plan (a table takes its columns from it) compiles first
+/// and makes the job with the destination it opened, instead of a stand-in.
+pub fn plan_for(
+    definition: &DataSyncJob,
+    context: &TransformContext,
+    values: &BTreeMap<String, String>,
+) -> Result<(Plan, BTreeMap<String, String>), LifecycleError> {
+    let settings =
+        JobSettings::from_definition(definition).map_err(|errors| LifecycleError::Job {
+            job: job::job_name(definition),
+            errors,
+        })?;
+    compile_with(definition, context, &settings.parameters, values)
+}
+
+/// Checks `values` against `parameters` and compiles with them as variables.
+fn compile_with(
+    definition: &DataSyncJob,
+    context: &TransformContext,
+    parameters: &Parameters,
+    values: &BTreeMap<String, String>,
+) -> Result<(Plan, BTreeMap<String, String>), LifecycleError> {
+    let name = job::job_name(definition);
+    let values =
+        resolve_parameters(&name, parameters, values).map_err(LifecycleError::Parameters)?;
+    let mut context = context.clone();
+    context
+        .variables
+        .extend(values.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let plan = crate::plan::compile(definition, &context)
+        .map_err(|errors| LifecycleError::Job { job: name, errors })?;
+    Ok((plan, values))
 }
 
 /// What a collection does after one of its jobs fails (`jobInfo.onFailure`).

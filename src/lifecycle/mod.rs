@@ -52,7 +52,7 @@ pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use crate::hooks::NotifyWhen;
 pub use collection::{Collection, CollectionReport, CollectionStep, StepOutcome};
 pub use job::{
-    Job, JobSettings, MAX_RETRIES, MAX_RETRY_WAIT, MIN_RETRY_WAIT, OnFailure, OpenSource,
+    Job, JobSettings, MAX_RETRIES, MAX_RETRY_WAIT, MIN_RETRY_WAIT, OnFailure, OpenSource, plan_for,
 };
 pub use parameters::{JobParameter, ParameterError, ParameterType, Parameters, resolve_parameters};
 pub use records::{

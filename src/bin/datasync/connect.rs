@@ -3,9 +3,8 @@
 
 use super::*;
 
-/// A loaded job file made into a lifecycle job: its source opener (the file its
-/// `Source.File` names, relative to the job file, or `source`), the destination, and the
-/// settings the file gives.
+/// A loaded job file made into a lifecycle job: its source opener (see [`source_opener`]),
+/// the destination, and the settings the file gives.
 pub(crate) fn load_job(
     wire: job::DataSyncJob,
     job_path: &Path,
@@ -14,8 +13,21 @@ pub(crate) fn load_job(
     destination: Arc<dyn Destination>,
     hooks: Arc<dyn Hooks + Send + Sync>,
 ) -> Result<Job, CliError> {
-    let name = job::job_name(&wire);
-    let source_file = source_file(&wire, job_path);
+    let open = source_opener(&wire, job_path, source, target)?;
+    job_with(wire, open, target, destination, hooks)
+}
+
+/// How a run opens the job's source: `source` (a file, an LDAP, database or embedded
+/// directory URL), or else the file the job's `Source.File` names, relative to the job file,
+/// or its `Source.ConnectionString`. Refused when the job names no source.
+pub(crate) fn source_opener(
+    wire: &job::DataSyncJob,
+    job_path: &Path,
+    source: Option<&str>,
+    target: &Target,
+) -> Result<OpenSource, CliError> {
+    let name = job::job_name(wire);
+    let source_file = source_file(wire, job_path);
     let open: OpenSource = match source {
         Some(url) if is_ldap_url(url) => {
             let config = ldap_config(
@@ -43,7 +55,7 @@ pub(crate) fn load_job(
             let path = PathBuf::from(path);
             Box::new(move || source::open(&path))
         }
-        None => match (source_file, job::setting(&wire, "Source.ConnectionString")) {
+        None => match (source_file, job::setting(wire, "Source.ConnectionString")) {
             (_, Some(url)) if source::is_database_url(url) => {
                 let config = database_config(target, url);
                 Box::new(move || source::open_database(config.clone()))
@@ -57,6 +69,18 @@ pub(crate) fn load_job(
             }
         },
     };
+    Ok(open)
+}
+
+/// The lifecycle job: the job file, its source opener and destination, the command line's
+/// thread count.
+pub(crate) fn job_with(
+    wire: job::DataSyncJob,
+    open: OpenSource,
+    target: &Target,
+    destination: Arc<dyn Destination>,
+    hooks: Arc<dyn Hooks + Send + Sync>,
+) -> Result<Job, CliError> {
     let mut job = Job::new(wire, open, destination)?.with_hooks(hooks);
     if target.threads > datasync::engine::MAX_WORKERS {
         eprintln!(

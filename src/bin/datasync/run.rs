@@ -60,15 +60,10 @@ pub(crate) fn run(args: &RunArgs, password_file: Option<PasswordFile>) -> Result
              csv:PATH, xlsx:PATH or a database (postgres://…, mysql://…)"
         )));
     }
-    let mut job = load_job(
-        wire,
-        &args.job,
-        args.source.as_deref(),
-        &args.target,
-        Arc::new(LdifDirectory::in_memory()),
-        Arc::new(datasync::NoHooks),
-    )?;
-    let (plan, _) = job.plan(&given)?;
+    let open = source_opener(&wire, &args.job, args.source.as_deref(), &args.target)?;
+    // The plan first: a table destination opens with the plan's columns, and the job is then
+    // made with the destination it will write to.
+    let (plan, _) = datasync::lifecycle::plan_for(&wire, &Default::default(), &given)?;
     // A server that cannot be reached at the start is a transient failure like any other:
     // --retries tries the connection again, with the same doubling waits as a run.
     let retry = datasync::lifecycle::JobSettings {
@@ -78,7 +73,7 @@ pub(crate) fn run(args: &RunArgs, password_file: Option<PasswordFile>) -> Result
     }
     .retry_policy();
     let mut attempt = 0;
-    job.destination = loop {
+    let destination = loop {
         attempt += 1;
         match open_destination(
             &args.target,
@@ -100,6 +95,13 @@ pub(crate) fn run(args: &RunArgs, password_file: Option<PasswordFile>) -> Result
             other => break other?,
         }
     };
+    let mut job = job_with(
+        wire,
+        open,
+        &args.target,
+        destination,
+        Arc::new(datasync::NoHooks),
+    )?;
     let dry_run = args.dry_run;
     let writes_at_once = is_ldap_url(&args.target.destination);
     let progress = std::io::stderr().is_terminal().then(|| {
