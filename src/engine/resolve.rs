@@ -684,20 +684,7 @@ pub(super) fn take_back_uncreated(
             _ => {}
         }
     }
-    if let Planned::Update {
-        changes,
-        value_changes,
-        password,
-        rename_to,
-        ..
-    } = &p.planned
-        && changes.is_empty()
-        && value_changes.is_empty()
-        && password.is_none()
-        && rename_to.is_none()
-    {
-        p.planned = Planned::Unchanged;
-    }
+    p.planned.unchanged_if_empty();
     warnings
 }
 
@@ -713,21 +700,9 @@ fn take_back(tr: &TypeRun<'_>, planned: &mut Planned, field: usize) {
     let attribute = &tr.plan.fields[field].attribute;
     match planned {
         Planned::Create { entry, .. } => entry.modify(&tr.names, |e| e.remove(attribute)),
-        Planned::Update {
-            changes,
-            value_changes,
-            password,
-            rename_to,
-            ..
-        } => {
+        Planned::Update { changes, .. } => {
             changes.retain(|(name, _)| name != attribute);
-            if changes.is_empty()
-                && value_changes.is_empty()
-                && password.is_none()
-                && rename_to.is_none()
-            {
-                *planned = Planned::Unchanged;
-            }
+            planned.unchanged_if_empty();
         }
         _ => {}
     }

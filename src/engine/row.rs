@@ -135,6 +135,24 @@ impl Planned {
             _ => None,
         }
     }
+
+    /// An update left with nothing to write (its changes taken back) becomes `Unchanged`.
+    pub fn unchanged_if_empty(&mut self) {
+        if let Planned::Update {
+            changes,
+            value_changes,
+            password,
+            rename_to,
+            ..
+        } = self
+            && changes.is_empty()
+            && value_changes.is_empty()
+            && password.is_none()
+            && rename_to.is_none()
+        {
+            *self = Planned::Unchanged;
+        }
+    }
 }
 
 /// A row after step 1.
