@@ -24,6 +24,10 @@ pub struct Mariadb {
     child: Option<Child>,
 }
 
+/// A test server's sizes: the default redo log (96 MiB, preallocated) and buffer pool are
+/// made for production; a CI disk that is nearly full refused the 96 MiB at start.
+const SMALL: [&str; 2] = ["--innodb-log-file-size=8M", "--innodb-buffer-pool-size=32M"];
+
 fn binary(name: &str) -> PathBuf {
     for dir in ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"] {
         let path = Path::new(dir).join(name);
@@ -62,6 +66,7 @@ impl Mariadb {
                 "--auth-root-authentication-method=normal",
                 "--skip-test-db",
             ])
+            .args(SMALL)
             .output()
             .unwrap_or_else(|e| panic!("cannot run mariadb-install-db: {e}"));
         assert!(
@@ -100,6 +105,7 @@ impl Mariadb {
             .arg(format!("--ssl-cert={}", d.join("server.pem").display()))
             .arg(format!("--ssl-key={}", d.join("server.key").display()))
             .args(["--innodb-flush-log-at-trx-commit=0", "--skip-log-bin"])
+            .args(SMALL)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
