@@ -343,6 +343,55 @@ fn source_errors_keep_the_readers_own_error_as_their_source() {
     assert!(err.source().is_some(), "SQLite's error is the source");
 }
 
+/// The `std::io::Error` somewhere in `err`'s chain of sources, if any.
+#[cfg(feature = "ldap")]
+fn io_error_under(err: &(dyn std::error::Error + 'static)) -> Option<std::io::ErrorKind> {
+    let mut next = err.source();
+    while let Some(e) = next {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return Some(io.kind());
+        }
+        next = e.source();
+    }
+    None
+}
+
+#[cfg(feature = "ldap")]
+#[test]
+fn an_unreachable_ldap_server_keeps_the_clients_error_as_the_source() {
+    use datasync::destination::{LdapDirectory, ServerKind};
+    use datasync::ldap::LdapConfig;
+    use datasync::source::{LdapSource, SourceError};
+    // Port 1 on loopback: nothing listens, so the connection is refused at once. A host
+    // tells "the server is down" from "the server said no" by the I/O error underneath.
+    let config = || {
+        let mut config = LdapConfig::parse("ldap://127.0.0.1:1/DC=example,DC=com").unwrap();
+        config.retry.attempts = 1;
+        config
+    };
+    let err = LdapDirectory::connect(config(), ServerKind::Ldap)
+        .map(|_| ())
+        .expect_err("nothing listens on port 1");
+    assert!(
+        matches!(err, datasync::DestinationError::Unavailable { .. }),
+        "{err:?}"
+    );
+    assert!(err.is_transient(), "a refused connection may be retried");
+    assert_eq!(
+        io_error_under(&err),
+        Some(std::io::ErrorKind::ConnectionRefused),
+        "{err:?}"
+    );
+    let err = LdapSource::connect(config())
+        .map(|_| ())
+        .expect_err("nothing listens on port 1");
+    assert!(matches!(err, SourceError::Directory { .. }), "{err:?}");
+    assert_eq!(
+        io_error_under(&err),
+        Some(std::io::ErrorKind::ConnectionRefused)
+    );
+}
+
 /// A source that hands over the fixture's rows one by one, and waits after `pause_after`
 /// rows until it is let go: a slow database, as a host sees one.
 struct SlowSource {

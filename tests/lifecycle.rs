@@ -222,6 +222,7 @@ impl Destination for Flaky {
         {
             return Err(DestinationError::Unavailable {
                 message: "ldaps://dc1 is unavailable: connection refused".into(),
+                source: None,
             });
         }
         self.inner

@@ -133,6 +133,19 @@ pub enum DestinationError {
     Unavailable {
         /// The server and the last failure.
         message: String,
+        /// The client library's error, when there was one (ldap3's, for an LDAP server).
+        #[source]
+        source: Option<crate::BoxError>,
+    },
+    /// The server could not be logged on to, and trying again would not help: a bad URL, a
+    /// TLS handshake or certificate check that failed, a refused bind, an unreadable CA file.
+    #[error("{message}")]
+    Connection {
+        /// The server and what happened.
+        message: String,
+        /// The client library's error, when there was one (ldap3's, for an LDAP server).
+        #[source]
+        source: Option<crate::BoxError>,
     },
     /// An LDAP server refused an operation: its result code and its own message.
     #[error("LDAP {code} {name}: cannot {operation} {dn}: {message}")]

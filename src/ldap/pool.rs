@@ -8,11 +8,20 @@ use ldap3::{LdapConn, LdapConnSettings, LdapError};
 
 use super::{LdapConfig, Security, TlsVerify};
 
+/// The error ldap3 gave, kept as the `source()` of the error a caller sees. Shared: a server
+/// found down fails the operations after it with the same cause.
+pub(crate) type Cause = Arc<LdapError>;
+
 /// Why an operation failed, after retries.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub(crate) enum Failure {
     /// The server could not be reached or the connection broke, every time it was tried.
-    Unavailable(String),
+    Unavailable {
+        /// The server and what happened.
+        message: String,
+        /// ldap3's error, when there was one.
+        cause: Option<Cause>,
+    },
     /// The server answered with an error result code and its diagnostic text.
     Result {
         /// The LDAP result code (RFC 4511, appendix A).
@@ -20,8 +29,26 @@ pub(crate) enum Failure {
         /// The server's diagnostic message.
         text: String,
     },
-    /// A failure on our side or in the TLS handshake: retrying would not help.
-    Other(String),
+    /// A failure on our side, in the TLS handshake or at the bind: retrying would not help.
+    Other {
+        /// What happened.
+        message: String,
+        /// ldap3's error, when there was one.
+        cause: Option<Cause>,
+    },
+}
+
+impl Failure {
+    fn unavailable(message: String, cause: Option<Cause>) -> Failure {
+        Failure::Unavailable { message, cause }
+    }
+
+    fn other(message: String) -> Failure {
+        Failure::Other {
+            message,
+            cause: None,
+        }
+    }
 }
 
 /// Result codes that mean "try again later" (RFC 4511): busy and unavailable.
@@ -40,7 +67,7 @@ struct State {
     idle: Vec<LdapConn>,
     open: usize,
     /// Why the server was last found unreachable; `None` while it answers.
-    down: Option<String>,
+    down: Option<(String, Option<Cause>)>,
     /// An operation is trying the server that is down; the others fail at once meanwhile.
     probing: bool,
 }
@@ -75,8 +102,11 @@ fn failure(e: LdapError) -> Failure {
             code: result.rc,
             text: result.text,
         },
-        e if is_transient(&e) => Failure::Unavailable(e.to_string()),
-        e => Failure::Other(e.to_string()),
+        e if is_transient(&e) => Failure::unavailable(e.to_string(), Some(Arc::new(e))),
+        e => Failure::Other {
+            message: e.to_string(),
+            cause: Some(Arc::new(e)),
+        },
     }
 }
 
@@ -125,8 +155,8 @@ impl Pool {
         let probing = {
             let mut state = self.lock();
             match &state.down {
-                Some(message) if state.probing => {
-                    return Err(Failure::Unavailable(message.clone()));
+                Some((message, cause)) if state.probing => {
+                    return Err(Failure::unavailable(message.clone(), cause.clone()));
                 }
                 Some(_) => {
                     state.probing = true;
@@ -136,15 +166,15 @@ impl Pool {
             }
         };
         let attempts = if probing { 1 } else { policy.attempts.max(1) };
-        let mut last = String::new();
+        let mut last: (String, Option<Cause>) = (String::new(), None);
         for attempt in 1..=attempts {
             if attempt > 1 {
                 std::thread::sleep(policy.wait(attempt - 1));
             }
             let mut conn = match self.checkout() {
                 Ok(c) => c,
-                Err(Failure::Unavailable(m)) => {
-                    last = m;
+                Err(Failure::Unavailable { message, cause }) => {
+                    last = (message, cause);
                     continue;
                 }
                 Err(other) => {
@@ -160,7 +190,7 @@ impl Pool {
                     return Ok(v);
                 }
                 Err(e) if is_transient(&e) => {
-                    last = e.to_string();
+                    last = (e.to_string(), Some(Arc::new(e)));
                     self.discard();
                 }
                 Err(e) => {
@@ -170,24 +200,25 @@ impl Pool {
                 }
             }
         }
+        let (last, cause) = last;
         let message = format!("{} is unavailable: {last}", self.config.url);
-        self.end_probe(probing, Some(&message));
-        Err(Failure::Unavailable(message))
+        self.end_probe(probing, Some((&message, &cause)));
+        Err(Failure::unavailable(message, cause))
     }
 
     /// Records how an operation ended: `down` is the message when the server could not be
     /// reached, `None` when it answered.
-    fn end_probe(&self, probing: bool, down: Option<&str>) {
+    fn end_probe(&self, probing: bool, down: Option<(&str, &Option<Cause>)>) {
         let mut state = self.lock();
         if probing {
             state.probing = false;
         }
         match down {
-            Some(message) => {
+            Some((message, cause)) => {
                 // The idle connections went to the same server: do not trust them either.
                 let stale = std::mem::take(&mut state.idle);
                 state.open = state.open.saturating_sub(stale.len());
-                state.down = Some(message.to_string());
+                state.down = Some((message.to_string(), cause.clone()));
             }
             None => state.down = None,
         }
@@ -242,8 +273,11 @@ impl Pool {
             settings = settings.set_no_tls_verify(true);
         }
         let mut conn = LdapConn::with_settings(settings, &c.url).map_err(|e| match e {
-            e if is_transient(&e) => Failure::Unavailable(e.to_string()),
-            e => Failure::Other(format!("{}: {e}", c.url)),
+            e if is_transient(&e) => Failure::unavailable(e.to_string(), Some(Arc::new(e))),
+            e => Failure::Other {
+                message: format!("{}: {e}", c.url),
+                cause: Some(Arc::new(e)),
+            },
         })?;
         if let Some(dn) = &c.bind_dn {
             let password = c.bind_password.as_ref().map_or("", |p| p.expose());
@@ -253,7 +287,7 @@ impl Pool {
                 return Err(match failure(e) {
                     Failure::Result { code, text } => {
                         let name = result_name(code);
-                        Failure::Other(match ad_bind_reason(&text) {
+                        Failure::other(match ad_bind_reason(&text) {
                             Some(reason) => format!(
                                 "cannot bind to {} as {dn}: {reason} (LDAP {code} {name} {text})",
                                 c.url
@@ -300,12 +334,12 @@ fn ad_bind_reason(text: &str) -> Option<&'static str> {
 
 /// [`crate::tls::verify::ca_file_config`], as a pool failure.
 fn ca_config(path: &std::path::Path) -> Result<rustls::ClientConfig, Failure> {
-    crate::tls::verify::ca_file_config(path).map_err(Failure::Other)
+    crate::tls::verify::ca_file_config(path).map_err(Failure::other)
 }
 
 /// [`crate::tls::verify::system_roots_config`], as a pool failure.
 fn system_config() -> Result<rustls::ClientConfig, Failure> {
-    crate::tls::verify::system_roots_config().map_err(Failure::Other)
+    crate::tls::verify::system_roots_config().map_err(Failure::other)
 }
 
 /// The RFC 4511 name of a result code, for messages (`LDAP 65 objectClassViolation: ...`).
@@ -362,12 +396,16 @@ mod tests {
         let pool = Pool::new(config).unwrap();
         let first = pool.run(|conn, _| conn.delete("cn=x"));
         assert!(
-            matches!(&first, Err(Failure::Unavailable(m)) if m.contains("127.0.0.1:1")),
+            matches!(&first, Err(Failure::Unavailable { message, cause: Some(_) }) if message.contains("127.0.0.1:1")),
             "{first:?}"
         );
         let started = Instant::now();
         let second = pool.run(|conn, _| conn.delete("cn=x"));
-        assert!(matches!(second, Err(Failure::Unavailable(_))));
+        // Failed fast, with the cause the probe found.
+        assert!(matches!(
+            second,
+            Err(Failure::Unavailable { cause: Some(_), .. })
+        ));
         assert!(
             started.elapsed() < Duration::from_secs(1),
             "not failed fast"
@@ -391,13 +429,10 @@ mod tests {
         for permanent in [19, 32, 50, 65, 68] {
             assert!(!is_transient(&result(permanent)), "{permanent}");
         }
-        assert_eq!(
+        assert!(matches!(
             failure(result(65)),
-            Failure::Result {
-                code: 65,
-                text: "server says".into()
-            }
-        );
+            Failure::Result { code: 65, text } if text == "server says"
+        ));
     }
 
     #[test]
@@ -405,6 +440,8 @@ mod tests {
         let mut config = LdapConfig::parse("ldaps://127.0.0.1:1").unwrap();
         config.tls_verify = TlsVerify::CaFile("/nonexistent/ca.pem".into());
         let err = Pool::new(config).unwrap_err();
-        assert!(matches!(&err, Failure::Other(m) if m.contains("/nonexistent/ca.pem")));
+        assert!(
+            matches!(&err, Failure::Other { message, .. } if message.contains("/nonexistent/ca.pem"))
+        );
     }
 }

@@ -28,13 +28,18 @@ pub struct LdapSource {
 }
 
 fn source_error(failure: Failure, server: &str) -> SourceError {
-    let message = match failure {
-        Failure::Unavailable(m) | Failure::Other(m) => m,
-        Failure::Result { code, text } => format!("LDAP {code} {}: {text}", result_name(code)),
+    let (message, cause) = match failure {
+        Failure::Unavailable { message, cause } | Failure::Other { message, cause } => {
+            (message, cause)
+        }
+        Failure::Result { code, text } => {
+            (format!("LDAP {code} {}: {text}", result_name(code)), None)
+        }
     };
     SourceError::Directory {
         server: server.to_string(),
         message,
+        source: cause.map(|c| -> crate::BoxError { Box::new(c) }),
     }
 }
 
@@ -50,6 +55,7 @@ impl LdapSource {
                 message: "no base DN to search under: give it as the URL's path \
                       (ldap://host/OU=Staff,DC=example,DC=com)"
                     .into(),
+                source: None,
             })?;
         let pool = Pool::new(config).map_err(|f| source_error(f, &server))?;
         pool.run(|_, _| Ok(()))

@@ -176,6 +176,9 @@ pub enum SourceError {
         server: String,
         /// What went wrong.
         message: String,
+        /// The client library's error, when there was one (ldap3's).
+        #[source]
+        source: Option<crate::BoxError>,
     },
     /// The source sent more than a run takes ([`SourceLimits`]): too many rows, too much
     /// text, or one value too large. Nothing is written.
