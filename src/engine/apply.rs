@@ -612,3 +612,275 @@ fn update(
     }
     Ok(renamed)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Mutex, RwLock};
+
+    use foldhash::HashSet;
+
+    use super::*;
+    use crate::destination::{AttributeName, Destination, LdifDirectory, Scope};
+    use crate::hooks::{HookContext, NoHooks};
+    use crate::job::ObjectType;
+    use crate::query::Filter;
+
+    /// The embedded directory, with every call that reaches it written down.
+    struct Recorded {
+        inner: LdifDirectory,
+        calls: Mutex<Vec<String>>,
+    }
+
+    impl Recorded {
+        fn with(dns: &[&str]) -> Recorded {
+            let inner = LdifDirectory::in_memory();
+            for dn in dns {
+                let mut e = Entry::new(*dn);
+                e.set("objectClass", vec!["top".into(), "domain".into()]);
+                inner.add(&e, None).unwrap();
+            }
+            Recorded {
+                inner,
+                calls: Mutex::default(),
+            }
+        }
+
+        fn note(&self, call: String) {
+            self.calls.lock().unwrap().push(call);
+        }
+
+        fn calls(&self) -> Vec<String> {
+            std::mem::take(&mut *self.calls.lock().unwrap())
+        }
+    }
+
+    impl Destination for Recorded {
+        fn search_each(
+            &self,
+            base: &str,
+            scope: Scope,
+            filter: &Filter,
+            attributes: &[String],
+            each: &mut dyn FnMut(&Entry),
+        ) -> Result<(), DestinationError> {
+            self.inner
+                .search_each(base, scope, filter, attributes, each)
+        }
+        fn exists(&self, dn: &str) -> Result<bool, DestinationError> {
+            self.note(format!("exists {dn}"));
+            self.inner.exists(dn)
+        }
+        fn add(&self, entry: &Entry, password: Option<&Secret>) -> Result<(), DestinationError> {
+            self.note(format!("add {}", entry.dn));
+            self.inner.add(entry, password)
+        }
+        fn modify(&self, dn: &str, changes: &[Modification]) -> Result<(), DestinationError> {
+            let what: Vec<String> = changes
+                .iter()
+                .map(|m| match m {
+                    Modification::Replace(a, _) => format!("replace {a}"),
+                    Modification::SetPassword(_) => "password".into(),
+                    other => format!("{other:?}"),
+                })
+                .collect();
+            self.note(format!("modify {dn}: {}", what.join(", ")));
+            self.inner.modify(dn, changes)
+        }
+        fn rename(&self, dn: &str, new_dn: &str) -> Result<(), DestinationError> {
+            self.note(format!("rename {dn} -> {new_dn}"));
+            self.inner.rename(dn, new_dn)
+        }
+        fn delete(&self, dn: &str) -> Result<(), DestinationError> {
+            self.note(format!("delete {dn}"));
+            self.inner.delete(dn)
+        }
+        fn commit(&self) -> Result<(), DestinationError> {
+            self.inner.commit()
+        }
+    }
+
+    fn shared<'a>(ctx: &'a HookContext, destination: &'a dyn Destination) -> Shared<'a> {
+        Shared {
+            ctx,
+            hooks: &NoHooks,
+            destination,
+            dry_run: ctx.dry_run(),
+            now: "2026-12-03T09:00:00.000+00:00",
+            today: "2026-12-03",
+            containers: RwLock::new(HashSet::default()),
+            control: None,
+            scopes: Vec::new(),
+            group_changes: Default::default(),
+            moved: Default::default(),
+        }
+    }
+
+    const STAFF: &str = "OU=Staff,OU=Corp,DC=example,DC=com";
+
+    #[test]
+    fn a_missing_container_is_made_down_from_its_nearest_ancestor_once_a_run() {
+        let d = Recorded::with(&["DC=example,DC=com"]);
+        let ctx = HookContext::new("job", false);
+        let s = shared(&ctx, &d);
+        ensure_container(&s, STAFF, true).unwrap();
+        assert_eq!(
+            d.calls(),
+            [
+                format!("exists {STAFF}"),
+                "exists OU=Corp,DC=example,DC=com".into(),
+                "exists DC=example,DC=com".into(),
+                "add OU=Corp,DC=example,DC=com".into(),
+                format!("add {STAFF}"),
+            ]
+        );
+        let staff = d.inner.get(STAFF).unwrap();
+        assert_eq!(staff.get("ou"), ["Staff"]);
+        assert!(
+            staff
+                .get("objectClass")
+                .iter()
+                .any(|c| c == "organizationalUnit")
+        );
+        // The same container written another way is known: nothing more reaches the directory.
+        ensure_container(&s, "ou=staff,ou=corp,dc=example,dc=com", true).unwrap();
+        ensure_container(&s, STAFF, true).unwrap();
+        assert_eq!(d.calls(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_missing_container_is_refused_when_the_job_does_not_create_them_and_nothing_is_written() {
+        let d = Recorded::with(&["DC=example,DC=com"]);
+        let ctx = HookContext::new("job", false);
+        let s = shared(&ctx, &d);
+        let err = ensure_container(&s, STAFF, false).unwrap_err();
+        assert!(
+            err.contains(STAFF) && err.contains("createObjectContainerStrategy is 0"),
+            "{err}"
+        );
+        assert!(d.calls().iter().all(|c| c.starts_with("exists ")));
+        assert!(d.inner.get("OU=Corp,DC=example,DC=com").is_none());
+        // Refused, it is not remembered as made: the next row asks again.
+        assert!(ensure_container(&s, STAFF, false).is_err());
+    }
+
+    #[test]
+    fn containers_in_a_dry_run_are_checked_not_made_and_odd_names_are_refused() {
+        let d = Recorded::with(&["DC=example,DC=com"]);
+        let ctx = HookContext::new("job", true);
+        let s = shared(&ctx, &d);
+        ensure_container(&s, STAFF, true).unwrap();
+        assert!(d.calls().iter().all(|c| c.starts_with("exists ")));
+        assert!(d.inner.get(STAFF).is_none());
+
+        let ctx = HookContext::new("job", false);
+        let s = shared(&ctx, &d);
+        let err = ensure_container(&s, "L=Paris,DC=example,DC=com", true).unwrap_err();
+        assert_eq!(err, "cannot create a container named by l=");
+        assert!(d.inner.get("L=Paris,DC=example,DC=com").is_none());
+    }
+
+    fn user(d: &Recorded, dn: &str) {
+        let mut e = Entry::new(dn);
+        e.set("objectClass", vec!["top".into(), "user".into()]);
+        e.set("cn", vec!["Ann".into()]);
+        d.inner.add(&e, None).unwrap();
+    }
+
+    fn write(dn: &str, attributes: Vec<(AttributeName, Vec<String>)>) -> RowWrite {
+        RowWrite {
+            object_type: ObjectType::User,
+            row: 1002,
+            key: "1".into(),
+            dn: dn.into(),
+            attributes,
+            value_changes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn an_update_is_one_modify_and_a_move_makes_its_container_first() {
+        const ANN: &str = "CN=Ann,OU=Corp,DC=example,DC=com";
+        let d = Recorded::with(&["DC=example,DC=com"]);
+        d.inner
+            .add(
+                &{
+                    let mut ou = Entry::new("OU=Corp,DC=example,DC=com");
+                    ou.set("objectClass", vec!["organizationalUnit".into()]);
+                    ou
+                },
+                None,
+            )
+            .unwrap();
+        user(&d, ANN);
+        d.calls();
+        let ctx = HookContext::new("job", false);
+        let s = shared(&ctx, &d);
+        let mut w = write(ANN, vec![("title".into(), vec!["Chef".into()])]);
+        w.value_changes.push(ValueChanges {
+            attribute: "memberOf".into(),
+            added: vec!["CN=Cooks,DC=example,DC=com".into()],
+            removed: Vec::new(),
+        });
+        let moved_to = format!("CN=Ann,{STAFF}");
+        w.dn = moved_to.clone();
+        let password = Secret::new("Tr0ub4dor&3");
+        let renamed = update(&s, ANN, &w, Some(&password), Some(&moved_to), true).unwrap();
+        assert!(renamed);
+        assert_eq!(
+            d.calls(),
+            [
+                format!("modify {ANN}: replace title, password"),
+                format!("exists {STAFF}"),
+                "exists OU=Corp,DC=example,DC=com".into(),
+                format!("add {STAFF}"),
+                format!("rename {ANN} -> {moved_to}"),
+            ]
+        );
+        let ann = d.inner.get(&moved_to).unwrap();
+        assert_eq!(ann.get("title"), ["Chef"]);
+        assert!(
+            ann.get("memberOf").is_empty(),
+            "a user's groups are the groups' to hold"
+        );
+        // The group to join is gathered under the user's new DN, for the groups' step.
+        let joins = s.group_changes.take();
+        assert_eq!(joins.len(), 1);
+        assert_eq!(
+            (
+                joins[0].group.as_str(),
+                joins[0].member.as_str(),
+                joins[0].join
+            ),
+            ("CN=Cooks,DC=example,DC=com", moved_to.as_str(), true)
+        );
+    }
+
+    #[test]
+    fn a_move_into_a_container_the_job_may_not_make_keeps_the_change_and_says_so() {
+        const ANN: &str = "CN=Ann,DC=example,DC=com";
+        let d = Recorded::with(&["DC=example,DC=com"]);
+        user(&d, ANN);
+        d.calls();
+        let ctx = HookContext::new("job", false);
+        let s = shared(&ctx, &d);
+        let moved_to = format!("CN=Ann,{STAFF}");
+        let mut w = write(ANN, vec![("title".into(), vec!["Chef".into()])]);
+        w.dn = moved_to.clone();
+        let err = update(&s, ANN, &w, None, Some(&moved_to), false).unwrap_err();
+        assert!(
+            err.starts_with(&format!("changed, but not moved to {moved_to}")),
+            "{err}"
+        );
+        // The modify went through and the object stayed where it was.
+        let ann = d.inner.get(ANN).unwrap();
+        assert_eq!(ann.get("title"), ["Chef"]);
+        assert!(d.inner.get(&moved_to).is_none());
+        // A dry run writes nothing at all.
+        let ctx = HookContext::new("job", true);
+        let s = shared(&ctx, &d);
+        d.calls();
+        let w = write(ANN, vec![("title".into(), vec!["Boss".into()])]);
+        assert_eq!(update(&s, ANN, &w, None, None, true), Ok(false));
+        assert_eq!(d.calls(), Vec::<String>::new());
+    }
+}

@@ -385,7 +385,7 @@ impl PendingGroupChanges {
         }
     }
 
-    fn take(&self) -> Vec<GroupChange> {
+    pub(super) fn take(&self) -> Vec<GroupChange> {
         std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
     }
 }
