@@ -15,6 +15,8 @@ use crate::report::{DetailType, Report, RunStatus};
 use crate::{Error, Plan, RunOptions};
 
 impl Runner {
+    /// Runs `run` to its end on this (background) thread: its attempts, the watermark, the
+    /// notification, then the finished state.
     pub(super) fn execute(&self, id: RunId, run: Prepared) {
         let Prepared {
             job,

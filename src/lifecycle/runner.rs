@@ -13,6 +13,7 @@ use super::{
 use crate::engine::RunControl;
 use crate::report::{DetailType, Report, RunStatus};
 
+/// One run as the runner keeps it, from submit until it is forgotten.
 pub(super) struct RunRecord {
     pub(super) job: String,
     pub(super) trigger: Trigger,
@@ -34,6 +35,7 @@ pub(super) enum HistoryItem {
     Skipped(Box<(HistoryEntry, ExecutionResult)>),
 }
 
+/// Every run and history the runner knows, under one lock.
 #[derive(Default)]
 pub(super) struct Registry {
     pub(super) next: u64,
@@ -46,6 +48,7 @@ pub(super) struct Registry {
     pub(super) history: HashMap<String, VecDeque<HistoryItem>>,
 }
 
+/// What clones of a runner share.
 pub(super) struct Inner {
     pub(super) clock: Arc<dyn Clock>,
     pub(super) store: Option<Arc<dyn StateStore>>,
