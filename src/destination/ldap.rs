@@ -105,21 +105,16 @@ fn read_password_rules(conn: &mut LdapConn) -> Result<Option<super::PasswordRule
     )))
 }
 
-/// ldap3's error, as the `source()` of ours.
-fn boxed(cause: crate::ldap::Cause) -> crate::BoxError {
-    Box::new(cause)
-}
-
 /// A result code and the server's text, as a [`DestinationError`] for `operation` on `dn`.
 fn destination_error(failure: Failure, operation: &'static str, dn: &str) -> DestinationError {
     match failure {
         Failure::Unavailable { message, cause } => DestinationError::Unavailable {
             message,
-            source: cause.map(boxed),
+            source: crate::ldap::source_of(cause),
         },
         Failure::Other { message, cause } => DestinationError::Connection {
             message,
-            source: cause.map(boxed),
+            source: crate::ldap::source_of(cause),
         },
         Failure::Result { code: 32, .. } => DestinationError::NoSuchObject { dn: dn.into() },
         Failure::Result { code: 68, .. } => DestinationError::AlreadyExists { dn: dn.into() },

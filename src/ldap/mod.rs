@@ -17,7 +17,7 @@ pub(crate) mod search;
 
 use std::time::Duration;
 
-pub(crate) use pool::{Cause, Failure, Pool, result_name};
+pub(crate) use pool::{Failure, Pool, result_name, source_of};
 
 use crate::Secret;
 

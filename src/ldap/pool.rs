@@ -12,6 +12,11 @@ use super::{LdapConfig, Security, TlsVerify};
 /// found down fails the operations after it with the same cause.
 pub(crate) type Cause = Arc<LdapError>;
 
+/// ldap3's error, if any, as the `source()` of a destination's or a source's error.
+pub(crate) fn source_of(cause: Option<Cause>) -> Option<crate::BoxError> {
+    cause.map(|c| -> crate::BoxError { Box::new(c) })
+}
+
 /// Why an operation failed, after retries.
 #[derive(Debug, Clone)]
 pub(crate) enum Failure {

@@ -39,7 +39,7 @@ fn source_error(failure: Failure, server: &str) -> SourceError {
     SourceError::Directory {
         server: server.to_string(),
         message,
-        source: cause.map(|c| -> crate::BoxError { Box::new(c) }),
+        source: crate::ldap::source_of(cause),
     }
 }
 
